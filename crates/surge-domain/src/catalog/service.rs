@@ -1,0 +1,131 @@
+//! The catalog's use cases and its tenant rules: a merchant creates and
+//! changes only its own products, an admin any, a customer none; anyone reads.
+
+use super::ports::{CatalogStore, ProductPage};
+use super::product::{NewProduct, Product, ProductName, ProductPatch, Sku, Stock};
+use crate::actor::Actor;
+use crate::ids::{IdGenerator, MerchantId, ProductId};
+use crate::money::Cents;
+use crate::store::StoreError;
+use std::sync::Arc;
+use thiserror::Error;
+use time::OffsetDateTime;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CatalogError {
+    #[error("no such product")]
+    NotFound,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("this merchant already has a product with that sku")]
+    DuplicateSku,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Unavailable(StoreError),
+}
+
+impl From<StoreError> for CatalogError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Duplicate("sku") => CatalogError::DuplicateSku,
+            other => CatalogError::Unavailable(other),
+        }
+    }
+}
+
+/// A create request, parsed. `merchant_id` is required from an admin and,
+/// from a merchant, must be its own when given at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateProduct {
+    pub merchant_id: Option<MerchantId>,
+    pub sku: Sku,
+    pub name: ProductName,
+    pub price_cents: Cents,
+    pub stock: Stock,
+}
+
+/// Keyset pagination: at most `limit` items after the cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub after: Option<ProductId>,
+}
+
+impl PageRequest {
+    pub const LIMIT_MAX: u32 = 500;
+    pub const LIMIT_DEFAULT: u32 = 50;
+
+    pub fn parse(limit: Option<u32>, after: Option<ProductId>) -> Result<Self, String> {
+        let limit = limit.unwrap_or(Self::LIMIT_DEFAULT);
+        if !(1..=Self::LIMIT_MAX).contains(&limit) {
+            return Err(format!("limit must be between 1 and {}", Self::LIMIT_MAX));
+        }
+        Ok(Self { limit, after })
+    }
+}
+
+pub struct Catalog {
+    store: Arc<dyn CatalogStore>,
+    ids: Arc<IdGenerator>,
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn CatalogStore>, ids: Arc<IdGenerator>) -> Self {
+        Self { store, ids }
+    }
+
+    pub async fn create(&self, actor: &Actor, request: CreateProduct) -> Result<Product, CatalogError> {
+        let merchant_id = match (actor, request.merchant_id) {
+            (Actor::Customer(_), _) => return Err(CatalogError::Forbidden("customers cannot create products")),
+            (Actor::Merchant(own), Some(other)) if *own != other => {
+                return Err(CatalogError::Forbidden("a merchant creates products for its own tenant only"));
+            }
+            (Actor::Merchant(own), _) => *own,
+            (Actor::Admin(_), Some(merchant)) => merchant,
+            (Actor::Admin(_), None) => {
+                return Err(CatalogError::Invalid("merchant_id is required when an admin creates a product".into()));
+            }
+        };
+        let new = NewProduct {
+            merchant_id,
+            sku: request.sku,
+            name: request.name,
+            price_cents: request.price_cents,
+            stock: request.stock,
+        };
+        let id = ProductId::new(self.ids.next_id());
+        Ok(self.store.insert(id, &new, now()).await?)
+    }
+
+    pub async fn get(&self, id: ProductId) -> Result<Arc<Product>, CatalogError> {
+        self.store.get(id).await?.ok_or(CatalogError::NotFound)
+    }
+
+    pub async fn patch(&self, actor: &Actor, id: ProductId, patch: ProductPatch) -> Result<Product, CatalogError> {
+        self.authorize_change(actor, id).await?;
+        self.store.update(id, &patch, now()).await?.ok_or(CatalogError::NotFound)
+    }
+
+    pub async fn set_stock(&self, actor: &Actor, id: ProductId, stock: Stock) -> Result<Product, CatalogError> {
+        self.authorize_change(actor, id).await?;
+        self.store.set_stock(id, stock, now()).await?.ok_or(CatalogError::NotFound)
+    }
+
+    pub async fn list(&self, merchant: Option<MerchantId>, page: PageRequest) -> Result<ProductPage, CatalogError> {
+        Ok(self.store.list(merchant, page.after, page.limit).await?)
+    }
+
+    /// The owner never changes, so a cached read is good enough to decide.
+    async fn authorize_change(&self, actor: &Actor, id: ProductId) -> Result<(), CatalogError> {
+        let current = self.get(id).await?;
+        if !actor.manages(current.merchant_id) {
+            return Err(CatalogError::Forbidden("only the owning merchant or an admin may change this product"));
+        }
+        Ok(())
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}

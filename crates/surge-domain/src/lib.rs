@@ -1,0 +1,17 @@
+//! Surge's business, one module per bounded context.
+//!
+//! Nothing here knows how it is stored, cached, queued or served: each context
+//! states what it needs as a port (a trait) and the adapters in `surge-store`
+//! implement it once per backend. The server wires a context's application
+//! service to adapters chosen by configuration.
+
+pub mod actor;
+pub mod catalog;
+pub mod ids;
+pub mod money;
+pub mod store;
+
+pub use actor::Actor;
+pub use ids::{IdGenerator, MerchantId, ProductId, UserId};
+pub use money::Cents;
+pub use store::StoreError;

@@ -1,0 +1,349 @@
+//! Settings: plain data with defaults, loaded in layers and validated in one
+//! place.
+//!
+//! Layers, later wins: built-in defaults → `surge.toml` (or `--config FILE`)
+//! → `SURGE_*` environment variables (`__` separates sections:
+//! `SURGE_CACHE__TTL=30s`) → command-line flags. Unknown keys are errors, so
+//! a typo stops start-up with its name instead of being silently ignored.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "surge.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// When set, `/metrics`, `/healthz` and `/readyz` are served here and not
+    /// on the API listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_listen: Option<SocketAddr>,
+    /// Where the embedded mode keeps its database and secret.
+    pub data_dir: PathBuf,
+    /// This node's id, 0–1023, unique among the nodes of a deployment: it is
+    /// part of every id the node mints.
+    pub node_id: u16,
+    pub auth: AuthSettings,
+    pub http: HttpSettings,
+    pub cache: CacheSettings,
+    pub store: StoreSettings,
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ops_listen: None,
+            data_dir: PathBuf::from("./data"),
+            node_id: 0,
+            auth: AuthSettings::default(),
+            http: HttpSettings::default(),
+            cache: CacheSettings::default(),
+            store: StoreSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HS256 secret shared by every node. When absent, the embedded mode
+    /// generates one into `<data_dir>/jwt-secret` at first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of tokens minted by `surge token` when `--ttl` is not given.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Clock skew tolerated when checking `exp`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { jwt_secret: None, token_ttl: Duration::from_secs(3600), leeway: Duration::from_secs(30) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Largest request body accepted; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// Longest any request may take; a client's `X-Request-Deadline-Ms` can
+    /// only shorten it.
+    #[serde(with = "humantime_serde")]
+    pub request_budget: Duration,
+    /// On SIGTERM, how long in-flight requests get to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 * 1024,
+            request_budget: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    pub capacity: u64,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ttl_jitter: Duration,
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub second_delete_delay: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            ttl: Duration::from_secs(60),
+            ttl_jitter: Duration::from_secs(10),
+            negative_ttl: Duration::from_secs(5),
+            second_delete_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self { max_connections: 8, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `surge_server=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".to_owned() }
+    }
+}
+
+/// A secret string: never printed, never logged.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Values given on the command line; they override every other layer.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads every layer. `file` is `--config`; without it `surge.toml` in
+    /// the working directory is read if present.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_owned())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        // SURGE_CONFIG names the file itself (read by clap), not a setting.
+        let env = Env::prefixed("SURGE_").ignore(&["config"]).split("__");
+        let settings: Settings = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.validate().map_err(ConfigError::Invalid)?;
+        Ok(settings)
+    }
+
+    /// Rules that types alone can't state. Each message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id > surge_domain::ids::NODE_ID_MAX {
+            return Err(format!("node_id must be at most {}", surge_domain::ids::NODE_ID_MAX));
+        }
+        if self.auth.jwt_secret.as_ref().is_some_and(|secret| secret.expose().len() < 32) {
+            return Err("auth.jwt_secret must be at least 32 bytes".to_owned());
+        }
+        if !(1..=16 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
+            return Err("http.body_limit_bytes must be between 1 and 16777216".to_owned());
+        }
+        if self.http.request_budget.is_zero() {
+            return Err("http.request_budget must be greater than zero".to_owned());
+        }
+        if self.cache.capacity == 0 {
+            return Err("cache.capacity must be at least 1".to_owned());
+        }
+        if self.cache.ttl.is_zero() || self.cache.negative_ttl.is_zero() {
+            return Err("cache.ttl and cache.negative_ttl must be greater than zero".to_owned());
+        }
+        if self.cache.ttl_jitter >= self.cache.ttl {
+            return Err("cache.ttl_jitter must be shorter than cache.ttl".to_owned());
+        }
+        if self.store.max_connections == 0 {
+            return Err("store.max_connections must be at least 1".to_owned());
+        }
+        // Downstream waits must fit inside the request's own budget.
+        if self.store.busy_timeout >= self.http.request_budget {
+            return Err("store.busy_timeout must be shorter than http.request_budget".to_owned());
+        }
+        if self.ops_listen.is_some_and(|ops| ops == self.listen && ops.port() != 0) {
+            return Err("ops_listen must differ from listen".to_owned());
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| format!("log.level is not a valid filter: {e}"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closures' error type
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(jail_file: Option<&str>) -> Result<Settings, ConfigError> {
+        Settings::load(jail_file.map(Path::new), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_apply_without_any_file_or_variable() {
+        Jail::expect_with(|_jail| {
+            let settings = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(settings, Settings::default());
+            assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(settings.data_dir, PathBuf::from("./data"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "surge.toml",
+                "listen = \"127.0.0.1:9000\"\nnode_id = 3\n[cache]\nttl = \"30s\"\nttl_jitter = \"1s\"\n",
+            )?;
+            jail.set_env("SURGE_NODE_ID", "4");
+            jail.set_env("SURGE_CACHE__TTL", "20s");
+            jail.set_env("SURGE_LISTEN", "127.0.0.1:9001");
+            let flags = Overrides { listen: Some("127.0.0.1:9002".parse().expect("addr")), data_dir: None };
+            let settings = Settings::load(None, &flags).map_err(|e| e.to_string())?;
+            assert_eq!(settings.node_id, 4);
+            assert_eq!(settings.cache.ttl, Duration::from_secs(20));
+            assert_eq!(settings.cache.ttl_jitter, Duration::from_secs(1));
+            assert_eq!(settings.listen.to_string(), "127.0.0.1:9002");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_setting_is_named_in_the_error() {
+        Jail::expect_with(|jail| {
+            jail.create_file("surge.toml", "[cache]\nttll = \"30s\"\n")?;
+            let error = load(None).expect_err("typo must fail").to_string();
+            assert!(error.contains("ttll"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("SURGE_LISTN", "127.0.0.1:1");
+            let error = load(None).expect_err("typo must fail").to_string();
+            assert!(error.contains("listn"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_wrong_value_is_named_in_the_error() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SURGE_NODE_ID", "5000");
+            let error = load(None).expect_err("out of range").to_string();
+            assert!(error.contains("node_id"), "{error}");
+            jail.set_env("SURGE_NODE_ID", "1");
+            jail.set_env("SURGE_HTTP__REQUEST_BUDGET", "soon");
+            let error = load(None).expect_err("not a duration").to_string().to_lowercase();
+            assert!(error.contains("request_budget"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        Jail::expect_with(|_jail| {
+            assert!(matches!(load(Some("nope.toml")), Err(ConfigError::MissingFile(_))));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_secret_is_never_printed() {
+        let secret = Secret::new("x".repeat(40));
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+    }
+}

@@ -1,0 +1,15 @@
+//! The `surge` server: configuration, wiring of contexts to adapters, and the
+//! HTTP surface. `main.rs` only parses the command line and calls in here.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use startup::Application;

@@ -1,0 +1,88 @@
+//! `surge`: serve (the default), mint a token, or run migrations.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use surge_server::auth::{Keys, Role, load_or_create_secret};
+use surge_server::config::Overrides;
+use surge_server::startup::{open_sqlite, shutdown_signal};
+use surge_server::{Application, Settings, telemetry};
+
+/// Surge: a high-concurrency order platform.
+#[derive(Debug, Parser)]
+#[command(version, about = "Surge: a high-concurrency order platform for retail logistics")]
+struct Cli {
+    /// Settings file (TOML). Without it, ./surge.toml is read if present.
+    #[arg(long, global = true, env = "SURGE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of the HTTP API (setting `listen`).
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Data directory of the embedded mode (setting `data_dir`).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print a bearer token signed with the configured secret.
+    Token {
+        #[arg(long, value_enum)]
+        role: Role,
+        /// User id (customer), tenant id (merchant) or operator name (admin).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. 15m, 1h, 7d (default: setting auth.token_ttl).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides { listen: cli.listen, data_dir: cli.data_dir.clone() };
+    let settings = match Settings::load(cli.config.as_deref(), &overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("surge: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    match run(cli.command.unwrap_or(Command::Serve), settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("surge: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => Application::build(&settings).await?.run_until(shutdown_signal()).await,
+        Command::Token { role, sub, ttl } => {
+            let secret = load_or_create_secret(&settings.auth, &settings.data_dir)?;
+            let keys = Keys::new(&secret, &settings.auth);
+            let token = keys.mint(role, &sub, ttl.unwrap_or(settings.auth.token_ttl)).map_err(anyhow::Error::msg)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Migrate => {
+            std::fs::create_dir_all(&settings.data_dir)?;
+            open_sqlite(&settings).await?.close().await;
+            tracing::info!(data_dir = %settings.data_dir.display(), "schema is up to date");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The HTTP surface: one module per context, one declared middleware stack.
+
+mod catalog;
+mod ops;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use surge_guard::BoxError;
+use surge_guard::deadline::{DeadlineExpired, DeadlineLayer, InvalidDeadlineHeader};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::metrics;
+use crate::state::AppState;
+
+/// Limits the router applies to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    pub body_limit_bytes: usize,
+    pub request_budget: Duration,
+}
+
+/// The API router. With `include_ops`, the operations endpoints are served
+/// on it too; otherwise they live on their own listener ([`ops_router`]).
+pub fn app(state: AppState, limits: EdgeLimits, include_ops: bool) -> Router {
+    let mut router = catalog::routes();
+    if include_ops {
+        router = router.merge(ops::routes());
+    }
+    finish(router, state, limits)
+}
+
+/// The operations router for a separate `ops_listen` address.
+pub fn ops_router(state: AppState, limits: EdgeLimits) -> Router {
+    finish(ops::routes(), state, limits)
+}
+
+/// The middleware stack, outermost first: request id → trace → panic guard →
+/// deadline → body limit → route metrics → handler.
+fn finish(router: Router<AppState>, state: AppState, limits: EdgeLimits) -> Router {
+    router
+        .route_layer(from_fn_with_state(state.clone(), metrics::track))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(CatchPanicLayer::custom(|_panic| ApiError::internal().into_response()))
+                .layer(HandleErrorLayer::new(edge_error))
+                .layer(DeadlineLayer::new(limits.request_budget))
+                .layer(DefaultBodyLimit::max(limits.body_limit_bytes)),
+        )
+        .with_state(state)
+}
+
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id)
+}
+
+async fn edge_error(error: BoxError) -> Response {
+    if error.is::<InvalidDeadlineHeader>() {
+        return ApiError::bad_request(error.to_string()).into_response();
+    }
+    if error.is::<DeadlineExpired>() {
+        return ApiError::deadline_exceeded().into_response();
+    }
+    tracing::error!(error = %error, "unhandled middleware error");
+    ApiError::internal().into_response()
+}

@@ -1,0 +1,159 @@
+//! Building and running the app: `main` stays thin, tests build the same app
+//! on port 0 and ask it for its port.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use surge_domain::IdGenerator;
+use surge_domain::catalog::{Catalog, CatalogStore};
+use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
+use surge_store::sqlite::{SqliteConfig, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{Keys, load_or_create_secret};
+use crate::config::Settings;
+use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics};
+use crate::routes::{self, EdgeLimits};
+use crate::state::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    ops: Option<(TcpListener, Router)>,
+    shutdown_grace: Duration,
+    sqlite: SqliteStore,
+}
+
+impl Application {
+    /// Opens the stores, wires the contexts and binds the listeners.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        settings.validate().map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
+        let sqlite = open_sqlite(settings).await?;
+        let secret = load_or_create_secret(&settings.auth, &settings.data_dir)?;
+        let metrics = Arc::new(Metrics::new());
+
+        let cache_metrics = CacheMetrics {
+            hits: metrics.counter(CACHE_REQUESTS, &[("cache", "product"), ("result", "hit")]),
+            misses: metrics.counter(CACHE_REQUESTS, &[("cache", "product"), ("result", "miss")]),
+            loads: metrics.counter(CACHE_LOADS, &[("cache", "product")]),
+        };
+        let store: Arc<dyn CatalogStore> =
+            Arc::new(CachedCatalog::new(Arc::new(sqlite.clone()), &product_cache(settings), cache_metrics));
+        let ids = Arc::new(IdGenerator::new(settings.node_id).map_err(anyhow::Error::msg)?);
+        let state = AppState {
+            catalog: Arc::new(Catalog::new(Arc::clone(&store), ids)),
+            keys: Arc::new(Keys::new(&secret, &settings.auth)),
+            metrics,
+            store,
+        };
+
+        let limits = EdgeLimits {
+            body_limit_bytes: settings.http.body_limit_bytes,
+            request_budget: settings.http.request_budget,
+        };
+        let listener = bind(settings.listen).await?;
+        let ops = match settings.ops_listen {
+            Some(address) => Some((bind(address).await?, routes::ops_router(state.clone(), limits))),
+            None => None,
+        };
+        let router = routes::app(state, limits, ops.is_none());
+        Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, sqlite })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops.as_ref().and_then(|(listener, _)| listener.local_addr().ok()).map(|a| a.port())
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// for up to `http.shutdown_grace` and closes the stores.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let mut servers = tokio::task::JoinSet::new();
+        tracing::info!(address = %self.listener.local_addr()?, "serving the api");
+        servers.spawn(serve(self.listener, self.router, stopped.clone()));
+        if let Some((listener, router)) = self.ops {
+            tracing::info!(address = %listener.local_addr()?, "serving operations endpoints");
+            servers.spawn(serve(listener, router, stopped));
+        }
+
+        tokio::select! {
+            () = shutdown => tracing::info!("shutdown requested; draining in-flight requests"),
+            finished = servers.join_next() => {
+                tracing::error!(?finished, "a listener stopped on its own");
+            }
+        }
+        let _ = stop.send(true);
+        let drained = tokio::time::timeout(self.shutdown_grace, async { while servers.join_next().await.is_some() {} });
+        if drained.await.is_err() {
+            tracing::warn!(grace = ?self.shutdown_grace, "grace period over; dropping unfinished requests");
+            servers.abort_all();
+        }
+        self.sqlite.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn serve(listener: TcpListener, router: Router, mut stopped: watch::Receiver<bool>) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| format!("binding {address}"))
+}
+
+pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    let config = SqliteConfig {
+        max_connections: settings.store.max_connections,
+        busy_timeout: settings.store.busy_timeout,
+        ..SqliteConfig::in_dir(&settings.data_dir)
+    };
+    SqliteStore::open(&config).await.with_context(|| format!("opening {}", config.path.display()))
+}
+
+fn product_cache(settings: &Settings) -> ProductCacheConfig {
+    let cache = &settings.cache;
+    ProductCacheConfig {
+        capacity: cache.capacity,
+        ttl: cache.ttl,
+        ttl_jitter: cache.ttl_jitter,
+        negative_ttl: cache.negative_ttl,
+        second_delete_delay: cache.second_delete_delay,
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

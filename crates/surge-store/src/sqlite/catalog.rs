@@ -1,0 +1,138 @@
+//! `CatalogStore` on SQLite.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use surge_domain::catalog::{CatalogStore, NewProduct, Product, ProductName, ProductPage, ProductPatch, Sku, Stock};
+use surge_domain::{Cents, MerchantId, ProductId, StoreError};
+use time::OffsetDateTime;
+
+use super::{SqliteStore, store_error};
+
+const COLUMNS: &str = "id, merchant_id, sku, name, price_cents, stock, updated_at_ms";
+
+#[derive(sqlx::FromRow)]
+struct ProductRow {
+    id: i64,
+    merchant_id: i64,
+    sku: String,
+    name: String,
+    price_cents: i64,
+    stock: i64,
+    updated_at_ms: i64,
+}
+
+impl From<ProductRow> for Product {
+    fn from(row: ProductRow) -> Self {
+        Product {
+            id: ProductId::new(row.id),
+            merchant_id: MerchantId::new(row.merchant_id),
+            sku: Sku::from_trusted(row.sku),
+            name: ProductName::from_trusted(row.name),
+            price_cents: Cents::from_trusted(row.price_cents),
+            stock: Stock::from_trusted(row.stock),
+            updated_at: from_unix_ms(row.updated_at_ms),
+        }
+    }
+}
+
+#[async_trait]
+impl CatalogStore for SqliteStore {
+    async fn insert(&self, id: ProductId, new: &NewProduct, now: OffsetDateTime) -> Result<Product, StoreError> {
+        let now_ms = unix_ms(now);
+        let sql = format!(
+            "INSERT INTO products (id, merchant_id, sku, name, price_cents, stock, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {COLUMNS}"
+        );
+        let row: ProductRow = sqlx::query_as(&sql)
+            .bind(id.get())
+            .bind(new.merchant_id.get())
+            .bind(new.sku.as_str())
+            .bind(new.name.as_str())
+            .bind(new.price_cents.get())
+            .bind(new.stock.get())
+            .bind(now_ms)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(row.into())
+    }
+
+    async fn get(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM products WHERE id = $1");
+        let row: Option<ProductRow> =
+            sqlx::query_as(&sql).bind(id.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
+        Ok(row.map(|row| Arc::new(row.into())))
+    }
+
+    async fn update(
+        &self,
+        id: ProductId,
+        patch: &ProductPatch,
+        now: OffsetDateTime,
+    ) -> Result<Option<Product>, StoreError> {
+        let sql = format!(
+            "UPDATE products SET name = COALESCE($1, name), price_cents = COALESCE($2, price_cents), \
+             updated_at_ms = $3 WHERE id = $4 RETURNING {COLUMNS}"
+        );
+        let row: Option<ProductRow> = sqlx::query_as(&sql)
+            .bind(patch.name.as_ref().map(ProductName::as_str))
+            .bind(patch.price_cents.map(Cents::get))
+            .bind(unix_ms(now))
+            .bind(id.get())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn set_stock(&self, id: ProductId, stock: Stock, now: OffsetDateTime) -> Result<Option<Product>, StoreError> {
+        let sql = format!("UPDATE products SET stock = $1, updated_at_ms = $2 WHERE id = $3 RETURNING {COLUMNS}");
+        let row: Option<ProductRow> = sqlx::query_as(&sql)
+            .bind(stock.get())
+            .bind(unix_ms(now))
+            .bind(id.get())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn list(
+        &self,
+        merchant: Option<MerchantId>,
+        after: Option<ProductId>,
+        limit: u32,
+    ) -> Result<ProductPage, StoreError> {
+        // One row more than asked tells whether another page follows.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM products WHERE ($1 IS NULL OR merchant_id = $1) AND id > $2 \
+             ORDER BY id LIMIT $3"
+        );
+        let rows: Vec<ProductRow> = sqlx::query_as(&sql)
+            .bind(merchant.map(MerchantId::get))
+            .bind(after.map_or(-1, ProductId::get))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let mut items: Vec<Product> = rows.into_iter().map(Into::into).collect();
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_after = if more { items.last().map(|p| p.id) } else { None };
+        Ok(ProductPage { items, next_after })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(store_error)?;
+        Ok(())
+    }
+}
+
+fn unix_ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_unix_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}

@@ -1,0 +1,79 @@
+//! The embedded store: one SQLite database file in the data dir, in WAL mode,
+//! reached through a small sqlx pool.
+//!
+//! SQLite lets one writer in at a time; a busy timeout makes writers queue
+//! briefly instead of failing, and WAL lets readers run beside the writer.
+
+mod catalog;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use surge_domain::StoreError;
+
+/// File name of the database inside the data dir.
+pub const DATABASE_FILE: &str = "surge.db";
+
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub path: PathBuf,
+    pub max_connections: u32,
+    /// How long a writer waits for the write lock before giving up.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteConfig {
+    pub fn in_dir(data_dir: &Path) -> Self {
+        Self { path: data_dir.join(DATABASE_FILE), max_connections: 8, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The SQLite adapter; cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database and runs pending migrations.
+    pub async fn open(config: &SqliteConfig) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{}", config.path.display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .map_err(unavailable)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed transaction survives power loss, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(config.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Maps a driver error into the port's error; unique violations are named by
+/// the constraint they hit so the domain can treat them as conflicts.
+fn store_error(error: sqlx::Error) -> StoreError {
+    if let Some(db) = error.as_database_error()
+        && db.is_unique_violation()
+        && db.message().contains("products.merchant_id, products.sku")
+    {
+        return StoreError::Duplicate("sku");
+    }
+    unavailable(error)
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
