@@ -217,6 +217,98 @@ mod tests {
         assert_eq!(JitteredTtl::from(&config()).draw(&None), Duration::from_secs(3));
     }
 
+    /// The real SQLite adapter behind a delay, so that concurrent reads
+    /// surely overlap the one load; counts the loads that reach it.
+    struct SlowStore {
+        inner: crate::sqlite::SqliteStore,
+        delay: Duration,
+        loads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl CatalogStore for SlowStore {
+        async fn insert(&self, id: ProductId, new: &NewProduct, now: OffsetDateTime) -> Result<Product, StoreError> {
+            self.inner.insert(id, new, now).await
+        }
+        async fn get(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {
+            self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            self.inner.get(id).await
+        }
+        async fn update(
+            &self,
+            id: ProductId,
+            patch: &ProductPatch,
+            now: OffsetDateTime,
+        ) -> Result<Option<Product>, StoreError> {
+            self.inner.update(id, patch, now).await
+        }
+        async fn set_stock(
+            &self,
+            id: ProductId,
+            stock: Stock,
+            now: OffsetDateTime,
+        ) -> Result<Option<Product>, StoreError> {
+            self.inner.set_stock(id, stock, now).await
+        }
+        async fn list(
+            &self,
+            merchant: Option<MerchantId>,
+            after: Option<ProductId>,
+            limit: u32,
+        ) -> Result<ProductPage, StoreError> {
+            self.inner.list(merchant, after, limit).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_key_share_a_single_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = crate::sqlite::SqliteStore::open(&crate::sqlite::SqliteConfig::in_dir(dir.path())).await;
+        let store = Arc::new(SlowStore {
+            inner: sqlite.expect("sqlite opens"),
+            delay: Duration::from_millis(200),
+            loads: Default::default(),
+        });
+        let product = sample();
+        let new = NewProduct {
+            merchant_id: product.merchant_id,
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            price_cents: product.price_cents,
+            stock: product.stock,
+        };
+        store.insert(product.id, &new, OffsetDateTime::now_utc()).await.expect("insert");
+        let cached = Arc::new(CachedCatalog::new(Arc::clone(&store), &config(), CacheMetrics::noop()));
+
+        let readers: Vec<_> = (0..100)
+            .map(|_| {
+                let cached = Arc::clone(&cached);
+                tokio::spawn(async move { cached.get(ProductId::new(1)).await })
+            })
+            .collect();
+        for reader in readers {
+            let found = reader.await.expect("join").expect("read");
+            assert_eq!(found.map(|p| p.sku.clone()), Some(product.sku.clone()));
+        }
+        assert_eq!(store.loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A missing id: many concurrent callers, one load, then remembered.
+        let misses: Vec<_> = (0..20)
+            .map(|_| {
+                let cached = Arc::clone(&cached);
+                tokio::spawn(async move { cached.get(ProductId::new(999)).await })
+            })
+            .collect();
+        for miss in misses {
+            assert_eq!(miss.await.expect("join").expect("read"), None);
+        }
+        assert_eq!(cached.get(ProductId::new(999)).await, Ok(None));
+        assert_eq!(store.loads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     fn sample() -> Product {
         use surge_domain::Cents;
         use surge_domain::catalog::{ProductName, Sku};

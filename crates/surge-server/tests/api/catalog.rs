@@ -1,0 +1,114 @@
+//! Catalog and inventory: the happy paths and their read-after-write.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{assert_error, spawn_app};
+
+#[tokio::test]
+async fn create_read_update_read_after_write_returns_the_new_value() {
+    let app = spawn_app().await;
+    let created = app.create_product(42, "TEA-1").await;
+    let id = created["id"].as_str().expect("id is a string");
+    assert!(id.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(created["merchant_id"], "42");
+    assert_eq!(created["sku"], "TEA-1");
+    assert_eq!(created["price_cents"], 1999);
+    assert_eq!(created["stock"], 10);
+
+    // The first read fills the cache; the write must not leave it stale.
+    assert_eq!(app.product(id).await, created);
+    let patched = app
+        .send_json(
+            Method::PATCH,
+            &format!("/v1/products/{id}"),
+            &app.merchant(42),
+            &json!({"name": "Green tea", "price_cents": 2500}),
+        )
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    let read = app.product(id).await;
+    assert_eq!(read["name"], "Green tea");
+    assert_eq!(read["price_cents"], 2500);
+    assert_eq!(read["sku"], "TEA-1");
+
+    let restocked =
+        app.send_json(Method::PUT, &format!("/v1/products/{id}/stock"), &app.merchant(42), &json!({"stock": 77})).await;
+    assert_eq!(restocked.status(), StatusCode::OK);
+    assert_eq!(app.product(id).await["stock"], 77);
+}
+
+#[tokio::test]
+async fn an_admin_creates_products_for_a_named_merchant_only() {
+    let app = spawn_app().await;
+    let body = json!({"sku": "A", "name": "Apple", "price_cents": 5, "stock": 1, "merchant_id": "7"});
+    let response = app.post_json("/v1/products", Some(&app.admin()), &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let product: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(product["merchant_id"], "7");
+
+    let without = json!({"sku": "B", "name": "Banana", "price_cents": 5, "stock": 1});
+    assert_error(
+        app.post_json("/v1/products", Some(&app.admin()), &without).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    assert_eq!(app.all_products().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_duplicate_sku_is_a_conflict_and_writes_nothing() {
+    let app = spawn_app().await;
+    app.create_product(42, "DUP").await;
+    let again = json!({"sku": "DUP", "name": "Other", "price_cents": 1, "stock": 1});
+    let response = app.post_json("/v1/products", Some(&app.merchant(42)), &again).await;
+    assert_error(response, StatusCode::CONFLICT, "duplicate_sku").await;
+    assert_eq!(app.all_products().await.len(), 1);
+    // Another merchant may use the same sku.
+    app.create_product(43, "DUP").await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_a_merchants_products_in_creation_order() {
+    let app = spawn_app().await;
+    let mut mine = Vec::new();
+    for n in 0..5 {
+        mine.push(app.create_product(1, &format!("M1-{n}")).await["id"].as_str().expect("id").to_owned());
+        app.create_product(2, &format!("M2-{n}")).await;
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/products?merchant_id=1&limit=2".to_owned();
+    loop {
+        let page: serde_json::Value = app.get(&path).await.json().await.expect("json");
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 2);
+        assert!(items.iter().all(|p| p["merchant_id"] == "1"));
+        seen.extend(items.iter().map(|p| p["id"].as_str().expect("id").to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/products?merchant_id=1&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, mine);
+    assert_eq!(app.all_products().await.len(), 10);
+}
+
+#[tokio::test]
+async fn listing_rejects_bad_paging_parameters() {
+    let app = spawn_app().await;
+    for query in ["limit=0", "limit=501", "limit=ten", "cursor=abc", "merchant_id=-1", "colour=red"] {
+        let response = app.get(&format!("/v1/products?{query}")).await;
+        assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_product_ids() {
+    let app = spawn_app().await;
+    assert_error(app.get("/v1/products/123456").await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(app.get("/v1/products/abc").await, StatusCode::BAD_REQUEST, "bad_request").await;
+    assert_error(app.get("/v1/products/-5").await, StatusCode::BAD_REQUEST, "bad_request").await;
+    let patch = app.send_json(Method::PATCH, "/v1/products/999", &app.admin(), &json!({"name": "x"})).await;
+    assert_error(patch, StatusCode::NOT_FOUND, "not_found").await;
+}

@@ -1,0 +1,102 @@
+//! The `surge` binary: its subcommands honour the same settings as the
+//! server, wrong settings stop it with their name, SIGTERM stops it cleanly.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::helpers::{spawn_app_in, surge_bin};
+
+fn surge(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(surge_bin());
+    command.args(args).env_remove("SURGE_CONFIG").env("NO_COLOR", "1");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("surge runs")
+}
+
+#[tokio::test]
+async fn a_token_from_the_cli_is_accepted_by_a_server_on_the_same_data_dir() {
+    let dir = TempDir::new().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let output = surge(&["--data-dir", data_dir, "token", "--role", "merchant", "--sub", "77", "--ttl", "5m"], &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).expect("utf-8").trim().to_owned();
+
+    let app = spawn_app_in(dir, |_| {}).await;
+    let body = json!({"sku": "CLI", "name": "From the CLI", "price_cents": 1, "stock": 1});
+    let response = app.post_json("/v1/products", Some(&token), &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+#[test]
+fn the_data_dir_also_comes_from_the_environment() {
+    let dir = TempDir::new().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let output = surge(&["token", "--role", "admin", "--sub", "ops"], &[("SURGE_DATA_DIR", data_dir)]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(dir.path().join("jwt-secret").exists());
+}
+
+#[test]
+fn an_unknown_or_wrong_setting_stops_it_with_the_settings_name() {
+    let dir = TempDir::new().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let cases =
+        [("SURGE_BOGUS", "1", "bogus"), ("SURGE_NODE_ID", "99999", "node_id"), ("SURGE_CACHE__TTL", "forever", "ttl")];
+    for (key, value, named) in cases {
+        let output = surge(&["--data-dir", data_dir, "token", "--role", "admin", "--sub", "ops"], &[(key, value)]);
+        assert_eq!(output.status.code(), Some(2), "{key}");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+        assert!(stderr.contains(named), "{key}: {stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let output = surge(&["--config", "/nonexistent/surge.toml", "migrate"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/surge.toml"));
+}
+
+#[test]
+fn a_customer_token_needs_an_id_subject() {
+    let dir = TempDir::new().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let output = surge(&["--data-dir", data_dir, "token", "--role", "customer", "--sub", "alice"], &[]);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let dir = TempDir::new().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(surge_bin())
+        .args(["--data-dir", dir.path().to_str().expect("utf-8"), "--listen", &listen])
+        .env_remove("SURGE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("surge starts");
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if client.get(format!("http://{listen}/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "surge never became ready");
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}

@@ -1,0 +1,160 @@
+//! `spawn_app()` and friends: the real app, a client, tokens.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use surge_server::auth::{Claims, Keys, Role, load_or_create_secret};
+use surge_server::{Application, Settings};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub address: String,
+    /// Base URL of the operations listener, when `ops_listen` is set.
+    pub ops_address: Option<String>,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    pub data_dir: TempDir,
+    keys: Keys,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_in(TempDir::new().expect("tempdir"), |_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_in(TempDir::new().expect("tempdir"), configure).await
+}
+
+/// Starts the app on port 0 over `data_dir` (which may hold an earlier run).
+pub async fn spawn_app_in(data_dir: TempDir, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.path().to_owned(),
+        ..Settings::default()
+    };
+    configure(&mut settings);
+    let app = Application::build(&settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let ops_address = app.ops_port().map(|port| format!("http://127.0.0.1:{port}"));
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let secret = load_or_create_secret(&settings.auth, data_dir.path()).expect("secret");
+    let keys = Keys::new(&secret, &settings.auth);
+    TestApp { address, ops_address, client: reqwest::Client::new(), settings, data_dir, keys, stop, task }
+}
+
+impl TestApp {
+    /// Stops the app, waits until it has closed its stores, and hands back
+    /// the data dir so that a test can start again over it.
+    pub async fn stop(self) -> TempDir {
+        let _ = self.stop.send(());
+        self.task.await.expect("app task").expect("app stops cleanly");
+        self.data_dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn token(&self, role: Role, sub: &str) -> String {
+        self.keys.mint(role, sub, Duration::from_secs(600)).expect("mint")
+    }
+
+    pub fn merchant(&self, id: u64) -> String {
+        self.token(Role::Merchant, &id.to_string())
+    }
+
+    pub fn admin(&self) -> String {
+        self.token(Role::Admin, "ops")
+    }
+
+    pub fn customer(&self, id: u64) -> String {
+        self.token(Role::Customer, &id.to_string())
+    }
+
+    /// A token signed with this app's secret that expired an hour ago.
+    pub fn expired_token(&self) -> String {
+        let secret = load_or_create_secret(&self.settings.auth, self.data_dir.path()).expect("secret");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+        let claims = Claims { sub: "42".into(), role: Role::Merchant, exp: now - 3600, iat: now - 7200 };
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("encode")
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, token: &str, body: &Value) -> Response {
+        self.client.request(method, self.url(path)).bearer_auth(token).json(body).send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// Creates a product as `merchant` and returns its JSON.
+    pub async fn create_product(&self, merchant: u64, sku: &str) -> Value {
+        let body = json!({"sku": sku, "name": format!("Product {sku}"), "price_cents": 1999, "stock": 10});
+        let response = self.post_json("/v1/products", Some(&self.merchant(merchant)), &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("json")
+    }
+
+    pub async fn product(&self, id: &str) -> Value {
+        let response = self.get(&format!("/v1/products/{id}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    /// Every product, all pages.
+    pub async fn all_products(&self) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/products?limit=500&cursor={c}"),
+                None => "/v1/products?limit=500".to_owned(),
+            };
+            let page: Value = self.get(&path).await.json().await.expect("json");
+            items.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return items,
+            }
+        }
+    }
+
+    /// The value of one sample of `/metrics`, e.g.
+    /// `surge_cache_loads_total{cache="product"}`; 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("metrics text");
+        text.lines().find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    }
+}
+
+/// Asserts the API error shape and code, and returns the message.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> String {
+    assert_eq!(response.status(), status, "status");
+    let body: Value = response.json().await.expect("error body is json");
+    assert_eq!(body["error"]["code"], code, "code in {body}");
+    let message = body["error"]["message"].as_str().expect("message").to_owned();
+    assert!(!message.is_empty());
+    message
+}
+
+pub fn surge_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_surge"))
+}

@@ -1,0 +1,11 @@
+//! HTTP-level tests: each starts the real app on port 0 with a fresh data
+//! dir and talks to it over HTTP. One test binary for all of them.
+
+mod cache;
+mod catalog;
+mod cli;
+mod helpers;
+mod input;
+mod ops;
+mod restart;
+mod tenancy;
