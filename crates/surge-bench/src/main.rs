@@ -1,1 +1,117 @@
-fn main() {}
+//! `surge-bench`: drives HTTP load at a Surge deployment and reports
+//! throughput and latency percentiles (HdrHistogram).
+//!
+//! Speed is only ever reported as a ratio to a baseline measured in the same
+//! run, because the machines it runs on are shared and noisy: `compare`
+//! alternates rounds between a target and a baseline URL and reports both and
+//! their ratio.
+
+mod load;
+mod minimal;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::load::{LoadPlan, Summary};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Load generator and invariant checker for Surge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Closed-loop GET load against one URL.
+    Get {
+        url: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Alternate rounds of the same load against a target and a baseline,
+    /// then print both and the target/baseline ratios.
+    Compare {
+        /// The URL under test.
+        #[arg(long)]
+        target: String,
+        /// The URL to compare against (e.g. `surge-bench minimal-server`).
+        #[arg(long)]
+        baseline: String,
+        /// Rounds per side; the median round of each side is compared.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Serve a minimal axum handler that returns a constant product JSON on
+    /// `GET /v1/products/{id}`: the ceiling a cached read is measured against.
+    MinimalServer {
+        #[arg(long, default_value = "127.0.0.1:9180")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    /// Concurrent connections, each sending one request at a time.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured time per round.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before each round (connections warm up).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+}
+
+impl PlanArgs {
+    fn plan(&self) -> LoadPlan {
+        LoadPlan { connections: self.connections.clamp(1, 10_000), duration: self.duration, warmup: self.warmup }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Get { url, plan } => {
+                let summary = load::run_get(&url, &plan.plan()).await?;
+                println!("{}", summary.line("get"));
+                Ok(())
+            }
+            Command::Compare { target, baseline, rounds, plan } => {
+                compare(&target, &baseline, rounds, &plan.plan()).await
+            }
+            Command::MinimalServer { listen } => minimal::serve(listen).await,
+        }
+    })
+}
+
+async fn compare(target: &str, baseline: &str, rounds: usize, plan: &LoadPlan) -> anyhow::Result<()> {
+    let mut targets = Vec::new();
+    let mut baselines = Vec::new();
+    for round in 1..=rounds.max(1) {
+        let b = load::run_get(baseline, plan).await?;
+        println!("round {round} {}", b.line("baseline"));
+        let t = load::run_get(target, plan).await?;
+        println!("round {round} {}", t.line("target"));
+        baselines.push(b);
+        targets.push(t);
+    }
+    let target = Summary::median(&mut targets);
+    let baseline = Summary::median(&mut baselines);
+    println!("median {}", baseline.line("baseline"));
+    println!("median {}", target.line("target"));
+    println!(
+        "ratio target/baseline: throughput {:.2}, tp99 {:.2}, errors {} vs {}",
+        target.throughput() / baseline.throughput(),
+        target.p99_us() / baseline.p99_us(),
+        target.errors,
+        baseline.errors,
+    );
+    Ok(())
+}
