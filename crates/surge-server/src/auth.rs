@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
@@ -147,9 +146,6 @@ impl FromRequestParts<AppState> for Caller {
         state.keys.verify(token.trim()).map(Caller).map_err(ApiError::unauthorized)
     }
 }
-
-/// Shared by every handler that authenticates.
-pub type SharedKeys = Arc<Keys>;
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,11 @@
 //! TP99/TP999 per route can be read with `histogram_quantile` and summed
 //! across nodes.
 
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
+
+use axum::http::Method;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -32,6 +36,16 @@ pub const CACHE_LOADS: &str = "surge_cache_loads_total";
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Request handles by route, then method and status: registering costs
+    /// allocations and hashing, looking up here costs neither.
+    routes: RwLock<HashMap<String, Vec<RouteHandles>>>,
+}
+
+struct RouteHandles {
+    method: Method,
+    status: u16,
+    count: Counter,
+    duration: Histogram,
 }
 
 impl Metrics {
@@ -41,7 +55,7 @@ impl Metrics {
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
         let handle = recorder.handle();
-        let metrics = Self { recorder, handle };
+        let metrics = Self { recorder, handle, routes: RwLock::default() };
         metrics.describe();
         metrics
     }
@@ -62,7 +76,27 @@ impl Metrics {
         self.recorder.register_counter(&key(name, labels), &METADATA)
     }
 
-    fn request_handles(&self, method: &str, route: &str, status: u16) -> (Counter, Histogram) {
+    /// Counts and times one request of `route`.
+    fn record_request(&self, method: &Method, route: &str, status: u16, seconds: f64) {
+        let record = |handles: &RouteHandles| {
+            handles.count.increment(1);
+            handles.duration.record(seconds);
+        };
+        {
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            let known = routes.get(route).and_then(|all| all.iter().find(|h| h.method == method && h.status == status));
+            if let Some(handles) = known {
+                return record(handles);
+            }
+        }
+        let (count, duration) = self.register_request(method.as_str(), route, status);
+        let handles = RouteHandles { method: method.clone(), status, count, duration };
+        record(&handles);
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        routes.entry(route.to_owned()).or_default().push(handles);
+    }
+
+    fn register_request(&self, method: &str, route: &str, status: u16) -> (Counter, Histogram) {
         let labels = vec![
             Label::new("method", SharedString::from(method.to_owned())),
             Label::new("route", SharedString::from(route.to_owned())),
@@ -95,10 +129,9 @@ fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    let (count, duration) = state.metrics.request_handles(method.as_str(), &route, response.status().as_u16());
-    count.increment(1);
-    duration.record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics.record_request(&method, route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }

@@ -18,7 +18,7 @@ use crate::auth::{Keys, load_or_create_secret};
 use crate::config::Settings;
 use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics};
 use crate::routes::{self, EdgeLimits};
-use crate::state::AppState;
+use crate::state::{AppState, Parts};
 
 pub struct Application {
     listener: TcpListener,
@@ -46,12 +46,12 @@ impl Application {
         let store: Arc<dyn CatalogStore> =
             Arc::new(CachedCatalog::new(Arc::new(sqlite.clone()), &product_cache(settings), cache_metrics));
         let ids = Arc::new(IdGenerator::new(settings.node_id).map_err(anyhow::Error::msg)?);
-        let state = AppState {
-            catalog: Arc::new(Catalog::new(Arc::clone(&store), ids)),
-            keys: Arc::new(Keys::new(&secret, &settings.auth)),
+        let state = AppState::new(Parts {
+            catalog: Catalog::new(Arc::clone(&store), ids),
+            keys: Keys::new(&secret, &settings.auth),
             metrics,
             store,
-        };
+        });
 
         let limits = EdgeLimits {
             body_limit_bytes: settings.http.body_limit_bytes,

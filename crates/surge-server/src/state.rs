@@ -1,5 +1,9 @@
 //! What every handler can reach: the contexts' services and the edge's tools.
+//!
+//! Axum clones the state for every extractor and middleware of every request,
+//! so it is one `Arc`: one atomic increment per clone, whatever it holds.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use surge_domain::catalog::{Catalog, CatalogStore};
@@ -8,10 +12,26 @@ use crate::auth::Keys;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
-pub struct AppState {
-    pub catalog: Arc<Catalog>,
-    pub keys: Arc<Keys>,
+pub struct AppState(Arc<Parts>);
+
+pub struct Parts {
+    pub catalog: Catalog,
+    pub keys: Keys,
     pub metrics: Arc<Metrics>,
     /// The store behind the catalog, asked by `/readyz`.
     pub store: Arc<dyn CatalogStore>,
+}
+
+impl AppState {
+    pub fn new(parts: Parts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
 }
