@@ -133,6 +133,14 @@ id_type!(
     /// A customer.
     UserId
 );
+id_type!(
+    /// A flash-sale event.
+    SaleId
+);
+id_type!(
+    /// An order; minted at intake, before the order row exists.
+    OrderId
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("an id is a string of 1 to 19 digits within a signed 64-bit integer")]

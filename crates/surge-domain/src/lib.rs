@@ -7,11 +7,14 @@
 
 pub mod actor;
 pub mod catalog;
+pub mod flashsale;
 pub mod ids;
 pub mod money;
+pub mod notification;
+pub mod order;
 pub mod store;
 
 pub use actor::Actor;
-pub use ids::{IdGenerator, MerchantId, ProductId, UserId};
+pub use ids::{IdGenerator, MerchantId, OrderId, ProductId, SaleId, UserId};
 pub use money::Cents;
 pub use store::StoreError;

@@ -36,6 +36,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub cache: CacheSettings,
     pub store: StoreSettings,
+    pub flash_sale: FlashSaleSettings,
+    pub notify: NotifySettings,
     pub log: LogSettings,
 }
 
@@ -50,6 +52,8 @@ impl Default for Settings {
             http: HttpSettings::default(),
             cache: CacheSettings::default(),
             store: StoreSettings::default(),
+            flash_sale: FlashSaleSettings::default(),
+            notify: NotifySettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -137,6 +141,57 @@ pub struct StoreSettings {
 impl Default for StoreSettings {
     fn default() -> Self {
         Self { max_connections: 8, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlashSaleSettings {
+    /// An unpaid order is cancelled this long after it was created, and its
+    /// stock goes back to the sale.
+    #[serde(with = "humantime_serde")]
+    pub payment_timeout: Duration,
+    /// How often unpaid orders past their window are looked for.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Most queued requests the consumer turns into orders per transaction.
+    pub consumer_batch: usize,
+    /// Most appends one queue commit carries (group commit).
+    pub queue_batch: usize,
+    /// Intake attempts admitted per customer per second (burst the same).
+    pub per_user_rate: u32,
+    /// Intake attempts admitted per sale per second, across customers.
+    pub per_sale_rate: u32,
+}
+
+impl Default for FlashSaleSettings {
+    fn default() -> Self {
+        Self {
+            payment_timeout: Duration::from_secs(15 * 60),
+            sweep_interval: Duration::from_secs(1),
+            consumer_batch: 512,
+            queue_batch: 1024,
+            per_user_rate: 10,
+            per_sale_rate: 200_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySettings {
+    /// POST order notifications here; without it they go to the log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Notifications waiting for delivery; beyond it they are dropped.
+    pub queue_capacity: usize,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self { webhook_url: None, timeout: Duration::from_secs(2), queue_capacity: 10_000 }
     }
 }
 
@@ -252,6 +307,27 @@ impl Settings {
         // Downstream waits must fit inside the request's own budget.
         if self.store.busy_timeout >= self.http.request_budget {
             return Err("store.busy_timeout must be shorter than http.request_budget".to_owned());
+        }
+        let sale = &self.flash_sale;
+        if sale.payment_timeout.is_zero() || sale.sweep_interval.is_zero() {
+            return Err("flash_sale.payment_timeout and flash_sale.sweep_interval must be greater than zero".to_owned());
+        }
+        if !(1..=10_000).contains(&sale.consumer_batch) || !(1..=10_000).contains(&sale.queue_batch) {
+            return Err("flash_sale.consumer_batch and flash_sale.queue_batch must be between 1 and 10000".to_owned());
+        }
+        if sale.per_user_rate == 0 || sale.per_sale_rate == 0 {
+            return Err("flash_sale.per_user_rate and flash_sale.per_sale_rate must be at least 1".to_owned());
+        }
+        if self
+            .notify
+            .webhook_url
+            .as_deref()
+            .is_some_and(|url| !url.starts_with("http://") && !url.starts_with("https://"))
+        {
+            return Err("notify.webhook_url must be an http:// or https:// URL".to_owned());
+        }
+        if self.notify.queue_capacity == 0 {
+            return Err("notify.queue_capacity must be at least 1".to_owned());
         }
         if self.ops_listen.is_some_and(|ops| ops == self.listen && ops.port() != 0) {
             return Err("ops_listen must differ from listen".to_owned());

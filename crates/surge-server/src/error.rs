@@ -102,3 +102,54 @@ impl From<CatalogError> for ApiError {
         }
     }
 }
+
+impl From<surge_domain::flashsale::SaleError> for ApiError {
+    fn from(error: surge_domain::flashsale::SaleError) -> Self {
+        use surge_domain::flashsale::SaleError;
+        match error {
+            SaleError::Forbidden(why) => ApiError::forbidden(why),
+            SaleError::NotFound(what) => ApiError::not_found(format!("no such {what}")),
+            SaleError::Invalid(why) => ApiError::bad_request(why),
+            SaleError::Unavailable(cause) => ApiError::unavailable(&cause),
+        }
+    }
+}
+
+impl From<surge_domain::flashsale::IntakeError> for ApiError {
+    fn from(error: surge_domain::flashsale::IntakeError) -> Self {
+        use surge_domain::flashsale::IntakeError;
+        match error {
+            IntakeError::Forbidden => ApiError::forbidden("only customers place orders"),
+            IntakeError::NotFound => ApiError::not_found("no such flash sale"),
+            IntakeError::NotActive => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_active", "the flash sale is not active")
+            }
+            IntakeError::SoldOut => ApiError::new(StatusCode::CONFLICT, "sold_out", "the flash sale is sold out"),
+            IntakeError::LimitExceeded => {
+                ApiError::new(StatusCode::CONFLICT, "limit_exceeded", "this would pass the per-user limit")
+            }
+            IntakeError::Unavailable(cause) => ApiError::unavailable(&cause),
+        }
+    }
+}
+
+impl From<surge_domain::order::OrderError> for ApiError {
+    fn from(error: surge_domain::order::OrderError) -> Self {
+        use surge_domain::order::OrderError;
+        match error {
+            OrderError::NotFound => ApiError::not_found("no such order"),
+            OrderError::Forbidden(why) => ApiError::forbidden(why),
+            OrderError::InvalidState(why) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_state", why),
+            OrderError::Unavailable(cause) => ApiError::unavailable(&cause),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later")
+        }
+    }
+}

@@ -32,6 +32,7 @@ pub const HTTP_REQUESTS: &str = "surge_http_requests_total";
 pub const HTTP_DURATION: &str = "surge_http_request_duration_seconds";
 pub const CACHE_REQUESTS: &str = "surge_cache_requests_total";
 pub const CACHE_LOADS: &str = "surge_cache_loads_total";
+pub const NOTIFICATIONS: &str = "surge_notifications_total";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -70,6 +71,7 @@ impl Metrics {
         );
         r.describe_counter(CACHE_REQUESTS.into(), None, "Cache reads by cache and result (hit, miss)".into());
         r.describe_counter(CACHE_LOADS.into(), None, "Cache misses that loaded from the store".into());
+        r.describe_counter(NOTIFICATIONS.into(), None, "Order notifications by result (sent, failed, dropped)".into());
     }
 
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {

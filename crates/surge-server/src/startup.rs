@@ -9,16 +9,24 @@ use anyhow::Context as _;
 use axum::Router;
 use surge_domain::IdGenerator;
 use surge_domain::catalog::{Catalog, CatalogStore};
+use surge_domain::flashsale::{FlashSalePorts, FlashSales};
+use surge_domain::notification::Notifier;
+use surge_domain::order::Orders;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
+use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
+use surge_store::notify::{NotifyMetrics, NotifySink, QueuedNotifier};
+use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{Keys, load_or_create_secret};
 use crate::config::Settings;
-use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics};
+use crate::limits::IntakeLimits;
+use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics, NOTIFICATIONS};
 use crate::routes::{self, EdgeLimits};
 use crate::state::{AppState, Parts};
+use crate::workers::Workers;
 
 pub struct Application {
     listener: TcpListener,
@@ -26,6 +34,8 @@ pub struct Application {
     ops: Option<(TcpListener, Router)>,
     shutdown_grace: Duration,
     sqlite: SqliteStore,
+    queue: Arc<LogQueue>,
+    workers: Arc<Workers>,
 }
 
 impl Application {
@@ -46,8 +56,46 @@ impl Application {
         let store: Arc<dyn CatalogStore> =
             Arc::new(CachedCatalog::new(Arc::new(sqlite.clone()), &product_cache(settings), cache_metrics));
         let ids = Arc::new(IdGenerator::new(settings.node_id).map_err(anyhow::Error::msg)?);
+
+        let sale_settings = &settings.flash_sale;
+        let queue_config = LogQueueConfig { batch_max: sale_settings.queue_batch, ..LogQueueConfig::default() };
+        let queue = Arc::new(LogQueue::open(&settings.data_dir, queue_config).await.context("opening the queue")?);
+        let sqlite_ports = Arc::new(sqlite.clone());
+        let pending = Arc::new(MemoryPending::default());
+        let flash_sales = Arc::new(FlashSales::new(
+            FlashSalePorts {
+                sales: sqlite_ports.clone(),
+                catalog: Arc::clone(&store),
+                ledger: Arc::new(MemoryLedger::default()),
+                queue: queue.clone(),
+                orders: sqlite_ports.clone(),
+                pending: pending.clone(),
+                keys: Arc::new(MemoryIntakeKeys::default()),
+            },
+            Arc::clone(&ids),
+        ));
+        let orders =
+            Arc::new(Orders::new(sqlite_ports, pending, Arc::clone(&flash_sales), sale_settings.payment_timeout));
+        let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
+        let workers = Arc::new(Workers {
+            orders: Arc::clone(&orders),
+            queue: queue.clone(),
+            notifier: notifier(settings, &metrics),
+            intake_limits: Arc::clone(&intake_limits),
+            consumer_batch: sale_settings.consumer_batch,
+            sweep_interval: sale_settings.sweep_interval,
+        });
+        // Every accepted request becomes an order before the ledger is
+        // rebuilt from the orders: no oversell, no stranded stock.
+        let drained = workers.drain().await.context("draining the queue")?;
+        let sales = flash_sales.recover().await.context("rebuilding the stock ledger")?;
+        tracing::info!(drained, sales, "recovered flash sales");
+
         let state = AppState::new(Parts {
             catalog: Catalog::new(Arc::clone(&store), ids),
+            flash_sales,
+            orders,
+            intake_limits,
             keys: Keys::new(&secret, &settings.auth),
             metrics,
             store,
@@ -63,7 +111,7 @@ impl Application {
             None => None,
         };
         let router = routes::app(state, limits, ops.is_none());
-        Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, sqlite })
+        Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, sqlite, queue, workers })
     }
 
     pub fn port(&self) -> u16 {
@@ -78,6 +126,14 @@ impl Application {
     /// for up to `http.shutdown_grace` and closes the stores.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
+        let mut background = tokio::task::JoinSet::new();
+        let workers = Arc::clone(&self.workers);
+        let consumer_stopped = stopped.clone();
+        background.spawn(async move { workers.consume_until(consumer_stopped).await });
+        let workers = Arc::clone(&self.workers);
+        let sweeper_stopped = stopped.clone();
+        background.spawn(async move { workers.sweep_until(sweeper_stopped).await });
+
         let mut servers = tokio::task::JoinSet::new();
         tracing::info!(address = %self.listener.local_addr()?, "serving the api");
         servers.spawn(serve(self.listener, self.router, stopped.clone()));
@@ -98,6 +154,12 @@ impl Application {
             tracing::warn!(grace = ?self.shutdown_grace, "grace period over; dropping unfinished requests");
             servers.abort_all();
         }
+        while background.join_next().await.is_some() {}
+        match self.workers.drain().await {
+            Ok(drained) => tracing::info!(drained, "queue drained"),
+            Err(error) => tracing::warn!(%error, "queue not drained; the next start will"),
+        }
+        self.queue.close().await;
         self.sqlite.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -123,6 +185,19 @@ pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<SqliteStore> {
         ..SqliteConfig::in_dir(&settings.data_dir)
     };
     SqliteStore::open(&config).await.with_context(|| format!("opening {}", config.path.display()))
+}
+
+fn notifier(settings: &Settings, metrics: &Metrics) -> Arc<dyn Notifier> {
+    let sink = match &settings.notify.webhook_url {
+        Some(url) => NotifySink::Webhook { url: url.clone(), timeout: settings.notify.timeout },
+        None => NotifySink::Log,
+    };
+    let notify_metrics = NotifyMetrics {
+        sent: metrics.counter(NOTIFICATIONS, &[("result", "sent")]),
+        failed: metrics.counter(NOTIFICATIONS, &[("result", "failed")]),
+        dropped: metrics.counter(NOTIFICATIONS, &[("result", "dropped")]),
+    };
+    Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics))
 }
 
 fn product_cache(settings: &Settings) -> ProductCacheConfig {

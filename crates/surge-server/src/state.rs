@@ -7,8 +7,11 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use surge_domain::catalog::{Catalog, CatalogStore};
+use surge_domain::flashsale::FlashSales;
+use surge_domain::order::Orders;
 
 use crate::auth::Keys;
+use crate::limits::IntakeLimits;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -16,6 +19,9 @@ pub struct AppState(Arc<Parts>);
 
 pub struct Parts {
     pub catalog: Catalog,
+    pub flash_sales: Arc<FlashSales>,
+    pub orders: Arc<Orders>,
+    pub intake_limits: Arc<IntakeLimits>,
     pub keys: Keys,
     pub metrics: Arc<Metrics>,
     /// The store behind the catalog, asked by `/readyz`.

@@ -2,6 +2,12 @@
 //!
 //! - `sqlite`: the embedded relational store (WAL, migrations run at start).
 //! - `cache`: cache-aside decorators that wrap any store adapter.
+//! - `memory`: in-process ledger, pending orders and intake keys.
+//! - `queue`: queue adapters (`log`: the embedded durable log).
+//! - `notify`: notification sinks behind a bounded background queue.
 
 pub mod cache;
+pub mod memory;
+pub mod notify;
+pub mod queue;
 pub mod sqlite;

@@ -1,7 +1,9 @@
 //! The HTTP surface: one module per context, one declared middleware stack.
 
 mod catalog;
+mod flashsale;
 mod ops;
+mod orders;
 
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ pub struct EdgeLimits {
 /// The API router. With `include_ops`, the operations endpoints are served
 /// on it too; otherwise they live on their own listener ([`ops_router`]).
 pub fn app(state: AppState, limits: EdgeLimits, include_ops: bool) -> Router {
-    let mut router = catalog::routes();
+    let mut router = catalog::routes().merge(flashsale::routes()).merge(orders::routes());
     if include_ops {
         router = router.merge(ops::routes());
     }

@@ -158,3 +158,87 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
 pub fn surge_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_surge"))
 }
+
+impl TestApp {
+    /// A product of merchant 1 and an active sale of it, returning the sale id.
+    pub async fn active_sale(&self, stock: i64, per_user_limit: i64) -> String {
+        let sku = format!("SALE-{}", uuid_like());
+        let product = self.create_product(1, &sku).await;
+        let now = time::OffsetDateTime::now_utc();
+        let body = json!({
+            "product_id": product["id"],
+            "stock": stock,
+            "price_cents": 990,
+            "starts_at": rfc3339(now),
+            "ends_at": rfc3339(now + time::Duration::hours(1)),
+            "per_user_limit": per_user_limit,
+        });
+        let response = self.post_json("/v1/flash-sales", Some(&self.admin()), &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let sale: Value = response.json().await.expect("json");
+        sale["id"].as_str().expect("sale id").to_owned()
+    }
+
+    /// One intake attempt by customer `user`.
+    pub async fn place(&self, user: u64, sale: &str, key: Option<&str>, body: &Value) -> Response {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/v1/flash-sales/{sale}/orders")))
+            .bearer_auth(self.customer(user))
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn sale(&self, sale: &str) -> Value {
+        self.get(&format!("/v1/flash-sales/{sale}")).await.json().await.expect("json")
+    }
+
+    /// The order as `token` sees it: (status code, body).
+    pub async fn order(&self, token: &str, id: &str) -> (StatusCode, Value) {
+        let response =
+            self.client.get(self.url(&format!("/v1/orders/{id}"))).bearer_auth(token).send().await.expect("req");
+        let status = response.status();
+        (status, response.json().await.expect("json"))
+    }
+
+    /// Waits (bounded) until the order has left `PENDING`; returns it.
+    pub async fn settled_order(&self, id: &str) -> Value {
+        for _ in 0..400 {
+            let (status, order) = self.order(&self.admin(), id).await;
+            if status == StatusCode::OK && order["status"] != "PENDING" {
+                return order;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("order {id} never left PENDING");
+    }
+
+    /// Every order an admin can see, all pages.
+    pub async fn all_orders(&self) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut path = "/v1/orders?limit=500".to_owned();
+        loop {
+            let response = self.client.get(self.url(&path)).bearer_auth(self.admin()).send().await.expect("req");
+            assert_eq!(response.status(), StatusCode::OK);
+            let page: Value = response.json().await.expect("json");
+            items.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/v1/orders?limit=500&cursor={cursor}"),
+                None => return items,
+            }
+        }
+    }
+}
+
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339).expect("format")
+}
+
+/// A short unique suffix for skus.
+pub fn uuid_like() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}

@@ -4,8 +4,10 @@
 mod cache;
 mod catalog;
 mod cli;
+mod flashsale;
 mod helpers;
 mod input;
 mod ops;
+mod orders;
 mod restart;
 mod tenancy;

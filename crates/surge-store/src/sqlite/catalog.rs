@@ -7,7 +7,7 @@ use surge_domain::catalog::{CatalogStore, NewProduct, Product, ProductName, Prod
 use surge_domain::{Cents, MerchantId, ProductId, StoreError};
 use time::OffsetDateTime;
 
-use super::{SqliteStore, store_error};
+use super::{SqliteStore, from_unix_ms, store_error, unix_ms};
 
 const COLUMNS: &str = "id, merchant_id, sku, name, price_cents, stock, updated_at_ms";
 
@@ -127,12 +127,4 @@ impl CatalogStore for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(store_error)?;
         Ok(())
     }
-}
-
-fn unix_ms(at: OffsetDateTime) -> i64 {
-    (at.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn from_unix_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

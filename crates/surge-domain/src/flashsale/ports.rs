@@ -1,0 +1,92 @@
+//! What the flash-sale path needs from stores, the cache and the queue.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::sale::{FlashSale, OrderRequested};
+use super::service::IntakeError;
+use crate::ids::{OrderId, SaleId, UserId};
+use crate::order::SaleHoldings;
+use crate::store::StoreError;
+
+#[async_trait]
+pub trait SaleStore: Send + Sync + 'static {
+    async fn insert(&self, sale: &FlashSale) -> Result<(), StoreError>;
+    async fn get(&self, id: SaleId) -> Result<Option<FlashSale>, StoreError>;
+    /// Sales that have not ended at `now` (to pre-warm after a restart).
+    async fn list_unended(&self, now: OffsetDateTime) -> Result<Vec<FlashSale>, StoreError>;
+}
+
+/// The outcome of one atomic check-and-deduct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deduction {
+    Done {
+        stock_left: i64,
+    },
+    SoldOut,
+    LimitExceeded,
+    /// The sale's counters are not in the cache (not pre-warmed).
+    NotLoaded,
+}
+
+/// Stock and per-user counters of live sales, where intake deducts them: the
+/// in-process ledger (embedded) or Redis with one Lua script (distributed).
+#[async_trait]
+pub trait StockLedger: Send + Sync + 'static {
+    /// (Re)loads a sale's counters: stock left is `stock - holdings.sold`.
+    async fn load(&self, sale: &FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError>;
+
+    /// In one atomic step: refuse if the user would pass `per_user_limit` or
+    /// the stock can't cover `quantity`; otherwise deduct both.
+    async fn try_deduct(
+        &self,
+        sale: SaleId,
+        user: UserId,
+        quantity: u32,
+        per_user_limit: u32,
+    ) -> Result<Deduction, StoreError>;
+
+    /// Gives back what a deduction took (cancel, timeout, failed append).
+    async fn restore(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError>;
+
+    async fn stock_left(&self, sale: SaleId) -> Result<Option<i64>, StoreError>;
+}
+
+/// One event as delivered by the queue, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub offset: u64,
+    pub request: OrderRequested,
+}
+
+/// The durable queue between intake and the order consumer.
+#[async_trait]
+pub trait OrderQueue: Send + Sync + 'static {
+    /// Returns once the event is durable (it survives `kill -9`).
+    async fn append(&self, request: &OrderRequested) -> Result<(), StoreError>;
+
+    /// Up to `max` unacknowledged events in order, waiting up to `wait` for
+    /// the first one. Delivery is at least once: after a crash, events past
+    /// the last ack come again.
+    async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Everything up to and including `offset` is processed.
+    async fn ack(&self, offset: u64) -> Result<(), StoreError>;
+}
+
+/// The intake as a future, for [`IntakeKeys::once`].
+pub type IntakeFuture<'a> = Pin<Box<dyn Future<Output = Result<OrderId, IntakeError>> + Send + 'a>>;
+
+/// Idempotency of intake: one outcome per (user, key).
+#[async_trait]
+pub trait IntakeKeys: Send + Sync + 'static {
+    /// Runs `intake` unless a request with the same key already produced an
+    /// order, in which case that order's id is returned. Concurrent callers
+    /// with one key wait for the first; if it fails, the next one runs its
+    /// own intake (failures are not remembered).
+    async fn once<'a>(&'a self, user: UserId, key: &'a str, intake: IntakeFuture<'a>) -> Result<OrderId, IntakeError>;
+}

@@ -1,0 +1,244 @@
+//! The flash-sale use cases. `place_order` is the hot path: read it top to
+//! bottom, each step a named call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use super::ports::{Deduction, IntakeKeys, OrderQueue, SaleStore, StockLedger};
+use super::sale::{FlashSale, NewSale, OrderRequested, Quantity, SaleStatus};
+use crate::actor::Actor;
+use crate::catalog::CatalogStore;
+use crate::ids::{IdGenerator, OrderId, SaleId, UserId};
+use crate::order::{OrderStore, PendingOrders, SaleHoldings};
+use crate::store::StoreError;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SaleError {
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum IntakeError {
+    #[error("only customers place orders")]
+    Forbidden,
+    #[error("no such flash sale")]
+    NotFound,
+    #[error("the flash sale is not active")]
+    NotActive,
+    #[error("sold out")]
+    SoldOut,
+    #[error("per-user limit reached")]
+    LimitExceeded,
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+/// A sale with its live stock, as `GET /v1/flash-sales/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleView {
+    pub sale: FlashSale,
+    pub stock_left: i64,
+    pub status: SaleStatus,
+}
+
+/// A sale this node serves, with its local sold-out flag: once set, intake
+/// rejects without touching shared state.
+struct LiveSale {
+    sale: FlashSale,
+    sold_out: AtomicBool,
+}
+
+/// The adapters the flash-sale path runs on.
+pub struct FlashSalePorts {
+    pub sales: Arc<dyn SaleStore>,
+    pub catalog: Arc<dyn CatalogStore>,
+    pub ledger: Arc<dyn StockLedger>,
+    pub queue: Arc<dyn OrderQueue>,
+    pub orders: Arc<dyn OrderStore>,
+    pub pending: Arc<dyn PendingOrders>,
+    pub keys: Arc<dyn IntakeKeys>,
+}
+
+pub struct FlashSales {
+    ports: FlashSalePorts,
+    ids: Arc<IdGenerator>,
+    live: RwLock<HashMap<SaleId, Arc<LiveSale>>>,
+}
+
+impl FlashSales {
+    pub fn new(ports: FlashSalePorts, ids: Arc<IdGenerator>) -> Self {
+        Self { ports, ids, live: RwLock::default() }
+    }
+
+    pub async fn create(&self, actor: &Actor, new: NewSale) -> Result<FlashSale, SaleError> {
+        if !actor.is_admin() {
+            return Err(SaleError::Forbidden("only an admin creates flash sales"));
+        }
+        let product = self.ports.catalog.get(new.product_id).await?;
+        let product = product.ok_or_else(|| SaleError::Invalid("product_id names no product".to_owned()))?;
+        let sale = FlashSale {
+            id: SaleId::new(self.ids.next_id()),
+            product_id: new.product_id,
+            merchant_id: product.merchant_id,
+            stock: new.stock,
+            price_cents: new.price_cents,
+            starts_at: new.starts_at,
+            ends_at: new.ends_at,
+            per_user_limit: new.per_user_limit,
+        };
+        self.ports.sales.insert(&sale).await?;
+        self.warm(sale.clone(), &SaleHoldings::default()).await?;
+        Ok(sale)
+    }
+
+    pub async fn view(&self, id: SaleId) -> Result<SaleView, SaleError> {
+        let live = self.live_sale(id).await?.ok_or(SaleError::NotFound("flash sale"))?;
+        let stock_left = self.ports.ledger.stock_left(id).await?.unwrap_or(0);
+        let status = live.sale.status(OffsetDateTime::now_utc(), stock_left);
+        Ok(SaleView { sale: live.sale.clone(), stock_left, status })
+    }
+
+    /// The intake. Returns the id of the accepted order; the order itself is
+    /// written later by the consumer.
+    pub async fn place_order(
+        &self,
+        actor: &Actor,
+        sale_id: SaleId,
+        quantity: Quantity,
+        idempotency_key: Option<&str>,
+    ) -> Result<OrderId, IntakeError> {
+        let Actor::Customer(user) = actor else {
+            return Err(IntakeError::Forbidden);
+        };
+        let live = self.live_sale(sale_id).await?.ok_or(IntakeError::NotFound)?;
+        if !live.sale.is_open(OffsetDateTime::now_utc()) {
+            return Err(IntakeError::NotActive);
+        }
+        if live.sold_out.load(Ordering::Relaxed) {
+            return Err(IntakeError::SoldOut);
+        }
+        match idempotency_key {
+            None => self.accept(&live, *user, quantity, None).await,
+            Some(key) => {
+                let intake = Box::pin(async move {
+                    if let Some(earlier) = self.ports.orders.find_by_idempotency_key(*user, key).await? {
+                        return Ok(earlier);
+                    }
+                    self.accept(&live, *user, quantity, Some(key)).await
+                });
+                self.ports.keys.once(*user, key, intake).await
+            }
+        }
+    }
+
+    /// Deduct, then append durably; undo the deduction if the append fails.
+    async fn accept(
+        &self,
+        live: &LiveSale,
+        user: UserId,
+        quantity: Quantity,
+        idempotency_key: Option<&str>,
+    ) -> Result<OrderId, IntakeError> {
+        let sale = &live.sale;
+        let deduction = self.ports.ledger.try_deduct(sale.id, user, quantity.get(), sale.per_user_limit).await?;
+        match deduction {
+            Deduction::Done { stock_left } if stock_left <= 0 => live.sold_out.store(true, Ordering::Relaxed),
+            Deduction::Done { .. } => {}
+            Deduction::SoldOut => {
+                live.sold_out.store(true, Ordering::Relaxed);
+                return Err(IntakeError::SoldOut);
+            }
+            Deduction::LimitExceeded => return Err(IntakeError::LimitExceeded),
+            Deduction::NotLoaded => return Err(IntakeError::NotActive),
+        }
+        let request = OrderRequested {
+            order_id: OrderId::new(self.ids.next_id()),
+            sale_id: sale.id,
+            user_id: user,
+            product_id: sale.product_id,
+            merchant_id: sale.merchant_id,
+            quantity: quantity.get(),
+            amount_cents: sale.price_cents.get() * i64::from(quantity.get()),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            requested_at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+        };
+        if let Err(error) = self.enqueue(&request).await {
+            self.stock_returned(sale.id, user, quantity.get()).await?;
+            return Err(error.into());
+        }
+        Ok(request.order_id)
+    }
+
+    async fn enqueue(&self, request: &OrderRequested) -> Result<(), StoreError> {
+        self.ports.pending.insert(request).await?;
+        if let Err(error) = self.ports.queue.append(request).await {
+            let _ = self.ports.pending.remove(&[request.order_id]).await;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Stock came back (cancel, timeout, failed append): the ledger gets it
+    /// and the sale can sell again.
+    pub async fn stock_returned(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {
+        self.ports.ledger.restore(sale, user, quantity).await?;
+        if let Some(live) = self.cached(sale) {
+            live.sold_out.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the ledger of every sale that has not ended from the orders
+    /// in the store. Run at start-up, after the queue is drained, so that
+    /// the store holds every accepted order.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let sales = self.ports.sales.list_unended(OffsetDateTime::now_utc()).await?;
+        let count = sales.len();
+        for sale in sales {
+            let holdings = self.ports.orders.sale_holdings(sale.id).await?;
+            self.warm(sale, &holdings).await?;
+        }
+        Ok(count)
+    }
+
+    async fn warm(&self, sale: FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError> {
+        self.ports.ledger.load(&sale, holdings).await?;
+        let sold_out = holdings.sold >= sale.stock;
+        let live = Arc::new(LiveSale { sale, sold_out: AtomicBool::new(sold_out) });
+        self.live.write().unwrap_or_else(PoisonError::into_inner).insert(live.sale.id, live);
+        Ok(())
+    }
+
+    fn cached(&self, id: SaleId) -> Option<Arc<LiveSale>> {
+        self.live.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+    }
+
+    /// The sale from this node's registry, or from the store (a sale created
+    /// on another node, or one that ended before this node started).
+    async fn live_sale(&self, id: SaleId) -> Result<Option<Arc<LiveSale>>, StoreError> {
+        if let Some(live) = self.cached(id) {
+            return Ok(Some(live));
+        }
+        let Some(sale) = self.ports.sales.get(id).await? else {
+            return Ok(None);
+        };
+        let holdings = self.ports.orders.sale_holdings(id).await?;
+        if self.ports.ledger.stock_left(id).await?.is_none() {
+            self.ports.ledger.load(&sale, &holdings).await?;
+        }
+        let live = Arc::new(LiveSale { sold_out: AtomicBool::new(holdings.sold >= sale.stock), sale });
+        let mut registry = self.live.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(Some(Arc::clone(registry.entry(id).or_insert(live))))
+    }
+}

@@ -1,0 +1,79 @@
+//! What orders need from a store and from the cache.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{Order, OrderStatus};
+use crate::flashsale::OrderRequested;
+use crate::ids::{MerchantId, OrderId, SaleId, UserId};
+use crate::store::StoreError;
+
+/// Whose orders a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderScope {
+    Customer(UserId),
+    Merchant(MerchantId),
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    /// The last id of this page when more may follow (newest first).
+    pub next_before: Option<OrderId>,
+}
+
+/// Stock a sale's live orders hold, in total and per buyer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SaleHoldings {
+    pub sold: i64,
+    pub per_user: Vec<(UserId, u32)>,
+}
+
+#[async_trait]
+pub trait OrderStore: Send + Sync + 'static {
+    /// Writes the orders of these requests as `CREATED`, skipping any that
+    /// exist already (so redelivery is harmless), and adds their quantities
+    /// to their sales' sold counts, all in one transaction. Returns the
+    /// orders written by this call.
+    async fn create_requested(
+        &self,
+        requests: &[OrderRequested],
+        pay_by: OffsetDateTime,
+    ) -> Result<Vec<Order>, StoreError>;
+
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;
+
+    /// Newest first, ids below `before`.
+    async fn list(&self, scope: OrderScope, before: Option<OrderId>, limit: u32) -> Result<OrderPage, StoreError>;
+
+    /// Moves the order from `from` to `to` if it is still `from`; `None` when
+    /// it is not (someone else moved it first, or it doesn't exist). When the
+    /// new state holds no stock, the quantity goes back to the sale's sold
+    /// count in the same transaction.
+    async fn transition(
+        &self,
+        id: OrderId,
+        from: OrderStatus,
+        to: OrderStatus,
+        now: OffsetDateTime,
+    ) -> Result<Option<Order>, StoreError>;
+
+    /// `CREATED` orders whose payment window closed before `now`.
+    async fn unpaid_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError>;
+
+    /// The order an earlier request with this idempotency key created.
+    async fn find_by_idempotency_key(&self, user: UserId, key: &str) -> Result<Option<OrderId>, StoreError>;
+
+    /// Stock held by the sale's live orders (for rebuilding the cache).
+    async fn sale_holdings(&self, sale: SaleId) -> Result<SaleHoldings, StoreError>;
+}
+
+/// Accepted requests whose order is not written yet, so that a read between
+/// the 202 and the consumer answers `PENDING`.
+#[async_trait]
+pub trait PendingOrders: Send + Sync + 'static {
+    async fn insert(&self, request: &OrderRequested) -> Result<(), StoreError>;
+    async fn get(&self, id: OrderId) -> Result<Option<OrderRequested>, StoreError>;
+    async fn remove(&self, ids: &[OrderId]) -> Result<(), StoreError>;
+}

@@ -1,0 +1,164 @@
+//! Order use cases: read, list, pay, cancel, expire unpaid orders, and the
+//! consumer step that turns accepted requests into orders.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use super::Order;
+use super::ports::{OrderPage, OrderScope, OrderStore, PendingOrders};
+use super::status::{IllegalTransition, OrderEvent, OrderStatus};
+use crate::actor::Actor;
+use crate::flashsale::{FlashSales, OrderQueue};
+use crate::ids::OrderId;
+use crate::notification::Notifier;
+use crate::store::StoreError;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum OrderError {
+    #[error("no such order")]
+    NotFound,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+impl From<IllegalTransition> for OrderError {
+    fn from(error: IllegalTransition) -> Self {
+        OrderError::InvalidState(format!("order is {}", error.from.as_str()))
+    }
+}
+
+pub struct Orders {
+    orders: Arc<dyn OrderStore>,
+    pending: Arc<dyn PendingOrders>,
+    sales: Arc<FlashSales>,
+    payment_timeout: Duration,
+}
+
+impl Orders {
+    pub fn new(
+        orders: Arc<dyn OrderStore>,
+        pending: Arc<dyn PendingOrders>,
+        sales: Arc<FlashSales>,
+        payment_timeout: Duration,
+    ) -> Self {
+        Self { orders, pending, sales, payment_timeout }
+    }
+
+    /// The order, or its `PENDING` view while the consumer has not written it.
+    pub async fn get(&self, actor: &Actor, id: OrderId) -> Result<Order, OrderError> {
+        let order = self.find(id).await?.ok_or(OrderError::NotFound)?;
+        let allowed = match actor {
+            Actor::Admin(_) => true,
+            Actor::Customer(user) => order.user_id == *user,
+            Actor::Merchant(merchant) => order.merchant_id == *merchant,
+        };
+        if !allowed {
+            return Err(OrderError::Forbidden("not your order"));
+        }
+        Ok(order)
+    }
+
+    async fn find(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        if let Some(order) = self.orders.get(id).await? {
+            return Ok(Some(order));
+        }
+        Ok(self.pending.get(id).await?.map(|request| Order::pending(&request)))
+    }
+
+    pub async fn list(&self, actor: &Actor, before: Option<OrderId>, limit: u32) -> Result<OrderPage, OrderError> {
+        let scope = match actor {
+            Actor::Admin(_) => OrderScope::All,
+            Actor::Customer(user) => OrderScope::Customer(*user),
+            Actor::Merchant(merchant) => OrderScope::Merchant(*merchant),
+        };
+        Ok(self.orders.list(scope, before, limit).await?)
+    }
+
+    pub async fn pay(&self, actor: &Actor, id: OrderId) -> Result<Order, OrderError> {
+        let order = self.get(actor, id).await?;
+        if !matches!(actor, Actor::Customer(user) if *user == order.user_id) {
+            return Err(OrderError::Forbidden("only the buyer pays an order"));
+        }
+        let now = OffsetDateTime::now_utc();
+        let paid = order.status.apply(OrderEvent::Pay)?;
+        if order.pay_by.is_some_and(|deadline| deadline <= now) {
+            return Err(OrderError::InvalidState("the payment window has closed".to_owned()));
+        }
+        self.orders
+            .transition(id, order.status, paid, now)
+            .await?
+            .ok_or_else(|| OrderError::InvalidState("order changed meanwhile; read it again".to_owned()))
+    }
+
+    pub async fn cancel(&self, actor: &Actor, id: OrderId) -> Result<Order, OrderError> {
+        let order = self.get(actor, id).await?;
+        let allowed = match actor {
+            Actor::Admin(_) => true,
+            Actor::Customer(user) => *user == order.user_id,
+            Actor::Merchant(_) => false,
+        };
+        if !allowed {
+            return Err(OrderError::Forbidden("only the buyer or an admin cancels an order"));
+        }
+        order.status.apply(OrderEvent::Cancel)?;
+        self.cancel_created(&order)
+            .await?
+            .ok_or_else(|| OrderError::InvalidState("order changed meanwhile; read it again".to_owned()))
+    }
+
+    /// CREATED → CANCELLED, then the stock goes back to the sale. `None` when
+    /// the order was no longer CREATED (paid or cancelled meanwhile).
+    async fn cancel_created(&self, order: &Order) -> Result<Option<Order>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let cancelled = self.orders.transition(order.id, OrderStatus::Created, OrderStatus::Cancelled, now).await?;
+        if let (Some(_), Some(sale)) = (&cancelled, order.flash_sale_id) {
+            self.sales.stock_returned(sale, order.user_id, order.quantity).await?;
+        }
+        Ok(cancelled)
+    }
+
+    /// Cancels up to `limit` unpaid orders whose payment window closed.
+    pub async fn expire_unpaid(&self, limit: u32) -> Result<usize, StoreError> {
+        let expired = self.orders.unpaid_expired(OffsetDateTime::now_utc(), limit).await?;
+        let mut cancelled = 0;
+        for order in &expired {
+            if self.cancel_created(order).await?.is_some() {
+                cancelled += 1;
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// One consumer step: take accepted requests off the queue, write their
+    /// orders, acknowledge, then notify. Returns how many events it handled.
+    /// Notification is spawned off: it never fails or slows the order.
+    pub async fn consume(
+        &self,
+        queue: &dyn OrderQueue,
+        notifier: &dyn Notifier,
+        batch_max: usize,
+        wait: Duration,
+    ) -> Result<usize, StoreError> {
+        let deliveries = queue.poll(batch_max, wait).await?;
+        let Some(last) = deliveries.last().map(|d| d.offset) else {
+            return Ok(0);
+        };
+        let requests: Vec<_> = deliveries.into_iter().map(|d| d.request).collect();
+        let pay_by = OffsetDateTime::now_utc() + self.payment_timeout;
+        let created = self.orders.create_requested(&requests, pay_by).await?;
+        queue.ack(last).await?;
+        let ids: Vec<OrderId> = requests.iter().map(|r| r.order_id).collect();
+        self.pending.remove(&ids).await?;
+        for order in &created {
+            notifier.order_created(order);
+        }
+        Ok(requests.len())
+    }
+}

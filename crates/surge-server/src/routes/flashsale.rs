@@ -1,0 +1,136 @@
+//! Flash-sale endpoints (API.md, "Flash sales").
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use surge_domain::flashsale::{NewSale, Quantity, SaleStatus, SaleView};
+use surge_domain::{Actor, Cents, OrderId, ProductId, SaleId};
+use time::OffsetDateTime;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, PathId};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/flash-sales", post(create_sale))
+        .route("/v1/flash-sales/{id}", get(get_sale))
+        .route("/v1/flash-sales/{id}/orders", post(place_order))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    product_id: ProductId,
+    stock: i64,
+    price_cents: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    ends_at: OffsetDateTime,
+    per_user_limit: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntakeBody {
+    quantity: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct SaleBody {
+    id: SaleId,
+    product_id: ProductId,
+    stock: i64,
+    stock_left: i64,
+    price_cents: Cents,
+    #[serde(with = "time::serde::rfc3339")]
+    starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    ends_at: OffsetDateTime,
+    per_user_limit: u32,
+    status: SaleStatus,
+}
+
+impl From<SaleView> for SaleBody {
+    fn from(view: SaleView) -> Self {
+        let sale = view.sale;
+        SaleBody {
+            id: sale.id,
+            product_id: sale.product_id,
+            stock: sale.stock,
+            stock_left: view.stock_left,
+            price_cents: sale.price_cents,
+            starts_at: sale.starts_at,
+            ends_at: sale.ends_at,
+            per_user_limit: sale.per_user_limit,
+            status: view.status,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Accepted {
+    order_id: OrderId,
+    status: &'static str,
+}
+
+async fn create_sale(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<(StatusCode, Json<SaleBody>), ApiError> {
+    if !actor.is_admin() {
+        return Err(ApiError::forbidden("only an admin creates flash sales"));
+    }
+    let price = Cents::parse(body.price_cents).map_err(|e| ApiError::bad_request(format!("price_cents {e}")))?;
+    let new = NewSale::parse(
+        body.product_id,
+        body.stock,
+        price,
+        body.starts_at,
+        body.ends_at,
+        body.per_user_limit,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(ApiError::bad_request)?;
+    let sale = state.flash_sales.create(&actor, new).await?;
+    let view = state.flash_sales.view(sale.id).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+async fn get_sale(State(state): State<AppState>, PathId(id): PathId<SaleId>) -> Result<Json<SaleBody>, ApiError> {
+    Ok(Json(state.flash_sales.view(id).await?.into()))
+}
+
+/// The intake, in order: token → rate limits → (service: sold-out flag →
+/// idempotency key → atomic deduct → durable append) → 202.
+async fn place_order(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    PathId(sale): PathId<SaleId>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<IntakeBody>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let Actor::Customer(user) = &actor else {
+        return Err(ApiError::forbidden("only customers place orders"));
+    };
+    state.intake_limits.check(*user, sale)?;
+    let quantity = Quantity::parse(body.quantity.unwrap_or(1)).map_err(ApiError::bad_request)?;
+    let key = idempotency_key(&headers)?;
+    let order_id = state.flash_sales.place_order(&actor, sale, quantity, key).await?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { order_id, status: "PENDING" })))
+}
+
+/// `Idempotency-Key`: 1–128 visible ASCII characters, when present.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key =
+        value.to_str().ok().filter(|key| (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(Some).ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1-128 visible ASCII characters"))
+}

@@ -1,0 +1,72 @@
+//! Order endpoints (API.md, "Orders").
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use surge_domain::OrderId;
+use surge_domain::catalog::PageRequest;
+use surge_domain::order::Order;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, PathId};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orders", get(list_orders))
+        .route("/v1/orders/{id}", get(get_order))
+        .route("/v1/orders/{id}/pay", post(pay_order))
+        .route("/v1/orders/{id}/cancel", post(cancel_order))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Page {
+    items: Vec<Order>,
+    next_cursor: Option<String>,
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    PathId(id): PathId<OrderId>,
+) -> Result<Json<Order>, ApiError> {
+    Ok(Json(state.orders.get(&actor, id).await?))
+}
+
+async fn list_orders(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Page>, ApiError> {
+    let before = query.cursor.as_deref().map(str::parse::<OrderId>).transpose();
+    let before = before.map_err(|_| ApiError::bad_request("cursor is not valid"))?;
+    let page = PageRequest::parse(query.limit, None).map_err(ApiError::bad_request)?;
+    let found = state.orders.list(&actor, before, page.limit).await?;
+    Ok(Json(Page { items: found.items, next_cursor: found.next_before.map(|id| id.to_string()) }))
+}
+
+/// Bodies of pay and cancel are ignored (`{}` or nothing).
+async fn pay_order(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    PathId(id): PathId<OrderId>,
+) -> Result<Json<Order>, ApiError> {
+    Ok(Json(state.orders.pay(&actor, id).await?))
+}
+
+async fn cancel_order(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    PathId(id): PathId<OrderId>,
+) -> Result<Json<Order>, ApiError> {
+    Ok(Json(state.orders.cancel(&actor, id).await?))
+}

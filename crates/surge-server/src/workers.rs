@@ -1,0 +1,75 @@
+//! Background work of a node: the order consumer and the payment-timeout
+//! sweeper. Both stop at the shutdown signal; the consumer then drains what
+//! is left in the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use surge_domain::flashsale::OrderQueue;
+use surge_domain::notification::Notifier;
+use surge_domain::order::Orders;
+use surge_domain::store::StoreError;
+use tokio::sync::watch;
+
+use crate::limits::IntakeLimits;
+
+/// How long the consumer waits for new events before looking again.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Pause after a failed step, so a dead store isn't hammered.
+const ERROR_PAUSE: Duration = Duration::from_millis(200);
+/// Most orders one sweep cancels before yielding.
+const SWEEP_BATCH: u32 = 500;
+
+pub struct Workers {
+    pub orders: Arc<Orders>,
+    pub queue: Arc<dyn OrderQueue>,
+    pub notifier: Arc<dyn Notifier>,
+    pub intake_limits: Arc<IntakeLimits>,
+    pub consumer_batch: usize,
+    pub sweep_interval: Duration,
+}
+
+impl Workers {
+    /// Writes every queued request as an order; used at start-up before the
+    /// ledger is rebuilt, and at shutdown.
+    pub async fn drain(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let handled = self
+                .orders
+                .consume(self.queue.as_ref(), self.notifier.as_ref(), self.consumer_batch, Duration::ZERO)
+                .await?;
+            if handled == 0 {
+                return Ok(total);
+            }
+            total += handled;
+        }
+    }
+
+    pub async fn consume_until(&self, mut stopped: watch::Receiver<bool>) {
+        while !*stopped.borrow_and_update() {
+            let step = self.orders.consume(self.queue.as_ref(), self.notifier.as_ref(), self.consumer_batch, POLL_WAIT);
+            if let Err(error) = step.await {
+                tracing::error!(%error, "order consumer step failed; retrying");
+                tokio::time::sleep(ERROR_PAUSE).await;
+            }
+        }
+    }
+
+    pub async fn sweep_until(&self, mut stopped: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped.wait_for(|stop| *stop) => return,
+                _ = tick.tick() => {}
+            }
+            match self.orders.expire_unpaid(SWEEP_BATCH).await {
+                Ok(cancelled) if cancelled > 0 => tracing::info!(cancelled, "cancelled unpaid orders"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "payment-timeout sweep failed"),
+            }
+            self.intake_limits.shrink();
+        }
+    }
+}

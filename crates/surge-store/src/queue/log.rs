@@ -1,0 +1,193 @@
+//! The embedded durable queue: an append-only log in its own SQLite file
+//! (`queue.db`, WAL, `synchronous = FULL`), so appends never wait on the
+//! order store's write lock.
+//!
+//! **Group commit.** Appends go through a channel to one writer task, which
+//! takes everything waiting (up to `batch_max`), writes it in one
+//! transaction, and answers every caller after the commit's fsync. A caller
+//! gets `Ok` only once its event is on disk; under load one fsync covers a
+//! whole batch, so durability costs little per request.
+//!
+//! One consumer reads past its acknowledged offset (at-least-once delivery;
+//! the consumer is idempotent) and acknowledges after processing, which also
+//! deletes what it acknowledged.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use surge_domain::StoreError;
+use surge_domain::flashsale::{Delivery, OrderQueue, OrderRequested};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// File name of the queue database inside the data dir.
+pub const QUEUE_FILE: &str = "queue.db";
+const CONSUMER: &str = "orders";
+
+#[derive(Debug, Clone, Copy)]
+pub struct LogQueueConfig {
+    /// Most events written by one commit.
+    pub batch_max: usize,
+    /// Appends waiting for the writer; callers beyond it wait for room.
+    pub capacity: usize,
+}
+
+impl Default for LogQueueConfig {
+    fn default() -> Self {
+        Self { batch_max: 1024, capacity: 65_536 }
+    }
+}
+
+struct Append {
+    payload: String,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+pub struct LogQueue {
+    pool: SqlitePool,
+    appends: mpsc::Sender<Append>,
+    appended: Arc<Notify>,
+    acked: AtomicU64,
+}
+
+impl LogQueue {
+    pub async fn open(data_dir: &Path, config: LogQueueConfig) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{}", data_dir.join(QUEUE_FILE).display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .map_err(unavailable)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(3).connect_with(options).await.map_err(unavailable)?;
+        sqlx::migrate!("./migrations/queue").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        sqlx::query("INSERT INTO consumer_offsets (consumer, acked) VALUES ($1, 0) ON CONFLICT DO NOTHING")
+            .bind(CONSUMER)
+            .execute(&pool)
+            .await
+            .map_err(unavailable)?;
+        let acked: i64 = sqlx::query_scalar("SELECT acked FROM consumer_offsets WHERE consumer = $1")
+            .bind(CONSUMER)
+            .fetch_one(&pool)
+            .await
+            .map_err(unavailable)?;
+
+        let (appends, receiver) = mpsc::channel(config.capacity.max(1));
+        let appended = Arc::new(Notify::new());
+        tokio::spawn(write_loop(pool.clone(), receiver, config.batch_max.max(1), Arc::clone(&appended)));
+        Ok(Self { pool, appends, appended, acked: AtomicU64::new(u64::try_from(acked).unwrap_or(0)) })
+    }
+
+    /// Events appended and not yet acknowledged.
+    pub async fn backlog(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE seq > $1")
+            .bind(self.acked_offset())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    fn acked_offset(&self) -> i64 {
+        i64::try_from(self.acked.load(Ordering::Acquire)).unwrap_or(i64::MAX)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl OrderQueue for LogQueue {
+    async fn append(&self, request: &OrderRequested) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let (done, committed) = oneshot::channel();
+        self.appends
+            .send(Append { payload, done })
+            .await
+            .map_err(|_| StoreError::Unavailable("queue writer stopped".to_owned()))?;
+        committed.await.map_err(|_| StoreError::Unavailable("queue writer stopped".to_owned()))?
+    }
+
+    async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {
+        let mut waited = false;
+        loop {
+            let rows: Vec<(i64, String)> =
+                sqlx::query_as("SELECT seq, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(self.acked_offset())
+                    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+            if !rows.is_empty() || waited {
+                return rows.into_iter().map(delivery).collect();
+            }
+            let _ = tokio::time::timeout(wait, self.appended.notified()).await;
+            waited = true;
+        }
+    }
+
+    async fn ack(&self, offset: u64) -> Result<(), StoreError> {
+        let offset_i64 = i64::try_from(offset).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("UPDATE consumer_offsets SET acked = $1 WHERE consumer = $2 AND acked < $1")
+            .bind(offset_i64)
+            .bind(CONSUMER)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query("DELETE FROM events WHERE seq <= $1")
+            .bind(offset_i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        self.acked.fetch_max(offset, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+fn delivery((seq, payload): (i64, String)) -> Result<Delivery, StoreError> {
+    let request = serde_json::from_str(&payload)
+        .map_err(|e| StoreError::Unavailable(format!("queue event {seq} is unreadable: {e}")))?;
+    Ok(Delivery { offset: u64::try_from(seq).unwrap_or(0), request })
+}
+
+/// The single writer: one transaction (one fsync) per batch of appends.
+async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Append>, batch_max: usize, appended: Arc<Notify>) {
+    let mut batch = Vec::with_capacity(batch_max);
+    while receiver.recv_many(&mut batch, batch_max).await > 0 {
+        let result = write_batch(&pool, &batch).await;
+        if let Err(error) = &result {
+            tracing::error!(%error, events = batch.len(), "queue append failed");
+        }
+        for append in batch.drain(..) {
+            let _ = append.done.send(result.clone());
+        }
+        if result.is_ok() {
+            appended.notify_one();
+        }
+    }
+}
+
+async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<(), StoreError> {
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let mut tx = pool.begin().await.map_err(unavailable)?;
+    for append in batch {
+        sqlx::query("INSERT INTO events (payload, appended_at_ms) VALUES ($1, $2)")
+            .bind(&append.payload)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+    }
+    tx.commit().await.map_err(unavailable)
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}

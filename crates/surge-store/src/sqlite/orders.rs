@@ -1,0 +1,277 @@
+//! `OrderStore` on SQLite. Writing an order and moving its sale's sold
+//! counters happen in one transaction, so the store never disagrees with
+//! itself about how much of a sale is sold.
+
+use async_trait::async_trait;
+use sqlx::{Sqlite, Transaction};
+use surge_domain::flashsale::OrderRequested;
+use surge_domain::order::{Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings};
+use surge_domain::{MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
+use time::OffsetDateTime;
+
+use super::{SqliteStore, from_unix_ms, store_error, unix_ms};
+
+const COLUMNS: &str = "id, user_id, merchant_id, product_id, flash_sale_id, quantity, amount_cents, status, \
+                       pay_by_ms, created_at_ms, updated_at_ms";
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: i64,
+    user_id: i64,
+    merchant_id: i64,
+    product_id: i64,
+    flash_sale_id: Option<i64>,
+    quantity: i64,
+    amount_cents: i64,
+    status: String,
+    pay_by_ms: Option<i64>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = StoreError;
+
+    fn try_from(row: OrderRow) -> Result<Self, StoreError> {
+        let status = OrderStatus::parse(&row.status)
+            .ok_or_else(|| StoreError::Unavailable(format!("order {} has unknown status {}", row.id, row.status)))?;
+        Ok(Order {
+            id: OrderId::new(row.id),
+            user_id: UserId::new(row.user_id),
+            merchant_id: MerchantId::new(row.merchant_id),
+            product_id: ProductId::new(row.product_id),
+            flash_sale_id: row.flash_sale_id.map(SaleId::new),
+            quantity: u32::try_from(row.quantity).unwrap_or(u32::MAX),
+            amount_cents: row.amount_cents,
+            status,
+            created_at: from_unix_ms(row.created_at_ms),
+            updated_at: from_unix_ms(row.updated_at_ms),
+            pay_by: row.pay_by_ms.map(from_unix_ms),
+        })
+    }
+}
+
+#[async_trait]
+impl OrderStore for SqliteStore {
+    async fn create_requested(
+        &self,
+        requests: &[OrderRequested],
+        pay_by: OffsetDateTime,
+    ) -> Result<Vec<Order>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let mut created = Vec::with_capacity(requests.len());
+        for request in requests {
+            if let Some(order) = create_one(&mut tx, request, pay_by).await? {
+                created.push(order);
+            }
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(created)
+    }
+
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1");
+        let row: Option<OrderRow> =
+            sqlx::query_as(&sql).bind(id.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
+        row.map(Order::try_from).transpose()
+    }
+
+    async fn list(&self, scope: OrderScope, before: Option<OrderId>, limit: u32) -> Result<OrderPage, StoreError> {
+        let (filter, owner) = match scope {
+            OrderScope::Customer(user) => ("user_id = $1", user.get()),
+            OrderScope::Merchant(merchant) => ("merchant_id = $1", merchant.get()),
+            OrderScope::All => ("$1 = $1", 0),
+        };
+        let sql = format!("SELECT {COLUMNS} FROM orders WHERE {filter} AND id < $2 ORDER BY id DESC LIMIT $3");
+        let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+            .bind(owner)
+            .bind(before.map_or(i64::MAX, OrderId::get))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let mut items = rows.into_iter().map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_before = if more { items.last().map(|o| o.id) } else { None };
+        Ok(OrderPage { items, next_before })
+    }
+
+    async fn transition(
+        &self,
+        id: OrderId,
+        from: OrderStatus,
+        to: OrderStatus,
+        now: OffsetDateTime,
+    ) -> Result<Option<Order>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let sql = format!(
+            "UPDATE orders SET status = $1, updated_at_ms = $2, \
+             pay_by_ms = CASE WHEN $1 = 'CREATED' THEN pay_by_ms ELSE NULL END \
+             WHERE id = $3 AND status = $4 RETURNING {COLUMNS}"
+        );
+        let row: Option<OrderRow> = sqlx::query_as(&sql)
+            .bind(to.as_str())
+            .bind(unix_ms(now))
+            .bind(id.get())
+            .bind(from.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let Some(order) = row.map(Order::try_from).transpose()? else {
+            return Ok(None);
+        };
+        if from.holds_stock()
+            && !to.holds_stock()
+            && let Some(sale) = order.flash_sale_id
+        {
+            give_back(&mut tx, sale, order.user_id, order.quantity).await?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(Some(order))
+    }
+
+    async fn unpaid_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM orders WHERE status = 'CREATED' AND pay_by_ms <= $1 ORDER BY pay_by_ms LIMIT $2"
+        );
+        let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+            .bind(unix_ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.into_iter().map(Order::try_from).collect()
+    }
+
+    async fn find_by_idempotency_key(&self, user: UserId, key: &str) -> Result<Option<OrderId>, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE user_id = $1 AND idempotency_key = $2")
+            .bind(user.get())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(id.map(OrderId::new))
+    }
+
+    async fn sale_holdings(&self, sale: SaleId) -> Result<SaleHoldings, StoreError> {
+        let sold: Option<i64> = sqlx::query_scalar("SELECT sold FROM flash_sales WHERE id = $1")
+            .bind(sale.get())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let buyers: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT user_id, bought FROM sale_buyers WHERE sale_id = $1 AND bought > 0")
+                .bind(sale.get())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+        let per_user = buyers
+            .into_iter()
+            .map(|(user, bought)| (UserId::new(user), u32::try_from(bought).unwrap_or(u32::MAX)))
+            .collect();
+        Ok(SaleHoldings { sold: sold.unwrap_or(0), per_user })
+    }
+}
+
+/// Writes one order unless it exists. The sale's `sold` and the buyer's
+/// `bought` move only within their bounds; if either bound would break (which
+/// the ledger should have made impossible) the order is written `FAILED`
+/// rather than overselling, and logged.
+async fn create_one(
+    tx: &mut Transaction<'static, Sqlite>,
+    request: &OrderRequested,
+    pay_by: OffsetDateTime,
+) -> Result<Option<Order>, StoreError> {
+    let now = unix_ms(OffsetDateTime::now_utc());
+    let sql = format!(
+        "INSERT INTO orders (id, user_id, merchant_id, product_id, flash_sale_id, quantity, amount_cents, status, \
+         idempotency_key, pay_by_ms, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'CREATED', $8, $9, $10, $10) \
+         ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+    );
+    let row: Option<OrderRow> = sqlx::query_as(&sql)
+        .bind(request.order_id.get())
+        .bind(request.user_id.get())
+        .bind(request.merchant_id.get())
+        .bind(request.product_id.get())
+        .bind(request.sale_id.get())
+        .bind(i64::from(request.quantity))
+        .bind(request.amount_cents)
+        .bind(request.idempotency_key.as_deref())
+        .bind(unix_ms(pay_by))
+        .bind(now)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    let Some(order) = row.map(Order::try_from).transpose()? else {
+        return Ok(None);
+    };
+    let quantity = i64::from(request.quantity);
+    let bought = sqlx::query(
+        "INSERT INTO sale_buyers (sale_id, user_id, bought) VALUES ($1, $2, $3) \
+         ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sale_buyers.bought + excluded.bought \
+         WHERE sale_buyers.bought + excluded.bought <= (SELECT per_user_limit FROM flash_sales WHERE id = $1)",
+    )
+    .bind(request.sale_id.get())
+    .bind(request.user_id.get())
+    .bind(quantity)
+    .execute(&mut **tx)
+    .await
+    .map_err(store_error)?
+    .rows_affected();
+    let sold = if bought == 1 {
+        sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock")
+            .bind(quantity)
+            .bind(request.sale_id.get())
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected()
+    } else {
+        0
+    };
+    if bought == 1 && sold == 1 {
+        return Ok(Some(order));
+    }
+    tracing::error!(order_id = %request.order_id, sale_id = %request.sale_id, bought, sold,
+        "order would break a sale bound; writing it as FAILED");
+    if bought == 1 {
+        sqlx::query("UPDATE sale_buyers SET bought = bought - $1 WHERE sale_id = $2 AND user_id = $3")
+            .bind(quantity)
+            .bind(request.sale_id.get())
+            .bind(request.user_id.get())
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+    }
+    sqlx::query("UPDATE orders SET status = 'FAILED', pay_by_ms = NULL WHERE id = $1")
+        .bind(request.order_id.get())
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    Ok(None)
+}
+
+/// A cancelled order's units go back to its sale and its buyer.
+async fn give_back(
+    tx: &mut Transaction<'static, Sqlite>,
+    sale: SaleId,
+    user: UserId,
+    quantity: u32,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE flash_sales SET sold = sold - $1 WHERE id = $2")
+        .bind(i64::from(quantity))
+        .bind(sale.get())
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    sqlx::query("UPDATE sale_buyers SET bought = bought - $1 WHERE sale_id = $2 AND user_id = $3")
+        .bind(i64::from(quantity))
+        .bind(sale.get())
+        .bind(user.get())
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
