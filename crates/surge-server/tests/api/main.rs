@@ -4,6 +4,7 @@
 mod cache;
 mod catalog;
 mod cli;
+mod crash;
 mod flashsale;
 mod helpers;
 mod input;
