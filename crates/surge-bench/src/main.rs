@@ -6,10 +6,14 @@
 //! alternates rounds between a target and a baseline URL and reports both and
 //! their ratio.
 
+mod flashsale;
 mod load;
 mod minimal;
+mod naive;
+mod tokens;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +56,35 @@ enum Command {
         #[command(flatten)]
         plan: PlanArgs,
     },
+    /// The flash-sale scenario against a target, with its invariant check;
+    /// optionally the same against the naive baseline and the bare intake
+    /// against the minimal handler, in the same run, with the ratios.
+    FlashSale {
+        /// Base URL of the Surge deployment.
+        #[arg(long)]
+        target: String,
+        /// The deployment's JWT secret, as a file (embedded: <data_dir>/jwt-secret).
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// Base URL of `surge-bench naive-server`, to compare against.
+        #[arg(long)]
+        naive: Option<String>,
+        /// Base URL of `surge-bench minimal-server`, to compare against.
+        #[arg(long)]
+        minimal: Option<String>,
+        #[command(flatten)]
+        scenario: flashsale::Scenario,
+    },
+    /// Serve the naive intake baseline (one SQL transaction per request).
+    NaiveServer {
+        #[arg(long, default_value = "127.0.0.1:9181")]
+        listen: SocketAddr,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The secret tokens are checked with.
+        #[arg(long)]
+        secret_file: PathBuf,
+    },
     /// Serve a minimal axum handler that returns a constant product JSON on
     /// `GET /v1/products/{id}`: the ceiling a cached read is measured against.
     MinimalServer {
@@ -93,8 +126,43 @@ fn main() -> anyhow::Result<()> {
                 compare(&target, &baseline, rounds, &plan.plan()).await
             }
             Command::MinimalServer { listen } => minimal::serve(listen).await,
+            Command::NaiveServer { listen, data_dir, secret_file } => {
+                naive::serve(listen, data_dir, tokens::Tokens::from_file(&secret_file)?).await
+            }
+            Command::FlashSale { target, secret_file, naive, minimal, scenario } => {
+                flash_sale(&target, &secret_file, naive.as_deref(), minimal.as_deref(), &scenario).await
+            }
         }
     })
+}
+
+async fn flash_sale(
+    target: &str,
+    secret_file: &std::path::Path,
+    naive: Option<&str>,
+    minimal: Option<&str>,
+    scenario: &flashsale::Scenario,
+) -> anyhow::Result<()> {
+    let tokens = tokens::Tokens::from_file(secret_file)?;
+    let surge = flashsale::run(target, &tokens, scenario, "surge", true).await?;
+    surge.print();
+    let mut failed = !surge.violations.is_empty();
+    if let Some(minimal) = minimal {
+        let bare = flashsale::run(minimal, &tokens, scenario, "minimal", false).await?;
+        bare.print();
+        println!("ratio surge/minimal: throughput {:.2}", surge.throughput() / bare.throughput());
+    }
+    if let Some(naive) = naive {
+        let textbook = flashsale::run(naive, &tokens, scenario, "naive", true).await?;
+        textbook.print();
+        failed |= !textbook.violations.is_empty();
+        println!("ratio surge/naive: throughput {:.2}", surge.throughput() / textbook.throughput());
+    }
+    println!("{}", if failed { "FAIL" } else { "PASS" });
+    if failed {
+        anyhow::bail!("invariants violated");
+    }
+    Ok(())
 }
 
 async fn compare(target: &str, baseline: &str, rounds: usize, plan: &LoadPlan) -> anyhow::Result<()> {

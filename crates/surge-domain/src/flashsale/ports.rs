@@ -89,4 +89,8 @@ pub trait IntakeKeys: Send + Sync + 'static {
     /// with one key wait for the first; if it fails, the next one runs its
     /// own intake (failures are not remembered).
     async fn once<'a>(&'a self, user: UserId, key: &'a str, intake: IntakeFuture<'a>) -> Result<OrderId, IntakeError>;
+
+    /// The order this key already produced, if this cache knows it; never
+    /// runs anything (the sold-out fast path uses it to answer replays).
+    async fn completed(&self, user: UserId, key: &str) -> Option<OrderId>;
 }

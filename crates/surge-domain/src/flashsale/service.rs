@@ -126,7 +126,12 @@ impl FlashSales {
             return Err(IntakeError::NotActive);
         }
         if live.sold_out.load(Ordering::Relaxed) {
-            return Err(IntakeError::SoldOut);
+            // A replay of a request that got its order still gets that order.
+            let replay = match idempotency_key {
+                Some(key) => self.ports.keys.completed(*user, key).await,
+                None => None,
+            };
+            return replay.ok_or(IntakeError::SoldOut);
         }
         match idempotency_key {
             None => self.accept(&live, *user, quantity, None).await,

@@ -256,3 +256,16 @@ async fn a_customer_over_the_intake_rate_gets_429_with_retry_after() {
     }
     assert!(limited >= 10, "only the burst of 5 may pass; {limited} limited");
 }
+
+#[tokio::test]
+async fn a_replayed_key_gets_its_order_even_after_the_sale_sold_out() {
+    let app = spawn_app().await;
+    let sale = app.active_sale(1, 1).await;
+    let first = app.place(4, &sale, Some("only"), &json!({})).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: Value = first.json().await.expect("json");
+    assert_error(app.place(5, &sale, None, &json!({})).await, StatusCode::CONFLICT, "sold_out").await;
+    let replay = app.place(4, &sale, Some("only"), &json!({})).await;
+    assert_eq!(replay.status(), StatusCode::ACCEPTED);
+    assert_eq!(replay.json::<Value>().await.expect("json")["order_id"], first["order_id"]);
+}

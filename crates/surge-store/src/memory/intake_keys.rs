@@ -35,4 +35,8 @@ impl IntakeKeys for MemoryIntakeKeys {
         let cell = self.cells.get_with((user, key.to_owned()), || Arc::new(OnceCell::new()));
         cell.get_or_try_init(|| intake).await.copied()
     }
+
+    async fn completed(&self, user: UserId, key: &str) -> Option<OrderId> {
+        self.cells.get(&(user, key.to_owned())).and_then(|cell| cell.get().copied())
+    }
 }
