@@ -81,16 +81,27 @@ pub trait OrderQueue: Send + Sync + 'static {
 /// The intake as a future, for [`IntakeKeys::once`].
 pub type IntakeFuture<'a> = Pin<Box<dyn Future<Output = Result<OrderId, IntakeError>> + Send + 'a>>;
 
-/// Idempotency of intake: one outcome per (user, key).
+/// Idempotency of intake: one outcome per (sale, user, key). It must know
+/// every key that produced an order of a live sale (they are reloaded from
+/// the order store at start-up), so intake never asks the store.
 #[async_trait]
 pub trait IntakeKeys: Send + Sync + 'static {
     /// Runs `intake` unless a request with the same key already produced an
     /// order, in which case that order's id is returned. Concurrent callers
     /// with one key wait for the first; if it fails, the next one runs its
     /// own intake (failures are not remembered).
-    async fn once<'a>(&'a self, user: UserId, key: &'a str, intake: IntakeFuture<'a>) -> Result<OrderId, IntakeError>;
+    async fn once<'a>(
+        &'a self,
+        sale: SaleId,
+        user: UserId,
+        key: &'a str,
+        intake: IntakeFuture<'a>,
+    ) -> Result<OrderId, IntakeError>;
 
-    /// The order this key already produced, if this cache knows it; never
-    /// runs anything (the sold-out fast path uses it to answer replays).
-    async fn completed(&self, user: UserId, key: &str) -> Option<OrderId>;
+    /// The order this key already produced, if any; never runs anything (the
+    /// sold-out fast path uses it to answer replays).
+    async fn completed(&self, sale: SaleId, user: UserId, key: &str) -> Option<OrderId>;
+
+    /// Remembers keys that produced orders (start-up recovery).
+    async fn preload(&self, sale: SaleId, keyed: Vec<(UserId, String, OrderId)>);
 }

@@ -128,7 +128,7 @@ impl FlashSales {
         if live.sold_out.load(Ordering::Relaxed) {
             // A replay of a request that got its order still gets that order.
             let replay = match idempotency_key {
-                Some(key) => self.ports.keys.completed(*user, key).await,
+                Some(key) => self.ports.keys.completed(sale_id, *user, key).await,
                 None => None,
             };
             return replay.ok_or(IntakeError::SoldOut);
@@ -136,13 +136,8 @@ impl FlashSales {
         match idempotency_key {
             None => self.accept(&live, *user, quantity, None).await,
             Some(key) => {
-                let intake = Box::pin(async move {
-                    if let Some(earlier) = self.ports.orders.find_by_idempotency_key(*user, key).await? {
-                        return Ok(earlier);
-                    }
-                    self.accept(&live, *user, quantity, Some(key)).await
-                });
-                self.ports.keys.once(*user, key, intake).await
+                let intake = Box::pin(self.accept(&live, *user, quantity, Some(key)));
+                self.ports.keys.once(sale_id, *user, key, intake).await
             }
         }
     }
@@ -212,6 +207,8 @@ impl FlashSales {
         let count = sales.len();
         for sale in sales {
             let holdings = self.ports.orders.sale_holdings(sale.id).await?;
+            let keyed = self.ports.orders.keyed_orders(sale.id).await?;
+            self.ports.keys.preload(sale.id, keyed).await;
             self.warm(sale, &holdings).await?;
         }
         Ok(count)
@@ -240,6 +237,8 @@ impl FlashSales {
         };
         let holdings = self.ports.orders.sale_holdings(id).await?;
         if self.ports.ledger.stock_left(id).await?.is_none() {
+            let keyed = self.ports.orders.keyed_orders(id).await?;
+            self.ports.keys.preload(id, keyed).await;
             self.ports.ledger.load(&sale, &holdings).await?;
         }
         let live = Arc::new(LiveSale { sold_out: AtomicBool::new(holdings.sold >= sale.stock), sale });

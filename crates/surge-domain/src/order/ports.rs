@@ -62,8 +62,9 @@ pub trait OrderStore: Send + Sync + 'static {
     /// `CREATED` orders whose payment window closed before `now`.
     async fn unpaid_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError>;
 
-    /// The order an earlier request with this idempotency key created.
-    async fn find_by_idempotency_key(&self, user: UserId, key: &str) -> Result<Option<OrderId>, StoreError>;
+    /// Every (buyer, idempotency key, order) of a sale, to reload the intake
+    /// keys at start-up.
+    async fn keyed_orders(&self, sale: SaleId) -> Result<Vec<(UserId, String, OrderId)>, StoreError>;
 
     /// Stock held by the sale's live orders (for rebuilding the cache).
     async fn sale_holdings(&self, sale: SaleId) -> Result<SaleHoldings, StoreError>;

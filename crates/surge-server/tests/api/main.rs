@@ -8,6 +8,7 @@ mod crash;
 mod flashsale;
 mod helpers;
 mod input;
+mod notify;
 mod ops;
 mod orders;
 mod restart;

@@ -24,3 +24,20 @@ async fn data_written_before_a_restart_is_there_after_it() {
         .await;
     assert_eq!(patch.status(), reqwest::StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_still_names_its_order_after_a_restart() {
+    let app = spawn_app().await;
+    let sale = app.active_sale(10, 1).await;
+    let body = serde_json::json!({});
+    let first: serde_json::Value = app.place(1, &sale, Some("k-restart"), &body).await.json().await.expect("json");
+    let id = first["order_id"].as_str().expect("id").to_owned();
+    app.settled_order(&id).await;
+
+    let again = spawn_app_in(app.stop().await, |_| {}).await;
+    let replay = again.place(1, &sale, Some("k-restart"), &body).await;
+    assert_eq!(replay.status(), reqwest::StatusCode::ACCEPTED);
+    assert_eq!(replay.json::<serde_json::Value>().await.expect("json")["order_id"], id.as_str());
+    assert_eq!(again.sale(&sale).await["stock_left"], 9);
+    assert_eq!(again.all_orders().await.len(), 1);
+}

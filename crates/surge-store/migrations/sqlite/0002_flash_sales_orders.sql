@@ -40,8 +40,9 @@ CREATE TABLE orders (
     updated_at_ms   BIGINT NOT NULL
 );
 
--- One order per (buyer, idempotency key).
-CREATE UNIQUE INDEX orders_user_idempotency_key ON orders (user_id, idempotency_key)
+-- One order per (sale, buyer, idempotency key): a key names one request to
+-- one sale.
+CREATE UNIQUE INDEX orders_sale_user_idempotency_key ON orders (flash_sale_id, user_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX orders_user_id_idx ON orders (user_id, id);
 CREATE INDEX orders_merchant_id_idx ON orders (merchant_id, id);

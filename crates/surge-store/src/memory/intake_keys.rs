@@ -1,42 +1,83 @@
-//! Intake idempotency in process: one `OnceCell` per (user, key). Callers
-//! with the same key share the cell, so the second waits for the first; a
-//! failed intake leaves the cell empty and the next caller tries itself.
-//! Keys are remembered for a day (after that, and after a restart, the order
-//! store's unique (user, key) index answers).
+//! Intake idempotency in process: one `OnceCell` per (sale, user, key).
+//! Callers with the same key share the cell, so the second waits for the
+//! first; a failed intake leaves the cell empty, the next caller tries
+//! itself, and an empty cell nobody waits on is dropped (so rejected
+//! attempts don't pile up). Cells that hold an order stay: they are bounded
+//! by the stock of the sales, and reloaded from the order store at start-up.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use moka::sync::Cache;
+use dashmap::DashMap;
 use surge_domain::flashsale::{IntakeError, IntakeFuture, IntakeKeys};
-use surge_domain::{OrderId, UserId};
+use surge_domain::{OrderId, SaleId, UserId};
 use tokio::sync::OnceCell;
 
+type Key = (SaleId, UserId, Box<str>);
+
+#[derive(Default)]
 pub struct MemoryIntakeKeys {
-    cells: Cache<(UserId, String), Arc<OnceCell<OrderId>>>,
+    cells: DashMap<Key, Arc<OnceCell<OrderId>>>,
 }
 
 impl MemoryIntakeKeys {
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
-        Self { cells: Cache::builder().max_capacity(capacity).time_to_live(ttl).build() }
+    /// Keys remembered, for tests and metrics.
+    pub fn len(&self) -> usize {
+        self.cells.len()
     }
-}
 
-impl Default for MemoryIntakeKeys {
-    fn default() -> Self {
-        Self::new(1_000_000, Duration::from_secs(24 * 3600))
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
     }
 }
 
 #[async_trait]
 impl IntakeKeys for MemoryIntakeKeys {
-    async fn once<'a>(&'a self, user: UserId, key: &'a str, intake: IntakeFuture<'a>) -> Result<OrderId, IntakeError> {
-        let cell = self.cells.get_with((user, key.to_owned()), || Arc::new(OnceCell::new()));
-        cell.get_or_try_init(|| intake).await.copied()
+    async fn once<'a>(
+        &'a self,
+        sale: SaleId,
+        user: UserId,
+        key: &'a str,
+        intake: IntakeFuture<'a>,
+    ) -> Result<OrderId, IntakeError> {
+        let id: Key = (sale, user, key.into());
+        let cell = Arc::clone(self.cells.entry(id.clone()).or_default().value());
+        let outcome = cell.get_or_try_init(|| intake).await.copied();
+        if outcome.is_err() {
+            drop(cell);
+            // Under the shard lock no one can take a new handle meanwhile.
+            self.cells.remove_if(&id, |_, cell| cell.get().is_none() && Arc::strong_count(cell) == 1);
+        }
+        outcome
     }
 
-    async fn completed(&self, user: UserId, key: &str) -> Option<OrderId> {
-        self.cells.get(&(user, key.to_owned())).and_then(|cell| cell.get().copied())
+    async fn completed(&self, sale: SaleId, user: UserId, key: &str) -> Option<OrderId> {
+        self.cells.get(&(sale, user, key.into())).and_then(|cell| cell.get().copied())
+    }
+
+    async fn preload(&self, sale: SaleId, keyed: Vec<(UserId, String, OrderId)>) {
+        for (user, key, order) in keyed {
+            self.cells.insert((sale, user, key.into()), Arc::new(OnceCell::new_with(Some(order))));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use surge_domain::flashsale::IntakeError;
+
+    #[tokio::test]
+    async fn a_failed_intake_is_forgotten_and_a_successful_one_remembered() {
+        let keys = MemoryIntakeKeys::default();
+        let (sale, user) = (SaleId::new(1), UserId::new(2));
+        let failed = keys.once(sale, user, "k", Box::pin(async { Err(IntakeError::SoldOut) })).await;
+        assert_eq!(failed, Err(IntakeError::SoldOut));
+        assert!(keys.is_empty(), "rejected attempts leave nothing behind");
+        let first = keys.once(sale, user, "k", Box::pin(async { Ok(OrderId::new(7)) })).await;
+        let again = keys.once(sale, user, "k", Box::pin(async { Ok(OrderId::new(8)) })).await;
+        assert_eq!((first, again), (Ok(OrderId::new(7)), Ok(OrderId::new(7))));
+        assert_eq!(keys.completed(sale, user, "k").await, Some(OrderId::new(7)));
+        assert_eq!(keys.completed(SaleId::new(9), user, "k").await, None, "keys are per sale");
     }
 }

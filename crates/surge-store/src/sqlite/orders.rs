@@ -144,14 +144,16 @@ impl OrderStore for SqliteStore {
         rows.into_iter().map(Order::try_from).collect()
     }
 
-    async fn find_by_idempotency_key(&self, user: UserId, key: &str) -> Result<Option<OrderId>, StoreError> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE user_id = $1 AND idempotency_key = $2")
-            .bind(user.get())
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(id.map(OrderId::new))
+    async fn keyed_orders(&self, sale: SaleId) -> Result<Vec<(UserId, String, OrderId)>, StoreError> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT user_id, idempotency_key, id FROM orders \
+             WHERE flash_sale_id = $1 AND idempotency_key IS NOT NULL",
+        )
+        .bind(sale.get())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(|(user, key, id)| (UserId::new(user), key, OrderId::new(id))).collect())
     }
 
     async fn sale_holdings(&self, sale: SaleId) -> Result<SaleHoldings, StoreError> {
