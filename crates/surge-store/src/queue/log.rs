@@ -174,16 +174,19 @@ async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Append>, batc
     }
 }
 
+/// Rows per INSERT statement: each statement is one round trip to the
+/// SQLite worker thread, so a batch goes in a few statements, not one each.
+const ROWS_PER_STATEMENT: usize = 256;
+
 async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<(), StoreError> {
     let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let mut tx = pool.begin().await.map_err(unavailable)?;
-    for append in batch {
-        sqlx::query("INSERT INTO events (payload, appended_at_ms) VALUES ($1, $2)")
-            .bind(&append.payload)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = sqlx::QueryBuilder::new("INSERT INTO events (payload, appended_at_ms) ");
+        insert.push_values(chunk, |mut row, append| {
+            row.push_bind(append.payload.as_str()).push_bind(now_ms);
+        });
+        insert.build().execute(&mut *tx).await.map_err(unavailable)?;
     }
     tx.commit().await.map_err(unavailable)
 }

@@ -3,7 +3,9 @@
 //! itself about how much of a sale is sold.
 
 use async_trait::async_trait;
-use sqlx::{Sqlite, Transaction};
+use std::collections::BTreeMap;
+
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 use surge_domain::flashsale::OrderRequested;
 use surge_domain::order::{Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings};
 use surge_domain::{MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
@@ -58,6 +60,10 @@ impl OrderStore for SqliteStore {
         requests: &[OrderRequested],
         pay_by: OffsetDateTime,
     ) -> Result<Vec<Order>, StoreError> {
+        if let Some(created) = create_batch(&self.pool, requests, pay_by).await? {
+            return Ok(created);
+        }
+        // A bound would break somewhere in the batch: find where, one by one.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let mut created = Vec::with_capacity(requests.len());
         for request in requests {
@@ -176,6 +182,96 @@ impl OrderStore for SqliteStore {
     }
 }
 
+/// Rows per multi-row statement (12 parameters each).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// The fast path: the whole batch in a handful of statements (each one a
+/// round trip to SQLite's worker thread). Returns `None`, having written
+/// nothing, when a sale or buyer bound would break, so that the caller can
+/// fall back to [`create_one`] per request.
+async fn create_batch(
+    pool: &sqlx::SqlitePool,
+    requests: &[OrderRequested],
+    pay_by: OffsetDateTime,
+) -> Result<Option<Vec<Order>>, StoreError> {
+    let now = unix_ms(OffsetDateTime::now_utc());
+    let mut tx = pool.begin().await.map_err(store_error)?;
+    let mut created = Vec::with_capacity(requests.len());
+    for chunk in requests.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO orders (id, user_id, merchant_id, product_id, flash_sale_id, quantity, amount_cents, \
+             status, idempotency_key, pay_by_ms, created_at_ms, updated_at_ms) ",
+        );
+        insert.push_values(chunk, |mut row, request| {
+            row.push_bind(request.order_id.get())
+                .push_bind(request.user_id.get())
+                .push_bind(request.merchant_id.get())
+                .push_bind(request.product_id.get())
+                .push_bind(request.sale_id.get())
+                .push_bind(i64::from(request.quantity))
+                .push_bind(request.amount_cents)
+                .push("'CREATED'")
+                .push_bind(request.idempotency_key.as_deref())
+                .push_bind(unix_ms(pay_by))
+                .push_bind(now)
+                .push_bind(now);
+        });
+        insert.push(" ON CONFLICT DO NOTHING RETURNING ").push(COLUMNS);
+        let rows: Vec<OrderRow> = insert.build_query_as().fetch_all(&mut *tx).await.map_err(store_error)?;
+        for row in rows {
+            created.push(Order::try_from(row)?);
+        }
+    }
+
+    // Only orders written now move the counters (redelivery moves nothing).
+    let mut per_buyer: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    let mut per_sale: BTreeMap<i64, i64> = BTreeMap::new();
+    for order in &created {
+        if let Some(sale) = order.flash_sale_id {
+            *per_buyer.entry((sale.get(), order.user_id.get())).or_default() += i64::from(order.quantity);
+            *per_sale.entry(sale.get()).or_default() += i64::from(order.quantity);
+        }
+    }
+    let buyers: Vec<((i64, i64), i64)> = per_buyer.into_iter().collect();
+    for chunk in buyers.chunks(ROWS_PER_STATEMENT) {
+        let mut upsert = QueryBuilder::new("INSERT INTO sale_buyers (sale_id, user_id, bought) ");
+        upsert.push_values(chunk, |mut row, ((sale, user), bought)| {
+            row.push_bind(*sale).push_bind(*user).push_bind(*bought);
+        });
+        upsert.push(" ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sale_buyers.bought + excluded.bought");
+        upsert.build().execute(&mut *tx).await.map_err(store_error)?;
+
+        let mut over = QueryBuilder::new(
+            "SELECT COUNT(*) FROM sale_buyers b JOIN flash_sales s ON s.id = b.sale_id \
+             WHERE b.bought > s.per_user_limit AND (b.sale_id, b.user_id) IN (",
+        );
+        over.push_values(chunk, |mut row, ((sale, user), _)| {
+            row.push_bind(*sale).push_bind(*user);
+        });
+        over.push(")");
+        let over: i64 = over.build_query_scalar().fetch_one(&mut *tx).await.map_err(store_error)?;
+        if over > 0 {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(None);
+        }
+    }
+    for (sale, quantity) in per_sale {
+        let moved = sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock")
+            .bind(quantity)
+            .bind(sale)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if moved != 1 {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(None);
+        }
+    }
+    tx.commit().await.map_err(store_error)?;
+    Ok(Some(created))
+}
+
 /// Writes one order unless it exists. The sale's `sold` and the buyer's
 /// `bought` move only within their bounds; if either bound would break (which
 /// the ledger should have made impossible) the order is written `FAILED`
@@ -276,4 +372,80 @@ async fn give_back(
         .await
         .map_err(store_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use surge_domain::Cents;
+    use surge_domain::catalog::{CatalogStore, NewProduct, ProductName, Sku, Stock};
+    use surge_domain::flashsale::{FlashSale, SaleStore};
+
+    async fn store_with_sale(stock: i64, per_user_limit: u32) -> (tempfile::TempDir, SqliteStore, FlashSale) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&super::super::SqliteConfig::in_dir(dir.path())).await.expect("open");
+        let new = NewProduct {
+            merchant_id: MerchantId::new(1),
+            sku: Sku::from_trusted("S".into()),
+            name: ProductName::from_trusted("N".into()),
+            price_cents: Cents::from_trusted(1),
+            stock: Stock::from_trusted(1),
+        };
+        CatalogStore::insert(&store, ProductId::new(1), &new, OffsetDateTime::now_utc()).await.expect("product");
+        let now = OffsetDateTime::now_utc();
+        let sale = FlashSale {
+            id: SaleId::new(10),
+            product_id: ProductId::new(1),
+            merchant_id: MerchantId::new(1),
+            stock,
+            price_cents: Cents::from_trusted(1),
+            starts_at: now,
+            ends_at: now + time::Duration::hours(1),
+            per_user_limit,
+        };
+        SaleStore::insert(&store, &sale).await.expect("sale");
+        (dir, store, sale)
+    }
+
+    fn request(id: i64, user: i64) -> OrderRequested {
+        OrderRequested {
+            order_id: OrderId::new(id),
+            sale_id: SaleId::new(10),
+            user_id: UserId::new(user),
+            product_id: ProductId::new(1),
+            merchant_id: MerchantId::new(1),
+            quantity: 1,
+            amount_cents: 1,
+            idempotency_key: None,
+            requested_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_batch_creates_nothing_twice() {
+        let (_dir, store, sale) = store_with_sale(5, 1).await;
+        let batch = [request(1, 1), request(2, 2)];
+        let pay_by = OffsetDateTime::now_utc();
+        assert_eq!(store.create_requested(&batch, pay_by).await.expect("first").len(), 2);
+        assert!(store.create_requested(&batch, pay_by).await.expect("again").is_empty());
+        let holdings = store.sale_holdings(sale.id).await.expect("holdings");
+        assert_eq!(holdings.sold, 2);
+    }
+
+    #[tokio::test]
+    async fn requests_past_a_bound_become_failed_orders_never_oversold_ones() {
+        let (_dir, store, sale) = store_with_sale(2, 1).await;
+        // The ledger would never let these through; the store holds anyway.
+        let batch = [request(1, 1), request(2, 1), request(3, 2), request(4, 3)];
+        let created = store.create_requested(&batch, OffsetDateTime::now_utc()).await.expect("create");
+        let created: Vec<i64> = created.iter().map(|o| o.id.get()).collect();
+        assert_eq!(created, vec![1, 3], "the second order of buyer 1 and the third unit fail");
+        for failed in [2, 4] {
+            let order = OrderStore::get(&store, OrderId::new(failed)).await.expect("get").expect("written");
+            assert_eq!(order.status, OrderStatus::Failed);
+        }
+        let holdings = store.sale_holdings(sale.id).await.expect("holdings");
+        assert_eq!(holdings.sold, 2);
+        assert_eq!(holdings.per_user.len(), 2);
+    }
 }
