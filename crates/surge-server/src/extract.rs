@@ -6,8 +6,8 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -75,4 +75,14 @@ where
             .map_err(|_| ApiError::bad_request("malformed path"))?;
         raw.parse().map(Self).map_err(|_| ApiError::bad_request("an id is a string of digits"))
     }
+}
+
+/// `Idempotency-Key`: 1–128 visible ASCII characters, when present.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key =
+        value.to_str().ok().filter(|key| (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(Some).ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1-128 visible ASCII characters"))
 }

@@ -19,8 +19,18 @@ pub struct ProductPage {
 #[async_trait]
 pub trait CatalogStore: Send + Sync + 'static {
     /// Inserts a new product; `StoreError::Duplicate("sku")` when the merchant
-    /// already has that sku.
-    async fn insert(&self, id: ProductId, new: &NewProduct, now: OffsetDateTime) -> Result<Product, StoreError>;
+    /// already has that sku, `Duplicate("idempotency_key")` when it already
+    /// created a product with that key.
+    async fn insert(
+        &self,
+        id: ProductId,
+        new: &NewProduct,
+        idempotency_key: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Product, StoreError>;
+
+    /// The product the merchant created with this idempotency key.
+    async fn find_by_idempotency_key(&self, merchant: MerchantId, key: &str) -> Result<Option<Product>, StoreError>;
 
     /// The product, or `None` when there is no such id.
     async fn get(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError>;

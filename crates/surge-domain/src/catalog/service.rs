@@ -75,7 +75,14 @@ impl Catalog {
         Self { store, ids }
     }
 
-    pub async fn create(&self, actor: &Actor, request: CreateProduct) -> Result<Product, CatalogError> {
+    /// Creates a product. With an idempotency key, a repeat of the request
+    /// (even a concurrent one) returns the product the first one created.
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        request: CreateProduct,
+        idempotency_key: Option<&str>,
+    ) -> Result<Product, CatalogError> {
         let merchant_id = match (actor, request.merchant_id) {
             (Actor::Customer(_), _) => return Err(CatalogError::Forbidden("customers cannot create products")),
             (Actor::Merchant(own), Some(other)) if *own != other => {
@@ -94,8 +101,25 @@ impl Catalog {
             price_cents: request.price_cents,
             stock: request.stock,
         };
+        if let Some(key) = idempotency_key
+            && let Some(earlier) = self.store.find_by_idempotency_key(merchant_id, key).await?
+        {
+            return Ok(earlier);
+        }
         let id = ProductId::new(self.ids.next_id());
-        Ok(self.store.insert(id, &new, now()).await?)
+        match self.store.insert(id, &new, idempotency_key, now()).await {
+            Ok(product) => Ok(product),
+            Err(StoreError::Duplicate(what)) => {
+                // A concurrent twin may have won the race with the same key.
+                if let Some(key) = idempotency_key
+                    && let Some(earlier) = self.store.find_by_idempotency_key(merchant_id, key).await?
+                {
+                    return Ok(earlier);
+                }
+                Err(StoreError::Duplicate(what).into())
+            }
+            Err(other) => Err(other.into()),
+        }
     }
 
     pub async fn get(&self, id: ProductId) -> Result<Arc<Product>, CatalogError> {

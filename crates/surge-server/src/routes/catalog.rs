@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use surge_domain::{Cents, MerchantId, ProductId};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, PathId};
+use crate::extract::{ApiJson, ApiQuery, PathId, idempotency_key};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -63,8 +63,10 @@ struct Page {
 async fn create_product(
     State(state): State<AppState>,
     Caller(actor): Caller,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<Product>), ApiError> {
+    let key = idempotency_key(&headers)?;
     let request = CreateProduct {
         merchant_id: body.merchant_id,
         sku: Sku::parse(&body.sku).map_err(ApiError::bad_request)?,
@@ -72,7 +74,7 @@ async fn create_product(
         price_cents: Cents::parse(body.price_cents).map_err(|e| ApiError::bad_request(format!("price_cents {e}")))?,
         stock: Stock::parse(body.stock).map_err(ApiError::bad_request)?,
     };
-    let product = state.catalog.create(&actor, request).await?;
+    let product = state.catalog.create(&actor, request, key).await?;
     Ok((StatusCode::CREATED, Json(product)))
 }
 

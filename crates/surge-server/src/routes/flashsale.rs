@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, PathId};
+use crate::extract::{ApiJson, PathId, idempotency_key};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -123,14 +123,4 @@ async fn place_order(
     let key = idempotency_key(&headers)?;
     let order_id = state.flash_sales.place_order(&actor, sale, quantity, key).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { order_id, status: "PENDING" })))
-}
-
-/// `Idempotency-Key`: 1–128 visible ASCII characters, when present.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key =
-        value.to_str().ok().filter(|key| (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()));
-    key.map(Some).ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1-128 visible ASCII characters"))
 }

@@ -112,3 +112,44 @@ async fn unknown_and_malformed_product_ids() {
     let patch = app.send_json(Method::PATCH, "/v1/products/999", &app.admin(), &json!({"name": "x"})).await;
     assert_error(patch, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[tokio::test]
+async fn a_create_repeated_with_its_idempotency_key_returns_the_first_product() {
+    let app = spawn_app().await;
+    let body = json!({"sku": "IDEM", "name": "Once", "price_cents": 100, "stock": 1});
+    let create = |merchant: u64, key: String| {
+        let app = &app;
+        let body = body.clone();
+        async move {
+            let response = app
+                .client
+                .post(app.url("/v1/products"))
+                .bearer_auth(app.merchant(merchant))
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            (response.status(), response.json::<serde_json::Value>().await.expect("json"))
+        }
+    };
+    let (status, first) = create(1, "p-1".into()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, again) = create(1, "p-1".into()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again, first);
+
+    let twins = futures::future::join_all((0..10).map(|_| create(2, "p-2".into()))).await;
+    let ids: std::collections::HashSet<String> = twins
+        .iter()
+        .map(|(status, product)| {
+            assert_eq!(*status, StatusCode::CREATED, "{product}");
+            product["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "concurrent repeats create one product");
+
+    let (status, _) = create(1, "k".repeat(129)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.all_products().await.len(), 2);
+}

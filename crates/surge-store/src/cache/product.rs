@@ -104,11 +104,21 @@ impl<S: CatalogStore> CachedCatalog<S> {
 
 #[async_trait]
 impl<S: CatalogStore> CatalogStore for CachedCatalog<S> {
-    async fn insert(&self, id: ProductId, new: &NewProduct, now: OffsetDateTime) -> Result<Product, StoreError> {
-        let product = self.store.insert(id, new, now).await?;
+    async fn insert(
+        &self,
+        id: ProductId,
+        new: &NewProduct,
+        idempotency_key: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Product, StoreError> {
+        let product = self.store.insert(id, new, idempotency_key, now).await?;
         // A fresh id can only be cached as "missing" if someone guessed it.
         self.cache.invalidate(&id).await;
         Ok(product)
+    }
+
+    async fn find_by_idempotency_key(&self, merchant: MerchantId, key: &str) -> Result<Option<Product>, StoreError> {
+        self.store.find_by_idempotency_key(merchant, key).await
     }
 
     async fn get(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {
@@ -227,8 +237,21 @@ mod tests {
 
     #[async_trait]
     impl CatalogStore for SlowStore {
-        async fn insert(&self, id: ProductId, new: &NewProduct, now: OffsetDateTime) -> Result<Product, StoreError> {
-            self.inner.insert(id, new, now).await
+        async fn insert(
+            &self,
+            id: ProductId,
+            new: &NewProduct,
+            key: Option<&str>,
+            now: OffsetDateTime,
+        ) -> Result<Product, StoreError> {
+            self.inner.insert(id, new, key, now).await
+        }
+        async fn find_by_idempotency_key(
+            &self,
+            merchant: MerchantId,
+            key: &str,
+        ) -> Result<Option<Product>, StoreError> {
+            self.inner.find_by_idempotency_key(merchant, key).await
         }
         async fn get(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {
             self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -281,7 +304,7 @@ mod tests {
             price_cents: product.price_cents,
             stock: product.stock,
         };
-        store.insert(product.id, &new, OffsetDateTime::now_utc()).await.expect("insert");
+        store.insert(product.id, &new, None, OffsetDateTime::now_utc()).await.expect("insert");
         let cached = Arc::new(CachedCatalog::new(Arc::clone(&store), &config(), CacheMetrics::noop()));
 
         let readers: Vec<_> = (0..100)

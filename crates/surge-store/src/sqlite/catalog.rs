@@ -38,11 +38,17 @@ impl From<ProductRow> for Product {
 
 #[async_trait]
 impl CatalogStore for SqliteStore {
-    async fn insert(&self, id: ProductId, new: &NewProduct, now: OffsetDateTime) -> Result<Product, StoreError> {
+    async fn insert(
+        &self,
+        id: ProductId,
+        new: &NewProduct,
+        idempotency_key: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Product, StoreError> {
         let now_ms = unix_ms(now);
         let sql = format!(
-            "INSERT INTO products (id, merchant_id, sku, name, price_cents, stock, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {COLUMNS}"
+            "INSERT INTO products (id, merchant_id, sku, name, price_cents, stock, idempotency_key, created_at_ms, \
+             updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {COLUMNS}"
         );
         let row: ProductRow = sqlx::query_as(&sql)
             .bind(id.get())
@@ -51,11 +57,23 @@ impl CatalogStore for SqliteStore {
             .bind(new.name.as_str())
             .bind(new.price_cents.get())
             .bind(new.stock.get())
+            .bind(idempotency_key)
             .bind(now_ms)
             .fetch_one(&self.pool)
             .await
             .map_err(store_error)?;
         Ok(row.into())
+    }
+
+    async fn find_by_idempotency_key(&self, merchant: MerchantId, key: &str) -> Result<Option<Product>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM products WHERE merchant_id = $1 AND idempotency_key = $2");
+        let row: Option<ProductRow> = sqlx::query_as(&sql)
+            .bind(merchant.get())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(row.map(Into::into))
     }
 
     async fn get(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {

@@ -69,9 +69,13 @@ impl SqliteStore {
 fn store_error(error: sqlx::Error) -> StoreError {
     if let Some(db) = error.as_database_error()
         && db.is_unique_violation()
-        && db.message().contains("products.merchant_id, products.sku")
     {
-        return StoreError::Duplicate("sku");
+        if db.message().contains("products.merchant_id, products.sku") {
+            return StoreError::Duplicate("sku");
+        }
+        if db.message().contains("products.merchant_id, products.idempotency_key") {
+            return StoreError::Duplicate("idempotency_key");
+        }
     }
     unavailable(error)
 }

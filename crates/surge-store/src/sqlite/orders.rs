@@ -391,7 +391,7 @@ mod tests {
             price_cents: Cents::from_trusted(1),
             stock: Stock::from_trusted(1),
         };
-        CatalogStore::insert(&store, ProductId::new(1), &new, OffsetDateTime::now_utc()).await.expect("product");
+        CatalogStore::insert(&store, ProductId::new(1), &new, None, OffsetDateTime::now_utc()).await.expect("product");
         let now = OffsetDateTime::now_utc();
         let sale = FlashSale {
             id: SaleId::new(10),
