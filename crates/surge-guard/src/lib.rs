@@ -5,6 +5,7 @@
 //! `mod.rs`, its `layer.rs`, `future.rs` and small marker errors in `error.rs`.
 
 pub mod deadline;
+pub mod rate;
 
 /// The error type of every service in this crate (tower's convention).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
