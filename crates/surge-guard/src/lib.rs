@@ -4,6 +4,7 @@
 //! Each policy is a folder shaped like tower's own middleware: the service in
 //! `mod.rs`, its `layer.rs`, `future.rs` and small marker errors in `error.rs`.
 
+pub mod breaker;
 pub mod deadline;
 pub mod rate;
 
