@@ -187,11 +187,87 @@ pub struct NotifySettings {
     pub timeout: Duration,
     /// Notifications waiting for delivery; beyond it they are dropped.
     pub queue_capacity: usize,
+    /// The breaker in front of the sink.
+    pub breaker: BreakerSettings,
 }
 
 impl Default for NotifySettings {
     fn default() -> Self {
-        Self { webhook_url: None, timeout: Duration::from_secs(2), queue_capacity: 10_000 }
+        Self {
+            webhook_url: None,
+            timeout: Duration::from_secs(2),
+            queue_capacity: 10_000,
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// A circuit breaker's settings; every rule below is active.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Open after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// Open when this share of the window's calls failed...
+    pub error_ratio: f64,
+    /// ... or this share was slower than `slow_call` ...
+    pub slow_call_ratio: f64,
+    #[serde(with = "humantime_serde")]
+    pub slow_call: Duration,
+    /// ... over this sliding window, once it holds `min_calls` calls.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub min_calls: u32,
+    /// How long it stays open before probing.
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    /// Probe calls that must all succeed to close it.
+    pub probes: u32,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            error_ratio: 0.5,
+            slow_call_ratio: 0.8,
+            slow_call: Duration::from_secs(1),
+            window: Duration::from_secs(10),
+            min_calls: 10,
+            open_for: Duration::from_secs(5),
+            probes: 1,
+        }
+    }
+}
+
+impl BreakerSettings {
+    pub fn config(&self) -> surge_guard::breaker::BreakerConfig {
+        use surge_guard::breaker::TripRule;
+        surge_guard::breaker::BreakerConfig {
+            rules: vec![
+                TripRule::ConsecutiveFailures(self.consecutive_failures),
+                TripRule::ErrorRatio(self.error_ratio),
+                TripRule::SlowCallRatio { ratio: self.slow_call_ratio, slow_call: self.slow_call },
+            ],
+            window: self.window,
+            min_calls: self.min_calls,
+            open_for: self.open_for,
+            probes: self.probes,
+        }
+    }
+
+    fn validate(&self, name: &str) -> Result<(), String> {
+        let ratio_ok = |r: f64| r > 0.0 && r <= 1.0;
+        if self.consecutive_failures == 0 || self.min_calls == 0 || self.probes == 0 {
+            return Err(format!("{name}: consecutive_failures, min_calls and probes must be at least 1"));
+        }
+        if !ratio_ok(self.error_ratio) || !ratio_ok(self.slow_call_ratio) {
+            return Err(format!("{name}: error_ratio and slow_call_ratio must be in (0, 1]"));
+        }
+        if self.window.is_zero() || self.open_for.is_zero() || self.slow_call.is_zero() {
+            return Err(format!("{name}: window, open_for and slow_call must be greater than zero"));
+        }
+        Ok(())
     }
 }
 
@@ -328,6 +404,12 @@ impl Settings {
         }
         if self.notify.queue_capacity == 0 {
             return Err("notify.queue_capacity must be at least 1".to_owned());
+        }
+        self.notify.breaker.validate("notify.breaker")?;
+        // Timeouts shrink going downstream: no outbound call may outlive the
+        // request budget of the node that makes it.
+        if self.notify.timeout >= self.http.request_budget {
+            return Err("notify.timeout must be shorter than http.request_budget".to_owned());
         }
         if self.ops_listen.is_some_and(|ops| ops == self.listen && ops.port() != 0) {
             return Err("ops_listen must differ from listen".to_owned());

@@ -56,6 +56,11 @@ impl ApiError {
         }
     }
 
+    /// A feature is switched to its fallback (by hand or by a breaker).
+    pub fn degraded(message: impl Into<String>) -> Self {
+        Self { retry_after_secs: Some(5), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "degraded", message) }
+    }
+
     pub fn deadline_exceeded() -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", "the request's deadline passed")
     }

@@ -33,6 +33,7 @@ pub const HTTP_DURATION: &str = "surge_http_request_duration_seconds";
 pub const CACHE_REQUESTS: &str = "surge_cache_requests_total";
 pub const CACHE_LOADS: &str = "surge_cache_loads_total";
 pub const NOTIFICATIONS: &str = "surge_notifications_total";
+pub const BREAKER_STATE: &str = "surge_breaker_state";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -72,6 +73,7 @@ impl Metrics {
         r.describe_counter(CACHE_REQUESTS.into(), None, "Cache reads by cache and result (hit, miss)".into());
         r.describe_counter(CACHE_LOADS.into(), None, "Cache misses that loaded from the store".into());
         r.describe_counter(NOTIFICATIONS.into(), None, "Order notifications by result (sent, failed, dropped)".into());
+        r.describe_gauge(BREAKER_STATE.into(), None, "Circuit breaker state: 0 closed, 1 open, 2 half-open".into());
     }
 
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
@@ -107,6 +109,18 @@ impl Metrics {
         let count = self.recorder.register_counter(&Key::from_parts(HTTP_REQUESTS, labels.clone()), &METADATA);
         let duration = self.recorder.register_histogram(&Key::from_parts(HTTP_DURATION, labels), &METADATA);
         (count, duration)
+    }
+
+    /// Publishes a breaker's state as a gauge.
+    pub fn breaker_state(&self, breaker: &str, state: surge_guard::breaker::BreakerState) {
+        use surge_guard::breaker::BreakerState;
+        let labels = vec![Label::new("breaker", SharedString::from(breaker.to_owned()))];
+        let gauge = self.recorder.register_gauge(&Key::from_parts(BREAKER_STATE, labels), &METADATA);
+        gauge.set(match state {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+        });
     }
 
     /// The Prometheus text exposition of everything recorded so far.

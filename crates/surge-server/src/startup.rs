@@ -12,9 +12,12 @@ use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
 use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
+use surge_guard::breaker::{BreakerState, CircuitBreaker, Observer};
+use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
-use surge_store::notify::{NotifyMetrics, NotifySink, QueuedNotifier};
+use surge_store::notify::{Guards, NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier};
+use surge_store::ops::SwitchStore;
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
 use tokio::net::TcpListener;
@@ -61,6 +64,7 @@ impl Application {
         let queue_config = LogQueueConfig { batch_max: sale_settings.queue_batch, ..LogQueueConfig::default() };
         let queue = Arc::new(LogQueue::open(&settings.data_dir, queue_config).await.context("opening the queue")?);
         let sqlite_ports = Arc::new(sqlite.clone());
+        let sqlite_ports_for_switches: Arc<dyn SwitchStore> = sqlite_ports.clone();
         let pending = Arc::new(MemoryPending::default());
         let flash_sales = Arc::new(FlashSales::new(
             FlashSalePorts {
@@ -77,10 +81,16 @@ impl Application {
         let orders =
             Arc::new(Orders::new(sqlite_ports, pending, Arc::clone(&flash_sales), sale_settings.payment_timeout));
         let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
+        let switches = Arc::new(Switchboard::new(SWITCHES));
+        for stored in sqlite.load_switches().await.context("loading switches")? {
+            if let Err(unknown) = switches.set_manual(&stored.name, stored.enabled, &stored.reason) {
+                tracing::warn!(%unknown, "ignoring a stored switch this version does not have");
+            }
+        }
         let workers = Arc::new(Workers {
             orders: Arc::clone(&orders),
             queue: queue.clone(),
-            notifier: notifier(settings, &metrics),
+            notifier: notifier(settings, &metrics, &switches),
             intake_limits: Arc::clone(&intake_limits),
             consumer_batch: sale_settings.consumer_batch,
             sweep_interval: sale_settings.sweep_interval,
@@ -96,6 +106,9 @@ impl Application {
             flash_sales,
             orders,
             intake_limits,
+            intake_switch: switches.handle(INTAKE_SWITCH)?,
+            switches,
+            switch_store: sqlite_ports_for_switches,
             keys: Keys::new(&secret, &settings.auth),
             metrics,
             store,
@@ -187,7 +200,11 @@ pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(&config).await.with_context(|| format!("opening {}", config.path.display()))
 }
 
-fn notifier(settings: &Settings, metrics: &Metrics) -> Arc<dyn Notifier> {
+/// Every degradation switch, and the feature each one turns off.
+pub const INTAKE_SWITCH: &str = "flash_sale_intake";
+const SWITCHES: &[&str] = &[NOTIFICATION_SWITCH, INTAKE_SWITCH];
+
+fn notifier(settings: &Settings, metrics: &Arc<Metrics>, switches: &Arc<Switchboard>) -> Arc<dyn Notifier> {
     let sink = match &settings.notify.webhook_url {
         Some(url) => NotifySink::Webhook { url: url.clone(), timeout: settings.notify.timeout },
         None => NotifySink::Log,
@@ -197,7 +214,24 @@ fn notifier(settings: &Settings, metrics: &Metrics) -> Arc<dyn Notifier> {
         failed: metrics.counter(NOTIFICATIONS, &[("result", "failed")]),
         dropped: metrics.counter(NOTIFICATIONS, &[("result", "dropped")]),
     };
-    Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics))
+    let board = Arc::clone(switches);
+    let gauges = Arc::clone(metrics);
+    let observer: Observer = Arc::new(move |name, _from, to| {
+        gauges.breaker_state(name, to);
+        let reason = format!("breaker {name} is {}", to.as_str());
+        let verdict = match to {
+            BreakerState::Open => Some(false),
+            BreakerState::Closed => Some(true),
+            BreakerState::HalfOpen => None,
+        };
+        if let Some(enabled) = verdict {
+            let _ = board.set_auto(NOTIFICATION_SWITCH, enabled, &reason);
+        }
+    });
+    let breaker = CircuitBreaker::new(NOTIFICATION_SWITCH, settings.notify.breaker.config()).with_observer(observer);
+    metrics.breaker_state(NOTIFICATION_SWITCH, BreakerState::Closed);
+    let guards = Guards { breaker: Arc::new(breaker), switches: Arc::clone(switches) };
+    Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics, guards))
 }
 
 fn product_cache(settings: &Settings) -> ProductCacheConfig {

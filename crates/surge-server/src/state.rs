@@ -10,6 +10,9 @@ use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::flashsale::FlashSales;
 use surge_domain::order::Orders;
 
+use surge_guard::switch::{SwitchHandle, Switchboard};
+use surge_store::ops::SwitchStore;
+
 use crate::auth::Keys;
 use crate::limits::IntakeLimits;
 use crate::metrics::Metrics;
@@ -22,6 +25,10 @@ pub struct Parts {
     pub flash_sales: Arc<FlashSales>,
     pub orders: Arc<Orders>,
     pub intake_limits: Arc<IntakeLimits>,
+    pub switches: Arc<Switchboard>,
+    pub switch_store: Arc<dyn SwitchStore>,
+    /// `flash_sale_intake`: off → intake answers 503 degraded.
+    pub intake_switch: SwitchHandle,
     pub keys: Keys,
     pub metrics: Arc<Metrics>,
     /// The store behind the catalog, asked by `/readyz`.

@@ -5,9 +5,11 @@
 //! - `memory`: in-process ledger, pending orders and intake keys.
 //! - `queue`: queue adapters (`log`: the embedded durable log).
 //! - `notify`: notification sinks behind a bounded background queue.
+//! - `ops`: operational settings kept in the store (manual switches).
 
 pub mod cache;
 pub mod memory;
 pub mod notify;
+pub mod ops;
 pub mod queue;
 pub mod sqlite;

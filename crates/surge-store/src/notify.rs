@@ -1,15 +1,31 @@
 //! Notification adapters. Handing over never blocks: notifications go into
 //! a bounded channel and one background worker delivers them; when the
 //! channel is full the notification is dropped and counted (non-core work is
-//! shed first). Delivery failures are logged and counted, never retried into
-//! the order path.
+//! shed first).
+//!
+//! The worker calls the sink through a circuit breaker. While the breaker is
+//! open, notifications wait in the channel ("queued for later") instead of
+//! hammering a dead sink; an operator's switch (`notification` off) holds
+//! them the same way. A notification the sink refuses is tried at most
+//! `ATTEMPTS_MAX` times, then dropped and counted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::Counter;
 use surge_domain::notification::Notifier;
 use surge_domain::order::Order;
+use surge_guard::breaker::CircuitBreaker;
+use surge_guard::switch::{Mode, Switchboard};
 use tokio::sync::mpsc;
+
+/// The switch that turns notifications off.
+pub const NOTIFICATION_SWITCH: &str = "notification";
+const ATTEMPTS_MAX: u32 = 3;
+/// How often a held worker looks at the switch again.
+const HOLD_RECHECK: Duration = Duration::from_millis(100);
+/// Longest single wait for an open breaker (it may close by hand).
+const OPEN_RECHECK_MAX: Duration = Duration::from_secs(1);
 
 /// Where notifications go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +49,12 @@ impl NotifyMetrics {
     }
 }
 
+/// What the delivery worker needs besides the sink.
+pub struct Guards {
+    pub breaker: Arc<CircuitBreaker>,
+    pub switches: Arc<Switchboard>,
+}
+
 pub struct QueuedNotifier {
     sender: mpsc::Sender<Order>,
     dropped: Counter,
@@ -40,10 +62,10 @@ pub struct QueuedNotifier {
 
 impl QueuedNotifier {
     /// Starts the worker on the current runtime.
-    pub fn start(sink: NotifySink, capacity: usize, metrics: NotifyMetrics) -> Self {
+    pub fn start(sink: NotifySink, capacity: usize, metrics: NotifyMetrics, guards: Guards) -> Self {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let dropped = metrics.dropped.clone();
-        tokio::spawn(deliver(sink, receiver, metrics));
+        tokio::spawn(deliver_all(sink, receiver, metrics, guards));
         Self { sender, dropped }
     }
 }
@@ -57,29 +79,54 @@ impl Notifier for QueuedNotifier {
     }
 }
 
-async fn deliver(sink: NotifySink, mut receiver: mpsc::Receiver<Order>, metrics: NotifyMetrics) {
+async fn deliver_all(sink: NotifySink, mut receiver: mpsc::Receiver<Order>, metrics: NotifyMetrics, guards: Guards) {
     let client = reqwest::Client::new();
     while let Some(order) = receiver.recv().await {
-        let outcome = match &sink {
-            NotifySink::Log => {
-                tracing::info!(order_id = %order.id, user_id = %order.user_id, amount_cents = order.amount_cents,
-                    "notify: order created (sms)");
-                Ok(())
+        let mut attempts = 0;
+        while attempts < ATTEMPTS_MAX {
+            if held_by_operator(&guards.switches) {
+                tokio::time::sleep(HOLD_RECHECK).await;
+                continue;
             }
-            NotifySink::Webhook { url, timeout } => post(&client, url, *timeout, &order).await,
-        };
-        match outcome {
-            Ok(()) => metrics.sent.increment(1),
-            Err(error) => {
-                metrics.failed.increment(1);
-                tracing::warn!(order_id = %order.id, %error, "notification failed");
+            let permit = match guards.breaker.try_acquire() {
+                Ok(permit) => permit,
+                Err(open) => {
+                    tokio::time::sleep(open.retry_after.min(OPEN_RECHECK_MAX)).await;
+                    continue;
+                }
+            };
+            attempts += 1;
+            let outcome = deliver(&client, &sink, &order).await;
+            guards.breaker.record(permit, outcome.is_err());
+            match outcome {
+                Ok(()) => {
+                    metrics.sent.increment(1);
+                    break;
+                }
+                Err(error) => {
+                    metrics.failed.increment(1);
+                    tracing::warn!(order_id = %order.id, attempts, %error, "notification failed");
+                }
             }
         }
     }
 }
 
-async fn post(client: &reqwest::Client, url: &str, timeout: Duration, order: &Order) -> Result<(), String> {
-    let body = serde_json::json!({ "event": "order_created", "order": order });
-    let response = client.post(url).timeout(timeout).json(&body).send().await.map_err(|e| e.to_string())?;
-    if response.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", response.status())) }
+fn held_by_operator(switches: &Switchboard) -> bool {
+    switches.list().iter().any(|s| s.name == NOTIFICATION_SWITCH && !s.enabled && s.mode == Mode::Manual)
+}
+
+async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> Result<(), String> {
+    match sink {
+        NotifySink::Log => {
+            tracing::info!(order_id = %order.id, user_id = %order.user_id, amount_cents = order.amount_cents,
+                "notify: order created (sms)");
+            Ok(())
+        }
+        NotifySink::Webhook { url, timeout } => {
+            let body = serde_json::json!({ "event": "order_created", "order": order });
+            let response = client.post(url).timeout(*timeout).json(&body).send().await.map_err(|e| e.to_string())?;
+            if response.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", response.status())) }
+        }
+    }
 }

@@ -118,6 +118,9 @@ async fn place_order(
     let Actor::Customer(user) = &actor else {
         return Err(ApiError::forbidden("only customers place orders"));
     };
+    if !state.intake_switch.is_enabled() {
+        return Err(ApiError::degraded("flash-sale intake is switched off; retry later"));
+    }
     state.intake_limits.check(*user, sale)?;
     let quantity = Quantity::parse(body.quantity.unwrap_or(1)).map_err(ApiError::bad_request)?;
     let key = idempotency_key(&headers)?;

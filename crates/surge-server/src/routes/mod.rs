@@ -1,5 +1,6 @@
 //! The HTTP surface: one module per context, one declared middleware stack.
 
+mod admin;
 mod catalog;
 mod flashsale;
 mod ops;
@@ -34,7 +35,7 @@ pub struct EdgeLimits {
 /// The API router. With `include_ops`, the operations endpoints are served
 /// on it too; otherwise they live on their own listener ([`ops_router`]).
 pub fn app(state: AppState, limits: EdgeLimits, include_ops: bool) -> Router {
-    let mut router = catalog::routes().merge(flashsale::routes()).merge(orders::routes());
+    let mut router = catalog::routes().merge(flashsale::routes()).merge(orders::routes()).merge(admin::routes());
     if include_ops {
         router = router.merge(ops::routes());
     }

@@ -1,6 +1,7 @@
 //! HTTP-level tests: each starts the real app on port 0 with a fresh data
 //! dir and talks to it over HTTP. One test binary for all of them.
 
+mod admin;
 mod cache;
 mod catalog;
 mod cli;

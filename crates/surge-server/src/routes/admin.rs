@@ -1,0 +1,105 @@
+//! The config centre, first part: degradation switches (API.md,
+//! "Operations"). Manual settings are persisted and take effect on every
+//! route at once.
+
+use std::time::SystemTime;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use surge_guard::switch::{Mode, Switch};
+use surge_store::ops::StoredSwitch;
+use time::OffsetDateTime;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/admin/switches", get(list_switches)).route("/v1/admin/switches/{name}", put(set_switch))
+}
+
+#[derive(Debug, Serialize)]
+struct SwitchBody {
+    name: String,
+    enabled: bool,
+    reason: String,
+    mode: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl From<Switch> for SwitchBody {
+    fn from(switch: Switch) -> Self {
+        let since_epoch = switch.updated_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        SwitchBody {
+            name: switch.name,
+            enabled: switch.enabled,
+            reason: switch.reason,
+            mode: match switch.mode {
+                Mode::Manual => "manual",
+                Mode::Auto => "auto",
+            },
+            updated_at: OffsetDateTime::from_unix_timestamp_nanos(since_epoch.as_nanos() as i128)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Items {
+    items: Vec<SwitchBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBody {
+    enabled: bool,
+    reason: String,
+    /// `manual` (the default) pins the setting; `auto` hands the switch back
+    /// to its breaker (and `enabled` must then be true).
+    mode: Option<String>,
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.0.is_admin() { Ok(()) } else { Err(ApiError::forbidden("admin only")) }
+}
+
+async fn list_switches(State(state): State<AppState>, caller: Caller) -> Result<Json<Items>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(Items { items: state.switches.list().into_iter().map(Into::into).collect() }))
+}
+
+async fn set_switch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<SetBody>,
+) -> Result<Json<SwitchBody>, ApiError> {
+    require_admin(&caller)?;
+    if body.reason.chars().count() > 500 {
+        return Err(ApiError::bad_request("reason is at most 500 characters"));
+    }
+    let known = state.switches.list().into_iter().any(|s| s.name == name);
+    if !known {
+        return Err(ApiError::not_found(format!("no switch named {name}")));
+    }
+    let switch = match body.mode.as_deref() {
+        None | Some("manual") => {
+            let stored = StoredSwitch { name: name.clone(), enabled: body.enabled, reason: body.reason.clone() };
+            state.switch_store.save_switch(&stored).await.map_err(|e| ApiError::unavailable(&e))?;
+            state.switches.set_manual(&name, body.enabled, &body.reason)
+        }
+        Some("auto") if body.enabled => {
+            state.switch_store.forget_switch(&name).await.map_err(|e| ApiError::unavailable(&e))?;
+            state.switches.release(&name)
+        }
+        Some("auto") => return Err(ApiError::bad_request("mode auto hands the switch back enabled")),
+        Some(_) => return Err(ApiError::bad_request("mode is manual or auto")),
+    };
+    let switch = switch.map_err(|unknown| ApiError::not_found(unknown.to_string()))?;
+    tracing::warn!(switch = %name, enabled = body.enabled, reason = %body.reason, "switch set by hand");
+    Ok(Json(switch.into()))
+}

@@ -1,0 +1,60 @@
+//! Operational settings kept in the store: the degradation switches an
+//! operator set by hand (so they survive a restart).
+
+use async_trait::async_trait;
+use surge_domain::StoreError;
+
+use crate::sqlite::{SqliteStore, unix_ms};
+
+/// A manual switch setting as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSwitch {
+    pub name: String,
+    pub enabled: bool,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait SwitchStore: Send + Sync + 'static {
+    async fn load_switches(&self) -> Result<Vec<StoredSwitch>, StoreError>;
+    async fn save_switch(&self, switch: &StoredSwitch) -> Result<(), StoreError>;
+    /// Forgets a manual setting (the switch goes back to automatic).
+    async fn forget_switch(&self, name: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl SwitchStore for SqliteStore {
+    async fn load_switches(&self) -> Result<Vec<StoredSwitch>, StoreError> {
+        let rows: Vec<(String, bool, String)> =
+            sqlx::query_as("SELECT name, enabled, reason FROM switches ORDER BY name")
+                .fetch_all(self.pool())
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(rows.into_iter().map(|(name, enabled, reason)| StoredSwitch { name, enabled, reason }).collect())
+    }
+
+    async fn save_switch(&self, switch: &StoredSwitch) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO switches (name, enabled, reason, updated_at_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, reason = excluded.reason, \
+             updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(&switch.name)
+        .bind(switch.enabled)
+        .bind(&switch.reason)
+        .bind(unix_ms(time::OffsetDateTime::now_utc()))
+        .execute(self.pool())
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn forget_switch(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM switches WHERE name = $1")
+            .bind(name)
+            .execute(self.pool())
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}
