@@ -36,6 +36,13 @@ impl IdGenerator {
         Ok(Self { node_id, last: AtomicU64::new(0) })
     }
 
+    /// Never mint an id at or below `id` (the largest id already stored):
+    /// after a restart with a clock that went back, ids stay unique.
+    pub fn resume_after(&self, id: i64) {
+        let ms = (id.max(0) as u64) >> (NODE_BITS + SEQUENCE_BITS);
+        self.last.fetch_max((ms << SEQUENCE_BITS) | SEQUENCE_MAX, Ordering::Relaxed);
+    }
+
     pub fn next_id(&self) -> i64 {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -188,6 +195,15 @@ mod tests {
         let set: HashSet<_> = all.iter().collect();
         assert_eq!(set.len(), all.len());
         assert_eq!(all.last().map(|id| (*id as u64) >> (NODE_BITS + SEQUENCE_BITS)), Some(11));
+    }
+
+    #[test]
+    fn after_resuming_ids_pass_the_largest_stored_one_even_with_the_clock_behind() {
+        let before = IdGenerator::new(3).expect("node id in range");
+        let stored = before.next_at(1_000);
+        let after = IdGenerator::new(3).expect("node id in range");
+        after.resume_after(stored);
+        assert!(after.next_at(10) > stored);
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl Application {
         // rebuilt from the orders: no oversell, no stranded stock.
         let drained = workers.drain().await.context("draining the queue")?;
         let sales = flash_sales.recover().await.context("rebuilding the stock ledger")?;
+        ids.resume_after(sqlite.max_id().await.context("reading the largest id")?);
         tracing::info!(drained, sales, "recovered flash sales");
 
         let state = AppState::new(Parts {

@@ -38,7 +38,12 @@ pub enum Deduction {
 #[async_trait]
 pub trait StockLedger: Send + Sync + 'static {
     /// (Re)loads a sale's counters: stock left is `stock - holdings.sold`.
+    /// Only for start-up, before any intake.
     async fn load(&self, sale: &FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError>;
+
+    /// Loads the counters unless they are there already, in one atomic step:
+    /// counters in use are never overwritten.
+    async fn load_if_absent(&self, sale: &FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError>;
 
     /// In one atomic step: refuse if the user would pass `per_user_limit` or
     /// the stock can't cover `quantity`; otherwise deduct both.
@@ -97,10 +102,6 @@ pub trait IntakeKeys: Send + Sync + 'static {
         key: &'a str,
         intake: IntakeFuture<'a>,
     ) -> Result<OrderId, IntakeError>;
-
-    /// The order this key already produced, if any; never runs anything (the
-    /// sold-out fast path uses it to answer replays).
-    async fn completed(&self, sale: SaleId, user: UserId, key: &str) -> Option<OrderId>;
 
     /// Remembers keys that produced orders (start-up recovery).
     async fn preload(&self, sale: SaleId, keyed: Vec<(UserId, String, OrderId)>);

@@ -98,7 +98,9 @@ impl FlashSales {
             per_user_limit: new.per_user_limit,
         };
         self.ports.sales.insert(&sale).await?;
-        self.warm(sale.clone(), &SaleHoldings::default()).await?;
+        // Through the same path as a request that names the new id: the
+        // ledger is loaded once, never over counters already in use.
+        self.live_sale(sale.id).await?;
         Ok(sale)
     }
 
@@ -126,12 +128,14 @@ impl FlashSales {
             return Err(IntakeError::NotActive);
         }
         if live.sold_out.load(Ordering::Relaxed) {
-            // A replay of a request that got its order still gets that order.
-            let replay = match idempotency_key {
-                Some(key) => self.ports.keys.completed(sale_id, *user, key).await,
-                None => None,
+            // Refused without touching the ledger; a replay of a keyed request
+            // still gets its order, even if that first request is in flight.
+            return match idempotency_key {
+                Some(key) => {
+                    self.ports.keys.once(sale_id, *user, key, Box::pin(async { Err(IntakeError::SoldOut) })).await
+                }
+                None => Err(IntakeError::SoldOut),
             };
-            return replay.ok_or(IntakeError::SoldOut);
         }
         match idempotency_key {
             None => self.accept(&live, *user, quantity, None).await,
@@ -153,10 +157,10 @@ impl FlashSales {
         let sale = &live.sale;
         let deduction = self.ports.ledger.try_deduct(sale.id, user, quantity.get(), sale.per_user_limit).await?;
         match deduction {
-            Deduction::Done { stock_left } if stock_left <= 0 => live.sold_out.store(true, Ordering::Relaxed),
+            Deduction::Done { stock_left } if stock_left <= 0 => self.mark_sold_out(live).await?,
             Deduction::Done { .. } => {}
             Deduction::SoldOut => {
-                live.sold_out.store(true, Ordering::Relaxed);
+                self.mark_sold_out(live).await?;
                 return Err(IntakeError::SoldOut);
             }
             Deduction::LimitExceeded => return Err(IntakeError::LimitExceeded),
@@ -180,6 +184,16 @@ impl FlashSales {
         Ok(request.order_id)
     }
 
+    /// Sets the local sold-out flag, then looks again: stock returned (a
+    /// cancel) between the deduction and the flag must not stay unsellable.
+    async fn mark_sold_out(&self, live: &LiveSale) -> Result<(), StoreError> {
+        live.sold_out.store(true, Ordering::SeqCst);
+        if self.ports.ledger.stock_left(live.sale.id).await?.is_some_and(|left| left > 0) {
+            live.sold_out.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
     async fn enqueue(&self, request: &OrderRequested) -> Result<(), StoreError> {
         self.ports.pending.insert(request).await?;
         if let Err(error) = self.ports.queue.append(request).await {
@@ -194,7 +208,7 @@ impl FlashSales {
     pub async fn stock_returned(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {
         self.ports.ledger.restore(sale, user, quantity).await?;
         if let Some(live) = self.cached(sale) {
-            live.sold_out.store(false, Ordering::Relaxed);
+            live.sold_out.store(false, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -236,11 +250,9 @@ impl FlashSales {
             return Ok(None);
         };
         let holdings = self.ports.orders.sale_holdings(id).await?;
-        if self.ports.ledger.stock_left(id).await?.is_none() {
-            let keyed = self.ports.orders.keyed_orders(id).await?;
-            self.ports.keys.preload(id, keyed).await;
-            self.ports.ledger.load(&sale, &holdings).await?;
-        }
+        let keyed = self.ports.orders.keyed_orders(id).await?;
+        self.ports.keys.preload(id, keyed).await;
+        self.ports.ledger.load_if_absent(&sale, &holdings).await?;
         let live = Arc::new(LiveSale { sold_out: AtomicBool::new(holdings.sold >= sale.stock), sale });
         let mut registry = self.live.write().unwrap_or_else(PoisonError::into_inner);
         Ok(Some(Arc::clone(registry.entry(id).or_insert(live))))

@@ -4,7 +4,7 @@ mod ports;
 mod service;
 mod status;
 
-pub use ports::{OrderPage, OrderScope, OrderStore, PendingOrders, SaleHoldings};
+pub use ports::{CreatedOrders, OrderPage, OrderScope, OrderStore, PendingOrders, SaleHoldings};
 pub use service::{OrderError, Orders};
 pub use status::{IllegalTransition, OrderEvent, OrderStatus};
 

@@ -23,6 +23,16 @@ pub struct OrderPage {
     pub next_before: Option<OrderId>,
 }
 
+/// What one `create_requested` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreatedOrders {
+    /// Orders written by this call.
+    pub created: Vec<Order>,
+    /// Requests refused because another order already holds their
+    /// (sale, buyer, idempotency key): their stock must go back.
+    pub rejected: Vec<OrderRequested>,
+}
+
 /// Stock a sale's live orders hold, in total and per buyer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SaleHoldings {
@@ -34,13 +44,12 @@ pub struct SaleHoldings {
 pub trait OrderStore: Send + Sync + 'static {
     /// Writes the orders of these requests as `CREATED`, skipping any that
     /// exist already (so redelivery is harmless), and adds their quantities
-    /// to their sales' sold counts, all in one transaction. Returns the
-    /// orders written by this call.
+    /// to their sales' sold counts, all in one transaction.
     async fn create_requested(
         &self,
         requests: &[OrderRequested],
         pay_by: OffsetDateTime,
-    ) -> Result<Vec<Order>, StoreError>;
+    ) -> Result<CreatedOrders, StoreError>;
 
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;
 

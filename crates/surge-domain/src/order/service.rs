@@ -152,11 +152,18 @@ impl Orders {
         };
         let requests: Vec<_> = deliveries.into_iter().map(|d| d.request).collect();
         let pay_by = OffsetDateTime::now_utc() + self.payment_timeout;
-        let created = self.orders.create_requested(&requests, pay_by).await?;
+        let outcome = self.orders.create_requested(&requests, pay_by).await?;
+        for refused in &outcome.rejected {
+            // Cannot happen while intake runs to completion; if it does, the
+            // stock at least goes back instead of being stranded.
+            tracing::error!(order_id = %refused.order_id, sale_id = %refused.sale_id,
+                "order refused: its idempotency key already names another order");
+            self.sales.stock_returned(refused.sale_id, refused.user_id, refused.quantity).await?;
+        }
         queue.ack(last).await?;
         let ids: Vec<OrderId> = requests.iter().map(|r| r.order_id).collect();
         self.pending.remove(&ids).await?;
-        for order in &created {
+        for order in &outcome.created {
             notifier.order_created(order);
         }
         Ok(requests.len())

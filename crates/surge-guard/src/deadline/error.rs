@@ -25,3 +25,15 @@ impl fmt::Display for InvalidDeadlineHeader {
 }
 
 impl std::error::Error for InvalidDeadlineHeader {}
+
+/// The caller's `X-Request-Deadline-Ms` left no time at all: nothing is done.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlineSpent;
+
+impl fmt::Display for DeadlineSpent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("x-request-deadline-ms leaves no time for the request")
+    }
+}
+
+impl std::error::Error for DeadlineSpent {}

@@ -11,7 +11,7 @@ mod error;
 mod future;
 mod layer;
 
-pub use error::{DeadlineExpired, InvalidDeadlineHeader};
+pub use error::{DeadlineExpired, DeadlineSpent, InvalidDeadlineHeader};
 pub use future::ResponseFuture;
 pub use layer::DeadlineLayer;
 
@@ -96,7 +96,7 @@ where
         };
         let budget = asked.map_or(self.budget, |asked| asked.min(self.budget));
         if budget.is_zero() {
-            return ResponseFuture::rejected(DeadlineExpired.into());
+            return ResponseFuture::rejected(DeadlineSpent.into());
         }
         let deadline = request.extensions().get::<Deadline>().copied().map_or_else(
             || Deadline::after(budget),

@@ -74,7 +74,7 @@ async fn an_expired_deadline_does_no_work() {
     let started = Arc::new(AtomicUsize::new(0));
     let service = DeadlineLayer::new(Duration::from_secs(1)).layer(slow_service(Duration::ZERO, Arc::clone(&started)));
     let error = service.oneshot(request(Some("0"))).await.expect_err("no time left");
-    assert!(error.is::<DeadlineExpired>());
+    assert!(error.is::<DeadlineSpent>());
     assert_eq!(started.load(Ordering::SeqCst), 0);
 }
 

@@ -1,5 +1,7 @@
 //! Flash-sale endpoints (API.md, "Flash sales").
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -123,7 +125,12 @@ async fn place_order(
     }
     state.intake_limits.check(*user, sale)?;
     let quantity = Quantity::parse(body.quantity.unwrap_or(1)).map_err(ApiError::bad_request)?;
-    let key = idempotency_key(&headers)?;
-    let order_id = state.flash_sales.place_order(&actor, sale, quantity, key).await?;
+    let key = idempotency_key(&headers)?.map(str::to_owned);
+    // Once begun, intake runs to the end even if the client goes away or the
+    // deadline passes: a deduction without its durable append (or an append
+    // without its idempotency record) must never be left behind.
+    let flash_sales = Arc::clone(&state.flash_sales);
+    let intake = tokio::spawn(async move { flash_sales.place_order(&actor, sale, quantity, key.as_deref()).await });
+    let order_id = intake.await.map_err(|_| ApiError::internal())??;
     Ok((StatusCode::ACCEPTED, Json(Accepted { order_id, status: "PENDING" })))
 }

@@ -15,7 +15,7 @@ use axum::http::{Request, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use surge_guard::BoxError;
-use surge_guard::deadline::{DeadlineExpired, DeadlineLayer, InvalidDeadlineHeader};
+use surge_guard::deadline::{DeadlineExpired, DeadlineLayer, DeadlineSpent, InvalidDeadlineHeader};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -75,7 +75,7 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
 }
 
 async fn edge_error(error: BoxError) -> Response {
-    if error.is::<InvalidDeadlineHeader>() {
+    if error.is::<InvalidDeadlineHeader>() || error.is::<DeadlineSpent>() {
         return ApiError::bad_request(error.to_string()).into_response();
     }
     if error.is::<DeadlineExpired>() {

@@ -1,5 +1,7 @@
 //! Order endpoints (API.md, "Orders").
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -63,10 +65,14 @@ async fn pay_order(
     Ok(Json(state.orders.pay(&actor, id).await?))
 }
 
+/// Runs to the end even if the caller goes away: the stock of a cancelled
+/// order must reach the ledger.
 async fn cancel_order(
     State(state): State<AppState>,
     Caller(actor): Caller,
     PathId(id): PathId<OrderId>,
 ) -> Result<Json<Order>, ApiError> {
-    Ok(Json(state.orders.cancel(&actor, id).await?))
+    let orders = Arc::clone(&state.orders);
+    let cancel = tokio::spawn(async move { orders.cancel(&actor, id).await });
+    Ok(Json(cancel.await.map_err(|_| ApiError::internal())??))
 }

@@ -37,6 +37,17 @@ impl StockLedger for MemoryLedger {
         Ok(())
     }
 
+    async fn load_if_absent(&self, sale: &FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError> {
+        let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
+        sales.entry(sale.id).or_insert_with(|| {
+            Arc::new(Mutex::new(Counters {
+                left: (sale.stock - holdings.sold).max(0),
+                per_user: holdings.per_user.iter().copied().collect(),
+            }))
+        });
+        Ok(())
+    }
+
     async fn try_deduct(
         &self,
         sale: SaleId,
@@ -119,5 +130,17 @@ mod tests {
         ledger.load(&sale(3), &holdings).await.expect("load");
         assert_eq!(ledger.stock_left(SaleId::new(1)).await, Ok(Some(1)));
         assert_eq!(ledger.try_deduct(SaleId::new(1), UserId::new(1), 1, 2).await, Ok(Deduction::LimitExceeded));
+    }
+
+    #[tokio::test]
+    async fn loading_if_absent_never_overwrites_counters_in_use() {
+        let ledger = MemoryLedger::default();
+        ledger.load_if_absent(&sale(3), &SaleHoldings::default()).await.expect("load");
+        assert_eq!(
+            ledger.try_deduct(SaleId::new(1), UserId::new(1), 1, 2).await,
+            Ok(Deduction::Done { stock_left: 2 })
+        );
+        ledger.load_if_absent(&sale(3), &SaleHoldings::default()).await.expect("load again");
+        assert_eq!(ledger.stock_left(SaleId::new(1)).await, Ok(Some(2)));
     }
 }

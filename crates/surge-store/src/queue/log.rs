@@ -124,7 +124,7 @@ impl OrderQueue for LogQueue {
                     .await
                     .map_err(unavailable)?;
             if !rows.is_empty() || waited {
-                return rows.into_iter().map(delivery).collect();
+                return self.readable(rows).await;
             }
             let _ = tokio::time::timeout(wait, self.appended.notified()).await;
             waited = true;
@@ -151,10 +151,38 @@ impl OrderQueue for LogQueue {
     }
 }
 
-fn delivery((seq, payload): (i64, String)) -> Result<Delivery, StoreError> {
-    let request = serde_json::from_str(&payload)
-        .map_err(|e| StoreError::Unavailable(format!("queue event {seq} is unreadable: {e}")))?;
-    Ok(Delivery { offset: u64::try_from(seq).unwrap_or(0), request })
+impl LogQueue {
+    /// The rows as deliveries. An unreadable row moves to `dead_letters`
+    /// (logged) instead of blocking the queue; unreadable rows before the
+    /// first readable one are acknowledged at once, later ones are covered
+    /// by the consumer's acknowledgement of what follows them.
+    async fn readable(&self, rows: Vec<(i64, String)>) -> Result<Vec<Delivery>, StoreError> {
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for (seq, payload) in rows {
+            let offset = u64::try_from(seq).unwrap_or(0);
+            match serde_json::from_str(&payload) {
+                Ok(request) => deliveries.push(Delivery { offset, request }),
+                Err(error) => {
+                    tracing::error!(seq, %error, "unreadable queue event moved to dead_letters");
+                    sqlx::query(
+                        "INSERT INTO dead_letters (seq, payload, error, moved_at_ms) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(seq)
+                    .bind(&payload)
+                    .bind(error.to_string())
+                    .bind((time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                    if deliveries.is_empty() {
+                        self.ack(offset).await?;
+                    }
+                }
+            }
+        }
+        Ok(deliveries)
+    }
 }
 
 /// The single writer: one transaction (one fsync) per batch of appends.
@@ -193,4 +221,58 @@ async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<(), StoreErr
 
 fn unavailable(error: sqlx::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use surge_domain::{MerchantId, OrderId, ProductId, SaleId, UserId};
+
+    fn request(id: i64) -> OrderRequested {
+        OrderRequested {
+            order_id: OrderId::new(id),
+            sale_id: SaleId::new(1),
+            user_id: UserId::new(1),
+            product_id: ProductId::new(1),
+            merchant_id: MerchantId::new(1),
+            quantity: 1,
+            amount_cents: 1,
+            idempotency_key: None,
+            requested_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn appended_events_survive_a_reopen_until_acknowledged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = LogQueue::open(dir.path(), LogQueueConfig::default()).await.expect("open");
+        for id in 1..=3 {
+            queue.append(&request(id)).await.expect("append");
+        }
+        let first = queue.poll(2, Duration::ZERO).await.expect("poll");
+        assert_eq!(first.iter().map(|d| d.request.order_id.get()).collect::<Vec<_>>(), vec![1, 2]);
+        queue.ack(first[1].offset).await.expect("ack");
+        queue.close().await;
+
+        let reopened = LogQueue::open(dir.path(), LogQueueConfig::default()).await.expect("reopen");
+        let rest = reopened.poll(10, Duration::ZERO).await.expect("poll");
+        assert_eq!(rest.iter().map(|d| d.request.order_id.get()).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(reopened.backlog().await.expect("backlog"), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_event_is_set_aside_and_does_not_block_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = LogQueue::open(dir.path(), LogQueueConfig::default()).await.expect("open");
+        sqlx::query("INSERT INTO events (payload, appended_at_ms) VALUES ('{not json', 0)")
+            .execute(&queue.pool)
+            .await
+            .expect("insert garbage");
+        queue.append(&request(7)).await.expect("append");
+        let delivered = queue.poll(10, Duration::ZERO).await.expect("poll");
+        assert_eq!(delivered.iter().map(|d| d.request.order_id.get()).collect::<Vec<_>>(), vec![7]);
+        let dead: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters").fetch_one(&queue.pool).await.expect("count");
+        assert_eq!(dead, 1);
+    }
 }

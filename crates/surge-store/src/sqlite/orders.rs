@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use surge_domain::flashsale::OrderRequested;
-use surge_domain::order::{Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings};
+use surge_domain::order::{CreatedOrders, Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings};
 use surge_domain::{MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
@@ -59,20 +59,22 @@ impl OrderStore for SqliteStore {
         &self,
         requests: &[OrderRequested],
         pay_by: OffsetDateTime,
-    ) -> Result<Vec<Order>, StoreError> {
-        if let Some(created) = create_batch(&self.pool, requests, pay_by).await? {
-            return Ok(created);
+    ) -> Result<CreatedOrders, StoreError> {
+        if let Some(outcome) = create_batch(&self.pool, requests, pay_by).await? {
+            return Ok(outcome);
         }
         // A bound would break somewhere in the batch: find where, one by one.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let mut created = Vec::with_capacity(requests.len());
+        let mut outcome = CreatedOrders::default();
         for request in requests {
-            if let Some(order) = create_one(&mut tx, request, pay_by).await? {
-                created.push(order);
+            match create_one(&mut tx, request, pay_by).await? {
+                Written::Created(order) => outcome.created.push(order),
+                Written::Rejected => outcome.rejected.push(request.clone()),
+                Written::Existing | Written::Failed => {}
             }
         }
         tx.commit().await.map_err(store_error)?;
-        Ok(created)
+        Ok(outcome)
     }
 
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
@@ -162,18 +164,22 @@ impl OrderStore for SqliteStore {
         Ok(rows.into_iter().map(|(user, key, id)| (UserId::new(user), key, OrderId::new(id))).collect())
     }
 
+    /// Both reads in one transaction: one snapshot, so the total and the
+    /// per-buyer counts agree.
     async fn sale_holdings(&self, sale: SaleId) -> Result<SaleHoldings, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
         let sold: Option<i64> = sqlx::query_scalar("SELECT sold FROM flash_sales WHERE id = $1")
             .bind(sale.get())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(store_error)?;
         let buyers: Vec<(i64, i64)> =
             sqlx::query_as("SELECT user_id, bought FROM sale_buyers WHERE sale_id = $1 AND bought > 0")
                 .bind(sale.get())
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
         let per_user = buyers
             .into_iter()
             .map(|(user, bought)| (UserId::new(user), u32::try_from(bought).unwrap_or(u32::MAX)))
@@ -193,7 +199,7 @@ async fn create_batch(
     pool: &sqlx::SqlitePool,
     requests: &[OrderRequested],
     pay_by: OffsetDateTime,
-) -> Result<Option<Vec<Order>>, StoreError> {
+) -> Result<Option<CreatedOrders>, StoreError> {
     let now = unix_ms(OffsetDateTime::now_utc());
     let mut tx = pool.begin().await.map_err(store_error)?;
     let mut created = Vec::with_capacity(requests.len());
@@ -222,6 +228,7 @@ async fn create_batch(
             created.push(Order::try_from(row)?);
         }
     }
+    let rejected = refused_by_key(&mut tx, requests, &created).await?;
 
     // Only orders written now move the counters (redelivery moves nothing).
     let mut per_buyer: BTreeMap<(i64, i64), i64> = BTreeMap::new();
@@ -269,7 +276,44 @@ async fn create_batch(
         }
     }
     tx.commit().await.map_err(store_error)?;
-    Ok(Some(created))
+    Ok(Some(CreatedOrders { created, rejected }))
+}
+
+/// Requests neither written now nor already present by id: another order
+/// holds their (sale, buyer, idempotency key).
+async fn refused_by_key(
+    tx: &mut Transaction<'static, Sqlite>,
+    requests: &[OrderRequested],
+    created: &[Order],
+) -> Result<Vec<OrderRequested>, StoreError> {
+    let written: std::collections::HashSet<OrderId> = created.iter().map(|o| o.id).collect();
+    let skipped: Vec<&OrderRequested> = requests.iter().filter(|r| !written.contains(&r.order_id)).collect();
+    if skipped.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut refused = Vec::new();
+    for chunk in skipped.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::new("SELECT id FROM orders WHERE id IN (");
+        let mut ids = query.separated(", ");
+        for request in chunk {
+            ids.push_bind(request.order_id.get());
+        }
+        query.push(")");
+        let existing: Vec<i64> = query.build_query_scalar().fetch_all(&mut **tx).await.map_err(store_error)?;
+        refused.extend(chunk.iter().filter(|r| !existing.contains(&r.order_id.get())).map(|r| (*r).clone()));
+    }
+    Ok(refused)
+}
+
+/// What writing one request did.
+enum Written {
+    Created(Order),
+    /// Redelivery: the order exists.
+    Existing,
+    /// Another order holds the request's idempotency key.
+    Rejected,
+    /// Written as FAILED: a sale or buyer bound would have broken.
+    Failed,
 }
 
 /// Writes one order unless it exists. The sale's `sold` and the buyer's
@@ -280,7 +324,7 @@ async fn create_one(
     tx: &mut Transaction<'static, Sqlite>,
     request: &OrderRequested,
     pay_by: OffsetDateTime,
-) -> Result<Option<Order>, StoreError> {
+) -> Result<Written, StoreError> {
     let now = unix_ms(OffsetDateTime::now_utc());
     let sql = format!(
         "INSERT INTO orders (id, user_id, merchant_id, product_id, flash_sale_id, quantity, amount_cents, status, \
@@ -303,11 +347,19 @@ async fn create_one(
         .await
         .map_err(store_error)?;
     let Some(order) = row.map(Order::try_from).transpose()? else {
-        return Ok(None);
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE id = $1")
+            .bind(request.order_id.get())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(store_error)?;
+        return Ok(if exists.is_some() { Written::Existing } else { Written::Rejected });
     };
     let quantity = i64::from(request.quantity);
+    // The bound holds for a new buyer row too: the insert takes no more than
+    // the limit, the update only while the sum stays within it.
     let bought = sqlx::query(
-        "INSERT INTO sale_buyers (sale_id, user_id, bought) VALUES ($1, $2, $3) \
+        "INSERT INTO sale_buyers (sale_id, user_id, bought) \
+         SELECT $1, $2, $3 WHERE $3 <= (SELECT per_user_limit FROM flash_sales WHERE id = $1) \
          ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sale_buyers.bought + excluded.bought \
          WHERE sale_buyers.bought + excluded.bought <= (SELECT per_user_limit FROM flash_sales WHERE id = $1)",
     )
@@ -330,7 +382,7 @@ async fn create_one(
         0
     };
     if bought == 1 && sold == 1 {
-        return Ok(Some(order));
+        return Ok(Written::Created(order));
     }
     tracing::error!(order_id = %request.order_id, sale_id = %request.sale_id, bought, sold,
         "order would break a sale bound; writing it as FAILED");
@@ -348,26 +400,28 @@ async fn create_one(
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
-    Ok(None)
+    Ok(Written::Failed)
 }
 
-/// A cancelled order's units go back to its sale and its buyer.
+/// A cancelled order's units go back to its buyer and its sale, touching
+/// the rows in the consumer's order (buyer, then sale) so that the two can
+/// never deadlock on a database with row locks.
 async fn give_back(
     tx: &mut Transaction<'static, Sqlite>,
     sale: SaleId,
     user: UserId,
     quantity: u32,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE flash_sales SET sold = sold - $1 WHERE id = $2")
-        .bind(i64::from(quantity))
-        .bind(sale.get())
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
     sqlx::query("UPDATE sale_buyers SET bought = bought - $1 WHERE sale_id = $2 AND user_id = $3")
         .bind(i64::from(quantity))
         .bind(sale.get())
         .bind(user.get())
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    sqlx::query("UPDATE flash_sales SET sold = sold - $1 WHERE id = $2")
+        .bind(i64::from(quantity))
+        .bind(sale.get())
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
@@ -426,8 +480,9 @@ mod tests {
         let (_dir, store, sale) = store_with_sale(5, 1).await;
         let batch = [request(1, 1), request(2, 2)];
         let pay_by = OffsetDateTime::now_utc();
-        assert_eq!(store.create_requested(&batch, pay_by).await.expect("first").len(), 2);
-        assert!(store.create_requested(&batch, pay_by).await.expect("again").is_empty());
+        assert_eq!(store.create_requested(&batch, pay_by).await.expect("first").created.len(), 2);
+        let again = store.create_requested(&batch, pay_by).await.expect("again");
+        assert_eq!(again, CreatedOrders::default(), "redelivery writes and refuses nothing");
         let holdings = store.sale_holdings(sale.id).await.expect("holdings");
         assert_eq!(holdings.sold, 2);
     }
@@ -437,8 +492,9 @@ mod tests {
         let (_dir, store, sale) = store_with_sale(2, 1).await;
         // The ledger would never let these through; the store holds anyway.
         let batch = [request(1, 1), request(2, 1), request(3, 2), request(4, 3)];
-        let created = store.create_requested(&batch, OffsetDateTime::now_utc()).await.expect("create");
-        let created: Vec<i64> = created.iter().map(|o| o.id.get()).collect();
+        let outcome = store.create_requested(&batch, OffsetDateTime::now_utc()).await.expect("create");
+        assert!(outcome.rejected.is_empty());
+        let created: Vec<i64> = outcome.created.iter().map(|o| o.id.get()).collect();
         assert_eq!(created, vec![1, 3], "the second order of buyer 1 and the third unit fail");
         for failed in [2, 4] {
             let order = OrderStore::get(&store, OrderId::new(failed)).await.expect("get").expect("written");
@@ -447,5 +503,27 @@ mod tests {
         let holdings = store.sale_holdings(sale.id).await.expect("holdings");
         assert_eq!(holdings.sold, 2);
         assert_eq!(holdings.per_user.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_second_order_under_one_idempotency_key_is_refused_not_lost_silently() {
+        let (_dir, store, _sale) = store_with_sale(5, 2).await;
+        let keyed = |id| OrderRequested { idempotency_key: Some("k".into()), ..request(id, 1) };
+        let pay_by = OffsetDateTime::now_utc();
+        assert_eq!(store.create_requested(&[keyed(1)], pay_by).await.expect("first").created.len(), 1);
+        let outcome = store.create_requested(&[keyed(2), request(3, 2)], pay_by).await.expect("second");
+        assert_eq!(outcome.rejected.iter().map(|r| r.order_id.get()).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(outcome.created.iter().map(|o| o.id.get()).collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn a_buyer_row_never_starts_above_the_limit() {
+        let (_dir, store, sale) = store_with_sale(10, 2).await;
+        let greedy = OrderRequested { quantity: 3, amount_cents: 3, ..request(1, 1) };
+        let outcome = store.create_requested(&[greedy], OffsetDateTime::now_utc()).await.expect("create");
+        assert!(outcome.created.is_empty());
+        let order = OrderStore::get(&store, OrderId::new(1)).await.expect("get").expect("written");
+        assert_eq!(order.status, OrderStatus::Failed);
+        assert_eq!(store.sale_holdings(sale.id).await.expect("holdings"), SaleHoldings::default());
     }
 }
