@@ -7,6 +7,7 @@
 pub mod breaker;
 pub mod deadline;
 pub mod rate;
+pub mod retry;
 pub mod switch;
 
 /// The error type of every service in this crate (tower's convention).
