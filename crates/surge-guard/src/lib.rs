@@ -5,6 +5,7 @@
 //! `mod.rs`, its `layer.rs`, `future.rs` and small marker errors in `error.rs`.
 
 pub mod breaker;
+pub mod bulkhead;
 pub mod deadline;
 pub mod rate;
 pub mod retry;

@@ -38,6 +38,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub flash_sale: FlashSaleSettings,
     pub notify: NotifySettings,
+    pub overload: OverloadSettings,
     pub log: LogSettings,
 }
 
@@ -54,6 +55,7 @@ impl Default for Settings {
             store: StoreSettings::default(),
             flash_sale: FlashSaleSettings::default(),
             notify: NotifySettings::default(),
+            overload: OverloadSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -198,6 +200,40 @@ impl Default for NotifySettings {
             timeout: Duration::from_secs(2),
             queue_capacity: 10_000,
             breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// Bulkheads and the node's adaptive concurrency limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadSettings {
+    /// Concurrent core calls (intake, orders, payment, product reads and writes).
+    pub core_concurrency: usize,
+    /// Concurrent non-core calls (listings): shed first.
+    pub non_core_concurrency: usize,
+    /// How long a call waits for a bulkhead slot before it is shed.
+    #[serde(with = "humantime_serde")]
+    pub bulkhead_max_wait: Duration,
+    /// The node's AIMD limit on concurrent API calls: start, floor, ceiling.
+    pub adaptive_initial: usize,
+    pub adaptive_min: usize,
+    pub adaptive_max: usize,
+    /// Calls slower than this shrink the adaptive limit.
+    #[serde(with = "humantime_serde")]
+    pub adaptive_target_latency: Duration,
+}
+
+impl Default for OverloadSettings {
+    fn default() -> Self {
+        Self {
+            core_concurrency: 1024,
+            non_core_concurrency: 64,
+            bulkhead_max_wait: Duration::from_millis(50),
+            adaptive_initial: 1024,
+            adaptive_min: 32,
+            adaptive_max: 4096,
+            adaptive_target_latency: Duration::from_millis(500),
         }
     }
 }
@@ -406,6 +442,16 @@ impl Settings {
             return Err("notify.queue_capacity must be at least 1".to_owned());
         }
         self.notify.breaker.validate("notify.breaker")?;
+        let overload = &self.overload;
+        if overload.core_concurrency == 0 || overload.non_core_concurrency == 0 {
+            return Err("overload.core_concurrency and overload.non_core_concurrency must be at least 1".to_owned());
+        }
+        if overload.adaptive_min == 0 || overload.adaptive_min > overload.adaptive_max {
+            return Err("overload.adaptive_min must be between 1 and overload.adaptive_max".to_owned());
+        }
+        if overload.bulkhead_max_wait >= self.http.request_budget {
+            return Err("overload.bulkhead_max_wait must be shorter than http.request_budget".to_owned());
+        }
         // Timeouts shrink going downstream: no outbound call may outlive the
         // request budget of the node that makes it.
         if self.notify.timeout >= self.http.request_budget {

@@ -56,6 +56,14 @@ impl ApiError {
         }
     }
 
+    /// The node shed the call to stay responsive.
+    pub fn overloaded(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the service is overloaded; retry later")
+        }
+    }
+
     /// A feature is switched to its fallback (by hand or by a breaker).
     pub fn degraded(message: impl Into<String>) -> Self {
         Self { retry_after_secs: Some(5), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "degraded", message) }

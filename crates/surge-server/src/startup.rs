@@ -13,10 +13,11 @@ use surge_domain::flashsale::{FlashSalePorts, FlashSales};
 use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
 use surge_guard::breaker::{BreakerState, CircuitBreaker, Observer};
+use surge_guard::bulkhead::{AdaptiveLimit, AimdSettings, Bulkhead};
 use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
-use surge_store::notify::{Guards, NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier};
+use surge_store::notify::{NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier, SinkGuards};
 use surge_store::ops::SwitchStore;
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
@@ -27,7 +28,7 @@ use crate::auth::{Keys, load_or_create_secret};
 use crate::config::Settings;
 use crate::limits::IntakeLimits;
 use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics, NOTIFICATIONS};
-use crate::routes::{self, EdgeLimits};
+use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::state::{AppState, Parts};
 use crate::workers::Workers;
 
@@ -124,7 +125,19 @@ impl Application {
             Some(address) => Some((bind(address).await?, routes::ops_router(state.clone(), limits))),
             None => None,
         };
-        let router = routes::app(state, limits, ops.is_none());
+        let overload = &settings.overload;
+        let guards = OverloadGuards {
+            core: Arc::new(Bulkhead::new("core", overload.core_concurrency, overload.bulkhead_max_wait)),
+            non_core: Arc::new(Bulkhead::new("non_core", overload.non_core_concurrency, overload.bulkhead_max_wait)),
+            node: Arc::new(AdaptiveLimit::new(AimdSettings {
+                initial: overload.adaptive_initial,
+                min: overload.adaptive_min,
+                max: overload.adaptive_max,
+                target_latency: overload.adaptive_target_latency,
+                backoff: 0.9,
+            })),
+        };
+        let router = routes::app(state, limits, &guards, ops.is_none());
         Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, sqlite, queue, workers })
     }
 
@@ -231,7 +244,7 @@ fn notifier(settings: &Settings, metrics: &Arc<Metrics>, switches: &Arc<Switchbo
     });
     let breaker = CircuitBreaker::new(NOTIFICATION_SWITCH, settings.notify.breaker.config()).with_observer(observer);
     metrics.breaker_state(NOTIFICATION_SWITCH, BreakerState::Closed);
-    let guards = Guards { breaker: Arc::new(breaker), switches: Arc::clone(switches) };
+    let guards = SinkGuards { breaker: Arc::new(breaker), switches: Arc::clone(switches) };
     Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics, guards))
 }
 

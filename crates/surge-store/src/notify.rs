@@ -50,7 +50,7 @@ impl NotifyMetrics {
 }
 
 /// What the delivery worker needs besides the sink.
-pub struct Guards {
+pub struct SinkGuards {
     pub breaker: Arc<CircuitBreaker>,
     pub switches: Arc<Switchboard>,
 }
@@ -62,7 +62,7 @@ pub struct QueuedNotifier {
 
 impl QueuedNotifier {
     /// Starts the worker on the current runtime.
-    pub fn start(sink: NotifySink, capacity: usize, metrics: NotifyMetrics, guards: Guards) -> Self {
+    pub fn start(sink: NotifySink, capacity: usize, metrics: NotifyMetrics, guards: SinkGuards) -> Self {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let dropped = metrics.dropped.clone();
         tokio::spawn(deliver_all(sink, receiver, metrics, guards));
@@ -79,7 +79,12 @@ impl Notifier for QueuedNotifier {
     }
 }
 
-async fn deliver_all(sink: NotifySink, mut receiver: mpsc::Receiver<Order>, metrics: NotifyMetrics, guards: Guards) {
+async fn deliver_all(
+    sink: NotifySink,
+    mut receiver: mpsc::Receiver<Order>,
+    metrics: NotifyMetrics,
+    guards: SinkGuards,
+) {
     let client = reqwest::Client::new();
     while let Some(order) = receiver.recv().await {
         let mut attempts = 0;

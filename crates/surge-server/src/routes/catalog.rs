@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use surge_domain::catalog::{CreateProduct, PageRequest, Product, ProductName, ProductPatch, Sku, Stock};
@@ -13,13 +13,18 @@ use surge_domain::{Cents, MerchantId, ProductId};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, PathId, idempotency_key};
+use crate::routes::{OverloadGuards, shed};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
+/// Reads and writes of one product are core; listings are non-core.
+pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
     Router::new()
-        .route("/v1/products", get(list_products).post(create_product))
-        .route("/v1/products/{id}", get(get_product).patch(patch_product))
-        .route("/v1/products/{id}/stock", put(set_stock))
+        .route(
+            "/v1/products",
+            get(list_products).layer(shed(&guards.non_core)).merge(post(create_product).layer(shed(&guards.core))),
+        )
+        .route("/v1/products/{id}", get(get_product).patch(patch_product).layer(shed(&guards.core)))
+        .route("/v1/products/{id}/stock", put(set_stock).layer(shed(&guards.core)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,13 +14,16 @@ use time::OffsetDateTime;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, PathId, idempotency_key};
+use crate::routes::{OverloadGuards, shed};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
+/// All core work.
+pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
     Router::new()
         .route("/v1/flash-sales", post(create_sale))
         .route("/v1/flash-sales/{id}", get(get_sale))
         .route("/v1/flash-sales/{id}/orders", post(place_order))
+        .layer(shed(&guards.core))
 }
 
 #[derive(Debug, Deserialize)]

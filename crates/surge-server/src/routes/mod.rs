@@ -14,9 +14,14 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use surge_guard::BoxError;
+use surge_guard::bulkhead::{AdaptiveLimit, Admission, Bulkhead, Overloaded, ShedLayer};
 use surge_guard::deadline::{DeadlineExpired, DeadlineLayer, DeadlineSpent, InvalidDeadlineHeader};
+use surge_guard::rate::RateLimited;
 use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -32,10 +37,43 @@ pub struct EdgeLimits {
     pub request_budget: Duration,
 }
 
+/// The overload guards of the API: a bulkhead per class of work and the
+/// node's adaptive limit. Admin and operations endpoints sit outside them,
+/// so an operator can still act on a node that is shedding load.
+#[derive(Clone)]
+pub struct OverloadGuards {
+    pub core: Arc<Bulkhead>,
+    pub non_core: Arc<Bulkhead>,
+    pub node: Arc<AdaptiveLimit>,
+}
+
+/// A shed-or-admit stack for one route group: `HandleErrorLayer` turns
+/// `Overloaded` into a 503.
+pub type ShedStack<A> =
+    ServiceBuilder<Stack<ShedLayer<A, Classify>, Stack<HandleErrorLayer<EdgeErrorFn, ()>, Identity>>>;
+type Classify = fn(&Result<Response, BoxError>) -> bool;
+type EdgeErrorFn = fn(BoxError) -> std::future::Ready<Response>;
+
+pub fn shed<A: Admission>(admission: &Arc<A>) -> ShedStack<A> {
+    ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(edge_error_now as EdgeErrorFn))
+        .layer(ShedLayer::new(Arc::clone(admission), server_failed as Classify))
+}
+
+/// Signs of overload for the adaptive limit: errors and missed deadlines.
+/// A 503 is not one: it is a call shed (by an inner bulkhead) or a switch,
+/// and counting it would let non-core shedding shrink core capacity.
+fn server_failed(result: &Result<Response, BoxError>) -> bool {
+    result.as_ref().map_or(true, |response| {
+        matches!(response.status(), StatusCode::INTERNAL_SERVER_ERROR | StatusCode::GATEWAY_TIMEOUT)
+    })
+}
+
 /// The API router. With `include_ops`, the operations endpoints are served
 /// on it too; otherwise they live on their own listener ([`ops_router`]).
-pub fn app(state: AppState, limits: EdgeLimits, include_ops: bool) -> Router {
-    let mut router = catalog::routes().merge(flashsale::routes()).merge(orders::routes()).merge(admin::routes());
+pub fn app(state: AppState, limits: EdgeLimits, guards: &OverloadGuards, include_ops: bool) -> Router {
+    let api = catalog::routes(guards).merge(flashsale::routes(guards)).merge(orders::routes(guards));
+    let mut router = api.layer(shed(&guards.node)).merge(admin::routes());
     if include_ops {
         router = router.merge(ops::routes());
     }
@@ -75,8 +113,23 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
 }
 
 async fn edge_error(error: BoxError) -> Response {
+    edge_response(error)
+}
+
+fn edge_error_now(error: BoxError) -> std::future::Ready<Response> {
+    std::future::ready(edge_response(error))
+}
+
+/// Every middleware error as its API error.
+fn edge_response(error: BoxError) -> Response {
     if error.is::<InvalidDeadlineHeader>() || error.is::<DeadlineSpent>() {
         return ApiError::bad_request(error.to_string()).into_response();
+    }
+    if let Some(shed) = error.downcast_ref::<Overloaded>() {
+        return ApiError::overloaded(shed.retry_after.as_secs().max(1)).into_response();
+    }
+    if let Some(limited) = error.downcast_ref::<RateLimited>() {
+        return ApiError::rate_limited(limited.retry_after.as_secs() + 1).into_response();
     }
     if error.is::<DeadlineExpired>() {
         return ApiError::deadline_exceeded().into_response();

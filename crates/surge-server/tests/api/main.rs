@@ -12,5 +12,6 @@ mod input;
 mod notify;
 mod ops;
 mod orders;
+mod overload;
 mod restart;
 mod tenancy;

@@ -1,0 +1,153 @@
+//! Bulkheads and overload protection.
+//!
+//! - [`Bulkhead`]: a fixed pool of concurrent calls for one class of work
+//!   (core: intake, orders, payment; non-core: listings, reports), so one
+//!   class can't starve the other. A call that finds the pool full waits at
+//!   most `max_wait`, then is shed.
+//! - [`AdaptiveLimit`]: the node's concurrency limit, found by AIMD: +1/limit
+//!   per call that finished within `target_latency`, ×`backoff` per call
+//!   that was slow or failed, within `[min, max]`. Calls beyond it are shed
+//!   at once.
+//!
+//! Shedding answers fast with [`Overloaded`] instead of queueing without
+//! bound: memory stays bounded under any load.
+
+mod layer;
+
+#[cfg(test)]
+mod tests;
+
+pub use layer::{Shed, ShedLayer};
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// The call was shed; retry after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded {
+    pub retry_after: Duration,
+}
+
+impl fmt::Display for Overloaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("overloaded; call shed")
+    }
+}
+
+impl std::error::Error for Overloaded {}
+
+/// Admission for one call; dropping it gives the slot back.
+pub trait Admission: Send + Sync + 'static {
+    type Ticket: Send + 'static;
+    fn admit(&self) -> impl std::future::Future<Output = Result<Self::Ticket, Overloaded>> + Send;
+    /// Tells the limiter how the call went.
+    fn finish(&self, ticket: Self::Ticket, latency: Duration, failed: bool);
+}
+
+pub struct Bulkhead {
+    name: &'static str,
+    slots: Arc<Semaphore>,
+    max_wait: Duration,
+}
+
+impl Bulkhead {
+    pub fn new(name: &'static str, size: usize, max_wait: Duration) -> Self {
+        Self { name, slots: Arc::new(Semaphore::new(size.max(1))), max_wait }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+}
+
+impl Admission for Bulkhead {
+    type Ticket = OwnedSemaphorePermit;
+
+    async fn admit(&self) -> Result<Self::Ticket, Overloaded> {
+        let shed = Overloaded { retry_after: Duration::from_secs(1) };
+        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.max_wait.is_zero() {
+            return Err(shed);
+        }
+        match tokio::time::timeout(self.max_wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(shed),
+        }
+    }
+
+    fn finish(&self, _ticket: Self::Ticket, _latency: Duration, _failed: bool) {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AimdSettings {
+    pub initial: usize,
+    pub min: usize,
+    pub max: usize,
+    /// Calls slower than this count as a sign of overload.
+    pub target_latency: Duration,
+    /// Multiplier on overload, in (0, 1).
+    pub backoff: f64,
+}
+
+pub struct AdaptiveLimit {
+    settings: AimdSettings,
+    limit: Mutex<f64>,
+    in_flight: AtomicUsize,
+}
+
+/// A call admitted by the adaptive limit.
+#[derive(Debug)]
+pub struct InFlight {
+    started: Instant,
+}
+
+impl AdaptiveLimit {
+    pub fn new(settings: AimdSettings) -> Self {
+        let initial = settings.initial.clamp(settings.min.max(1), settings.max.max(1)) as f64;
+        Self { settings, limit: Mutex::new(initial), in_flight: AtomicUsize::new(0) }
+    }
+
+    pub fn limit(&self) -> usize {
+        *self.limit.lock().unwrap_or_else(PoisonError::into_inner) as usize
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn adjust(&self, overloaded: bool) {
+        let mut limit = self.limit.lock().unwrap_or_else(PoisonError::into_inner);
+        let (min, max) = (self.settings.min.max(1) as f64, self.settings.max.max(1) as f64);
+        *limit = if overloaded { (*limit * self.settings.backoff).max(min) } else { (*limit + 1.0 / *limit).min(max) };
+    }
+}
+
+impl Admission for AdaptiveLimit {
+    type Ticket = InFlight;
+
+    async fn admit(&self) -> Result<InFlight, Overloaded> {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        if now > self.limit() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(Overloaded { retry_after: Duration::from_secs(1) });
+        }
+        Ok(InFlight { started: Instant::now() })
+    }
+
+    fn finish(&self, ticket: InFlight, latency: Duration, failed: bool) {
+        debug_assert!(ticket.started <= Instant::now());
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.adjust(failed || latency > self.settings.target_latency);
+    }
+}

@@ -1,0 +1,76 @@
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::advance;
+use tower::{Layer, ServiceExt, service_fn};
+
+use super::*;
+
+fn aimd() -> AimdSettings {
+    AimdSettings { initial: 4, min: 2, max: 8, target_latency: Duration::from_millis(100), backoff: 0.5 }
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_beyond_the_limit_are_shed_at_once() {
+    let limit = AdaptiveLimit::new(aimd());
+    let mut admitted = Vec::new();
+    for _ in 0..4 {
+        admitted.push(limit.admit().await.expect("within the limit"));
+    }
+    assert_eq!(limit.admit().await.map(|_| ()), Err(Overloaded { retry_after: Duration::from_secs(1) }));
+    assert_eq!(limit.in_flight(), 4);
+    limit.finish(admitted.pop().expect("one"), Duration::from_millis(5), false);
+    assert!(limit.admit().await.is_ok(), "a slot came back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_grows_additively_and_shrinks_multiplicatively() {
+    let limit = AdaptiveLimit::new(aimd());
+    for _ in 0..40 {
+        let ticket = limit.admit().await.expect("admitted");
+        limit.finish(ticket, Duration::from_millis(5), false);
+    }
+    assert_eq!(limit.limit(), 8, "fast calls raise it up to max");
+    let ticket = limit.admit().await.expect("admitted");
+    limit.finish(ticket, Duration::from_millis(500), false);
+    assert_eq!(limit.limit(), 4, "a slow call halves it");
+    for _ in 0..5 {
+        let ticket = limit.admit().await.expect("admitted");
+        limit.finish(ticket, Duration::ZERO, true);
+    }
+    assert_eq!(limit.limit(), 2, "never below min");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_bulkhead_sheds_after_its_max_wait_and_spares_the_other_pool() {
+    let core = Arc::new(Bulkhead::new("core", 2, Duration::from_millis(50)));
+    let non_core = Arc::new(Bulkhead::new("non_core", 1, Duration::ZERO));
+    let slow = service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, Infallible>(())
+    });
+    let never_failed = |_: &Result<(), crate::BoxError>| false;
+    let core_service = ShedLayer::new(Arc::clone(&core), never_failed).layer(slow);
+    let non_core_service = ShedLayer::new(Arc::clone(&non_core), never_failed).layer(slow);
+
+    let busy = tokio::spawn(non_core_service.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let shed = non_core_service.clone().oneshot(()).await.expect_err("non-core pool is full");
+    assert!(shed.is::<Overloaded>());
+    assert_eq!(tokio::time::Instant::now(), started, "shed at once, no queueing");
+
+    let (a, b) = tokio::join!(core_service.clone().oneshot(()), core_service.clone().oneshot(()));
+    assert!(a.is_ok() && b.is_ok(), "the core pool is untouched by non-core load");
+
+    let first = tokio::spawn(core_service.clone().oneshot(()));
+    let second = tokio::spawn(core_service.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let waited = core_service.clone().oneshot(());
+    let (third, _) = tokio::join!(waited, advance(Duration::from_millis(60)));
+    assert!(third.expect_err("core full past max_wait").is::<Overloaded>());
+    for call in [first, second, busy] {
+        call.await.expect("join").expect("served");
+    }
+}
