@@ -111,6 +111,9 @@ impl From<CatalogError> for ApiError {
                 "this merchant already has a product with that sku",
             ),
             CatalogError::Invalid(why) => ApiError::bad_request(why),
+            CatalogError::NotCached => {
+                ApiError::degraded("product details are served from the cache only; retry later")
+            }
             CatalogError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }

@@ -109,6 +109,7 @@ impl Application {
             orders,
             intake_limits,
             intake_switch: switches.handle(INTAKE_SWITCH)?,
+            product_detail_switch: switches.handle(PRODUCT_DETAIL_SWITCH)?,
             switches,
             switch_store: sqlite_ports_for_switches,
             keys: Keys::new(&secret, &settings.auth),
@@ -216,7 +217,8 @@ pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<SqliteStore> {
 
 /// Every degradation switch, and the feature each one turns off.
 pub const INTAKE_SWITCH: &str = "flash_sale_intake";
-const SWITCHES: &[&str] = &[NOTIFICATION_SWITCH, INTAKE_SWITCH];
+pub const PRODUCT_DETAIL_SWITCH: &str = "product_detail_live";
+const SWITCHES: &[&str] = &[NOTIFICATION_SWITCH, INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH];
 
 fn notifier(settings: &Settings, metrics: &Arc<Metrics>, switches: &Arc<Switchboard>) -> Arc<dyn Notifier> {
     let sink = match &settings.notify.webhook_url {

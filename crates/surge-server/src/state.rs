@@ -29,6 +29,8 @@ pub struct Parts {
     pub switch_store: Arc<dyn SwitchStore>,
     /// `flash_sale_intake`: off → intake answers 503 degraded.
     pub intake_switch: SwitchHandle,
+    /// `product_detail_live`: off → product reads come from the cache only.
+    pub product_detail_switch: SwitchHandle,
     pub keys: Keys,
     pub metrics: Arc<Metrics>,
     /// The store behind the catalog, asked by `/readyz`.

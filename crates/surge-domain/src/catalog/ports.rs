@@ -55,6 +55,13 @@ pub trait CatalogStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<ProductPage, StoreError>;
 
+    /// The product as a cache in front of the store holds it, without
+    /// loading: `None` when not cached, `Some(None)` when cached as missing.
+    /// Stores with no cache hold nothing.
+    async fn get_cached(&self, _id: ProductId) -> Result<Option<Option<Arc<Product>>>, StoreError> {
+        Ok(None)
+    }
+
     /// Does the store answer? Used by readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }

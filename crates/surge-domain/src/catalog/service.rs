@@ -21,6 +21,9 @@ pub enum CatalogError {
     DuplicateSku,
     #[error("{0}")]
     Invalid(String),
+    /// Degraded to the cache and the product is not in it.
+    #[error("product details are served from the cache only, and this one is not in it")]
+    NotCached,
     #[error(transparent)]
     Unavailable(StoreError),
 }
@@ -124,6 +127,16 @@ impl Catalog {
 
     pub async fn get(&self, id: ProductId) -> Result<Arc<Product>, CatalogError> {
         self.store.get(id).await?.ok_or(CatalogError::NotFound)
+    }
+
+    /// The degraded read (`product_detail_live` off): from the cache only,
+    /// never the store.
+    pub async fn get_cached_only(&self, id: ProductId) -> Result<Arc<Product>, CatalogError> {
+        match self.store.get_cached(id).await? {
+            Some(Some(product)) => Ok(product),
+            Some(None) => Err(CatalogError::NotFound),
+            None => Err(CatalogError::NotCached),
+        }
     }
 
     pub async fn patch(&self, actor: &Actor, id: ProductId, patch: ProductPatch) -> Result<Product, CatalogError> {

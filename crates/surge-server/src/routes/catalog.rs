@@ -87,6 +87,9 @@ async fn get_product(
     State(state): State<AppState>,
     PathId(id): PathId<ProductId>,
 ) -> Result<Json<Arc<Product>>, ApiError> {
+    if !state.product_detail_switch.is_enabled() {
+        return Ok(Json(state.catalog.get_cached_only(id).await?));
+    }
     Ok(Json(state.catalog.get(id).await?))
 }
 

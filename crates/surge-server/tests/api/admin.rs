@@ -142,3 +142,24 @@ async fn a_failing_notification_sink_opens_its_breaker_without_touching_intake_a
     assert_eq!(app.metric("surge_breaker_state{breaker=\"notification\"}").await, 0.0);
     assert!(delivered.load(Ordering::SeqCst) > 0, "queued notifications go out after recovery");
 }
+
+#[tokio::test]
+async fn with_live_product_details_off_reads_come_from_the_cache_only() {
+    let app = spawn_app().await;
+    let warm = app.create_product(1, "WARM").await["id"].as_str().expect("id").to_owned();
+    let cold = app.create_product(1, "COLD").await["id"].as_str().expect("id").to_owned();
+    let served = app.product(&warm).await;
+    let off =
+        set(&app, &app.admin(), "product_detail_live", json!({"enabled": false, "reason": "db overloaded"})).await;
+    assert_eq!(off.status(), StatusCode::OK);
+    let loads = app.metric("surge_cache_loads_total{cache=\"product\"}").await;
+
+    assert_eq!(app.product(&warm).await, served, "a cached product is still served");
+    let cold_read = app.get(&format!("/v1/products/{cold}")).await;
+    assert!(cold_read.headers().contains_key("retry-after"));
+    assert_error(cold_read, StatusCode::SERVICE_UNAVAILABLE, "degraded").await;
+    assert_eq!(app.metric("surge_cache_loads_total{cache=\"product\"}").await, loads, "the store is not read");
+
+    set(&app, &app.admin(), "product_detail_live", json!({"enabled": true, "reason": "", "mode": "auto"})).await;
+    assert_eq!(app.product(&cold).await["sku"], "COLD");
+}

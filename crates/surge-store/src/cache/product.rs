@@ -152,6 +152,15 @@ impl<S: CatalogStore> CatalogStore for CachedCatalog<S> {
         Ok(updated)
     }
 
+    async fn get_cached(&self, id: ProductId) -> Result<Option<Option<Arc<Product>>>, StoreError> {
+        let cached = self.cache.get(&id).await;
+        match &cached {
+            Some(_) => self.metrics.hits.increment(1),
+            None => self.metrics.misses.increment(1),
+        }
+        Ok(cached)
+    }
+
     /// Listings are not cached: they change with every write of any product.
     async fn list(
         &self,
