@@ -13,12 +13,12 @@ use surge_domain::flashsale::{FlashSalePorts, FlashSales};
 use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
 use surge_guard::breaker::{BreakerState, CircuitBreaker, Observer};
-use surge_guard::bulkhead::{AdaptiveLimit, AimdSettings, Bulkhead};
+use surge_guard::bulkhead::{AdaptiveLimit, Bulkhead};
 use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
 use surge_store::notify::{NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier, SinkGuards};
-use surge_store::ops::SwitchStore;
+use surge_store::ops::{ConfigStore, SwitchStore};
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
 use tokio::net::TcpListener;
@@ -30,6 +30,7 @@ use crate::limits::IntakeLimits;
 use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics, NOTIFICATIONS};
 use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::state::{AppState, Parts};
+use crate::tunables::{LiveConfig, TUNABLES, Tunables, aimd};
 use crate::workers::Workers;
 
 pub struct Application {
@@ -44,11 +45,14 @@ pub struct Application {
 
 impl Application {
     /// Opens the stores, wires the contexts and binds the listeners.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        settings.validate().map_err(anyhow::Error::msg)?;
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
-        let sqlite = open_sqlite(settings).await?;
+    /// `configured` is what the layers of configuration say; run-time
+    /// changes stored by the config centre are applied on top.
+    pub async fn build(configured: &Settings) -> anyhow::Result<Self> {
+        configured.validate().map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(&configured.data_dir)
+            .with_context(|| format!("creating data_dir {}", configured.data_dir.display()))?;
+        let sqlite = open_sqlite(configured).await?;
+        let settings = &with_stored_tunables(configured, &sqlite).await?;
         let secret = load_or_create_secret(&settings.auth, &settings.data_dir)?;
         let metrics = Arc::new(Metrics::new());
 
@@ -88,10 +92,11 @@ impl Application {
                 tracing::warn!(%unknown, "ignoring a stored switch this version does not have");
             }
         }
+        let notify_breaker = Arc::new(notify_breaker(settings, &metrics, &switches));
         let workers = Arc::new(Workers {
             orders: Arc::clone(&orders),
             queue: queue.clone(),
-            notifier: notifier(settings, &metrics, &switches),
+            notifier: notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker)),
             intake_limits: Arc::clone(&intake_limits),
             consumer_batch: sale_settings.consumer_batch,
             sweep_interval: sale_settings.sweep_interval,
@@ -103,7 +108,22 @@ impl Application {
         ids.resume_after(sqlite.max_id().await.context("reading the largest id")?);
         tracing::info!(drained, sales, "recovered flash sales");
 
+        let overload = &settings.overload;
+        let guards = OverloadGuards {
+            core: Arc::new(Bulkhead::new("core", overload.core_concurrency, overload.bulkhead_max_wait)),
+            non_core: Arc::new(Bulkhead::new("non_core", overload.non_core_concurrency, overload.bulkhead_max_wait)),
+            node: Arc::new(AdaptiveLimit::new(aimd(settings))),
+        };
+        let live = Arc::new(LiveConfig {
+            settings: std::sync::Mutex::new(settings.clone()),
+            intake_limits: Arc::clone(&intake_limits),
+            guards: guards.clone(),
+            notify_breaker,
+            store: Arc::new(sqlite.clone()),
+            updating: tokio::sync::Mutex::new(()),
+        });
         let state = AppState::new(Parts {
+            live,
             catalog: Catalog::new(Arc::clone(&store), ids),
             flash_sales,
             orders,
@@ -125,18 +145,6 @@ impl Application {
         let ops = match settings.ops_listen {
             Some(address) => Some((bind(address).await?, routes::ops_router(state.clone(), limits))),
             None => None,
-        };
-        let overload = &settings.overload;
-        let guards = OverloadGuards {
-            core: Arc::new(Bulkhead::new("core", overload.core_concurrency, overload.bulkhead_max_wait)),
-            non_core: Arc::new(Bulkhead::new("non_core", overload.non_core_concurrency, overload.bulkhead_max_wait)),
-            node: Arc::new(AdaptiveLimit::new(AimdSettings {
-                initial: overload.adaptive_initial,
-                min: overload.adaptive_min,
-                max: overload.adaptive_max,
-                target_latency: overload.adaptive_target_latency,
-                backoff: 0.9,
-            })),
         };
         let router = routes::app(state, limits, &guards, ops.is_none());
         Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, sqlite, queue, workers })
@@ -220,16 +228,24 @@ pub const INTAKE_SWITCH: &str = "flash_sale_intake";
 pub const PRODUCT_DETAIL_SWITCH: &str = "product_detail_live";
 const SWITCHES: &[&str] = &[NOTIFICATION_SWITCH, INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH];
 
-fn notifier(settings: &Settings, metrics: &Arc<Metrics>, switches: &Arc<Switchboard>) -> Arc<dyn Notifier> {
-    let sink = match &settings.notify.webhook_url {
-        Some(url) => NotifySink::Webhook { url: url.clone(), timeout: settings.notify.timeout },
-        None => NotifySink::Log,
+/// The start-up settings with the run-time changes stored by the config
+/// centre applied; a stored document that no longer validates is ignored.
+async fn with_stored_tunables(settings: &Settings, sqlite: &SqliteStore) -> anyhow::Result<Settings> {
+    let Some(stored) = sqlite.load_config(TUNABLES).await.context("loading run-time settings")? else {
+        return Ok(settings.clone());
     };
-    let notify_metrics = NotifyMetrics {
-        sent: metrics.counter(NOTIFICATIONS, &[("result", "sent")]),
-        failed: metrics.counter(NOTIFICATIONS, &[("result", "failed")]),
-        dropped: metrics.counter(NOTIFICATIONS, &[("result", "dropped")]),
-    };
+    match Tunables::restore(settings, &stored) {
+        Ok(restored) => Ok(restored),
+        Err(why) => {
+            tracing::warn!(%why, "ignoring stored run-time settings");
+            Ok(settings.clone())
+        }
+    }
+}
+
+/// The breaker in front of the notification sink; its state drives the
+/// `notification` switch and the breaker-state gauge.
+fn notify_breaker(settings: &Settings, metrics: &Arc<Metrics>, switches: &Arc<Switchboard>) -> CircuitBreaker {
     let board = Arc::clone(switches);
     let gauges = Arc::clone(metrics);
     let observer: Observer = Arc::new(move |name, _from, to| {
@@ -244,9 +260,26 @@ fn notifier(settings: &Settings, metrics: &Arc<Metrics>, switches: &Arc<Switchbo
             let _ = board.set_auto(NOTIFICATION_SWITCH, enabled, &reason);
         }
     });
-    let breaker = CircuitBreaker::new(NOTIFICATION_SWITCH, settings.notify.breaker.config()).with_observer(observer);
     metrics.breaker_state(NOTIFICATION_SWITCH, BreakerState::Closed);
-    let guards = SinkGuards { breaker: Arc::new(breaker), switches: Arc::clone(switches) };
+    CircuitBreaker::new(NOTIFICATION_SWITCH, settings.notify.breaker.config()).with_observer(observer)
+}
+
+fn notifier(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    switches: &Arc<Switchboard>,
+    breaker: Arc<CircuitBreaker>,
+) -> Arc<dyn Notifier> {
+    let sink = match &settings.notify.webhook_url {
+        Some(url) => NotifySink::Webhook { url: url.clone(), timeout: settings.notify.timeout },
+        None => NotifySink::Log,
+    };
+    let notify_metrics = NotifyMetrics {
+        sent: metrics.counter(NOTIFICATIONS, &[("result", "sent")]),
+        failed: metrics.counter(NOTIFICATIONS, &[("result", "failed")]),
+        dropped: metrics.counter(NOTIFICATIONS, &[("result", "dropped")]),
+    };
+    let guards = SinkGuards { breaker, switches: Arc::clone(switches) };
     Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics, guards))
 }
 

@@ -16,6 +16,7 @@ use surge_store::ops::SwitchStore;
 use crate::auth::Keys;
 use crate::limits::IntakeLimits;
 use crate::metrics::Metrics;
+use crate::tunables::LiveConfig;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Parts>);
@@ -31,6 +32,8 @@ pub struct Parts {
     pub intake_switch: SwitchHandle,
     /// `product_detail_live`: off → product reads come from the cache only.
     pub product_detail_switch: SwitchHandle,
+    /// Settings changeable at run time.
+    pub live: Arc<LiveConfig>,
     pub keys: Keys,
     pub metrics: Arc<Metrics>,
     /// The store behind the catalog, asked by `/readyz`.

@@ -1,5 +1,6 @@
 //! Operational settings kept in the store: the degradation switches an
-//! operator set by hand (so they survive a restart).
+//! operator set by hand, and settings changed at run time (so both survive a
+//! restart).
 
 use async_trait::async_trait;
 use surge_domain::StoreError;
@@ -55,6 +56,38 @@ impl SwitchStore for SqliteStore {
             .execute(self.pool())
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Run-time settings documents (JSON), by name.
+#[async_trait]
+pub trait ConfigStore: Send + Sync + 'static {
+    async fn load_config(&self, name: &str) -> Result<Option<String>, StoreError>;
+    async fn save_config(&self, name: &str, value: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl ConfigStore for SqliteStore {
+    async fn load_config(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM runtime_config WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    async fn save_config(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO runtime_config (name, value, updated_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(unix_ms(time::OffsetDateTime::now_utc()))
+        .execute(self.pool())
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(())
     }
 }

@@ -79,6 +79,7 @@ enum State {
 }
 
 struct Inner {
+    config: BreakerConfig,
     state: State,
     window: Window,
     consecutive_failures: u32,
@@ -86,7 +87,6 @@ struct Inner {
 
 pub struct CircuitBreaker {
     name: String,
-    config: BreakerConfig,
     inner: Mutex<Inner>,
     observer: Option<Observer>,
 }
@@ -104,10 +104,21 @@ impl CircuitBreaker {
         let window = Window::new(config.window);
         Self {
             name: name.into(),
-            config,
-            inner: Mutex::new(Inner { state: State::Closed, window, consecutive_failures: 0 }),
+            inner: Mutex::new(Inner { config, state: State::Closed, window, consecutive_failures: 0 }),
             observer: None,
         }
+    }
+
+    pub fn config(&self) -> BreakerConfig {
+        self.lock().config.clone()
+    }
+
+    /// New thresholds at run time (the config centre). The window starts
+    /// afresh; the state (open, closed) is kept.
+    pub fn reconfigure(&self, config: BreakerConfig) {
+        let mut inner = self.lock();
+        inner.window = Window::new(config.window);
+        inner.config = config;
     }
 
     pub fn with_observer(mut self, observer: Observer) -> Self {
@@ -139,7 +150,7 @@ impl CircuitBreaker {
             State::Closed => Ok(Permit { probe: false, started: now }),
             State::Open { until } if now < until => Err(BreakerOpen { retry_after: until - now }),
             State::Open { .. } => {
-                let probes = self.config.probes.max(1);
+                let probes = inner.config.probes.max(1);
                 self.change(&mut inner, State::HalfOpen { unclaimed: probes - 1, succeeded: 0 });
                 Ok(Permit { probe: true, started: now })
             }
@@ -147,7 +158,7 @@ impl CircuitBreaker {
                 *unclaimed -= 1;
                 Ok(Permit { probe: true, started: now })
             }
-            State::HalfOpen { .. } => Err(BreakerOpen { retry_after: self.config.open_for }),
+            State::HalfOpen { .. } => Err(BreakerOpen { retry_after: inner.config.open_for }),
         }
     }
 
@@ -155,45 +166,30 @@ impl CircuitBreaker {
     pub fn record(&self, permit: Permit, failed: bool) {
         let now = Instant::now();
         let latency = now - permit.started;
-        let slow = self.is_slow(latency);
         let mut inner = self.lock();
+        let slow = is_slow(&inner.config, latency);
+        let open_for = inner.config.open_for;
+        let probes = inner.config.probes.max(1);
         match inner.state {
             State::Closed => {
                 inner.window.record(now, failed, slow);
                 inner.consecutive_failures = if failed { inner.consecutive_failures + 1 } else { 0 };
-                if self.trips(&mut inner, now) {
-                    self.change(&mut inner, State::Open { until: now + self.config.open_for });
+                if trips(&mut inner, now) {
+                    self.change(&mut inner, State::Open { until: now + open_for });
                 }
             }
             State::HalfOpen { ref mut succeeded, .. } if permit.probe && !failed && !slow => {
                 *succeeded += 1;
-                if *succeeded >= self.config.probes.max(1) {
+                if *succeeded >= probes {
                     self.change(&mut inner, State::Closed);
                 }
             }
             State::HalfOpen { .. } if permit.probe => {
-                self.change(&mut inner, State::Open { until: now + self.config.open_for });
+                self.change(&mut inner, State::Open { until: now + open_for });
             }
             // Late answers to calls made before the state changed.
             State::HalfOpen { .. } | State::Open { .. } => {}
         }
-    }
-
-    fn is_slow(&self, latency: Duration) -> bool {
-        self.config
-            .rules
-            .iter()
-            .any(|rule| matches!(rule, TripRule::SlowCallRatio { slow_call, .. } if latency >= *slow_call))
-    }
-
-    fn trips(&self, inner: &mut Inner, now: Instant) -> bool {
-        let totals = inner.window.totals(now);
-        self.config.rules.iter().any(|rule| match *rule {
-            TripRule::ConsecutiveFailures(n) => inner.consecutive_failures >= n.max(1),
-            _ if totals.calls < u64::from(self.config.min_calls.max(1)) => false,
-            TripRule::ErrorRatio(ratio) => totals.failures as f64 >= ratio * totals.calls as f64,
-            TripRule::SlowCallRatio { ratio, .. } => totals.slow as f64 >= ratio * totals.calls as f64,
-        })
     }
 
     fn change(&self, inner: &mut Inner, to: State) {
@@ -214,6 +210,21 @@ impl CircuitBreaker {
             observer(&self.name, from, to);
         }
     }
+}
+
+fn is_slow(config: &BreakerConfig, latency: Duration) -> bool {
+    config.rules.iter().any(|rule| matches!(rule, TripRule::SlowCallRatio { slow_call, .. } if latency >= *slow_call))
+}
+
+fn trips(inner: &mut Inner, now: Instant) -> bool {
+    let totals = inner.window.totals(now);
+    let config = &inner.config;
+    config.rules.iter().any(|rule| match *rule {
+        TripRule::ConsecutiveFailures(n) => inner.consecutive_failures >= n.max(1),
+        _ if totals.calls < u64::from(config.min_calls.max(1)) => false,
+        TripRule::ErrorRatio(ratio) => totals.failures as f64 >= ratio * totals.calls as f64,
+        TripRule::SlowCallRatio { ratio, .. } => totals.slow as f64 >= ratio * totals.calls as f64,
+    })
 }
 
 fn state_of(state: &State) -> BreakerState {

@@ -52,12 +52,40 @@ pub trait Admission: Send + Sync + 'static {
 pub struct Bulkhead {
     name: &'static str,
     slots: Arc<Semaphore>,
+    size: Mutex<usize>,
     max_wait: Duration,
 }
 
 impl Bulkhead {
     pub fn new(name: &'static str, size: usize, max_wait: Duration) -> Self {
-        Self { name, slots: Arc::new(Semaphore::new(size.max(1))), max_wait }
+        let size = size.max(1);
+        Self { name, slots: Arc::new(Semaphore::new(size)), size: Mutex::new(size), max_wait }
+    }
+
+    pub fn size(&self) -> usize {
+        *self.size.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new pool size at run time. Shrinking takes free slots away now and
+    /// busy ones as they come back.
+    pub fn resize(&self, size: usize) {
+        let size = size.max(1);
+        let mut current = self.size.lock().unwrap_or_else(PoisonError::into_inner);
+        if size > *current {
+            self.slots.add_permits(size - *current);
+        } else {
+            let mut owed = *current - size;
+            owed -= self.slots.forget_permits(owed);
+            if owed > 0 {
+                let slots = Arc::clone(&self.slots);
+                tokio::spawn(async move {
+                    if let Ok(taken) = slots.acquire_many_owned(owed as u32).await {
+                        taken.forget();
+                    }
+                });
+            }
+        }
+        *current = size;
     }
 
     pub fn name(&self) -> &'static str {
@@ -101,8 +129,8 @@ pub struct AimdSettings {
 }
 
 pub struct AdaptiveLimit {
-    settings: AimdSettings,
-    limit: Mutex<f64>,
+    /// The settings and the current limit, under one lock.
+    state: Mutex<(AimdSettings, f64)>,
     in_flight: AtomicUsize,
 }
 
@@ -115,21 +143,34 @@ pub struct InFlight {
 impl AdaptiveLimit {
     pub fn new(settings: AimdSettings) -> Self {
         let initial = settings.initial.clamp(settings.min.max(1), settings.max.max(1)) as f64;
-        Self { settings, limit: Mutex::new(initial), in_flight: AtomicUsize::new(0) }
+        Self { state: Mutex::new((settings, initial)), in_flight: AtomicUsize::new(0) }
     }
 
     pub fn limit(&self) -> usize {
-        *self.limit.lock().unwrap_or_else(PoisonError::into_inner) as usize
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).1 as usize
+    }
+
+    pub fn settings(&self) -> AimdSettings {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// New bounds and target at run time; the limit moves into the bounds.
+    pub fn reconfigure(&self, settings: AimdSettings) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.1 = state.1.clamp(settings.min.max(1) as f64, settings.max.max(1) as f64);
+        state.0 = settings;
     }
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    fn adjust(&self, overloaded: bool) {
-        let mut limit = self.limit.lock().unwrap_or_else(PoisonError::into_inner);
-        let (min, max) = (self.settings.min.max(1) as f64, self.settings.max.max(1) as f64);
-        *limit = if overloaded { (*limit * self.settings.backoff).max(min) } else { (*limit + 1.0 / *limit).min(max) };
+    fn adjust(&self, latency: Duration, failed: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (settings, limit) = &mut *state;
+        let (min, max) = (settings.min.max(1) as f64, settings.max.max(1) as f64);
+        let overloaded = failed || latency > settings.target_latency;
+        *limit = if overloaded { (*limit * settings.backoff).max(min) } else { (*limit + 1.0 / *limit).min(max) };
     }
 }
 
@@ -148,6 +189,6 @@ impl Admission for AdaptiveLimit {
     fn finish(&self, ticket: InFlight, latency: Duration, failed: bool) {
         debug_assert!(ticket.started <= Instant::now());
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.adjust(failed || latency > self.settings.target_latency);
+        self.adjust(latency, failed);
     }
 }

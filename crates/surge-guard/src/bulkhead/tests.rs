@@ -74,3 +74,27 @@ async fn a_full_bulkhead_sheds_after_its_max_wait_and_spares_the_other_pool() {
         call.await.expect("join").expect("served");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_bulkhead_resized_at_run_time_admits_the_new_number() {
+    let pool = Bulkhead::new("core", 2, Duration::ZERO);
+    pool.resize(5);
+    let mut held = Vec::new();
+    while let Ok(ticket) = pool.admit().await {
+        held.push(ticket);
+    }
+    assert_eq!(held.len(), 5);
+    held.clear();
+    pool.resize(1);
+    let first = pool.admit().await.expect("one slot");
+    assert!(pool.admit().await.is_err(), "shrunk to one");
+    drop(first);
+    assert_eq!(pool.size(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_limit_takes_new_bounds_at_run_time() {
+    let limit = AdaptiveLimit::new(aimd());
+    limit.reconfigure(AimdSettings { min: 1, max: 2, ..aimd() });
+    assert_eq!(limit.limit(), 2, "the limit moves into the new bounds");
+}

@@ -16,9 +16,36 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
+use crate::tunables::Tunables;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/admin/switches", get(list_switches)).route("/v1/admin/switches/{name}", put(set_switch))
+    Router::new()
+        .route("/v1/admin/switches", get(list_switches))
+        .route("/v1/admin/switches/{name}", put(set_switch))
+        .route("/v1/admin/config", get(get_config).put(set_config))
+}
+
+/// The run-time settings: intake rates, pool sizes, the adaptive limit's
+/// bounds and the notification breaker's thresholds.
+async fn get_config(State(state): State<AppState>, caller: Caller) -> Result<Json<Tunables>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(state.live.current()))
+}
+
+/// Any subset of the document; validated like start-up, persisted, applied
+/// at once. Bad input is a 400 and changes nothing.
+async fn set_config(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Result<Json<Tunables>, ApiError> {
+    require_admin(&caller)?;
+    if !patch.is_object() {
+        return Err(ApiError::bad_request("send a JSON object with the settings to change"));
+    }
+    let updated = state.live.update(&patch).await?;
+    tracing::warn!(patch = %patch, "run-time settings changed by hand");
+    Ok(Json(updated))
 }
 
 #[derive(Debug, Serialize)]

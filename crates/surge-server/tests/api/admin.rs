@@ -163,3 +163,63 @@ async fn with_live_product_details_off_reads_come_from_the_cache_only() {
     set(&app, &app.admin(), "product_detail_live", json!({"enabled": true, "reason": "", "mode": "auto"})).await;
     assert_eq!(app.product(&cold).await["sku"], "COLD");
 }
+
+async fn config(app: &TestApp) -> Value {
+    let response = app.client.get(app.url("/v1/admin/config")).bearer_auth(app.admin()).send().await.expect("req");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("json")
+}
+
+async fn put_config(app: &TestApp, token: &str, body: &str) -> reqwest::Response {
+    app.client
+        .put(app.url("/v1/admin/config"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("req")
+}
+
+#[tokio::test]
+async fn limits_change_at_run_time_are_validated_and_survive_a_restart() {
+    let app = spawn_app_with(|s| s.flash_sale.per_user_rate = 1_000).await;
+    let before = config(&app).await;
+    assert_eq!(before["flash_sale"]["per_user_rate"], 1_000);
+    assert_error(
+        put_config(&app, &app.merchant(1), r#"{"flash_sale": {"per_user_rate": 2}}"#).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+
+    for bad in [
+        r#"{"overload": {"adaptive_min": 0}}"#,
+        r#"{"flash_sale": {"per_user_rat": 2}}"#,
+        r#"{"flash_sale": {"per_user_rate": -1}}"#,
+        r#"{"notify_breaker": {"error_ratio": 7}}"#,
+        r#"[1, 2]"#,
+    ] {
+        assert_error(put_config(&app, &app.admin(), bad).await, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    assert_eq!(config(&app).await, before, "rejected changes change nothing");
+
+    let changed =
+        put_config(&app, &app.admin(), r#"{"flash_sale": {"per_user_rate": 2}, "notify_breaker": {"open_for": "2s"}}"#)
+            .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let changed: Value = changed.json().await.expect("json");
+    assert_eq!(changed["flash_sale"]["per_user_rate"], 2);
+    assert_eq!(changed["flash_sale"]["per_sale_rate"], before["flash_sale"]["per_sale_rate"], "untouched keys stay");
+    assert_eq!(changed["notify_breaker"]["open_for"], "2s");
+
+    // The new rate holds at once: one customer, ten attempts at once.
+    let sale = app.active_sale(100, 100).await;
+    let body = json!({});
+    let attempts = futures::future::join_all((0..10).map(|_| app.place(5, &sale, None, &body))).await;
+    let limited = attempts.iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).count();
+    assert!(limited >= 7, "a burst of 2 lets at most 2 or 3 through: {limited} limited");
+
+    let again = spawn_app_in(app.stop().await, |s| s.flash_sale.per_user_rate = 1_000).await;
+    assert_eq!(config(&again).await["flash_sale"]["per_user_rate"], 2, "stored changes win over the file");
+}
