@@ -208,6 +208,8 @@ impl Default for NotifySettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OverloadSettings {
+    /// The bulkheads and the adaptive limit; off only to measure their cost.
+    pub enabled: bool,
     /// Concurrent core calls (intake, orders, payment, product reads and writes).
     pub core_concurrency: usize,
     /// Concurrent non-core calls (listings): shed first.
@@ -227,6 +229,7 @@ pub struct OverloadSettings {
 impl Default for OverloadSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             core_concurrency: 1024,
             non_core_concurrency: 64,
             bulkhead_max_wait: Duration::from_millis(50),

@@ -113,6 +113,7 @@ impl Application {
             core: Arc::new(Bulkhead::new("core", overload.core_concurrency, overload.bulkhead_max_wait)),
             non_core: Arc::new(Bulkhead::new("non_core", overload.non_core_concurrency, overload.bulkhead_max_wait)),
             node: Arc::new(AdaptiveLimit::new(aimd(settings))),
+            enabled: overload.enabled,
         };
         let live = Arc::new(LiveConfig {
             settings: std::sync::Mutex::new(settings.clone()),

@@ -13,18 +13,15 @@ use surge_domain::{Cents, MerchantId, ProductId};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, PathId, idempotency_key};
-use crate::routes::{OverloadGuards, shed};
+use crate::routes::OverloadGuards;
 use crate::state::AppState;
 
 /// Reads and writes of one product are core; listings are non-core.
 pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
     Router::new()
-        .route(
-            "/v1/products",
-            get(list_products).layer(shed(&guards.non_core)).merge(post(create_product).layer(shed(&guards.core))),
-        )
-        .route("/v1/products/{id}", get(get_product).patch(patch_product).layer(shed(&guards.core)))
-        .route("/v1/products/{id}/stock", put(set_stock).layer(shed(&guards.core)))
+        .route("/v1/products", guards.non_core(get(list_products)).merge(guards.core(post(create_product))))
+        .route("/v1/products/{id}", guards.core(get(get_product).patch(patch_product)))
+        .route("/v1/products/{id}/stock", guards.core(put(set_stock)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,16 +14,17 @@ use time::OffsetDateTime;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, PathId, idempotency_key};
-use crate::routes::{OverloadGuards, shed};
+use crate::routes::OverloadGuards;
 use crate::state::AppState;
 
 /// All core work.
 pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
-    Router::new()
-        .route("/v1/flash-sales", post(create_sale))
-        .route("/v1/flash-sales/{id}", get(get_sale))
-        .route("/v1/flash-sales/{id}/orders", post(place_order))
-        .layer(shed(&guards.core))
+    guards.core_routes(
+        Router::new()
+            .route("/v1/flash-sales", post(create_sale))
+            .route("/v1/flash-sales/{id}", get(get_sale))
+            .route("/v1/flash-sales/{id}/orders", post(place_order)),
+    )
 }
 
 #[derive(Debug, Deserialize)]

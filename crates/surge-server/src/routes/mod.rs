@@ -14,6 +14,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use std::sync::Arc;
 
 use surge_guard::BoxError;
@@ -45,6 +46,26 @@ pub struct OverloadGuards {
     pub core: Arc<Bulkhead>,
     pub non_core: Arc<Bulkhead>,
     pub node: Arc<AdaptiveLimit>,
+    /// `overload.enabled`: off only to measure what the guards cost.
+    pub enabled: bool,
+}
+
+impl OverloadGuards {
+    pub fn core(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        if self.enabled { route.layer(shed(&self.core)) } else { route }
+    }
+
+    pub fn non_core(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        if self.enabled { route.layer(shed(&self.non_core)) } else { route }
+    }
+
+    pub fn core_routes(&self, routes: Router<AppState>) -> Router<AppState> {
+        if self.enabled { routes.layer(shed(&self.core)) } else { routes }
+    }
+
+    fn node(&self, routes: Router<AppState>) -> Router<AppState> {
+        if self.enabled { routes.layer(shed(&self.node)) } else { routes }
+    }
 }
 
 /// A shed-or-admit stack for one route group: `HandleErrorLayer` turns
@@ -73,7 +94,7 @@ fn server_failed(result: &Result<Response, BoxError>) -> bool {
 /// on it too; otherwise they live on their own listener ([`ops_router`]).
 pub fn app(state: AppState, limits: EdgeLimits, guards: &OverloadGuards, include_ops: bool) -> Router {
     let api = catalog::routes(guards).merge(flashsale::routes(guards)).merge(orders::routes(guards));
-    let mut router = api.layer(shed(&guards.node)).merge(admin::routes());
+    let mut router = guards.node(api).merge(admin::routes());
     if include_ops {
         router = router.merge(ops::routes());
     }

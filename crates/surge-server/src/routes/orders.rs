@@ -13,16 +13,16 @@ use surge_domain::order::Order;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, PathId};
-use crate::routes::{OverloadGuards, shed};
+use crate::routes::OverloadGuards;
 use crate::state::AppState;
 
 /// One order's reads and moves are core; the listing is non-core.
 pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
     Router::new()
-        .route("/v1/orders", get(list_orders).layer(shed(&guards.non_core)))
-        .route("/v1/orders/{id}", get(get_order).layer(shed(&guards.core)))
-        .route("/v1/orders/{id}/pay", post(pay_order).layer(shed(&guards.core)))
-        .route("/v1/orders/{id}/cancel", post(cancel_order).layer(shed(&guards.core)))
+        .route("/v1/orders", guards.non_core(get(list_orders)))
+        .route("/v1/orders/{id}", guards.core(get(get_order)))
+        .route("/v1/orders/{id}/pay", guards.core(post(pay_order)))
+        .route("/v1/orders/{id}/cancel", guards.core(post(cancel_order)))
 }
 
 #[derive(Debug, Deserialize)]
