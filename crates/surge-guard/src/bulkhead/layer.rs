@@ -62,22 +62,36 @@ where
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
 
-    /// Always ready: admission is decided per call, and a shed call must not
-    /// wait for the inner service.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let inner = self.inner.clone();
         let admission = Arc::clone(&self.admission);
         let failed = self.failed.clone();
-        Box::pin(async move {
-            let ticket = admission.admit().await?;
-            let started = Instant::now();
-            let result = inner.oneshot(request).await.map_err(Into::into);
-            admission.finish(ticket, started.elapsed(), failed(&result));
-            result
-        })
+        match admission.try_admit() {
+            // Decided at once (the usual case): call the readied service.
+            Some(Ok(ticket)) => {
+                let call = self.inner.call(request);
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let result = call.await.map_err(Into::into);
+                    admission.finish(ticket, started.elapsed(), failed(&result));
+                    result
+                })
+            }
+            Some(Err(shed)) => Box::pin(async move { Err(shed.into()) }),
+            // A slot may free up within the wait: a fresh handle calls later.
+            None => {
+                let inner = self.inner.clone();
+                Box::pin(async move {
+                    let ticket = admission.admit().await?;
+                    let started = Instant::now();
+                    let result = inner.oneshot(request).await.map_err(Into::into);
+                    admission.finish(ticket, started.elapsed(), failed(&result));
+                    result
+                })
+            }
+        }
     }
 }

@@ -45,6 +45,8 @@ impl std::error::Error for Overloaded {}
 pub trait Admission: Send + Sync + 'static {
     type Ticket: Send + 'static;
     fn admit(&self) -> impl std::future::Future<Output = Result<Self::Ticket, Overloaded>> + Send;
+    /// The decision without waiting, when one can be made: the hot path.
+    fn try_admit(&self) -> Option<Result<Self::Ticket, Overloaded>>;
     /// Tells the limiter how the call went.
     fn finish(&self, ticket: Self::Ticket, latency: Duration, failed: bool);
 }
@@ -114,6 +116,14 @@ impl Admission for Bulkhead {
         }
     }
 
+    fn try_admit(&self) -> Option<Result<Self::Ticket, Overloaded>> {
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => Some(Ok(permit)),
+            Err(_) if self.max_wait.is_zero() => Some(Err(Overloaded { retry_after: Duration::from_secs(1) })),
+            Err(_) => None,
+        }
+    }
+
     fn finish(&self, _ticket: Self::Ticket, _latency: Duration, _failed: bool) {}
 }
 
@@ -165,6 +175,15 @@ impl AdaptiveLimit {
         self.in_flight.load(Ordering::Acquire)
     }
 
+    fn decide(&self) -> Result<InFlight, Overloaded> {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        if now > self.limit() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(Overloaded { retry_after: Duration::from_secs(1) });
+        }
+        Ok(InFlight { started: Instant::now() })
+    }
+
     fn adjust(&self, latency: Duration, failed: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (settings, limit) = &mut *state;
@@ -178,12 +197,11 @@ impl Admission for AdaptiveLimit {
     type Ticket = InFlight;
 
     async fn admit(&self) -> Result<InFlight, Overloaded> {
-        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-        if now > self.limit() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(Overloaded { retry_after: Duration::from_secs(1) });
-        }
-        Ok(InFlight { started: Instant::now() })
+        self.decide()
+    }
+
+    fn try_admit(&self) -> Option<Result<InFlight, Overloaded>> {
+        Some(self.decide())
     }
 
     fn finish(&self, ticket: InFlight, latency: Duration, failed: bool) {
