@@ -104,7 +104,7 @@ async fn a_failing_notification_sink_opens_its_breaker_without_touching_intake_a
     let app = spawn_app_with(|s| {
         s.notify.webhook_url = Some(url);
         s.notify.breaker.consecutive_failures = 3;
-        s.notify.breaker.open_for = Duration::from_millis(300);
+        s.notify.breaker.open_for = Duration::from_secs(1);
         s.flash_sale.per_user_rate = 1_000;
     })
     .await;
@@ -125,13 +125,15 @@ async fn a_failing_notification_sink_opens_its_breaker_without_touching_intake_a
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!((degraded["enabled"].clone(), degraded["mode"].clone()), (json!(false), json!("auto")), "{degraded}");
-    assert_eq!(app.metric("surge_breaker_state{breaker=\"notification\"}").await, 1.0);
+    // Open (1), or already probing (2, half-open) on a slow machine; not closed.
+    let state = app.metric("surge_breaker_state{breaker=\"notification\"}").await;
+    assert!(state == 1.0 || state == 2.0, "breaker state gauge {state}");
     let failed = app.metric("surge_notifications_total{result=\"failed\"}").await;
-    assert!((3.0..=4.0).contains(&failed), "the breaker opened within the configured calls: {failed} failed");
+    assert!((3.0..=5.0).contains(&failed), "the breaker opened within the configured calls: {failed} failed");
 
     status.store(200, Ordering::SeqCst);
     let mut recovered = Value::Null;
-    for _ in 0..200 {
+    for _ in 0..400 {
         recovered = switch(&app, "notification").await;
         if recovered["enabled"] == true && delivered.load(Ordering::SeqCst) > 0 {
             break;
@@ -222,4 +224,44 @@ async fn limits_change_at_run_time_are_validated_and_survive_a_restart() {
 
     let again = spawn_app_in(app.stop().await, |s| s.flash_sale.per_user_rate = 1_000).await;
     assert_eq!(config(&again).await["flash_sale"]["per_user_rate"], 2, "stored changes win over the file");
+}
+
+#[tokio::test]
+async fn a_hanging_notification_sink_is_cut_by_its_timeout_and_opens_its_breaker() {
+    let hook = axum::Router::new().route(
+        "/hook",
+        post(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::OK
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    let app = spawn_app_with(|s| {
+        s.notify.webhook_url = Some(url);
+        s.notify.timeout = Duration::from_millis(100);
+        s.notify.breaker.consecutive_failures = 2;
+        s.notify.breaker.open_for = Duration::from_secs(60);
+    })
+    .await;
+    let sale = app.active_sale(10, 1).await;
+    for user in 1..=3 {
+        let accepted = app.place(user, &sale, None, &json!({})).await;
+        assert_eq!(accepted.status(), StatusCode::ACCEPTED, "a hanging sink never holds up intake");
+        let id = accepted.json::<Value>().await.expect("json")["order_id"].as_str().expect("id").to_owned();
+        assert_eq!(app.settled_order(&id).await["status"], "CREATED");
+    }
+    let (mut degraded, mut failed) = (Value::Null, 0.0);
+    for _ in 0..200 {
+        degraded = switch(&app, "notification").await;
+        failed = app.metric("surge_notifications_total{result=\"failed\"}").await;
+        if degraded["enabled"] == false && failed >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!((degraded["enabled"].clone(), degraded["mode"].clone()), (json!(false), json!("auto")), "{degraded}");
+    assert_eq!(failed, 2.0, "two timeouts opened it, and no call went out since");
 }
