@@ -94,7 +94,8 @@ fn server_failed(result: &Result<Response, BoxError>) -> bool {
 /// on it too; otherwise they live on their own listener ([`ops_router`]).
 pub fn app(state: AppState, limits: EdgeLimits, guards: &OverloadGuards, include_ops: bool) -> Router {
     let api = catalog::routes(guards).merge(flashsale::routes(guards)).merge(orders::routes(guards));
-    let mut router = guards.node(api).merge(admin::routes());
+    let mut router =
+        guards.node(api).merge(admin::routes()).route("/openapi.json", axum::routing::get(openapi_document));
     if include_ops {
         router = router.merge(ops::routes());
     }
@@ -126,6 +127,10 @@ fn finish(router: Router<AppState>, state: AppState, limits: EdgeLimits) -> Rout
                 .layer(DefaultBodyLimit::max(limits.body_limit_bytes)),
         )
         .with_state(state)
+}
+
+async fn openapi_document() -> axum::Json<serde_json::Value> {
+    axum::Json(crate::openapi::document())
 }
 
 fn request_span<B>(request: &Request<B>) -> tracing::Span {

@@ -52,3 +52,30 @@ async fn with_ops_listen_the_operations_endpoints_move_off_the_api_port() {
     let api_on_ops = app.client.get(format!("{ops}/v1/products")).send().await.expect("request");
     assert_eq!(api_on_ops.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn every_operation_in_the_openapi_document_exists() {
+    let app = spawn_app().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 17, "{} paths", paths.len());
+    let admin = app.admin();
+    for (path, operations) in paths {
+        let concrete = path.replace("{id}", "1").replace("{name}", "notification");
+        for method in operations.as_object().expect("operations").keys() {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let mut request = app.client.request(method.clone(), app.url(&concrete)).bearer_auth(&admin);
+            if method != reqwest::Method::GET {
+                request = request.json(&serde_json::json!({}));
+            }
+            let response = request.send().await.expect("request");
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(!body.contains("no such route"), "{method} {path} is documented but not served");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`.
+//!
+//! Written out here, next to the routes, rather than derived: the domain
+//! types stay free of documentation attributes. A test calls every
+//! operation listed here against the real app, so a documented route that
+//! does not exist fails the build.
+
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn ok(description: &str, schema: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn id_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}})
+}
+
+fn paging() -> Vec<Value> {
+    vec![
+        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}),
+        json!({"name": "cursor", "in": "query", "schema": {"type": "string"}}),
+    ]
+}
+
+fn idempotency_key() -> Value {
+    json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "minLength": 1, "maxLength": 128}})
+}
+
+fn errors(codes: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    codes.iter().map(|(status, why)| ((*status).to_owned(), error_response(why))).collect()
+}
+
+/// The document.
+pub fn document() -> Value {
+    let secured = json!([{"bearer": []}]);
+    let mut product_created = errors(&[
+        ("400", "bad input"),
+        ("401", "no valid token"),
+        ("403", "not this tenant"),
+        ("409", "duplicate_sku"),
+    ]);
+    product_created.insert("201".into(), ok("the product", "Product"));
+    let mut product_changed = errors(&[
+        ("400", "bad input"),
+        ("401", "no valid token"),
+        ("403", "not the owner"),
+        ("404", "no such product"),
+    ]);
+    product_changed.insert("200".into(), ok("the product", "Product"));
+    let mut intake = errors(&[
+        ("400", "bad quantity or key"),
+        ("401", "no valid token"),
+        ("403", "not a customer"),
+        ("404", "no such sale"),
+        ("409", "sold_out or limit_exceeded"),
+        ("422", "not_active"),
+        ("429", "rate_limited"),
+        ("503", "degraded or overloaded"),
+    ]);
+    intake.insert("202".into(), ok("accepted; the order is created shortly", "Accepted"));
+    let mut order_moved = errors(&[
+        ("401", "no valid token"),
+        ("403", "not allowed"),
+        ("404", "no such order"),
+        ("422", "invalid_state"),
+    ]);
+    order_moved.insert("200".into(), ok("the order", "Order"));
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Surge", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "High-concurrency order platform: catalog, flash sales, orders. Errors are {\"error\": {code, message}}."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
+                    "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Product": {"type": "object", "required": ["id", "merchant_id", "sku", "name", "price_cents", "stock", "updated_at"],
+                    "properties": {"id": {"type": "string"}, "merchant_id": {"type": "string"}, "sku": {"type": "string"},
+                        "name": {"type": "string"}, "price_cents": {"type": "integer", "minimum": 0},
+                        "stock": {"type": "integer", "minimum": 0}, "updated_at": {"type": "string", "format": "date-time"}}},
+                "NewProduct": {"type": "object", "additionalProperties": false, "required": ["sku", "name", "price_cents", "stock"],
+                    "properties": {"sku": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "price_cents": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000i64},
+                        "stock": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
+                        "merchant_id": {"type": "string", "description": "required from an admin"}}},
+                "ProductPatch": {"type": "object", "additionalProperties": false, "minProperties": 1,
+                    "properties": {"name": {"type": "string"}, "price_cents": {"type": "integer", "minimum": 0}}},
+                "StockBody": {"type": "object", "additionalProperties": false, "required": ["stock"],
+                    "properties": {"stock": {"type": "integer", "minimum": 0}}},
+                "ProductPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}}, "next_cursor": {"type": ["string", "null"]}}},
+                "NewSale": {"type": "object", "additionalProperties": false,
+                    "required": ["product_id", "stock", "price_cents", "starts_at", "ends_at", "per_user_limit"],
+                    "properties": {"product_id": {"type": "string"}, "stock": {"type": "integer", "minimum": 1},
+                        "price_cents": {"type": "integer", "minimum": 0}, "starts_at": {"type": "string", "format": "date-time"},
+                        "ends_at": {"type": "string", "format": "date-time"}, "per_user_limit": {"type": "integer", "minimum": 1}}},
+                "Sale": {"type": "object", "properties": {"id": {"type": "string"}, "product_id": {"type": "string"},
+                    "stock": {"type": "integer"}, "stock_left": {"type": "integer"}, "price_cents": {"type": "integer"},
+                    "starts_at": {"type": "string", "format": "date-time"}, "ends_at": {"type": "string", "format": "date-time"},
+                    "per_user_limit": {"type": "integer"}, "status": {"enum": ["scheduled", "active", "sold_out", "ended"]}}},
+                "IntakeBody": {"type": "object", "additionalProperties": false,
+                    "properties": {"quantity": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1}}},
+                "Accepted": {"type": "object", "required": ["order_id", "status"],
+                    "properties": {"order_id": {"type": "string"}, "status": {"const": "PENDING"}}},
+                "Order": {"type": "object", "properties": {"id": {"type": "string"}, "user_id": {"type": "string"},
+                    "merchant_id": {"type": "string"}, "product_id": {"type": "string"}, "flash_sale_id": {"type": ["string", "null"]},
+                    "quantity": {"type": "integer"}, "amount_cents": {"type": "integer"},
+                    "status": {"enum": ["PENDING", "CREATED", "PAID", "FULFILLING", "DELIVERED", "CANCELLED",
+                                        "RETURN_REQUESTED", "RETURNED", "REFUNDED", "FAILED"]},
+                    "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}},
+                "OrderPage": {"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Order"}}, "next_cursor": {"type": ["string", "null"]}}},
+                "Switch": {"type": "object", "properties": {"name": {"type": "string"}, "enabled": {"type": "boolean"},
+                    "reason": {"type": "string"}, "mode": {"enum": ["manual", "auto"]}, "updated_at": {"type": "string", "format": "date-time"}}},
+                "SwitchList": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Switch"}}}},
+                "SetSwitch": {"type": "object", "additionalProperties": false, "required": ["enabled", "reason"],
+                    "properties": {"enabled": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 500},
+                        "mode": {"enum": ["manual", "auto"]}}},
+                "Tunables": {"type": "object", "description": "flash_sale, overload and notify_breaker settings; PUT takes any subset"}
+            }
+        },
+        "paths": {
+            "/v1/products": {
+                "get": {"summary": "List products", "parameters": [json!({"name": "merchant_id", "in": "query", "schema": {"type": "string"}}), paging()[0].clone(), paging()[1].clone()],
+                        "responses": {"200": ok("a page", "ProductPage"), "400": error_response("bad query")}},
+                "post": {"summary": "Create a product (merchant: own tenant; admin)", "security": secured, "parameters": [idempotency_key()],
+                         "requestBody": body("NewProduct"), "responses": product_created}
+            },
+            "/v1/products/{id}": {
+                "get": {"summary": "Read a product (cached)", "parameters": [id_param("id")],
+                        "responses": {"200": ok("the product", "Product"), "400": error_response("malformed id"), "404": error_response("no such product"), "503": error_response("degraded")}},
+                "patch": {"summary": "Change name and/or price", "security": secured, "parameters": [id_param("id")],
+                          "requestBody": body("ProductPatch"), "responses": product_changed.clone()}
+            },
+            "/v1/products/{id}/stock": {
+                "put": {"summary": "Set the stock", "security": secured, "parameters": [id_param("id")],
+                        "requestBody": body("StockBody"), "responses": product_changed}
+            },
+            "/v1/flash-sales": {
+                "post": {"summary": "Create a flash sale (admin)", "security": secured, "requestBody": body("NewSale"),
+                         "responses": {"201": ok("the sale", "Sale"), "400": error_response("bad input"), "401": error_response("no valid token"), "403": error_response("admin only")}}
+            },
+            "/v1/flash-sales/{id}": {
+                "get": {"summary": "A sale with live stock_left and status", "parameters": [id_param("id")],
+                        "responses": {"200": ok("the sale", "Sale"), "404": error_response("no such sale")}}
+            },
+            "/v1/flash-sales/{id}/orders": {
+                "post": {"summary": "Intake: 202 with an order id at once", "security": secured,
+                         "parameters": [id_param("id"), idempotency_key()], "requestBody": body("IntakeBody"), "responses": intake}
+            },
+            "/v1/orders": {
+                "get": {"summary": "Orders, newest first (customer: own; merchant: tenant's; admin: all)", "security": secured,
+                        "parameters": paging(), "responses": {"200": ok("a page", "OrderPage"), "401": error_response("no valid token")}}
+            },
+            "/v1/orders/{id}": {
+                "get": {"summary": "An order (PENDING until written)", "security": secured, "parameters": [id_param("id")],
+                        "responses": {"200": ok("the order", "Order"), "403": error_response("not allowed"), "404": error_response("no such order")}}
+            },
+            "/v1/orders/{id}/pay": {
+                "post": {"summary": "Pay (buyer)", "security": secured, "parameters": [id_param("id")], "responses": order_moved.clone()}
+            },
+            "/v1/orders/{id}/cancel": {
+                "post": {"summary": "Cancel (buyer, admin); stock returned", "security": secured, "parameters": [id_param("id")], "responses": order_moved}
+            },
+            "/v1/admin/switches": {
+                "get": {"summary": "Degradation switches (admin)", "security": secured, "responses": {"200": ok("the switches", "SwitchList")}}
+            },
+            "/v1/admin/switches/{name}": {
+                "put": {"summary": "Flip a switch (admin; persisted)", "security": secured,
+                        "parameters": [json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}})],
+                        "requestBody": body("SetSwitch"), "responses": {"200": ok("the switch", "Switch"), "404": error_response("no such switch")}}
+            },
+            "/v1/admin/config": {
+                "get": {"summary": "Run-time settings (admin)", "security": secured, "responses": {"200": ok("the settings", "Tunables")}},
+                "put": {"summary": "Change run-time settings (admin; any subset; validated, persisted)", "security": secured,
+                        "requestBody": body("Tunables"), "responses": {"200": ok("the settings", "Tunables"), "400": error_response("invalid")}}
+            },
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "running"}}}},
+            "/readyz": {"get": {"summary": "Readiness", "responses": {"200": {"description": "ready"}, "503": error_response("a dependency is down")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}
+        }
+    })
+}
