@@ -38,8 +38,22 @@ fn errors(codes: &[(&str, &str)]) -> serde_json::Map<String, Value> {
     codes.iter().map(|(status, why)| ((*status).to_owned(), error_response(why))).collect()
 }
 
-/// The document.
+/// The document, with every operation also answering the common errors
+/// (`default`: 400, 401, 403, 404, 413, 415, 422, 429, 503, 504 as the
+/// error body).
 pub fn document() -> Value {
+    let mut document = paths_and_schemas();
+    if let Some(paths) = document["paths"].as_object_mut() {
+        for operation in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|ops| ops.values_mut()) {
+            if let Some(responses) = operation["responses"].as_object_mut() {
+                responses.entry("default").or_insert_with(|| error_response("any other error, as the error body"));
+            }
+        }
+    }
+    document
+}
+
+fn paths_and_schemas() -> Value {
     let secured = json!([{"bearer": []}]);
     let mut product_created = errors(&[
         ("400", "bad input"),
