@@ -39,6 +39,7 @@ pub struct Settings {
     pub flash_sale: FlashSaleSettings,
     pub notify: NotifySettings,
     pub overload: OverloadSettings,
+    pub rate: RateSettings,
     pub log: LogSettings,
 }
 
@@ -56,6 +57,7 @@ impl Default for Settings {
             flash_sale: FlashSaleSettings::default(),
             notify: NotifySettings::default(),
             overload: OverloadSettings::default(),
+            rate: RateSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -201,6 +203,23 @@ impl Default for NotifySettings {
             queue_capacity: 10_000,
             breaker: BreakerSettings::default(),
         }
+    }
+}
+
+/// Route limits beyond the intake's own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateSettings {
+    /// Hot-parameter limit: reads of any one product per second (a token
+    /// bucket per product id); 0 turns it off.
+    pub product_read_per_sec: u32,
+    /// The burst one product's bucket holds.
+    pub product_read_burst: u32,
+}
+
+impl Default for RateSettings {
+    fn default() -> Self {
+        Self { product_read_per_sec: 0, product_read_burst: 1000 }
     }
 }
 
@@ -445,6 +464,9 @@ impl Settings {
             return Err("notify.queue_capacity must be at least 1".to_owned());
         }
         self.notify.breaker.validate("notify.breaker")?;
+        if self.rate.product_read_per_sec > 0 && self.rate.product_read_burst == 0 {
+            return Err("rate.product_read_burst must be at least 1 when rate.product_read_per_sec is set".to_owned());
+        }
         let overload = &self.overload;
         if overload.core_concurrency == 0 || overload.non_core_concurrency == 0 {
             return Err("overload.core_concurrency and overload.non_core_concurrency must be at least 1".to_owned());

@@ -14,6 +14,7 @@ use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
 use surge_guard::breaker::{BreakerState, CircuitBreaker, Observer};
 use surge_guard::bulkhead::{AdaptiveLimit, Bulkhead};
+use surge_guard::rate::{Limiter, TokenBucket};
 use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
@@ -114,6 +115,12 @@ impl Application {
             non_core: Arc::new(Bulkhead::new("non_core", overload.non_core_concurrency, overload.bulkhead_max_wait)),
             node: Arc::new(AdaptiveLimit::new(aimd(settings))),
             enabled: overload.enabled,
+            product_reads: (settings.rate.product_read_per_sec > 0).then(|| {
+                Arc::new(TokenBucket::new(
+                    settings.rate.product_read_burst,
+                    f64::from(settings.rate.product_read_per_sec),
+                ))
+            }),
         };
         let live = Arc::new(LiveConfig {
             settings: std::sync::Mutex::new(settings.clone()),
@@ -147,6 +154,18 @@ impl Application {
             Some(address) => Some((bind(address).await?, routes::ops_router(state.clone(), limits))),
             None => None,
         };
+        if let Some(bucket) = &guards.product_reads {
+            // Full buckets are forgotten, so memory follows the hot set.
+            let bucket = Arc::downgrade(bucket);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                while let Some(bucket) = bucket.upgrade() {
+                    bucket.forget_idle(tokio::time::Instant::now());
+                    drop(bucket);
+                    tick.tick().await;
+                }
+            });
+        }
         let router = routes::app(state, limits, &guards, ops.is_none());
         Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, sqlite, queue, workers })
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use surge_domain::catalog::{CreateProduct, PageRequest, Product, ProductName, ProductPatch, Sku, Stock};
@@ -20,7 +20,7 @@ use crate::state::AppState;
 pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
     Router::new()
         .route("/v1/products", guards.non_core(get(list_products)).merge(guards.core(post(create_product))))
-        .route("/v1/products/{id}", guards.core(get(get_product).patch(patch_product)))
+        .route("/v1/products/{id}", guards.product_read(get(get_product)).merge(guards.core(patch(patch_product))))
         .route("/v1/products/{id}/stock", guards.core(put(set_stock)))
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use surge_guard::BoxError;
 use surge_guard::bulkhead::{AdaptiveLimit, Admission, Bulkhead, Overloaded, ShedLayer};
 use surge_guard::deadline::{DeadlineExpired, DeadlineLayer, DeadlineSpent, InvalidDeadlineHeader};
-use surge_guard::rate::RateLimited;
+use surge_guard::rate::{RateLimitLayer, RateLimited, TokenBucket};
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -48,6 +48,8 @@ pub struct OverloadGuards {
     pub node: Arc<AdaptiveLimit>,
     /// `overload.enabled`: off only to measure what the guards cost.
     pub enabled: bool,
+    /// The hot-parameter limit on reads of one product, when configured.
+    pub product_reads: Option<Arc<TokenBucket<String>>>,
 }
 
 impl OverloadGuards {
@@ -57,6 +59,17 @@ impl OverloadGuards {
 
     pub fn non_core(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
         if self.enabled { route.layer(shed(&self.non_core)) } else { route }
+    }
+
+    /// Reads of one product: the core pool, and the per-product bucket.
+    pub fn product_read(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        let route = self.core(route);
+        let Some(bucket) = &self.product_reads else {
+            return route;
+        };
+        route.layer(ServiceBuilder::new().layer(HandleErrorLayer::new(edge_error_now as EdgeErrorFn)).layer(
+            RateLimitLayer::new(Arc::clone(bucket), product_of as fn(&Request<axum::body::Body>) -> Option<String>),
+        ))
     }
 
     pub fn core_routes(&self, routes: Router<AppState>) -> Router<AppState> {
@@ -127,6 +140,14 @@ fn finish(router: Router<AppState>, state: AppState, limits: EdgeLimits) -> Rout
                 .layer(DefaultBodyLimit::max(limits.body_limit_bytes)),
         )
         .with_state(state)
+}
+
+/// The product id of `/v1/products/{id}`: the hot parameter. Only ids are
+/// keys, so made-up paths can't fill the limiter's memory.
+fn product_of(request: &Request<axum::body::Body>) -> Option<String> {
+    let id = request.uri().path().rsplit('/').next()?;
+    let is_id = !id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit());
+    is_id.then(|| id.to_owned())
 }
 
 async fn openapi_document() -> axum::Json<serde_json::Value> {

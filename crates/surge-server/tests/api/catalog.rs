@@ -153,3 +153,20 @@ async fn a_create_repeated_with_its_idempotency_key_returns_the_first_product() 
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(app.all_products().await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_hot_product_is_limited_on_its_own_and_others_stay_readable() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.rate.product_read_per_sec = 1;
+        s.rate.product_read_burst = 3;
+    })
+    .await;
+    let hot = app.create_product(1, "HOT").await["id"].as_str().expect("id").to_owned();
+    let cold = app.create_product(1, "COLD").await["id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/products/{hot}");
+    let reads = futures::future::join_all((0..8).map(|_| app.get(&path))).await;
+    let limited: Vec<_> = reads.iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).collect();
+    assert!(limited.len() >= 4, "a burst of 3 at 1/s: {} limited of 8", limited.len());
+    assert!(limited.iter().all(|r| r.headers().contains_key("retry-after")));
+    assert_eq!(app.get(&format!("/v1/products/{cold}")).await.status(), StatusCode::OK, "the limit is per product");
+}
