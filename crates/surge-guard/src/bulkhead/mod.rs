@@ -20,8 +20,8 @@ mod tests;
 pub use layer::{Shed, ShedLayer};
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -139,8 +139,12 @@ pub struct AimdSettings {
 }
 
 pub struct AdaptiveLimit {
-    /// The settings and the current limit, under one lock.
-    state: Mutex<(AimdSettings, f64)>,
+    /// Read on every call, written only by the config centre.
+    settings: RwLock<AimdSettings>,
+    /// The current limit, an `f64` in its bits: every call reads and moves
+    /// it, so it is lock-free (a mutex here made the cores queue on each
+    /// other under load).
+    limit: AtomicU64,
     in_flight: AtomicUsize,
 }
 
@@ -153,22 +157,28 @@ pub struct InFlight {
 impl AdaptiveLimit {
     pub fn new(settings: AimdSettings) -> Self {
         let initial = settings.initial.clamp(settings.min.max(1), settings.max.max(1)) as f64;
-        Self { state: Mutex::new((settings, initial)), in_flight: AtomicUsize::new(0) }
+        Self {
+            settings: RwLock::new(settings),
+            limit: AtomicU64::new(initial.to_bits()),
+            in_flight: AtomicUsize::new(0),
+        }
     }
 
     pub fn limit(&self) -> usize {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).1 as usize
+        f64::from_bits(self.limit.load(Ordering::Acquire)) as usize
     }
 
     pub fn settings(&self) -> AimdSettings {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).0
+        *self.settings.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// New bounds and target at run time; the limit moves into the bounds.
     pub fn reconfigure(&self, settings: AimdSettings) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.1 = state.1.clamp(settings.min.max(1) as f64, settings.max.max(1) as f64);
-        state.0 = settings;
+        *self.settings.write().unwrap_or_else(PoisonError::into_inner) = settings;
+        let (min, max) = (settings.min.max(1) as f64, settings.max.max(1) as f64);
+        let _ = self.limit.fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+            Some(f64::from_bits(bits).clamp(min, max).to_bits())
+        });
     }
 
     pub fn in_flight(&self) -> usize {
@@ -185,11 +195,14 @@ impl AdaptiveLimit {
     }
 
     fn adjust(&self, latency: Duration, failed: bool) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (settings, limit) = &mut *state;
+        let settings = self.settings();
         let (min, max) = (settings.min.max(1) as f64, settings.max.max(1) as f64);
         let overloaded = failed || latency > settings.target_latency;
-        *limit = if overloaded { (*limit * settings.backoff).max(min) } else { (*limit + 1.0 / *limit).min(max) };
+        let _ = self.limit.fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+            let limit = f64::from_bits(bits);
+            let next = if overloaded { (limit * settings.backoff).max(min) } else { (limit + 1.0 / limit).min(max) };
+            Some(next.to_bits())
+        });
     }
 }
 
