@@ -13,3 +13,6 @@ pub mod notify;
 pub mod ops;
 pub mod queue;
 pub mod sqlite;
+
+#[cfg(test)]
+mod testing;

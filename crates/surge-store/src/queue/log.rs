@@ -226,20 +226,9 @@ fn unavailable(error: sqlx::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use surge_domain::{MerchantId, OrderId, ProductId, SaleId, UserId};
 
     fn request(id: i64) -> OrderRequested {
-        OrderRequested {
-            order_id: OrderId::new(id),
-            sale_id: SaleId::new(1),
-            user_id: UserId::new(1),
-            product_id: ProductId::new(1),
-            merchant_id: MerchantId::new(1),
-            quantity: 1,
-            amount_cents: 1,
-            idempotency_key: None,
-            requested_at_ms: 0,
-        }
+        crate::testing::order_requested(id, 1, 1)
     }
 
     #[tokio::test]

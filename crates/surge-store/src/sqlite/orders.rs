@@ -462,17 +462,7 @@ mod tests {
     }
 
     fn request(id: i64, user: i64) -> OrderRequested {
-        OrderRequested {
-            order_id: OrderId::new(id),
-            sale_id: SaleId::new(10),
-            user_id: UserId::new(user),
-            product_id: ProductId::new(1),
-            merchant_id: MerchantId::new(1),
-            quantity: 1,
-            amount_cents: 1,
-            idempotency_key: None,
-            requested_at_ms: 0,
-        }
+        crate::testing::order_requested(id, 10, user)
     }
 
     #[tokio::test]
