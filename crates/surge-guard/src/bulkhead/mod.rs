@@ -49,6 +49,60 @@ pub trait Admission: Send + Sync + 'static {
     fn try_admit(&self) -> Option<Result<Self::Ticket, Overloaded>>;
     /// Tells the limiter how the call went.
     fn finish(&self, ticket: Self::Ticket, latency: Duration, failed: bool);
+    /// Gives the slot back for a call that was not made (a later guard
+    /// refused it); learns nothing from it.
+    fn release(&self, ticket: Self::Ticket);
+}
+
+/// Two admissions as one (the node limit, then a pool): one layer, one
+/// boxed service per request instead of two.
+pub struct Both<A, B> {
+    pub first: Arc<A>,
+    pub then: Arc<B>,
+}
+
+impl<A: Admission, B: Admission> Admission for Both<A, B> {
+    type Ticket = (A::Ticket, B::Ticket);
+
+    async fn admit(&self) -> Result<Self::Ticket, Overloaded> {
+        let first = self.first.admit().await?;
+        match self.then.admit().await {
+            Ok(then) => Ok((first, then)),
+            Err(shed) => {
+                self.first.release(first);
+                Err(shed)
+            }
+        }
+    }
+
+    fn try_admit(&self) -> Option<Result<Self::Ticket, Overloaded>> {
+        let first = match self.first.try_admit()? {
+            Ok(ticket) => ticket,
+            Err(shed) => return Some(Err(shed)),
+        };
+        match self.then.try_admit() {
+            Some(Ok(then)) => Some(Ok((first, then))),
+            Some(Err(shed)) => {
+                self.first.release(first);
+                Some(Err(shed))
+            }
+            None => {
+                // The pool needs a wait: take the slow path for both.
+                self.first.release(first);
+                None
+            }
+        }
+    }
+
+    fn finish(&self, (first, then): Self::Ticket, latency: Duration, failed: bool) {
+        self.then.finish(then, latency, failed);
+        self.first.finish(first, latency, failed);
+    }
+
+    fn release(&self, (first, then): Self::Ticket) {
+        self.then.release(then);
+        self.first.release(first);
+    }
 }
 
 pub struct Bulkhead {
@@ -125,6 +179,8 @@ impl Admission for Bulkhead {
     }
 
     fn finish(&self, _ticket: Self::Ticket, _latency: Duration, _failed: bool) {}
+
+    fn release(&self, _ticket: Self::Ticket) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -221,5 +277,9 @@ impl Admission for AdaptiveLimit {
         debug_assert!(ticket.started <= Instant::now());
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.adjust(latency, failed);
+    }
+
+    fn release(&self, _ticket: InFlight) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -98,3 +98,16 @@ async fn the_adaptive_limit_takes_new_bounds_at_run_time() {
     limit.reconfigure(AimdSettings { min: 1, max: 2, ..aimd() });
     assert_eq!(limit.limit(), 2, "the limit moves into the new bounds");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_refusing_after_the_node_admitted_gives_the_node_slot_back() {
+    let node = Arc::new(AdaptiveLimit::new(aimd()));
+    let pool = Arc::new(Bulkhead::new("non_core", 1, Duration::ZERO));
+    let both = Both { first: Arc::clone(&node), then: Arc::clone(&pool) };
+    let held = both.try_admit().expect("decided").expect("admitted");
+    assert_eq!(node.in_flight(), 1);
+    assert!(both.try_admit().expect("decided").is_err(), "the pool is full");
+    assert_eq!(node.in_flight(), 1, "the refused call holds no node slot");
+    both.finish(held, Duration::from_millis(1), false);
+    assert_eq!(node.in_flight(), 0);
+}

@@ -18,7 +18,7 @@ use axum::routing::MethodRouter;
 use std::sync::Arc;
 
 use surge_guard::BoxError;
-use surge_guard::bulkhead::{AdaptiveLimit, Admission, Bulkhead, Overloaded, ShedLayer};
+use surge_guard::bulkhead::{AdaptiveLimit, Admission, Both, Bulkhead, Overloaded, ShedLayer};
 use surge_guard::deadline::{DeadlineExpired, DeadlineLayer, DeadlineSpent, InvalidDeadlineHeader};
 use surge_guard::rate::{RateLimitLayer, RateLimited, TokenBucket};
 use tower::ServiceBuilder;
@@ -53,12 +53,19 @@ pub struct OverloadGuards {
 }
 
 impl OverloadGuards {
+    /// The node limit, then the core pool: one layer.
     pub fn core(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
-        if self.enabled { route.layer(shed(&self.core)) } else { route }
+        if self.enabled { route.layer(shed(&self.core_admission())) } else { route }
     }
 
+    /// The node limit, then the non-core pool: one layer.
     pub fn non_core(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
-        if self.enabled { route.layer(shed(&self.non_core)) } else { route }
+        let admission = Arc::new(Both { first: Arc::clone(&self.node), then: Arc::clone(&self.non_core) });
+        if self.enabled { route.layer(shed(&admission)) } else { route }
+    }
+
+    fn core_admission(&self) -> Arc<Both<AdaptiveLimit, Bulkhead>> {
+        Arc::new(Both { first: Arc::clone(&self.node), then: Arc::clone(&self.core) })
     }
 
     /// Reads of one product: the core pool, and the per-product bucket.
@@ -73,11 +80,7 @@ impl OverloadGuards {
     }
 
     pub fn core_routes(&self, routes: Router<AppState>) -> Router<AppState> {
-        if self.enabled { routes.layer(shed(&self.core)) } else { routes }
-    }
-
-    fn node(&self, routes: Router<AppState>) -> Router<AppState> {
-        if self.enabled { routes.layer(shed(&self.node)) } else { routes }
+        if self.enabled { routes.layer(shed(&self.core_admission())) } else { routes }
     }
 }
 
@@ -107,8 +110,7 @@ fn server_failed(result: &Result<Response, BoxError>) -> bool {
 /// on it too; otherwise they live on their own listener ([`ops_router`]).
 pub fn app(state: AppState, limits: EdgeLimits, guards: &OverloadGuards, include_ops: bool) -> Router {
     let api = catalog::routes(guards).merge(flashsale::routes(guards)).merge(orders::routes(guards));
-    let mut router =
-        guards.node(api).merge(admin::routes()).route("/openapi.json", axum::routing::get(openapi_document));
+    let mut router = api.merge(admin::routes()).route("/openapi.json", axum::routing::get(openapi_document));
     if include_ops {
         router = router.merge(ops::routes());
     }
