@@ -36,6 +36,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub cache: CacheSettings,
     pub store: StoreSettings,
+    pub redis: RedisSettings,
+    pub queue: QueueSettings,
     pub flash_sale: FlashSaleSettings,
     pub notify: NotifySettings,
     pub overload: OverloadSettings,
@@ -54,6 +56,8 @@ impl Default for Settings {
             http: HttpSettings::default(),
             cache: CacheSettings::default(),
             store: StoreSettings::default(),
+            redis: RedisSettings::default(),
+            queue: QueueSettings::default(),
             flash_sale: FlashSaleSettings::default(),
             notify: NotifySettings::default(),
             overload: OverloadSettings::default(),
@@ -137,14 +141,89 @@ impl Default for CacheSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
+    /// A `postgres://` URL puts every store on PostgreSQL (distributed
+    /// mode); without it the embedded SQLite file in `data_dir` is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
     pub max_connections: u32,
+    /// SQLite: how long a writer waits for the write lock.
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
+    /// PostgreSQL: how long a query waits for a pooled connection.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { max_connections: 8, busy_timeout: Duration::from_secs(5) }
+        Self {
+            url: None,
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Redis for the state every node shares: the stock ledger, intake keys and
+/// the pending view. Without `urls` they stay in process (embedded mode).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://` URLs: one standalone server, or seed nodes of a cluster.
+    pub urls: Vec<String>,
+    /// The URLs are nodes of a Redis Cluster.
+    pub cluster: bool,
+    /// Prefix of every key.
+    pub namespace: String,
+    /// Longest wait for one command.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// How long an intake key remembers its order.
+    #[serde(with = "humantime_serde")]
+    pub key_ttl: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            cluster: false,
+            namespace: "surge".to_owned(),
+            response_timeout: Duration::from_millis(500),
+            key_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The queue between intake and the order consumer: the embedded log, or
+/// NATS JetStream when `nats_url` is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    pub stream: String,
+    /// The durable consumer every node shares.
+    pub consumer: String,
+    /// A request fetched by a node that does not acknowledge it within this
+    /// goes to another node.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Longest wait for the broker to confirm one append.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            stream: "SURGE_ORDERS".to_owned(),
+            consumer: "orders".to_owned(),
+            ack_wait: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -193,6 +272,8 @@ pub struct NotifySettings {
     pub queue_capacity: usize,
     /// The breaker in front of the sink.
     pub breaker: BreakerSettings,
+    /// Retries of a refused delivery.
+    pub retry: RetryConfig,
 }
 
 impl Default for NotifySettings {
@@ -202,7 +283,58 @@ impl Default for NotifySettings {
             timeout: Duration::from_secs(2),
             queue_capacity: 10_000,
             breaker: BreakerSettings::default(),
+            retry: RetryConfig::default(),
         }
+    }
+}
+
+/// Retries of an idempotent outbound call: tries, backoff and the budget
+/// that bounds retries to a fraction of recent successful calls.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Tries in all, the first included; 1 turns retries off.
+    pub attempts_max: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Retries allowed per successful call, over `budget_window`.
+    pub budget_ratio: f32,
+    /// Retries a second allowed whatever the ratio says.
+    pub budget_floor_per_sec: u32,
+    #[serde(with = "humantime_serde")]
+    pub budget_window: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts_max: 3,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            budget_ratio: 0.2,
+            budget_floor_per_sec: 1,
+            budget_window: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryConfig {
+    fn validate(&self, name: &str) -> Result<(), String> {
+        if !(1..=10).contains(&self.attempts_max) {
+            return Err(format!("{name}.attempts_max must be between 1 and 10"));
+        }
+        if self.backoff_base.is_zero() || self.backoff_base > self.backoff_max {
+            return Err(format!("{name}.backoff_base must be above zero and at most {name}.backoff_max"));
+        }
+        if !(0.0..=1000.0).contains(&self.budget_ratio) {
+            return Err(format!("{name}.budget_ratio must be between 0 and 1000"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.budget_window) {
+            return Err(format!("{name}.budget_window must be between 1s and 60s"));
+        }
+        Ok(())
     }
 }
 
@@ -413,6 +545,49 @@ impl Settings {
     }
 
     /// Rules that types alone can't state. Each message names the setting.
+    /// The shared backends of the distributed mode: well-formed URLs, and
+    /// no shared ledger or queue in front of a per-node SQLite file (the
+    /// nodes would each write orders the others can't see).
+    fn validate_distributed(&self) -> Result<(), String> {
+        let postgres = match &self.store.url {
+            Some(url) if url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://") => true,
+            Some(_) => return Err("store.url must be a postgres:// URL".to_owned()),
+            None => false,
+        };
+        if let Some(url) = self.redis.urls.iter().find(|url| !url.starts_with("redis://")) {
+            return Err(format!("redis.urls must be redis:// URLs, not {url}"));
+        }
+        if self.queue.nats_url.as_deref().is_some_and(|url| !url.starts_with("nats://")) {
+            return Err("queue.nats_url must be a nats:// URL".to_owned());
+        }
+        let shared = !self.redis.urls.is_empty() || self.queue.nats_url.is_some();
+        if shared && !postgres {
+            return Err("redis.urls and queue.nats_url need store.url (PostgreSQL): a shared ledger or queue in \
+                        front of a per-node SQLite file would split the orders"
+                .to_owned());
+        }
+        if self.redis.cluster && self.redis.urls.is_empty() {
+            return Err("redis.cluster needs redis.urls".to_owned());
+        }
+        // Timeouts shrink going downstream.
+        if self.redis.response_timeout.is_zero() || self.redis.response_timeout >= self.http.request_budget {
+            return Err("redis.response_timeout must be above zero and shorter than http.request_budget".to_owned());
+        }
+        if self.queue.publish_timeout.is_zero() || self.queue.publish_timeout >= self.http.request_budget {
+            return Err("queue.publish_timeout must be above zero and shorter than http.request_budget".to_owned());
+        }
+        if self.store.acquire_timeout.is_zero() || self.store.acquire_timeout >= self.http.request_budget {
+            return Err("store.acquire_timeout must be above zero and shorter than http.request_budget".to_owned());
+        }
+        if self.queue.ack_wait < Duration::from_secs(1) || self.redis.key_ttl < Duration::from_secs(60) {
+            return Err("queue.ack_wait must be at least 1s and redis.key_ttl at least 60s".to_owned());
+        }
+        if self.queue.stream.is_empty() || self.queue.consumer.is_empty() || self.redis.namespace.is_empty() {
+            return Err("queue.stream, queue.consumer and redis.namespace must not be empty".to_owned());
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.node_id > surge_domain::ids::NODE_ID_MAX {
             return Err(format!("node_id must be at most {}", surge_domain::ids::NODE_ID_MAX));
@@ -464,6 +639,7 @@ impl Settings {
             return Err("notify.queue_capacity must be at least 1".to_owned());
         }
         self.notify.breaker.validate("notify.breaker")?;
+        self.notify.retry.validate("notify.retry")?;
         if self.rate.product_read_per_sec > 0 && self.rate.product_read_burst == 0 {
             return Err("rate.product_read_burst must be at least 1 when rate.product_read_per_sec is set".to_owned());
         }
@@ -482,6 +658,7 @@ impl Settings {
         if self.notify.timeout >= self.http.request_budget {
             return Err("notify.timeout must be shorter than http.request_budget".to_owned());
         }
+        self.validate_distributed()?;
         if self.ops_listen.is_some_and(|ops| ops == self.listen && ops.port() != 0) {
             return Err("ops_listen must differ from listen".to_owned());
         }

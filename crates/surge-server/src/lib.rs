@@ -2,6 +2,7 @@
 //! HTTP surface. `main.rs` only parses the command line and calls in here.
 
 pub mod auth;
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod extract;

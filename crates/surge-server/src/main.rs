@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use surge_server::auth::{Keys, Role, load_or_create_secret};
+use surge_server::backend::migrate;
 use surge_server::config::Overrides;
-use surge_server::startup::{open_sqlite, shutdown_signal};
+use surge_server::startup::shutdown_signal;
 use surge_server::{Application, Settings, telemetry};
 
 /// Surge: a high-concurrency order platform.
@@ -86,7 +87,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             std::fs::create_dir_all(&settings.data_dir)?;
-            open_sqlite(&settings).await?.close().await;
+            migrate(&settings).await?;
             tracing::info!(data_dir = %settings.data_dir.display(), "schema is up to date");
             Ok(())
         }

@@ -15,17 +15,17 @@ use surge_domain::order::Orders;
 use surge_guard::breaker::{BreakerState, CircuitBreaker, Observer};
 use surge_guard::bulkhead::{AdaptiveLimit, Bulkhead};
 use surge_guard::rate::{Limiter, TokenBucket};
+use surge_guard::retry::{Retries, RetrySettings};
 use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
-use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
 use surge_store::notify::{NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier, SinkGuards};
-use surge_store::ops::{ConfigStore, SwitchStore};
-use surge_store::queue::log::{LogQueue, LogQueueConfig};
-use surge_store::sqlite::{SqliteConfig, SqliteStore};
+use surge_store::ops::ConfigStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::retry::budget::TpsBudget;
 
 use crate::auth::{Keys, load_or_create_secret};
+use crate::backend::Backend;
 use crate::config::Settings;
 use crate::limits::IntakeLimits;
 use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics, NOTIFICATIONS};
@@ -39,8 +39,7 @@ pub struct Application {
     router: Router,
     ops: Option<(TcpListener, Router)>,
     shutdown_grace: Duration,
-    sqlite: SqliteStore,
-    queue: Arc<LogQueue>,
+    backend: Arc<Backend>,
     workers: Arc<Workers>,
 }
 
@@ -52,8 +51,8 @@ impl Application {
         configured.validate().map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&configured.data_dir)
             .with_context(|| format!("creating data_dir {}", configured.data_dir.display()))?;
-        let sqlite = open_sqlite(configured).await?;
-        let settings = &with_stored_tunables(configured, &sqlite).await?;
+        let backend = Backend::open(configured).await?;
+        let settings = &with_stored_tunables(configured, backend.config.as_ref()).await?;
         let secret = load_or_create_secret(&settings.auth, &settings.data_dir)?;
         let metrics = Arc::new(Metrics::new());
 
@@ -63,32 +62,31 @@ impl Application {
             loads: metrics.counter(CACHE_LOADS, &[("cache", "product")]),
         };
         let store: Arc<dyn CatalogStore> =
-            Arc::new(CachedCatalog::new(Arc::new(sqlite.clone()), &product_cache(settings), cache_metrics));
+            Arc::new(CachedCatalog::new(Arc::clone(&backend.catalog), &product_cache(settings), cache_metrics));
         let ids = Arc::new(IdGenerator::new(settings.node_id).map_err(anyhow::Error::msg)?);
 
         let sale_settings = &settings.flash_sale;
-        let queue_config = LogQueueConfig { batch_max: sale_settings.queue_batch, ..LogQueueConfig::default() };
-        let queue = Arc::new(LogQueue::open(&settings.data_dir, queue_config).await.context("opening the queue")?);
-        let sqlite_ports = Arc::new(sqlite.clone());
-        let sqlite_ports_for_switches: Arc<dyn SwitchStore> = sqlite_ports.clone();
-        let pending = Arc::new(MemoryPending::default());
         let flash_sales = Arc::new(FlashSales::new(
             FlashSalePorts {
-                sales: sqlite_ports.clone(),
+                sales: Arc::clone(&backend.sales),
                 catalog: Arc::clone(&store),
-                ledger: Arc::new(MemoryLedger::default()),
-                queue: queue.clone(),
-                orders: sqlite_ports.clone(),
-                pending: pending.clone(),
-                keys: Arc::new(MemoryIntakeKeys::default()),
+                ledger: Arc::clone(&backend.ledger),
+                queue: Arc::clone(&backend.queue),
+                orders: Arc::clone(&backend.orders),
+                pending: Arc::clone(&backend.pending),
+                keys: Arc::clone(&backend.keys),
             },
             Arc::clone(&ids),
         ));
-        let orders =
-            Arc::new(Orders::new(sqlite_ports, pending, Arc::clone(&flash_sales), sale_settings.payment_timeout));
+        let orders = Arc::new(Orders::new(
+            Arc::clone(&backend.orders),
+            Arc::clone(&backend.pending),
+            Arc::clone(&flash_sales),
+            sale_settings.payment_timeout,
+        ));
         let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
         let switches = Arc::new(Switchboard::new(SWITCHES));
-        for stored in sqlite.load_switches().await.context("loading switches")? {
+        for stored in backend.switches.load_switches().await.context("loading switches")? {
             if let Err(unknown) = switches.set_manual(&stored.name, stored.enabled, &stored.reason) {
                 tracing::warn!(%unknown, "ignoring a stored switch this version does not have");
             }
@@ -96,7 +94,7 @@ impl Application {
         let notify_breaker = Arc::new(notify_breaker(settings, &metrics, &switches));
         let workers = Arc::new(Workers {
             orders: Arc::clone(&orders),
-            queue: queue.clone(),
+            queue: Arc::clone(&backend.queue),
             notifier: notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker)),
             intake_limits: Arc::clone(&intake_limits),
             consumer_batch: sale_settings.consumer_batch,
@@ -104,9 +102,9 @@ impl Application {
         });
         // Every accepted request becomes an order before the ledger is
         // rebuilt from the orders: no oversell, no stranded stock.
-        let drained = workers.drain().await.context("draining the queue")?;
+        let drained = if backend.shared_queue() { 0 } else { workers.drain().await.context("draining the queue")? };
         let sales = flash_sales.recover().await.context("rebuilding the stock ledger")?;
-        ids.resume_after(sqlite.max_id().await.context("reading the largest id")?);
+        ids.resume_after(backend.max_id().await.context("reading the largest id")?);
         tracing::info!(drained, sales, "recovered flash sales");
 
         let overload = &settings.overload;
@@ -127,7 +125,7 @@ impl Application {
             intake_limits: Arc::clone(&intake_limits),
             guards: guards.clone(),
             notify_breaker,
-            store: Arc::new(sqlite.clone()),
+            store: Arc::clone(&backend.config),
             updating: tokio::sync::Mutex::new(()),
         });
         let state = AppState::new(Parts {
@@ -139,7 +137,7 @@ impl Application {
             intake_switch: switches.handle(INTAKE_SWITCH)?,
             product_detail_switch: switches.handle(PRODUCT_DETAIL_SWITCH)?,
             switches,
-            switch_store: sqlite_ports_for_switches,
+            switch_store: Arc::clone(&backend.switches),
             keys: Keys::new(&secret, &settings.auth),
             metrics,
             store,
@@ -167,7 +165,8 @@ impl Application {
             });
         }
         let router = routes::app(state, limits, &guards, ops.is_none());
-        Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, sqlite, queue, workers })
+        let backend = Arc::new(backend);
+        Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, backend, workers })
     }
 
     pub fn port(&self) -> u16 {
@@ -211,12 +210,12 @@ impl Application {
             servers.abort_all();
         }
         while background.join_next().await.is_some() {}
-        match self.workers.drain().await {
+        let drained = if self.backend.shared_queue() { Ok(0) } else { self.workers.drain().await };
+        match drained {
             Ok(drained) => tracing::info!(drained, "queue drained"),
             Err(error) => tracing::warn!(%error, "queue not drained; the next start will"),
         }
-        self.queue.close().await;
-        self.sqlite.close().await;
+        self.backend.close().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -234,15 +233,6 @@ async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address).await.with_context(|| format!("binding {address}"))
 }
 
-pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<SqliteStore> {
-    let config = SqliteConfig {
-        max_connections: settings.store.max_connections,
-        busy_timeout: settings.store.busy_timeout,
-        ..SqliteConfig::in_dir(&settings.data_dir)
-    };
-    SqliteStore::open(&config).await.with_context(|| format!("opening {}", config.path.display()))
-}
-
 /// Every degradation switch, and the feature each one turns off.
 pub const INTAKE_SWITCH: &str = "flash_sale_intake";
 pub const PRODUCT_DETAIL_SWITCH: &str = "product_detail_live";
@@ -250,8 +240,8 @@ const SWITCHES: &[&str] = &[NOTIFICATION_SWITCH, INTAKE_SWITCH, PRODUCT_DETAIL_S
 
 /// The start-up settings with the run-time changes stored by the config
 /// centre applied; a stored document that no longer validates is ignored.
-async fn with_stored_tunables(settings: &Settings, sqlite: &SqliteStore) -> anyhow::Result<Settings> {
-    let Some(stored) = sqlite.load_config(TUNABLES).await.context("loading run-time settings")? else {
+async fn with_stored_tunables(settings: &Settings, store: &dyn ConfigStore) -> anyhow::Result<Settings> {
+    let Some(stored) = store.load_config(TUNABLES).await.context("loading run-time settings")? else {
         return Ok(settings.clone());
     };
     match Tunables::restore(settings, &stored) {
@@ -299,7 +289,16 @@ fn notifier(
         failed: metrics.counter(NOTIFICATIONS, &[("result", "failed")]),
         dropped: metrics.counter(NOTIFICATIONS, &[("result", "dropped")]),
     };
-    let guards = SinkGuards { breaker, switches: Arc::clone(switches) };
+    let retry = &settings.notify.retry;
+    let retries = Retries::new(
+        RetrySettings {
+            attempts_max: retry.attempts_max,
+            backoff_base: retry.backoff_base,
+            backoff_max: retry.backoff_max,
+        },
+        Arc::new(TpsBudget::new(retry.budget_window, retry.budget_floor_per_sec, retry.budget_ratio)),
+    );
+    let guards = SinkGuards { breaker, switches: Arc::clone(switches), retries };
     Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics, guards))
 }
 

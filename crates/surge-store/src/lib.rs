@@ -1,8 +1,11 @@
 //! Adapters for `surge-domain`'s ports, one folder per backend.
 //!
 //! - `sqlite`: the embedded relational store (WAL, migrations run at start).
+//! - `postgres`: the same ports on one PostgreSQL shared by every node
+//!   (distributed mode); `rows` holds what the two relational stores share.
 //! - `cache`: cache-aside decorators that wrap any store adapter.
 //! - `memory`: in-process ledger, pending orders and intake keys.
+//! - `redis`: the same three shared by every node (distributed mode).
 //! - `queue`: queue adapters (`log`: the embedded durable log).
 //! - `notify`: notification sinks behind a bounded background queue.
 //! - `ops`: operational settings kept in the store (manual switches).
@@ -11,8 +14,15 @@ pub mod cache;
 pub mod memory;
 pub mod notify;
 pub mod ops;
+pub mod postgres;
 pub mod queue;
+pub mod redis;
+mod rows;
 pub mod sqlite;
 
+#[cfg(test)]
+mod flow_contract;
+#[cfg(test)]
+mod store_contract;
 #[cfg(test)]
 mod testing;

@@ -6,8 +6,12 @@
 //! The worker calls the sink through a circuit breaker. While the breaker is
 //! open, notifications wait in the channel ("queued for later") instead of
 //! hammering a dead sink; an operator's switch (`notification` off) holds
-//! them the same way. A notification the sink refuses is tried at most
-//! `ATTEMPTS_MAX` times, then dropped and counted.
+//! them the same way. A delivery is idempotent (the webhook gets the order id
+//! as its `Idempotency-Key`), so a refused one is retried under
+//! `surge-guard`'s retry rules: bounded tries, exponential backoff with
+//! jitter, and a retry budget shared by every delivery, so a failing sink
+//! sees barely more calls than without retries. A notification whose retries
+//! are spent is dropped and counted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +20,12 @@ use metrics::Counter;
 use surge_domain::notification::Notifier;
 use surge_domain::order::Order;
 use surge_guard::breaker::CircuitBreaker;
+use surge_guard::retry::Retries;
 use surge_guard::switch::{Mode, Switchboard};
 use tokio::sync::mpsc;
 
 /// The switch that turns notifications off.
 pub const NOTIFICATION_SWITCH: &str = "notification";
-const ATTEMPTS_MAX: u32 = 3;
 /// How often a held worker looks at the switch again.
 const HOLD_RECHECK: Duration = Duration::from_millis(100);
 /// Longest single wait for an open breaker (it may close by hand).
@@ -53,6 +57,7 @@ impl NotifyMetrics {
 pub struct SinkGuards {
     pub breaker: Arc<CircuitBreaker>,
     pub switches: Arc<Switchboard>,
+    pub retries: Retries,
 }
 
 pub struct QueuedNotifier {
@@ -88,7 +93,7 @@ async fn deliver_all(
     let client = reqwest::Client::new();
     while let Some(order) = receiver.recv().await {
         let mut attempts = 0;
-        while attempts < ATTEMPTS_MAX {
+        loop {
             if held_by_operator(&guards.switches) {
                 tokio::time::sleep(HOLD_RECHECK).await;
                 continue;
@@ -105,12 +110,17 @@ async fn deliver_all(
             guards.breaker.record(permit, outcome.is_err());
             match outcome {
                 Ok(()) => {
+                    guards.retries.succeeded();
                     metrics.sent.increment(1);
                     break;
                 }
                 Err(error) => {
                     metrics.failed.increment(1);
                     tracing::warn!(order_id = %order.id, attempts, %error, "notification failed");
+                    match guards.retries.after_failure(attempts, None) {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => break,
+                    }
                 }
             }
         }
@@ -130,7 +140,14 @@ async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> 
         }
         NotifySink::Webhook { url, timeout } => {
             let body = serde_json::json!({ "event": "order_created", "order": order });
-            let response = client.post(url).timeout(*timeout).json(&body).send().await.map_err(|e| e.to_string())?;
+            let response = client
+                .post(url)
+                .timeout(*timeout)
+                .header("Idempotency-Key", format!("order-{}", order.id))
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             if response.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", response.status())) }
         }
     }

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use surge_domain::StoreError;
 
-use crate::sqlite::{SqliteStore, unix_ms};
+use crate::rows::unix_ms;
+use crate::sqlite::SqliteStore;
 
 /// A manual switch setting as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -228,8 +228,11 @@ impl FlashSales {
         Ok(count)
     }
 
+    /// Loads the sale's counters unless the ledger has them: a shared ledger
+    /// (Redis) holds deductions still in the queue, which the store's
+    /// holdings don't show yet.
     async fn warm(&self, sale: FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError> {
-        self.ports.ledger.load(&sale, holdings).await?;
+        self.ports.ledger.load_if_absent(&sale, holdings).await?;
         let sold_out = holdings.sold >= sale.stock;
         let live = Arc::new(LiveSale { sale, sold_out: AtomicBool::new(sold_out) });
         self.live.write().unwrap_or_else(PoisonError::into_inner).insert(live.sale.id, live);

@@ -1,7 +1,6 @@
 //! `kill -9` in the middle of a sale: every 202 is an order after restart,
 //! nothing is oversold, and stock left + orders = stock.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,41 +12,17 @@ use surge_server::auth::{Keys, Role, load_or_create_secret};
 use surge_server::config::AuthSettings;
 use tempfile::TempDir;
 
-use crate::helpers::{rfc3339, surge_bin};
-
-struct ChildSurge {
-    process: Child,
-    base: String,
-}
+use crate::helpers::{ChildSurge, free_port, rfc3339, wait_ready};
 
 fn start(dir: &TempDir, port: u16) -> ChildSurge {
-    let listen = format!("127.0.0.1:{port}");
-    let process = Command::new(surge_bin())
-        .args(["--data-dir", dir.path().to_str().expect("utf-8"), "--listen", &listen])
-        .env_remove("SURGE_CONFIG")
-        .env("SURGE_FLASH_SALE__PER_USER_RATE", "1000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("surge starts");
-    ChildSurge { process, base: format!("http://{listen}") }
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..300 {
-        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("surge at {base} never became ready");
+    ChildSurge::start(dir, port, &[("SURGE_FLASH_SALE__PER_USER_RATE", "1000")])
 }
 
 #[tokio::test]
 async fn every_202_survives_kill_9_mid_sale_and_nothing_is_oversold() {
     const STOCK: i64 = 400;
     let dir = TempDir::new().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = free_port();
     let client = reqwest::Client::new();
     let mut surge = start(&dir, port);
     wait_ready(&client, &surge.base).await;

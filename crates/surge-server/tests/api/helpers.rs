@@ -159,6 +159,62 @@ pub fn surge_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_surge"))
 }
 
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
+}
+
+/// The real `surge` binary as a child process, for tests that kill it or
+/// read its memory.
+pub struct ChildSurge {
+    pub process: std::process::Child,
+    pub base: String,
+}
+
+impl ChildSurge {
+    /// Starts `surge` on `port` with its data in `dir` and these settings
+    /// as `SURGE_*` variables.
+    pub fn start(dir: &tempfile::TempDir, port: u16, env: &[(&str, &str)]) -> Self {
+        let listen = format!("127.0.0.1:{port}");
+        let process = std::process::Command::new(surge_bin())
+            .args(["--data-dir", dir.path().to_str().expect("utf-8"), "--listen", &listen])
+            .env_remove("SURGE_CONFIG")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("surge starts");
+        Self { process, base: format!("http://{listen}") }
+    }
+
+    /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id())).expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("memory field")
+    }
+}
+
+impl Drop for ChildSurge {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..300 {
+        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("surge at {base} never became ready");
+}
+
 impl TestApp {
     /// A product of merchant 1 and an active sale of it, returning the sale id.
     pub async fn active_sale(&self, stock: i64, per_user_limit: i64) -> String {

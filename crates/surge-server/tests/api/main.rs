@@ -6,6 +6,7 @@ mod cache;
 mod catalog;
 mod cli;
 mod crash;
+mod distributed;
 mod flashsale;
 mod helpers;
 mod input;

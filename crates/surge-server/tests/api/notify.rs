@@ -69,3 +69,43 @@ async fn a_failing_webhook_does_not_fail_the_order() {
     }
     assert_eq!(failed, 3.0, "each of the 3 attempts is counted as failed");
 }
+
+#[tokio::test]
+async fn under_total_failure_retries_stay_within_the_budget() {
+    let (url, received) = receiver(StatusCode::SERVICE_UNAVAILABLE).await;
+    let app = spawn_app_with(|s| {
+        s.notify.webhook_url = Some(url);
+        // Keep the breaker out of it: only the retry budget limits calls.
+        s.notify.breaker.consecutive_failures = 10_000;
+        s.notify.breaker.min_calls = 10_000;
+        s.notify.retry.attempts_max = 3;
+        s.notify.retry.backoff_base = std::time::Duration::from_millis(5);
+        s.notify.retry.backoff_max = std::time::Duration::from_millis(10);
+        s.notify.retry.budget_floor_per_sec = 1;
+        s.notify.retry.budget_window = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let orders = 20;
+    let sale = app.active_sale(orders, 1).await;
+    for user in 0..orders as u64 {
+        let accepted: Value = app.place(100 + user, &sale, None, &json!({})).await.json().await.expect("json");
+        app.settled_order(accepted["order_id"].as_str().expect("id")).await;
+    }
+    // Every order's first try is made; then wait until the calls stop.
+    let mut seen = 0;
+    for _ in 0..400 {
+        let now = received.lock().expect("lock").len();
+        if now >= orders as usize && now == seen {
+            break;
+        }
+        seen = now;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let attempts = received.lock().expect("lock").len();
+    // The floor allows one retry a second, over the window and the run.
+    let floor = 1 + started.elapsed().as_secs() as usize + 1;
+    println!("{orders} notifications, {attempts} calls (without the budget: {})", orders * 3);
+    assert!(attempts >= orders as usize, "every notification is tried once");
+    assert!(attempts <= orders as usize + floor, "{attempts} calls exceed {orders} + a floor of {floor}");
+}

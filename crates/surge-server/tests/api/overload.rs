@@ -7,7 +7,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{ChildSurge, free_port, spawn_app_with, wait_ready};
 
 #[tokio::test]
 async fn under_a_flood_of_listings_core_reads_are_served_and_listings_are_shed_fast() {
@@ -59,4 +59,40 @@ async fn under_a_flood_of_listings_core_reads_are_served_and_listings_are_shed_f
         shed_latencies[shed_latencies.len() / 2],
         shed_latencies[shed_latencies.len() - 1]
     );
+}
+
+/// Memory stays bounded under overload: shed calls hold nothing, so waves of
+/// the same flood leave the process's resident memory where the first wave
+/// left it. Runs the real binary so that its memory is its own.
+#[tokio::test]
+async fn repeated_floods_do_not_grow_memory() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let surge = ChildSurge::start(
+        &dir,
+        free_port(),
+        &[("SURGE_OVERLOAD__NON_CORE_CONCURRENCY", "1"), ("SURGE_OVERLOAD__BULKHEAD_MAX_WAIT", "0s")],
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, &surge.base).await;
+    let flood = || {
+        join_all((0..400).map(|_| {
+            let (client, url) = (client.clone(), format!("{}/v1/products?limit=100", surge.base));
+            async move { client.get(url).send().await.map(|r| r.status()) }
+        }))
+    };
+    let mut rss_kib = Vec::new();
+    let mut shed = 0;
+    for _ in 0..5 {
+        for status in flood().await {
+            let status = status.expect("every flooded call is answered");
+            assert!(status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
+            shed += usize::from(status == StatusCode::SERVICE_UNAVAILABLE);
+        }
+        rss_kib.push(surge.memory_kib("VmRSS"));
+    }
+    let peak = surge.memory_kib("VmHWM");
+    println!("5 floods of 400 listings: {shed} shed; RSS after each (KiB) {rss_kib:?}; peak {peak} KiB");
+    assert!(shed > 0, "a one-slot pool sheds part of a 400-call flood");
+    let growth = rss_kib[4].saturating_sub(rss_kib[0]);
+    assert!(growth < 32 * 1024, "resident memory grew by {growth} KiB from the first flood to the fifth");
 }

@@ -71,14 +71,14 @@ impl CacheMetrics {
 
 type Entry = Option<Arc<Product>>;
 
-pub struct CachedCatalog<S> {
+pub struct CachedCatalog<S: ?Sized> {
     store: Arc<S>,
     cache: Cache<ProductId, Entry>,
     second_delete_delay: Duration,
     metrics: CacheMetrics,
 }
 
-impl<S: CatalogStore> CachedCatalog<S> {
+impl<S: CatalogStore + ?Sized> CachedCatalog<S> {
     pub fn new(store: Arc<S>, config: &ProductCacheConfig, metrics: CacheMetrics) -> Self {
         let cache = Cache::builder()
             .name("product")
@@ -103,7 +103,7 @@ impl<S: CatalogStore> CachedCatalog<S> {
 }
 
 #[async_trait]
-impl<S: CatalogStore> CatalogStore for CachedCatalog<S> {
+impl<S: CatalogStore + ?Sized> CatalogStore for CachedCatalog<S> {
     async fn insert(
         &self,
         id: ProductId,

@@ -57,23 +57,3 @@ impl IntakeKeys for MemoryIntakeKeys {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use surge_domain::flashsale::IntakeError;
-
-    #[tokio::test]
-    async fn a_failed_intake_is_forgotten_and_a_successful_one_remembered() {
-        let keys = MemoryIntakeKeys::default();
-        let (sale, user) = (SaleId::new(1), UserId::new(2));
-        let failed = keys.once(sale, user, "k", Box::pin(async { Err(IntakeError::SoldOut) })).await;
-        assert_eq!(failed, Err(IntakeError::SoldOut));
-        assert!(keys.is_empty(), "rejected attempts leave nothing behind");
-        let first = keys.once(sale, user, "k", Box::pin(async { Ok(OrderId::new(7)) })).await;
-        let again = keys.once(sale, user, "k", Box::pin(async { Ok(OrderId::new(8)) })).await;
-        assert_eq!((first, again), (Ok(OrderId::new(7)), Ok(OrderId::new(7))));
-        let elsewhere = keys.once(SaleId::new(9), user, "k", Box::pin(async { Ok(OrderId::new(9)) })).await;
-        assert_eq!(elsewhere, Ok(OrderId::new(9)), "keys are per sale");
-    }
-}

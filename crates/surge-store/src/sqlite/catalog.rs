@@ -3,38 +3,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use surge_domain::catalog::{CatalogStore, NewProduct, Product, ProductName, ProductPage, ProductPatch, Sku, Stock};
+use surge_domain::catalog::{CatalogStore, NewProduct, Product, ProductName, ProductPage, ProductPatch, Stock};
 use surge_domain::{Cents, MerchantId, ProductId, StoreError};
 use time::OffsetDateTime;
 
-use super::{SqliteStore, from_unix_ms, store_error, unix_ms};
-
-const COLUMNS: &str = "id, merchant_id, sku, name, price_cents, stock, updated_at_ms";
-
-#[derive(sqlx::FromRow)]
-struct ProductRow {
-    id: i64,
-    merchant_id: i64,
-    sku: String,
-    name: String,
-    price_cents: i64,
-    stock: i64,
-    updated_at_ms: i64,
-}
-
-impl From<ProductRow> for Product {
-    fn from(row: ProductRow) -> Self {
-        Product {
-            id: ProductId::new(row.id),
-            merchant_id: MerchantId::new(row.merchant_id),
-            sku: Sku::from_trusted(row.sku),
-            name: ProductName::from_trusted(row.name),
-            price_cents: Cents::from_trusted(row.price_cents),
-            stock: Stock::from_trusted(row.stock),
-            updated_at: from_unix_ms(row.updated_at_ms),
-        }
-    }
-}
+use super::{SqliteStore, store_error};
+use crate::rows::{PRODUCT_COLUMNS as COLUMNS, ProductRow, one_page, unix_ms};
 
 #[async_trait]
 impl CatalogStore for SqliteStore {
@@ -134,10 +108,8 @@ impl CatalogStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        let mut items: Vec<Product> = rows.into_iter().map(Into::into).collect();
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
-        let next_after = if more { items.last().map(|p| p.id) } else { None };
+        let items: Vec<Product> = rows.into_iter().map(Into::into).collect();
+        let (items, next_after) = one_page(items, limit, |p| p.id);
         Ok(ProductPage { items, next_after })
     }
 

@@ -2,39 +2,11 @@
 
 use async_trait::async_trait;
 use surge_domain::flashsale::{FlashSale, SaleStore};
-use surge_domain::{Cents, MerchantId, ProductId, SaleId, StoreError};
+use surge_domain::{SaleId, StoreError};
 use time::OffsetDateTime;
 
-use super::{SqliteStore, from_unix_ms, store_error, unix_ms};
-
-const COLUMNS: &str = "id, product_id, merchant_id, stock, price_cents, starts_at_ms, ends_at_ms, per_user_limit";
-
-#[derive(sqlx::FromRow)]
-struct SaleRow {
-    id: i64,
-    product_id: i64,
-    merchant_id: i64,
-    stock: i64,
-    price_cents: i64,
-    starts_at_ms: i64,
-    ends_at_ms: i64,
-    per_user_limit: i64,
-}
-
-impl From<SaleRow> for FlashSale {
-    fn from(row: SaleRow) -> Self {
-        FlashSale {
-            id: SaleId::new(row.id),
-            product_id: ProductId::new(row.product_id),
-            merchant_id: MerchantId::new(row.merchant_id),
-            stock: row.stock,
-            price_cents: Cents::from_trusted(row.price_cents),
-            starts_at: from_unix_ms(row.starts_at_ms),
-            ends_at: from_unix_ms(row.ends_at_ms),
-            per_user_limit: u32::try_from(row.per_user_limit).unwrap_or(1),
-        }
-    }
-}
+use super::{SqliteStore, store_error};
+use crate::rows::{SALE_COLUMNS as COLUMNS, SaleRow, unix_ms};
 
 #[async_trait]
 impl SaleStore for SqliteStore {

@@ -3,55 +3,15 @@
 //! itself about how much of a sale is sold.
 
 use async_trait::async_trait;
-use std::collections::BTreeMap;
 
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use surge_domain::flashsale::OrderRequested;
 use surge_domain::order::{CreatedOrders, Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings};
-use surge_domain::{MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
+use surge_domain::{OrderId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
-use super::{SqliteStore, from_unix_ms, store_error, unix_ms};
-
-const COLUMNS: &str = "id, user_id, merchant_id, product_id, flash_sale_id, quantity, amount_cents, status, \
-                       pay_by_ms, created_at_ms, updated_at_ms";
-
-#[derive(sqlx::FromRow)]
-struct OrderRow {
-    id: i64,
-    user_id: i64,
-    merchant_id: i64,
-    product_id: i64,
-    flash_sale_id: Option<i64>,
-    quantity: i64,
-    amount_cents: i64,
-    status: String,
-    pay_by_ms: Option<i64>,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-}
-
-impl TryFrom<OrderRow> for Order {
-    type Error = StoreError;
-
-    fn try_from(row: OrderRow) -> Result<Self, StoreError> {
-        let status = OrderStatus::parse(&row.status)
-            .ok_or_else(|| StoreError::Unavailable(format!("order {} has unknown status {}", row.id, row.status)))?;
-        Ok(Order {
-            id: OrderId::new(row.id),
-            user_id: UserId::new(row.user_id),
-            merchant_id: MerchantId::new(row.merchant_id),
-            product_id: ProductId::new(row.product_id),
-            flash_sale_id: row.flash_sale_id.map(SaleId::new),
-            quantity: u32::try_from(row.quantity).unwrap_or(u32::MAX),
-            amount_cents: row.amount_cents,
-            status,
-            created_at: from_unix_ms(row.created_at_ms),
-            updated_at: from_unix_ms(row.updated_at_ms),
-            pay_by: row.pay_by_ms.map(from_unix_ms),
-        })
-    }
-}
+use super::{SqliteStore, store_error};
+use crate::rows::{CounterMoves, ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
 
 #[async_trait]
 impl OrderStore for SqliteStore {
@@ -98,10 +58,8 @@ impl OrderStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        let mut items = rows.into_iter().map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
-        let next_before = if more { items.last().map(|o| o.id) } else { None };
+        let items = rows.into_iter().map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
+        let (items, next_before) = one_page(items, limit, |o| o.id);
         Ok(OrderPage { items, next_before })
     }
 
@@ -180,10 +138,7 @@ impl OrderStore for SqliteStore {
                 .await
                 .map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
-        let per_user = buyers
-            .into_iter()
-            .map(|(user, bought)| (UserId::new(user), u32::try_from(bought).unwrap_or(u32::MAX)))
-            .collect();
+        let per_user = buyers.into_iter().map(holding).collect();
         Ok(SaleHoldings { sold: sold.unwrap_or(0), per_user })
     }
 }
@@ -231,14 +186,7 @@ async fn create_batch(
     let rejected = refused_by_key(&mut tx, requests, &created).await?;
 
     // Only orders written now move the counters (redelivery moves nothing).
-    let mut per_buyer: BTreeMap<(i64, i64), i64> = BTreeMap::new();
-    let mut per_sale: BTreeMap<i64, i64> = BTreeMap::new();
-    for order in &created {
-        if let Some(sale) = order.flash_sale_id {
-            *per_buyer.entry((sale.get(), order.user_id.get())).or_default() += i64::from(order.quantity);
-            *per_sale.entry(sale.get()).or_default() += i64::from(order.quantity);
-        }
-    }
+    let CounterMoves { per_buyer, per_sale } = CounterMoves::of(&created);
     let buyers: Vec<((i64, i64), i64)> = per_buyer.into_iter().collect();
     for chunk in buyers.chunks(ROWS_PER_STATEMENT) {
         let mut upsert = QueryBuilder::new("INSERT INTO sale_buyers (sale_id, user_id, bought) ");
@@ -426,94 +374,4 @@ async fn give_back(
         .await
         .map_err(store_error)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use surge_domain::Cents;
-    use surge_domain::catalog::{CatalogStore, NewProduct, ProductName, Sku, Stock};
-    use surge_domain::flashsale::{FlashSale, SaleStore};
-
-    async fn store_with_sale(stock: i64, per_user_limit: u32) -> (tempfile::TempDir, SqliteStore, FlashSale) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&super::super::SqliteConfig::in_dir(dir.path())).await.expect("open");
-        let new = NewProduct {
-            merchant_id: MerchantId::new(1),
-            sku: Sku::from_trusted("S".into()),
-            name: ProductName::from_trusted("N".into()),
-            price_cents: Cents::from_trusted(1),
-            stock: Stock::from_trusted(1),
-        };
-        CatalogStore::insert(&store, ProductId::new(1), &new, None, OffsetDateTime::now_utc()).await.expect("product");
-        let now = OffsetDateTime::now_utc();
-        let sale = FlashSale {
-            id: SaleId::new(10),
-            product_id: ProductId::new(1),
-            merchant_id: MerchantId::new(1),
-            stock,
-            price_cents: Cents::from_trusted(1),
-            starts_at: now,
-            ends_at: now + time::Duration::hours(1),
-            per_user_limit,
-        };
-        SaleStore::insert(&store, &sale).await.expect("sale");
-        (dir, store, sale)
-    }
-
-    fn request(id: i64, user: i64) -> OrderRequested {
-        crate::testing::order_requested(id, 10, user)
-    }
-
-    #[tokio::test]
-    async fn a_redelivered_batch_creates_nothing_twice() {
-        let (_dir, store, sale) = store_with_sale(5, 1).await;
-        let batch = [request(1, 1), request(2, 2)];
-        let pay_by = OffsetDateTime::now_utc();
-        assert_eq!(store.create_requested(&batch, pay_by).await.expect("first").created.len(), 2);
-        let again = store.create_requested(&batch, pay_by).await.expect("again");
-        assert_eq!(again, CreatedOrders::default(), "redelivery writes and refuses nothing");
-        let holdings = store.sale_holdings(sale.id).await.expect("holdings");
-        assert_eq!(holdings.sold, 2);
-    }
-
-    #[tokio::test]
-    async fn requests_past_a_bound_become_failed_orders_never_oversold_ones() {
-        let (_dir, store, sale) = store_with_sale(2, 1).await;
-        // The ledger would never let these through; the store holds anyway.
-        let batch = [request(1, 1), request(2, 1), request(3, 2), request(4, 3)];
-        let outcome = store.create_requested(&batch, OffsetDateTime::now_utc()).await.expect("create");
-        assert!(outcome.rejected.is_empty());
-        let created: Vec<i64> = outcome.created.iter().map(|o| o.id.get()).collect();
-        assert_eq!(created, vec![1, 3], "the second order of buyer 1 and the third unit fail");
-        for failed in [2, 4] {
-            let order = OrderStore::get(&store, OrderId::new(failed)).await.expect("get").expect("written");
-            assert_eq!(order.status, OrderStatus::Failed);
-        }
-        let holdings = store.sale_holdings(sale.id).await.expect("holdings");
-        assert_eq!(holdings.sold, 2);
-        assert_eq!(holdings.per_user.len(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_second_order_under_one_idempotency_key_is_refused_not_lost_silently() {
-        let (_dir, store, _sale) = store_with_sale(5, 2).await;
-        let keyed = |id| OrderRequested { idempotency_key: Some("k".into()), ..request(id, 1) };
-        let pay_by = OffsetDateTime::now_utc();
-        assert_eq!(store.create_requested(&[keyed(1)], pay_by).await.expect("first").created.len(), 1);
-        let outcome = store.create_requested(&[keyed(2), request(3, 2)], pay_by).await.expect("second");
-        assert_eq!(outcome.rejected.iter().map(|r| r.order_id.get()).collect::<Vec<_>>(), vec![2]);
-        assert_eq!(outcome.created.iter().map(|o| o.id.get()).collect::<Vec<_>>(), vec![3]);
-    }
-
-    #[tokio::test]
-    async fn a_buyer_row_never_starts_above_the_limit() {
-        let (_dir, store, sale) = store_with_sale(10, 2).await;
-        let greedy = OrderRequested { quantity: 3, amount_cents: 3, ..request(1, 1) };
-        let outcome = store.create_requested(&[greedy], OffsetDateTime::now_utc()).await.expect("create");
-        assert!(outcome.created.is_empty());
-        let order = OrderStore::get(&store, OrderId::new(1)).await.expect("get").expect("written");
-        assert_eq!(order.status, OrderStatus::Failed);
-        assert_eq!(store.sale_holdings(sale.id).await.expect("holdings"), SaleHoldings::default());
-    }
 }

@@ -1,0 +1,174 @@
+//! The backends a node runs on, chosen by configuration: the embedded mode
+//! (SQLite, in-process ledger and keys, the durable log) or the distributed
+//! mode (PostgreSQL, Redis or Redis Cluster, NATS JetStream), each port on
+//! its own. The rest of the app sees only the ports.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use surge_domain::StoreError;
+use surge_domain::catalog::CatalogStore;
+use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
+use surge_domain::order::{OrderStore, PendingOrders};
+use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
+use surge_store::ops::{ConfigStore, SwitchStore};
+use surge_store::postgres::{PgConfig, PgStore};
+use surge_store::queue::log::{LogQueue, LogQueueConfig};
+use surge_store::queue::nats::{NatsQueue, NatsQueueConfig};
+use surge_store::redis::{RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending};
+use surge_store::sqlite::{SqliteConfig, SqliteStore};
+
+use crate::config::Settings;
+
+/// Every port the contexts need, with what it takes to close them.
+pub struct Backend {
+    pub catalog: Arc<dyn CatalogStore>,
+    pub sales: Arc<dyn SaleStore>,
+    pub orders: Arc<dyn OrderStore>,
+    pub switches: Arc<dyn SwitchStore>,
+    pub config: Arc<dyn ConfigStore>,
+    pub ledger: Arc<dyn StockLedger>,
+    pub keys: Arc<dyn IntakeKeys>,
+    pub pending: Arc<dyn PendingOrders>,
+    pub queue: Arc<dyn OrderQueue>,
+    relational: Relational,
+    log: Option<Arc<LogQueue>>,
+}
+
+/// The ports one relational store implements.
+struct StorePorts {
+    catalog: Arc<dyn CatalogStore>,
+    sales: Arc<dyn SaleStore>,
+    orders: Arc<dyn OrderStore>,
+    switches: Arc<dyn SwitchStore>,
+    config: Arc<dyn ConfigStore>,
+}
+
+impl StorePorts {
+    fn of<S: CatalogStore + SaleStore + OrderStore + SwitchStore + ConfigStore>(store: Arc<S>) -> Self {
+        Self {
+            catalog: store.clone(),
+            sales: store.clone(),
+            orders: store.clone(),
+            switches: store.clone(),
+            config: store,
+        }
+    }
+}
+
+enum Relational {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Backend {
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        let relational = open_relational(settings).await?;
+        let StorePorts { catalog, sales, orders, switches, config } = match &relational {
+            Relational::Sqlite(store) => StorePorts::of(Arc::new(store.clone())),
+            Relational::Postgres(store) => StorePorts::of(Arc::new(store.clone())),
+        };
+
+        let redis = &settings.redis;
+        let (ledger, keys, pending): (Arc<dyn StockLedger>, Arc<dyn IntakeKeys>, Arc<dyn PendingOrders>) =
+            if redis.urls.is_empty() {
+                (
+                    Arc::new(MemoryLedger::default()),
+                    Arc::new(MemoryIntakeKeys::default()),
+                    Arc::new(MemoryPending::default()),
+                )
+            } else {
+                let config = RedisConfig {
+                    urls: redis.urls.clone(),
+                    cluster: redis.cluster,
+                    namespace: redis.namespace.clone(),
+                    response_timeout: redis.response_timeout,
+                    ..RedisConfig::default()
+                };
+                let conn = RedisConn::connect(&config).await.context("connecting to redis")?;
+                let claim_ttl = settings.http.request_budget;
+                (
+                    Arc::new(RedisLedger::new(conn.clone(), &redis.namespace)),
+                    Arc::new(RedisIntakeKeys::new(conn.clone(), &redis.namespace, claim_ttl, redis.key_ttl)),
+                    Arc::new(RedisPending::new(conn, &redis.namespace, settings.flash_sale.payment_timeout)),
+                )
+            };
+
+        let (queue, log): (Arc<dyn OrderQueue>, Option<Arc<LogQueue>>) = match &settings.queue.nats_url {
+            None => {
+                let config = LogQueueConfig { batch_max: settings.flash_sale.queue_batch, ..LogQueueConfig::default() };
+                let log = Arc::new(LogQueue::open(&settings.data_dir, config).await.context("opening the queue")?);
+                (log.clone(), Some(log))
+            }
+            Some(url) => {
+                let queue = &settings.queue;
+                let config = NatsQueueConfig {
+                    url: url.clone(),
+                    stream: queue.stream.clone(),
+                    consumer: queue.consumer.clone(),
+                    ack_wait: queue.ack_wait,
+                    publish_timeout: queue.publish_timeout,
+                };
+                (Arc::new(NatsQueue::open(&config).await.context("connecting to NATS JetStream")?), None)
+            }
+        };
+        Ok(Self { catalog, sales, orders, switches, config, ledger, keys, pending, queue, relational, log })
+    }
+
+    /// Is the queue shared with other nodes? Then it is not drained at start
+    /// or stop: the other nodes' consumers are at it too.
+    pub fn shared_queue(&self) -> bool {
+        self.log.is_none()
+    }
+
+    /// The largest id in any table that holds minted ids.
+    pub async fn max_id(&self) -> Result<i64, StoreError> {
+        match &self.relational {
+            Relational::Sqlite(store) => store.max_id().await,
+            Relational::Postgres(store) => store.max_id().await,
+        }
+    }
+
+    pub async fn close(&self) {
+        if let Some(log) = &self.log {
+            log.close().await;
+        }
+        match &self.relational {
+            Relational::Sqlite(store) => store.close().await,
+            Relational::Postgres(store) => store.close().await,
+        }
+    }
+}
+
+async fn open_relational(settings: &Settings) -> anyhow::Result<Relational> {
+    let store = &settings.store;
+    Ok(match &store.url {
+        None => Relational::Sqlite(open_sqlite(settings).await?),
+        Some(url) => {
+            let config = PgConfig {
+                url: url.expose().to_owned(),
+                max_connections: store.max_connections,
+                acquire_timeout: store.acquire_timeout,
+            };
+            Relational::Postgres(PgStore::open(&config).await.context("opening PostgreSQL")?)
+        }
+    })
+}
+
+pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    let config = SqliteConfig {
+        max_connections: settings.store.max_connections,
+        busy_timeout: settings.store.busy_timeout,
+        ..SqliteConfig::in_dir(&settings.data_dir)
+    };
+    SqliteStore::open(&config).await.with_context(|| format!("opening {}", config.path.display()))
+}
+
+/// Runs the migrations of whichever store the settings name (`surge migrate`).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    match open_relational(settings).await? {
+        Relational::Sqlite(store) => store.close().await,
+        Relational::Postgres(store) => store.close().await,
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Contract suites for the flash-sale flow's ports, run against every
+//! adapter: the in-process ledger, keys and pending view against their Redis
+//! twins (the Redis at 127.0.0.1:6379, or `SURGE_TEST_REDIS_URL`), and the
+//! embedded log against NATS JetStream (127.0.0.1:4222, or
+//! `SURGE_TEST_NATS_URL`). Each case gets its own key namespace or stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use surge_domain::flashsale::{Deduction, FlashSale, IntakeError, IntakeKeys, OrderQueue, StockLedger};
+use surge_domain::order::{PendingOrders, SaleHoldings};
+use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, UserId};
+use time::OffsetDateTime;
+
+use crate::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
+use crate::queue::log::{LogQueue, LogQueueConfig};
+use crate::queue::nats::{NatsQueue, NatsQueueConfig};
+use crate::redis::{RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending};
+use crate::testing::order_requested;
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", rand::random::<u64>())
+}
+
+pub(crate) async fn redis_conn() -> (RedisConn, String) {
+    let url = std::env::var("SURGE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let namespace = unique("surge-test-");
+    let config = RedisConfig { urls: vec![url], namespace: namespace.clone(), ..RedisConfig::default() };
+    (RedisConn::connect(&config).await.expect("redis is running"), namespace)
+}
+
+async fn ledgers() -> Vec<(&'static str, Arc<dyn StockLedger>)> {
+    let (conn, namespace) = redis_conn().await;
+    vec![("memory", Arc::new(MemoryLedger::default())), ("redis", Arc::new(RedisLedger::new(conn, &namespace)))]
+}
+
+async fn intake_keys() -> Vec<(&'static str, Arc<dyn IntakeKeys>)> {
+    let (conn, namespace) = redis_conn().await;
+    let redis = RedisIntakeKeys::new(conn, &namespace, Duration::from_secs(5), Duration::from_secs(60));
+    vec![("memory", Arc::new(MemoryIntakeKeys::default())), ("redis", Arc::new(redis))]
+}
+
+async fn pendings() -> Vec<(&'static str, Arc<dyn PendingOrders>)> {
+    let (conn, namespace) = redis_conn().await;
+    vec![
+        ("memory", Arc::new(MemoryPending::default())),
+        ("redis", Arc::new(RedisPending::new(conn, &namespace, Duration::from_secs(60)))),
+    ]
+}
+
+pub(crate) fn nats_config() -> NatsQueueConfig {
+    NatsQueueConfig {
+        url: std::env::var("SURGE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned()),
+        stream: unique("SURGE_TEST_"),
+        ack_wait: Duration::from_secs(1),
+        ..NatsQueueConfig::default()
+    }
+}
+
+fn sale(id: i64, stock: i64) -> FlashSale {
+    FlashSale {
+        id: SaleId::new(id),
+        product_id: ProductId::new(1),
+        merchant_id: MerchantId::new(1),
+        stock,
+        price_cents: Cents::from_trusted(1),
+        starts_at: OffsetDateTime::UNIX_EPOCH,
+        ends_at: OffsetDateTime::now_utc(),
+        per_user_limit: 2,
+    }
+}
+
+#[tokio::test]
+async fn ledger_deductions_stop_at_the_stock_and_at_each_buyers_limit() {
+    for (name, ledger) in ledgers().await {
+        ledger.load(&sale(1, 3), &SaleHoldings::default()).await.expect("load");
+        let (id, alice, bob) = (SaleId::new(1), UserId::new(1), UserId::new(2));
+        assert_eq!(ledger.try_deduct(id, alice, 2, 2).await, Ok(Deduction::Done { stock_left: 1 }), "{name}");
+        assert_eq!(ledger.try_deduct(id, alice, 1, 2).await, Ok(Deduction::LimitExceeded), "{name}");
+        assert_eq!(ledger.try_deduct(id, bob, 2, 2).await, Ok(Deduction::SoldOut), "{name}");
+        assert_eq!(ledger.try_deduct(id, bob, 1, 2).await, Ok(Deduction::Done { stock_left: 0 }), "{name}");
+        ledger.restore(id, alice, 2).await.expect("restore");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(2)), "{name}");
+        assert_eq!(ledger.try_deduct(id, alice, 2, 2).await, Ok(Deduction::Done { stock_left: 0 }), "{name}");
+        assert_eq!(ledger.try_deduct(SaleId::new(9), alice, 1, 2).await, Ok(Deduction::NotLoaded), "{name}");
+        assert_eq!(ledger.stock_left(SaleId::new(9)).await, Ok(None), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn ledger_loads_holdings_and_never_overwrites_counters_in_use() {
+    for (name, ledger) in ledgers().await {
+        let holdings = SaleHoldings { sold: 2, per_user: vec![(UserId::new(1), 2)] };
+        ledger.load(&sale(1, 3), &holdings).await.expect("load");
+        assert_eq!(ledger.stock_left(SaleId::new(1)).await, Ok(Some(1)), "{name}");
+        let limited = ledger.try_deduct(SaleId::new(1), UserId::new(1), 1, 2).await;
+        assert_eq!(limited, Ok(Deduction::LimitExceeded), "{name}");
+
+        ledger.load_if_absent(&sale(2, 3), &SaleHoldings::default()).await.expect("load");
+        let first = ledger.try_deduct(SaleId::new(2), UserId::new(1), 1, 2).await;
+        assert_eq!(first, Ok(Deduction::Done { stock_left: 2 }), "{name}");
+        ledger.load_if_absent(&sale(2, 3), &SaleHoldings::default()).await.expect("load again");
+        assert_eq!(ledger.stock_left(SaleId::new(2)).await, Ok(Some(2)), "{name}: counters in use were overwritten");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_deductions_never_oversell() {
+    for (name, ledger) in ledgers().await {
+        ledger.load(&sale(7, 50), &SaleHoldings::default()).await.expect("load");
+        let tasks: Vec<_> = (0..200)
+            .map(|user| {
+                let ledger = Arc::clone(&ledger);
+                tokio::spawn(async move { ledger.try_deduct(SaleId::new(7), UserId::new(user % 100), 1, 1).await })
+            })
+            .collect();
+        let mut done = 0;
+        for task in tasks {
+            if let Ok(Deduction::Done { .. }) = task.await.expect("task") {
+                done += 1;
+            }
+        }
+        assert_eq!(done, 50, "{name}: exactly the stock is sold");
+        assert_eq!(ledger.stock_left(SaleId::new(7)).await, Ok(Some(0)), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn intake_keys_run_one_intake_per_key_and_forget_failures() {
+    for (name, keys) in intake_keys().await {
+        let (sale, user) = (SaleId::new(1), UserId::new(2));
+        let failed = keys.once(sale, user, "k", Box::pin(async { Err(IntakeError::SoldOut) })).await;
+        assert_eq!(failed, Err(IntakeError::SoldOut), "{name}");
+        let first = keys.once(sale, user, "k", Box::pin(async { Ok(OrderId::new(7)) })).await;
+        let again = keys.once(sale, user, "k", Box::pin(async { Ok(OrderId::new(8)) })).await;
+        assert_eq!((first, again), (Ok(OrderId::new(7)), Ok(OrderId::new(7))), "{name}");
+        let elsewhere = keys.once(SaleId::new(9), user, "k", Box::pin(async { Ok(OrderId::new(9)) })).await;
+        assert_eq!(elsewhere, Ok(OrderId::new(9)), "{name}: keys are per sale");
+        let other_user = keys.once(sale, UserId::new(3), "k", Box::pin(async { Ok(OrderId::new(10)) })).await;
+        assert_eq!(other_user, Ok(OrderId::new(10)), "{name}: keys are per buyer");
+
+        keys.preload(sale, vec![(UserId::new(4), "pre".to_owned(), OrderId::new(11))]).await;
+        let preloaded = keys.once(sale, UserId::new(4), "pre", Box::pin(async { Ok(OrderId::new(12)) })).await;
+        assert_eq!(preloaded, Ok(OrderId::new(11)), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_repeats_of_one_key_wait_for_the_first() {
+    for (name, keys) in intake_keys().await {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..20)
+            .map(|n| {
+                let (keys, runs) = (Arc::clone(&keys), Arc::clone(&runs));
+                tokio::spawn(async move {
+                    let intake = Box::pin(async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(OrderId::new(100 + n))
+                    });
+                    keys.once(SaleId::new(5), UserId::new(5), "same", intake).await
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.expect("task").expect("intake"));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "{name}: one intake ran");
+        assert!(ids.iter().all(|id| *id == ids[0]), "{name}: every repeat got the first id: {ids:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_pending_view_holds_a_request_until_removed() {
+    for (name, pending) in pendings().await {
+        let request = order_requested(rand::random::<i64>().abs(), 1, 1);
+        assert_eq!(pending.get(request.order_id).await, Ok(None), "{name}");
+        pending.insert(&request).await.expect("insert");
+        assert_eq!(pending.get(request.order_id).await, Ok(Some(request.clone())), "{name}");
+        pending.remove(&[request.order_id, OrderId::new(1)]).await.expect("remove");
+        assert_eq!(pending.get(request.order_id).await, Ok(None), "{name}");
+    }
+}
+
+async fn queues() -> (Vec<(&'static str, Arc<dyn OrderQueue>)>, tempfile::TempDir, NatsQueueConfig) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = LogQueue::open(dir.path(), LogQueueConfig::default()).await.expect("open log");
+    let config = nats_config();
+    let nats = NatsQueue::open(&config).await.expect("nats is running");
+    (vec![("log", Arc::new(log)), ("nats", Arc::new(nats))], dir, config)
+}
+
+#[tokio::test]
+async fn the_queue_delivers_in_order_and_acknowledged_events_are_gone() {
+    let (queues, _dir, nats) = queues().await;
+    for (name, queue) in queues {
+        for id in 1..=5 {
+            queue.append(&order_requested(id, 1, id)).await.expect("append");
+        }
+        let first = queue.poll(3, Duration::from_millis(500)).await.expect("poll");
+        let ids: Vec<i64> = first.iter().map(|d| d.request.order_id.get()).collect();
+        assert_eq!(ids, vec![1, 2, 3], "{name}");
+        queue.ack(first[2].offset).await.expect("ack");
+        let rest = queue.poll(10, Duration::from_millis(500)).await.expect("poll");
+        let ids: Vec<i64> = rest.iter().map(|d| d.request.order_id.get()).collect();
+        assert_eq!(ids, vec![4, 5], "{name}");
+        queue.ack(rest[1].offset).await.expect("ack");
+        let empty = queue.poll(10, Duration::from_millis(100)).await.expect("poll");
+        assert!(empty.is_empty(), "{name}: {empty:?}");
+    }
+    drop_stream(&nats).await;
+}
+
+#[tokio::test]
+async fn an_unacknowledged_nats_event_is_delivered_again_to_another_consumer() {
+    let config = nats_config();
+    let event = order_requested(42, 1, 1);
+    {
+        let node_a = NatsQueue::open(&config).await.expect("open");
+        node_a.append(&event).await.expect("append");
+        // A retried publish of the same order is stored once.
+        node_a.append(&event).await.expect("append again");
+        let taken = node_a.poll(10, Duration::from_millis(500)).await.expect("poll");
+        assert_eq!(taken.len(), 1);
+        // node A dies without acknowledging.
+    }
+    let node_b = NatsQueue::open(&config).await.expect("open");
+    let again = node_b.poll(10, Duration::from_secs(3)).await.expect("poll");
+    assert_eq!(again.iter().map(|d| d.request.clone()).collect::<Vec<_>>(), vec![event]);
+    node_b.ack(again[0].offset).await.expect("ack");
+    drop_stream(&config).await;
+}
+
+/// Drops a test stream (best effort), so test runs leave nothing behind.
+async fn drop_stream(config: &NatsQueueConfig) {
+    if let Ok(client) = async_nats::connect(config.url.as_str()).await {
+        let _ = async_nats::jetstream::new(client).delete_stream(&config.stream).await;
+    }
+}

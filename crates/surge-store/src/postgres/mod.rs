@@ -1,0 +1,241 @@
+//! The shared store: one PostgreSQL that every node of a distributed
+//! deployment reads and writes, each node through its own bounded pool.
+//!
+//! Tables, columns and the meaning of every port method are the SQLite
+//! adapter's (`crate::rows` holds what the two share). What differs is that
+//! several nodes' consumers write the same sale at once, so:
+//! - every multi-statement write is one transaction, and every bound
+//!   (`sold <= stock`, `bought <= per_user_limit`) is both a condition on the
+//!   row-level update that moves it and a CHECK behind that;
+//! - a transaction locks rows in one order: orders by id, then buyer rows,
+//!   then sale rows (the cancel path in [`orders`] does the same);
+//! - should PostgreSQL still abort one as a deadlock or serialization failure,
+//!   it runs again from the start, a bounded number of times.
+
+mod catalog;
+mod flashsale;
+mod ops;
+mod orders;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use surge_domain::StoreError;
+
+#[derive(Clone)]
+pub struct PgConfig {
+    /// `postgres://user[:password]@host[:port]/database`.
+    pub url: String,
+    /// Connections this node keeps at most (PostgreSQL's `max_connections`
+    /// is shared by every node).
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection before the store counts
+    /// as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl PgConfig {
+    pub fn with_url(url: impl Into<String>) -> Self {
+        Self { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The URL may carry a password: it never reaches a log.
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &without_credentials(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// The PostgreSQL adapter; cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and runs pending migrations (sqlx holds an advisory lock
+    /// while migrating, so nodes starting together migrate once).
+    pub async fn open(config: &PgConfig) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect(&config.url)
+            .await
+            .map_err(unavailable)?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The largest id in any table that holds minted ids (0 when empty).
+    pub async fn max_id(&self) -> Result<i64, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(id) FROM (SELECT MAX(id) AS id FROM products UNION ALL SELECT MAX(id) FROM flash_sales \
+             UNION ALL SELECT MAX(id) FROM orders) AS minted",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(max.unwrap_or(0))
+    }
+}
+
+/// Maps a driver error into the port's error; unique violations are named by
+/// the constraint they hit (named in the migrations) so the domain can treat
+/// them as conflicts.
+fn store_error(error: sqlx::Error) -> StoreError {
+    if let Some(db) = error.as_database_error()
+        && db.is_unique_violation()
+    {
+        match db.constraint() {
+            Some("products_merchant_sku_key") => return StoreError::Duplicate("sku"),
+            Some("products_merchant_idempotency_key") => return StoreError::Duplicate("idempotency_key"),
+            _ => {}
+        }
+    }
+    unavailable(error)
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// Why a transaction stopped: the driver (which may be worth another
+/// attempt) or a row the domain can't read.
+enum TxError {
+    Driver(sqlx::Error),
+    Row(StoreError),
+}
+
+impl From<sqlx::Error> for TxError {
+    fn from(error: sqlx::Error) -> Self {
+        TxError::Driver(error)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(error: StoreError) -> Self {
+        TxError::Row(error)
+    }
+}
+
+impl TxError {
+    /// Did PostgreSQL abort the transaction to break a deadlock (40P01) or a
+    /// serialization conflict (40001)? Then running it again can succeed.
+    fn is_conflict(&self) -> bool {
+        let TxError::Driver(error) = self else {
+            return false;
+        };
+        error.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "40P01" || code == "40001")
+    }
+
+    fn into_store_error(self) -> StoreError {
+        match self {
+            TxError::Driver(error) => store_error(error),
+            TxError::Row(error) => error,
+        }
+    }
+}
+
+/// Attempts at one transaction, the first included.
+const TX_ATTEMPTS_MAX: u32 = 5;
+/// The wait before another attempt grows by this much each time, plus up to
+/// as much again at random so that the two parties of a deadlock part ways.
+const TX_BACKOFF_STEP: Duration = Duration::from_millis(5);
+
+/// Runs `transaction` (which begins and commits its own transaction, so a
+/// failed attempt has written nothing) until it succeeds, fails for another
+/// reason than a conflict, or has been tried [`TX_ATTEMPTS_MAX`] times.
+async fn with_conflict_retry<T, F, Fut>(what: &'static str, mut transaction: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TxError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match transaction().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_conflict() && attempt < TX_ATTEMPTS_MAX => {
+                let step = TX_BACKOFF_STEP * attempt;
+                let jitter = rand::random_range(0..=step.as_micros() as u64);
+                tracing::warn!(transaction = what, attempt, "transaction aborted by a conflict; running it again");
+                tokio::time::sleep(step + Duration::from_micros(jitter)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into_store_error()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    /// Fails the statement with this SQLSTATE, as PostgreSQL would.
+    async fn fail_with(pool: &PgPool, code: &str) -> Result<(), TxError> {
+        let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'as asked' USING ERRCODE = '{code}'; END $$");
+        sqlx::query(&sql).execute(pool).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_transaction_aborted_by_a_conflict_runs_again_a_bounded_number_of_times() {
+        let db = TestDatabase::create().await;
+        let store = PgStore::open(&db.config()).await.expect("open");
+        let attempts = AtomicU32::new(0);
+        let fails_twice = || async {
+            let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            let code = if attempt % 2 == 1 { "40P01" } else { "40001" };
+            if attempt < 3 {
+                fail_with(&store.pool, code).await?;
+            }
+            Ok(attempt)
+        };
+        assert_eq!(with_conflict_retry("test", fails_twice).await, Ok(3), "a deadlock, then a serialization failure");
+
+        attempts.store(0, Ordering::SeqCst);
+        let always = || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            fail_with(&store.pool, "40P01").await
+        };
+        assert!(matches!(with_conflict_retry("test", always).await, Err(StoreError::Unavailable(_))));
+        assert_eq!(attempts.load(Ordering::SeqCst), TX_ATTEMPTS_MAX);
+
+        attempts.store(0, Ordering::SeqCst);
+        let other_failure = || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            fail_with(&store.pool, "23514").await
+        };
+        assert!(matches!(with_conflict_retry("test", other_failure).await, Err(StoreError::Unavailable(_))));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "only conflicts are worth another attempt");
+        store.close().await;
+    }
+
+    #[test]
+    fn a_config_never_shows_the_password_it_holds() {
+        let config = PgConfig::with_url("postgres://surge:secret@db:5432/surge");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("@db:5432/surge"), "{shown}");
+    }
+}

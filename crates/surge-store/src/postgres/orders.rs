@@ -1,0 +1,421 @@
+//! `OrderStore` on PostgreSQL. Writing an order and moving its sale's sold
+//! counters happen in one transaction, so the store never disagrees with
+//! itself about how much of a sale is sold, whichever nodes write at once.
+//!
+//! Two consumers may write overlapping batches (a redelivery racing the
+//! first delivery): `INSERT ... ON CONFLICT DO NOTHING` makes the second wait
+//! for the first's order rows and then skip them, and each counter moves by
+//! one conditional row update, re-checked by PostgreSQL on the row's newest
+//! version, so only the orders a transaction really wrote move counters and
+//! no interleaving passes a bound.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
+use surge_domain::flashsale::OrderRequested;
+use surge_domain::order::{CreatedOrders, Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings};
+use surge_domain::{OrderId, SaleId, StoreError, UserId};
+use time::OffsetDateTime;
+
+use super::{PgStore, TxError, store_error, with_conflict_retry};
+use crate::rows::{CounterMoves, ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
+
+#[async_trait]
+impl OrderStore for PgStore {
+    async fn create_requested(
+        &self,
+        requests: &[OrderRequested],
+        pay_by: OffsetDateTime,
+    ) -> Result<CreatedOrders, StoreError> {
+        with_conflict_retry("create_requested", || create_all(&self.pool, requests, pay_by)).await
+    }
+
+    async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1");
+        let row: Option<OrderRow> =
+            sqlx::query_as(&sql).bind(id.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
+        row.map(Order::try_from).transpose()
+    }
+
+    async fn list(&self, scope: OrderScope, before: Option<OrderId>, limit: u32) -> Result<OrderPage, StoreError> {
+        let (filter, owner) = match scope {
+            OrderScope::Customer(user) => ("user_id = $1", user.get()),
+            OrderScope::Merchant(merchant) => ("merchant_id = $1", merchant.get()),
+            OrderScope::All => ("$1 = $1", 0),
+        };
+        let sql = format!("SELECT {COLUMNS} FROM orders WHERE {filter} AND id < $2 ORDER BY id DESC LIMIT $3");
+        let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+            .bind(owner)
+            .bind(before.map_or(i64::MAX, OrderId::get))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let items = rows.into_iter().map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
+        let (items, next_before) = one_page(items, limit, |o| o.id);
+        Ok(OrderPage { items, next_before })
+    }
+
+    async fn transition(
+        &self,
+        id: OrderId,
+        from: OrderStatus,
+        to: OrderStatus,
+        now: OffsetDateTime,
+    ) -> Result<Option<Order>, StoreError> {
+        with_conflict_retry("transition", || transition_once(&self.pool, id, from, to, now)).await
+    }
+
+    async fn unpaid_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM orders WHERE status = 'CREATED' AND pay_by_ms <= $1 ORDER BY pay_by_ms LIMIT $2"
+        );
+        let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+            .bind(unix_ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.into_iter().map(Order::try_from).collect()
+    }
+
+    async fn keyed_orders(&self, sale: SaleId) -> Result<Vec<(UserId, String, OrderId)>, StoreError> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT user_id, idempotency_key, id FROM orders \
+             WHERE flash_sale_id = $1 AND idempotency_key IS NOT NULL",
+        )
+        .bind(sale.get())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(|(user, key, id)| (UserId::new(user), key, OrderId::new(id))).collect())
+    }
+
+    /// One statement, so one snapshot: the total and the per-buyer counts
+    /// agree even while other nodes write.
+    async fn sale_holdings(&self, sale: SaleId) -> Result<SaleHoldings, StoreError> {
+        let rows: Vec<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT s.sold, b.user_id, b.bought FROM flash_sales s \
+             LEFT JOIN sale_buyers b ON b.sale_id = s.id AND b.bought > 0 \
+             WHERE s.id = $1 ORDER BY b.user_id",
+        )
+        .bind(sale.get())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let sold = rows.first().map_or(0, |(sold, _, _)| *sold);
+        let per_user = rows.into_iter().filter_map(|(_, user, bought)| Some(holding((user?, bought?)))).collect();
+        Ok(SaleHoldings { sold, per_user })
+    }
+}
+
+/// One attempt at a whole `create_requested`, in one transaction: write the
+/// new orders, then move the counters for all of them in a few statements,
+/// or, when a bound would break, order by order (see [`move_one_by_one`]).
+async fn create_all(
+    pool: &PgPool,
+    requests: &[OrderRequested],
+    pay_by: OffsetDateTime,
+) -> Result<CreatedOrders, TxError> {
+    let mut tx = pool.begin().await?;
+    let rows = insert_orders(&mut tx, requests, pay_by).await?;
+    let written = in_request_order(rows.into_iter().map(Order::try_from).collect::<Result<_, _>>()?, requests);
+    let rejected = refused_by_key(&mut tx, requests, &written).await?;
+    // Only orders written now move the counters (redelivery moves nothing).
+    let created = if moved_all(&mut tx, &written).await? { written } else { move_one_by_one(&mut tx, written).await? };
+    tx.commit().await?;
+    Ok(CreatedOrders { created, rejected })
+}
+
+/// Inserts the batch as `CREATED` orders in ascending id order (so that two
+/// overlapping batches lock their common rows in the same order), skipping
+/// any whose id or (sale, buyer, key) is taken; returns the rows written.
+///
+/// Within the batch the first request with an id or a (sale, buyer, key)
+/// wins, as it does when the requests are written in the order they came:
+/// later ones are not even offered, and [`refused_by_key`] sorts them out.
+async fn insert_orders(
+    tx: &mut Transaction<'static, Postgres>,
+    requests: &[OrderRequested],
+    pay_by: OffsetDateTime,
+) -> Result<Vec<OrderRow>, sqlx::Error> {
+    let mut seen_ids = HashSet::new();
+    let mut seen_keys = HashSet::new();
+    let mut offered: Vec<&OrderRequested> = requests
+        .iter()
+        .filter(|r| seen_ids.insert(r.order_id))
+        .filter(|r| r.idempotency_key.as_deref().is_none_or(|key| seen_keys.insert((r.sale_id, r.user_id, key))))
+        .collect();
+    offered.sort_by_key(|r| r.order_id);
+    let column = |get: fn(&OrderRequested) -> i64| offered.iter().map(|r| get(r)).collect::<Vec<i64>>();
+    let keys: Vec<Option<&str>> = offered.iter().map(|r| r.idempotency_key.as_deref()).collect();
+    let sql = format!(
+        "INSERT INTO orders (id, user_id, merchant_id, product_id, flash_sale_id, quantity, amount_cents, status, \
+         idempotency_key, pay_by_ms, created_at_ms, updated_at_ms) \
+         SELECT r.id, r.user_id, r.merchant_id, r.product_id, r.sale_id, r.quantity, r.amount_cents, 'CREATED', \
+         r.idempotency_key, $9, $10, $10 \
+         FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], \
+         $8::text[]) WITH ORDINALITY AS r(id, user_id, merchant_id, product_id, sale_id, quantity, amount_cents, \
+         idempotency_key, position) \
+         ORDER BY r.position \
+         ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(column(|r| r.order_id.get()))
+        .bind(column(|r| r.user_id.get()))
+        .bind(column(|r| r.merchant_id.get()))
+        .bind(column(|r| r.product_id.get()))
+        .bind(column(|r| r.sale_id.get()))
+        .bind(column(|r| i64::from(r.quantity)))
+        .bind(column(|r| r.amount_cents))
+        .bind(keys)
+        .bind(unix_ms(pay_by))
+        .bind(unix_ms(OffsetDateTime::now_utc()))
+        .fetch_all(&mut **tx)
+        .await
+}
+
+/// Orders as their requests came (the order the SQLite adapter reports
+/// them in), not in the id order they were written in.
+fn in_request_order(mut written: Vec<Order>, requests: &[OrderRequested]) -> Vec<Order> {
+    let position: HashMap<OrderId, usize> =
+        requests.iter().enumerate().rev().map(|(at, request)| (request.order_id, at)).collect();
+    written.sort_by_key(|order| position.get(&order.id).copied().unwrap_or(usize::MAX));
+    written
+}
+
+/// Requests neither written now nor already present by id: another order
+/// holds their (sale, buyer, idempotency key).
+async fn refused_by_key(
+    tx: &mut Transaction<'static, Postgres>,
+    requests: &[OrderRequested],
+    written: &[Order],
+) -> Result<Vec<OrderRequested>, sqlx::Error> {
+    let written: HashSet<OrderId> = written.iter().map(|o| o.id).collect();
+    let skipped: Vec<&OrderRequested> = requests.iter().filter(|r| !written.contains(&r.order_id)).collect();
+    if skipped.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = skipped.iter().map(|r| r.order_id.get()).collect();
+    let existing: HashSet<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(skipped.into_iter().filter(|r| !existing.contains(&r.order_id.get())).cloned().collect())
+}
+
+/// The fast path: every written order's units onto its buyer and its sale
+/// in two statements per sale at most, inside a savepoint. `false`, with
+/// nothing moved, when a sale or buyer bound would break.
+async fn moved_all(tx: &mut Transaction<'static, Postgres>, written: &[Order]) -> Result<bool, sqlx::Error> {
+    let moves = CounterMoves::of(written);
+    let mut savepoint = tx.begin().await?;
+    if add_to_buyers(&mut savepoint, &moves).await? && add_to_sales(&mut savepoint, &moves).await? {
+        savepoint.commit().await?;
+        return Ok(true);
+    }
+    savepoint.rollback().await?;
+    Ok(false)
+}
+
+/// Adds the batch's units to its buyers' rows, in key order; `false` when
+/// some buyer would pass the sale's per-user limit.
+async fn add_to_buyers(conn: &mut PgConnection, moves: &CounterMoves) -> Result<bool, sqlx::Error> {
+    if moves.per_buyer.is_empty() {
+        return Ok(true);
+    }
+    let (sales, users): (Vec<i64>, Vec<i64>) = moves.per_buyer.keys().copied().unzip();
+    let units: Vec<i64> = moves.per_buyer.values().copied().collect();
+    // A new row takes no more than the limit; an existing one grows only
+    // while it stays within it.
+    let moved = sqlx::query(
+        "INSERT INTO sale_buyers (sale_id, user_id, bought, per_user_limit) \
+         SELECT b.sale_id, b.user_id, b.bought, s.per_user_limit \
+         FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS b(sale_id, user_id, bought) \
+         JOIN flash_sales s ON s.id = b.sale_id \
+         WHERE b.bought <= s.per_user_limit \
+         ORDER BY b.sale_id, b.user_id \
+         ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sale_buyers.bought + excluded.bought \
+         WHERE sale_buyers.bought + excluded.bought <= sale_buyers.per_user_limit",
+    )
+    .bind(sales)
+    .bind(users)
+    .bind(units)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(moved == moves.per_buyer.len() as u64)
+}
+
+/// Adds the batch's units to its sales' sold counts, in id order; `false`
+/// when some sale would oversell.
+async fn add_to_sales(conn: &mut PgConnection, moves: &CounterMoves) -> Result<bool, sqlx::Error> {
+    for (sale, quantity) in &moves.per_sale {
+        if !add_to_sale(conn, *sale, *quantity).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn add_to_sale(conn: &mut PgConnection, sale: i64, quantity: i64) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock")
+        .bind(quantity)
+        .bind(sale)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(moved == 1)
+}
+
+/// A bound would break somewhere in the batch: move the counters order by
+/// order, in the order the requests came, so the same orders fail as when
+/// the SQLite adapter writes them one by one. The sale's `sold` and the
+/// buyer's `bought` move only within their bounds; an order that would break
+/// either (which the ledger should have made impossible) is written `FAILED`
+/// rather than overselling, and logged. Returns the orders left `CREATED`.
+///
+/// Every buyer row is locked first, in key order, and the sale row only
+/// after: the order in which the fast path and the cancel path take them.
+async fn move_one_by_one(
+    tx: &mut Transaction<'static, Postgres>,
+    written: Vec<Order>,
+) -> Result<Vec<Order>, sqlx::Error> {
+    lock_buyers(tx, &CounterMoves::of(&written)).await?;
+    let mut created = Vec::with_capacity(written.len());
+    for order in written {
+        let Some(sale) = order.flash_sale_id else {
+            created.push(order);
+            continue;
+        };
+        let quantity = i64::from(order.quantity);
+        let bought = add_to_buyer(tx, sale, order.user_id, quantity).await?;
+        let sold = bought && add_to_sale(tx, sale.get(), quantity).await?;
+        if sold {
+            created.push(order);
+            continue;
+        }
+        tracing::error!(order_id = %order.id, sale_id = %sale, bought, sold,
+            "order would break a sale bound; writing it as FAILED");
+        if bought {
+            take_from_buyer(tx, sale, order.user_id, quantity).await?;
+        }
+        sqlx::query("UPDATE orders SET status = 'FAILED', pay_by_ms = NULL WHERE id = $1")
+            .bind(order.id.get())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(created)
+}
+
+/// Makes sure every buyer row of the batch exists and holds its lock, in
+/// key order (a new row starts at nothing bought, as if its buyer had
+/// cancelled everything).
+async fn lock_buyers(tx: &mut Transaction<'static, Postgres>, moves: &CounterMoves) -> Result<(), sqlx::Error> {
+    let (sales, users): (Vec<i64>, Vec<i64>) = moves.per_buyer.keys().copied().unzip();
+    sqlx::query(
+        "INSERT INTO sale_buyers (sale_id, user_id, bought, per_user_limit) \
+         SELECT b.sale_id, b.user_id, 0, s.per_user_limit \
+         FROM UNNEST($1::int8[], $2::int8[]) AS b(sale_id, user_id) \
+         JOIN flash_sales s ON s.id = b.sale_id \
+         ORDER BY b.sale_id, b.user_id \
+         ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sale_buyers.bought",
+    )
+    .bind(sales)
+    .bind(users)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds units to a buyer's (locked, existing) row if it stays within the
+/// sale's per-user limit.
+async fn add_to_buyer(
+    tx: &mut Transaction<'static, Postgres>,
+    sale: SaleId,
+    user: UserId,
+    quantity: i64,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE sale_buyers SET bought = bought + $1 \
+         WHERE sale_id = $2 AND user_id = $3 AND bought + $1 <= per_user_limit",
+    )
+    .bind(quantity)
+    .bind(sale.get())
+    .bind(user.get())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+async fn take_from_buyer(
+    tx: &mut Transaction<'static, Postgres>,
+    sale: SaleId,
+    user: UserId,
+    quantity: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sale_buyers SET bought = bought - $1 WHERE sale_id = $2 AND user_id = $3")
+        .bind(quantity)
+        .bind(sale.get())
+        .bind(user.get())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// One attempt at a transition: the order row first, then (when the new
+/// state holds no stock) its buyer's row and its sale's row, the order in
+/// which `create_requested` locks them.
+async fn transition_once(
+    pool: &PgPool,
+    id: OrderId,
+    from: OrderStatus,
+    to: OrderStatus,
+    now: OffsetDateTime,
+) -> Result<Option<Order>, TxError> {
+    let mut tx = pool.begin().await?;
+    let sql = format!(
+        "UPDATE orders SET status = $1, updated_at_ms = $2, \
+         pay_by_ms = CASE WHEN $1 = 'CREATED' THEN pay_by_ms ELSE NULL END \
+         WHERE id = $3 AND status = $4 RETURNING {COLUMNS}"
+    );
+    let row: Option<OrderRow> = sqlx::query_as(&sql)
+        .bind(to.as_str())
+        .bind(unix_ms(now))
+        .bind(id.get())
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(order) = row.map(Order::try_from).transpose()? else {
+        return Ok(None);
+    };
+    if from.holds_stock()
+        && !to.holds_stock()
+        && let Some(sale) = order.flash_sale_id
+    {
+        give_back(&mut tx, sale, order.user_id, order.quantity).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(order))
+}
+
+/// A cancelled order's units go back to its buyer and its sale, buyer row
+/// first, sale row second, as `create_requested` takes them.
+async fn give_back(
+    tx: &mut Transaction<'static, Postgres>,
+    sale: SaleId,
+    user: UserId,
+    quantity: u32,
+) -> Result<(), sqlx::Error> {
+    take_from_buyer(tx, sale, user, i64::from(quantity)).await?;
+    sqlx::query("UPDATE flash_sales SET sold = sold - $1 WHERE id = $2")
+        .bind(i64::from(quantity))
+        .bind(sale.get())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The queue on NATS JetStream: a file-backed stream of order requests and
+//! one durable pull consumer that every node's order consumer shares, so a
+//! request is worked on by one node at a time and redelivered to any node
+//! when it is not acknowledged within `ack_wait` (a node that dies loses
+//! nothing it had fetched).
+//!
+//! Appends carry the order id as `Nats-Msg-Id`, so a publish retried within
+//! the stream's duplicate window is stored once (an idempotent producer).
+//! `append` returns after JetStream's publish ack: the event is in the
+//! stream. How soon that reaches disk is the server's setting
+//! (`sync_interval`; a replicated stream survives the loss of a server).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::{self, AckKind, Message};
+use async_trait::async_trait;
+use futures::StreamExt;
+use surge_domain::StoreError;
+use surge_domain::flashsale::{Delivery, OrderQueue, OrderRequested};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsQueueConfig {
+    pub url: String,
+    /// Stream name; its one subject is `<stream>.requested`.
+    pub stream: String,
+    /// Durable consumer shared by every node.
+    pub consumer: String,
+    /// A fetched request not acknowledged within this is delivered again.
+    pub ack_wait: Duration,
+    /// How long a publish waits for JetStream's ack.
+    pub publish_timeout: Duration,
+}
+
+impl Default for NatsQueueConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "SURGE_ORDERS".to_owned(),
+            consumer: "orders".to_owned(),
+            ack_wait: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct NatsQueue {
+    context: jetstream::Context,
+    consumer: PullConsumer,
+    subject: String,
+    /// Fetched and not yet acknowledged, by stream sequence.
+    unacked: Mutex<BTreeMap<u64, Message>>,
+}
+
+impl NatsQueue {
+    /// Connects and creates the stream and the consumer if missing.
+    pub async fn open(config: &NatsQueueConfig) -> Result<Self, StoreError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(config.publish_timeout)
+            .connect(config.url.as_str())
+            .await
+            .map_err(unavailable)?;
+        let context = jetstream::ContextBuilder::new().timeout(config.publish_timeout).build(client);
+        let subject = format!("{}.requested", config.stream);
+        let stream = context
+            .get_or_create_stream(stream::Config {
+                name: config.stream.clone(),
+                subjects: vec![subject.clone()],
+                storage: StorageType::File,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let consumer = stream
+            .get_or_create_consumer(
+                &config.consumer,
+                pull::Config {
+                    durable_name: Some(config.consumer.clone()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: config.ack_wait,
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { context, consumer, subject, unacked: Mutex::default() })
+    }
+
+    fn take(&self, messages: Vec<Message>) -> Vec<Delivery> {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        let mut unacked = self.unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for message in messages {
+            let Ok(offset) = message.info().map(|info| info.stream_sequence) else {
+                continue;
+            };
+            match serde_json::from_slice::<OrderRequested>(&message.payload) {
+                Ok(request) => {
+                    unacked.insert(offset, message);
+                    deliveries.push(Delivery { offset, request });
+                }
+                Err(error) => {
+                    // A poison event must not block the queue: drop it for good.
+                    tracing::error!(offset, %error, "unreadable order request; terminated");
+                    tokio::spawn(async move { message.ack_with(AckKind::Term).await });
+                }
+            }
+        }
+        deliveries.sort_by_key(|delivery| delivery.offset);
+        deliveries
+    }
+
+    async fn fetch(&self, max: usize, wait: Option<Duration>) -> Result<Vec<Message>, StoreError> {
+        let mut messages = match wait {
+            None => self.consumer.fetch().max_messages(max).messages().await.map_err(unavailable)?.boxed(),
+            Some(wait) => {
+                self.consumer.batch().max_messages(max).expires(wait).messages().await.map_err(unavailable)?.boxed()
+            }
+        };
+        let mut fetched = Vec::new();
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(message) => fetched.push(message),
+                Err(error) => {
+                    if fetched.is_empty() {
+                        return Err(unavailable(error));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(fetched)
+    }
+}
+
+#[async_trait]
+impl OrderQueue for NatsQueue {
+    async fn append(&self, request: &OrderRequested) -> Result<(), StoreError> {
+        let payload = serde_json::to_vec(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let message = PublishMessage::build().payload(payload.into()).message_id(request.order_id.get().to_string());
+        let ack = self.context.send_publish(self.subject.clone(), message).await.map_err(unavailable)?;
+        ack.await.map(drop).map_err(unavailable)
+    }
+
+    async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {
+        let max = max.max(1);
+        let mut messages = self.fetch(max, None).await?;
+        if messages.is_empty() && !wait.is_zero() {
+            // Wait for the first one, then take what else is there.
+            messages = self.fetch(1, Some(wait.max(Duration::from_millis(10)))).await?;
+            if !messages.is_empty() && max > 1 {
+                messages.extend(self.fetch(max - 1, None).await?);
+            }
+        }
+        Ok(self.take(messages))
+    }
+
+    async fn ack(&self, offset: u64) -> Result<(), StoreError> {
+        let done: Vec<Message> = {
+            let mut unacked = self.unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let rest = unacked.split_off(&(offset + 1));
+            std::mem::replace(&mut *unacked, rest).into_values().collect()
+        };
+        for message in done {
+            // A lost ack means a redelivery, which the consumer absorbs.
+            message.ack().await.map_err(|e| StoreError::Unavailable(format!("nats ack: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("nats: {error}"))
+}

@@ -1,0 +1,124 @@
+//! Intake idempotency shared by every node: one Redis key per
+//! (sale, buyer, key). The first request claims it with `SET NX` as
+//! "pending" for `claim_ttl`; when its intake succeeds the key holds the
+//! order id (for `ttl`), when it fails the claim is deleted so the next try
+//! runs its own intake. A repeat that finds a claim waits for the first
+//! request's outcome, on any node.
+//!
+//! A node that dies between its append and writing the id leaves a claim
+//! that expires after `claim_ttl`; a repeat after that runs a new intake,
+//! and the order store's unique (sale, buyer, key) refuses the second order
+//! and returns its stock (the consumer's backstop).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use surge_domain::flashsale::{IntakeError, IntakeFuture, IntakeKeys};
+use surge_domain::{OrderId, SaleId, StoreError, UserId};
+
+use super::{RedisConn, sale_key, unavailable};
+
+const PENDING: &str = "pending";
+/// How often a waiting repeat looks again.
+const WAIT_STEP: Duration = Duration::from_millis(10);
+
+pub struct RedisIntakeKeys {
+    conn: RedisConn,
+    namespace: String,
+    /// How long a claim lives without an outcome.
+    claim_ttl: Duration,
+    /// How long an outcome is remembered.
+    ttl: Duration,
+}
+
+impl RedisIntakeKeys {
+    pub fn new(conn: RedisConn, namespace: &str, claim_ttl: Duration, ttl: Duration) -> Self {
+        Self { conn, namespace: namespace.to_owned(), claim_ttl, ttl }
+    }
+
+    fn key(&self, sale: SaleId, user: UserId, key: &str) -> String {
+        sale_key(&self.namespace, sale, &format!("key:{}:{key}", user.get()))
+    }
+
+    /// Claims the key, or returns what it holds: `None` when claimed.
+    async fn claim(&self, redis_key: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        // SET NX GET: the old value, or nil when this call set it.
+        redis::cmd("SET")
+            .arg(redis_key)
+            .arg(PENDING)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(self.claim_ttl.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl IntakeKeys for RedisIntakeKeys {
+    async fn once<'a>(
+        &'a self,
+        sale: SaleId,
+        user: UserId,
+        key: &'a str,
+        intake: IntakeFuture<'a>,
+    ) -> Result<OrderId, IntakeError> {
+        let redis_key = self.key(sale, user, key);
+        let waited_until = tokio::time::Instant::now() + self.claim_ttl;
+        loop {
+            match self.claim(&redis_key).await? {
+                None => break,
+                Some(held) if held == PENDING => {
+                    if tokio::time::Instant::now() >= waited_until {
+                        return Err(StoreError::Unavailable("an earlier request with this key is stuck".into()).into());
+                    }
+                    tokio::time::sleep(WAIT_STEP).await;
+                }
+                Some(held) => {
+                    let id = held.parse().map_err(|_| StoreError::Unavailable(format!("bad intake key {held}")))?;
+                    return Ok(OrderId::new(id));
+                }
+            }
+        }
+        let outcome = intake.await;
+        let mut conn = self.conn.clone();
+        let written: Result<(), _> = match &outcome {
+            Ok(id) => {
+                redis::cmd("SET")
+                    .arg(&redis_key)
+                    .arg(id.get())
+                    .arg("PX")
+                    .arg(self.ttl.as_millis() as u64)
+                    .query_async(&mut conn)
+                    .await
+            }
+            Err(_) => redis::cmd("DEL").arg(&redis_key).query_async(&mut conn).await,
+        };
+        if let Err(error) = written {
+            // The claim expires on its own; the order (if any) is durable.
+            tracing::warn!(%error, "could not record an intake key's outcome");
+        }
+        outcome
+    }
+
+    async fn preload(&self, sale: SaleId, keyed: Vec<(UserId, String, OrderId)>) {
+        let mut conn = self.conn.clone();
+        for chunk in keyed.chunks(500) {
+            let mut pipe = redis::pipe();
+            for (user, key, order) in chunk {
+                pipe.cmd("SET")
+                    .arg(self.key(sale, *user, key))
+                    .arg(order.get())
+                    .arg("PX")
+                    .arg(self.ttl.as_millis() as u64)
+                    .ignore();
+            }
+            if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+                tracing::warn!(%error, sale = sale.get(), "could not preload intake keys");
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The Redis adapters of the distributed mode: the stock ledger (one Lua
+//! script checks and deducts), intake idempotency keys with a TTL, and the
+//! pending-order view, shared by every node.
+//!
+//! One [`RedisConn`] reaches either a standalone Redis (a reconnecting
+//! `ConnectionManager`) or a Redis Cluster (`cluster-async`, which follows
+//! MOVED/ASK and fails over to promoted replicas). Every key of one sale
+//! carries the hash tag `{s:<sale>}`, so a script that touches a sale's stock
+//! and buyers runs in one slot.
+
+mod keys;
+mod ledger;
+mod pending;
+
+pub use keys::RedisIntakeKeys;
+pub use ledger::RedisLedger;
+pub use pending::RedisPending;
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+use surge_domain::{SaleId, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// One `redis://` URL for a standalone server; for a cluster, any of its
+    /// nodes (the rest are discovered).
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    /// Prefix of every key, so several deployments (or tests) can share one
+    /// server.
+    pub namespace: String,
+    /// Longest wait for one command; a Redis that hangs fails the call
+    /// instead of holding intake.
+    pub response_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["redis://127.0.0.1:6379".to_owned()],
+            cluster: false,
+            namespace: "surge".to_owned(),
+            response_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A shared, cheap-to-clone connection to a standalone Redis or a cluster.
+#[derive(Clone)]
+pub enum RedisConn {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    pub async fn connect(config: &RedisConfig) -> Result<Self, StoreError> {
+        if config.urls.is_empty() {
+            return Err(StoreError::Unavailable("no redis url configured".to_owned()));
+        }
+        if config.cluster {
+            let client = ClusterClient::builder(config.urls.clone())
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                .retries(6)
+                .build()
+                .map_err(unavailable)?;
+            Ok(Self::Cluster(client.get_async_connection().await.map_err(unavailable)?))
+        } else {
+            let client = redis::Client::open(config.urls[0].as_str()).map_err(unavailable)?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.response_timeout))
+                .set_number_of_retries(3);
+            Ok(Self::Standalone(ConnectionManager::new_with_config(client, manager_config).await.map_err(unavailable)?))
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(unavailable)
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The key of one of a sale's structures; the hash tag keeps a sale's keys
+/// in one cluster slot.
+fn sale_key(namespace: &str, sale: SaleId, what: &str) -> String {
+    format!("{namespace}:{{s:{}}}:{what}", sale.get())
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {error}"))
+}

@@ -1,0 +1,158 @@
+//! What the relational adapters (SQLite and PostgreSQL) share: the same
+//! tables hold the same columns in both (ids and money as BIGINT, times as
+//! unix milliseconds), so the row shapes, their conversion into domain types
+//! and the few pure steps around them live here once.
+//!
+//! `sqlx::FromRow` derives for any row type whose columns decode as the
+//! fields' types, so each struct reads from either database.
+
+use std::collections::BTreeMap;
+
+use surge_domain::catalog::{Product, ProductName, Sku, Stock};
+use surge_domain::flashsale::FlashSale;
+use surge_domain::order::{Order, OrderStatus};
+use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
+use time::OffsetDateTime;
+
+pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn from_unix_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Keeps the first `limit` items of a listing that asked for `limit + 1`
+/// (one row more than asked tells whether another page follows) and returns
+/// the key of the last one kept when more follow.
+pub(crate) fn one_page<T, K>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> K) -> (Vec<T>, Option<K>) {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next = if more { items.last().map(key) } else { None };
+    (items, next)
+}
+
+pub(crate) const PRODUCT_COLUMNS: &str = "id, merchant_id, sku, name, price_cents, stock, updated_at_ms";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProductRow {
+    id: i64,
+    merchant_id: i64,
+    sku: String,
+    name: String,
+    price_cents: i64,
+    stock: i64,
+    updated_at_ms: i64,
+}
+
+impl From<ProductRow> for Product {
+    fn from(row: ProductRow) -> Self {
+        Product {
+            id: ProductId::new(row.id),
+            merchant_id: MerchantId::new(row.merchant_id),
+            sku: Sku::from_trusted(row.sku),
+            name: ProductName::from_trusted(row.name),
+            price_cents: Cents::from_trusted(row.price_cents),
+            stock: Stock::from_trusted(row.stock),
+            updated_at: from_unix_ms(row.updated_at_ms),
+        }
+    }
+}
+
+pub(crate) const SALE_COLUMNS: &str =
+    "id, product_id, merchant_id, stock, price_cents, starts_at_ms, ends_at_ms, per_user_limit";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SaleRow {
+    id: i64,
+    product_id: i64,
+    merchant_id: i64,
+    stock: i64,
+    price_cents: i64,
+    starts_at_ms: i64,
+    ends_at_ms: i64,
+    per_user_limit: i64,
+}
+
+impl From<SaleRow> for FlashSale {
+    fn from(row: SaleRow) -> Self {
+        FlashSale {
+            id: SaleId::new(row.id),
+            product_id: ProductId::new(row.product_id),
+            merchant_id: MerchantId::new(row.merchant_id),
+            stock: row.stock,
+            price_cents: Cents::from_trusted(row.price_cents),
+            starts_at: from_unix_ms(row.starts_at_ms),
+            ends_at: from_unix_ms(row.ends_at_ms),
+            per_user_limit: u32::try_from(row.per_user_limit).unwrap_or(1),
+        }
+    }
+}
+
+pub(crate) const ORDER_COLUMNS: &str = "id, user_id, merchant_id, product_id, flash_sale_id, quantity, \
+                                        amount_cents, status, pay_by_ms, created_at_ms, updated_at_ms";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct OrderRow {
+    id: i64,
+    user_id: i64,
+    merchant_id: i64,
+    product_id: i64,
+    flash_sale_id: Option<i64>,
+    quantity: i64,
+    amount_cents: i64,
+    status: String,
+    pay_by_ms: Option<i64>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = StoreError;
+
+    fn try_from(row: OrderRow) -> Result<Self, StoreError> {
+        let status = OrderStatus::parse(&row.status)
+            .ok_or_else(|| StoreError::Unavailable(format!("order {} has unknown status {}", row.id, row.status)))?;
+        Ok(Order {
+            id: OrderId::new(row.id),
+            user_id: UserId::new(row.user_id),
+            merchant_id: MerchantId::new(row.merchant_id),
+            product_id: ProductId::new(row.product_id),
+            flash_sale_id: row.flash_sale_id.map(SaleId::new),
+            quantity: u32::try_from(row.quantity).unwrap_or(u32::MAX),
+            amount_cents: row.amount_cents,
+            status,
+            created_at: from_unix_ms(row.created_at_ms),
+            updated_at: from_unix_ms(row.updated_at_ms),
+            pay_by: row.pay_by_ms.map(from_unix_ms),
+        })
+    }
+}
+
+/// How much the orders just written move the counters: units per (sale,
+/// buyer) and per sale, each in ascending key order, which is also the
+/// order in which a transaction should lock the rows.
+#[derive(Debug, Default)]
+pub(crate) struct CounterMoves {
+    pub per_buyer: BTreeMap<(i64, i64), i64>,
+    pub per_sale: BTreeMap<i64, i64>,
+}
+
+impl CounterMoves {
+    pub(crate) fn of(created: &[Order]) -> Self {
+        let mut moves = Self::default();
+        for order in created {
+            if let Some(sale) = order.flash_sale_id {
+                *moves.per_buyer.entry((sale.get(), order.user_id.get())).or_default() += i64::from(order.quantity);
+                *moves.per_sale.entry(sale.get()).or_default() += i64::from(order.quantity);
+            }
+        }
+        moves
+    }
+}
+
+/// A buyer's holding as stored (`bought` is never negative nor past the
+/// per-user limit, which is a `u32`).
+pub(crate) fn holding((user, bought): (i64, i64)) -> (UserId, u32) {
+    (UserId::new(user), u32::try_from(bought).unwrap_or(u32::MAX))
+}
