@@ -107,20 +107,23 @@ fn client(connections: usize) -> Http {
     Client::builder(TokioExecutor::new()).pool_max_idle_per_host(connections).build(connector)
 }
 
-/// Runs the scenario against `base`. With `setup`, creates a product and a
-/// sale first and checks the invariants after; without (the minimal
-/// handler), only measures.
+/// Runs the scenario against `targets` (comma-separated base URLs of the
+/// nodes of one deployment; attempt i goes to node i mod n). With `setup`,
+/// creates a product and a sale first (through the first node) and checks
+/// the invariants after; without (the minimal handler), only measures.
 pub async fn run(
-    base: &str,
+    targets: &str,
     tokens: &Tokens,
     scenario: &Scenario,
     label: &str,
     setup: bool,
 ) -> anyhow::Result<Outcome> {
+    let bases: Vec<&str> = targets.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    let base = *bases.first().context("no target")?;
     let http = client(scenario.connections);
     let sale = if setup { create_sale(&http, base, tokens, scenario).await? } else { "1".to_owned() };
     let attempts = Arc::new(plan_attempts(tokens, scenario)?);
-    let url: Arc<str> = format!("{base}/v1/flash-sales/{sale}/orders").into();
+    let urls: Arc<[String]> = bases.iter().map(|b| format!("{b}/v1/flash-sales/{sale}/orders")).collect();
 
     let progress = ProgressBar::new(attempts.len() as u64);
     progress.set_style(
@@ -132,10 +135,10 @@ pub async fn run(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..scenario.connections.max(1) {
-        let (http, attempts, url, next, progress) =
-            (http.clone(), Arc::clone(&attempts), Arc::clone(&url), Arc::clone(&next), progress.clone());
+        let (http, attempts, urls, next, progress) =
+            (http.clone(), Arc::clone(&attempts), Arc::clone(&urls), Arc::clone(&next), progress.clone());
         let rate = scenario.rate;
-        tasks.spawn(async move { drive(&http, &attempts, &url, &next, rate, started, &progress).await });
+        tasks.spawn(async move { drive(&http, &attempts, &urls, &next, rate, started, &progress).await });
     }
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let mut sent = Vec::with_capacity(attempts.len());
@@ -174,7 +177,7 @@ fn plan_attempts(tokens: &Tokens, scenario: &Scenario) -> anyhow::Result<Vec<Att
 async fn drive(
     http: &Http,
     attempts: &[Attempt],
-    url: &str,
+    urls: &[String],
     next: &AtomicUsize,
     rate: Option<u64>,
     started: Instant,
@@ -197,7 +200,7 @@ async fn drive(
             }
             None => Instant::now(),
         };
-        let request = Request::post(url)
+        let request = Request::post(urls[index % urls.len()].as_str())
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {}", attempt.token))
             .header("idempotency-key", attempt.key.as_str())

@@ -60,7 +60,8 @@ enum Command {
     /// optionally the same against the naive baseline and the bare intake
     /// against the minimal handler, in the same run, with the ratios.
     FlashSale {
-        /// Base URL of the Surge deployment.
+        /// Base URL of the Surge deployment; several nodes comma-separated
+        /// (attempts are spread over them).
         #[arg(long)]
         target: String,
         /// The deployment's JWT secret, as a file (embedded: <data_dir>/jwt-secret).

@@ -1,6 +1,8 @@
 //! Contract suites for the flash-sale flow's ports, run against every
 //! adapter: the in-process ledger, keys and pending view against their Redis
-//! twins (the Redis at 127.0.0.1:6379, or `SURGE_TEST_REDIS_URL`), and the
+//! twins, on a standalone Redis (127.0.0.1:6379, or `SURGE_TEST_REDIS_URL`)
+//! and on a Redis Cluster (`scripts/redis-cluster`: 127.0.0.1:7000-7005, or
+//! `SURGE_TEST_REDIS_CLUSTER_URLS`, comma-separated), and the
 //! embedded log against NATS JetStream (127.0.0.1:4222, or
 //! `SURGE_TEST_NATS_URL`). Each case gets its own key namespace or stream.
 
@@ -23,30 +25,53 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}", rand::random::<u64>())
 }
 
-pub(crate) async fn redis_conn() -> (RedisConn, String) {
+/// Connections to the standalone Redis and to the cluster, each with a
+/// namespace of its own.
+async fn redis_conns() -> [(&'static str, RedisConn, String); 2] {
     let url = std::env::var("SURGE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let namespace = unique("surge-test-");
-    let config = RedisConfig { urls: vec![url], namespace: namespace.clone(), ..RedisConfig::default() };
-    (RedisConn::connect(&config).await.expect("redis is running"), namespace)
+    let cluster_urls = std::env::var("SURGE_TEST_REDIS_CLUSTER_URLS")
+        .unwrap_or_else(|_| "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".to_owned());
+    let standalone = RedisConfig { urls: vec![url], namespace: unique("surge-test-"), ..RedisConfig::default() };
+    let cluster = RedisConfig {
+        urls: cluster_urls.split(',').map(str::to_owned).collect(),
+        cluster: true,
+        namespace: unique("surge-test-"),
+        ..RedisConfig::default()
+    };
+    [
+        ("redis", RedisConn::connect(&standalone).await.expect("redis is running"), standalone.namespace),
+        (
+            "redis-cluster",
+            RedisConn::connect(&cluster).await.expect("the redis cluster is running (scripts/redis-cluster)"),
+            cluster.namespace,
+        ),
+    ]
 }
 
 async fn ledgers() -> Vec<(&'static str, Arc<dyn StockLedger>)> {
-    let (conn, namespace) = redis_conn().await;
-    vec![("memory", Arc::new(MemoryLedger::default())), ("redis", Arc::new(RedisLedger::new(conn, &namespace)))]
+    let mut ledgers: Vec<(&'static str, Arc<dyn StockLedger>)> = vec![("memory", Arc::new(MemoryLedger::default()))];
+    for (name, conn, namespace) in redis_conns().await {
+        ledgers.push((name, Arc::new(RedisLedger::new(conn, &namespace))));
+    }
+    ledgers
 }
 
 async fn intake_keys() -> Vec<(&'static str, Arc<dyn IntakeKeys>)> {
-    let (conn, namespace) = redis_conn().await;
-    let redis = RedisIntakeKeys::new(conn, &namespace, Duration::from_secs(5), Duration::from_secs(60));
-    vec![("memory", Arc::new(MemoryIntakeKeys::default())), ("redis", Arc::new(redis))]
+    let mut keys: Vec<(&'static str, Arc<dyn IntakeKeys>)> = vec![("memory", Arc::new(MemoryIntakeKeys::default()))];
+    for (name, conn, namespace) in redis_conns().await {
+        let ttl = Duration::from_secs(60);
+        keys.push((name, Arc::new(RedisIntakeKeys::new(conn, &namespace, Duration::from_secs(5), ttl))));
+    }
+    keys
 }
 
 async fn pendings() -> Vec<(&'static str, Arc<dyn PendingOrders>)> {
-    let (conn, namespace) = redis_conn().await;
-    vec![
-        ("memory", Arc::new(MemoryPending::default())),
-        ("redis", Arc::new(RedisPending::new(conn, &namespace, Duration::from_secs(60)))),
-    ]
+    let mut pendings: Vec<(&'static str, Arc<dyn PendingOrders>)> =
+        vec![("memory", Arc::new(MemoryPending::default()))];
+    for (name, conn, namespace) in redis_conns().await {
+        pendings.push((name, Arc::new(RedisPending::new(conn, &namespace, Duration::from_secs(60)))));
+    }
+    pendings
 }
 
 pub(crate) fn nats_config() -> NatsQueueConfig {

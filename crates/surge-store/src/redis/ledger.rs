@@ -11,20 +11,9 @@ use surge_domain::{SaleId, StoreError, UserId};
 
 use super::{RedisConn, sale_key, unavailable};
 
-/// KEYS: stock, buyers. ARGV: user, quantity, per-user limit.
-/// Returns stock left after the deduction, or -1 sold out, -2 over the
-/// buyer's limit, -3 not loaded.
-const TRY_DEDUCT: &str = r"
-local left = redis.call('GET', KEYS[1])
-if not left then return -3 end
-left = tonumber(left)
-local quantity = tonumber(ARGV[2])
-local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if held + quantity > tonumber(ARGV[3]) then return -2 end
-if left < quantity then return -1 end
-redis.call('HINCRBY', KEYS[2], ARGV[1], quantity)
-return redis.call('DECRBY', KEYS[1], quantity)
-";
+/// The check-and-deduct (see the file): stock left after the deduction, or
+/// -1 sold out, -2 over the buyer's limit, -3 not loaded.
+const TRY_DEDUCT: &str = include_str!("try_deduct.lua");
 
 /// KEYS: stock, buyers. ARGV: only-if-absent (0/1), stock left, then
 /// (user, units) pairs. Returns 1 when loaded, 0 when left as it was.
@@ -74,11 +63,6 @@ impl RedisLedger {
 
     fn keys(&self, sale: SaleId) -> [String; 2] {
         [sale_key(&self.namespace, sale, "stock"), sale_key(&self.namespace, sale, "buyers")]
-    }
-
-    /// The source of the check-and-deduct script, for `redis-benchmark`.
-    pub fn deduct_script() -> &'static str {
-        TRY_DEDUCT
     }
 
     async fn load_counters(

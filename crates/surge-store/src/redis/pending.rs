@@ -55,12 +55,16 @@ impl PendingOrders for RedisPending {
         if ids.is_empty() {
             return Ok(());
         }
-        // One DEL per key: in a cluster the keys live in different slots.
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("DEL").arg(self.key(*id)).ignore();
+        // One DEL per key, sent together: in a cluster the keys live in
+        // different slots, which neither a multi-key DEL nor a pipeline may span.
+        let deletes = ids.iter().map(|id| {
+            let mut conn = self.conn.clone();
+            let key = self.key(*id);
+            async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut conn).await }
+        });
+        for deleted in futures::future::join_all(deletes).await {
+            deleted.map_err(unavailable)?;
         }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        Ok(())
     }
 }
