@@ -1,12 +1,14 @@
 //! Distributed mode on real servers: three `surge` processes share one
-//! PostgreSQL database, one Redis and one NATS JetStream stream. A sale
+//! PostgreSQL database, the Redis Cluster of `scripts/redis-cluster` and one
+//! NATS JetStream stream. A sale
 //! driven through all three at once, with one node killed by `kill -9`
 //! midway, keeps every guarantee: no oversell, every 202 an order, the
 //! per-user limit across nodes, no duplicates. (Units the killed node had
 //! deducted but not yet appended stay deducted: see the test.)
 //!
-//! Needs PostgreSQL (127.0.0.1:5432, trust), Redis (127.0.0.1:6379) and
-//! NATS with JetStream (127.0.0.1:4222); `scripts/services` starts them.
+//! Needs PostgreSQL (127.0.0.1:5432, trust), NATS with JetStream
+//! (127.0.0.1:4222) and the Redis Cluster (127.0.0.1:7000-7005);
+//! `scripts/services` and `scripts/redis-cluster` start them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -66,7 +68,8 @@ async fn drop_stream(name: &str) {
 fn shared_env(database: &Database, tag: &str) -> Vec<(String, String)> {
     vec![
         ("SURGE_STORE__URL".into(), database.url()),
-        ("SURGE_REDIS__URLS".into(), r#"["redis://127.0.0.1:6379"]"#.into()),
+        ("SURGE_REDIS__URLS".into(), r#"["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]"#.into()),
+        ("SURGE_REDIS__CLUSTER".into(), "true".into()),
         ("SURGE_REDIS__NAMESPACE".into(), format!("surge-dist-{tag}")),
         ("SURGE_QUEUE__NATS_URL".into(), "nats://127.0.0.1:4222".into()),
         ("SURGE_QUEUE__STREAM".into(), format!("SURGE_DIST_{tag}")),
