@@ -238,6 +238,12 @@ pub struct FlashSaleSettings {
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
     /// Most queued requests the consumer turns into orders per transaction.
+    /// A deduction whose order is not written within this is given back,
+    /// unless the order exists (a node died between deduct and append).
+    /// Shared ledger only; must exceed the time an intake can take
+    /// (`http.request_budget`) and the consumer's worst lag.
+    #[serde(with = "humantime_serde")]
+    pub reservation_timeout: Duration,
     pub consumer_batch: usize,
     /// Most appends one queue commit carries (group commit).
     pub queue_batch: usize,
@@ -252,6 +258,7 @@ impl Default for FlashSaleSettings {
         Self {
             payment_timeout: Duration::from_secs(15 * 60),
             sweep_interval: Duration::from_secs(1),
+            reservation_timeout: Duration::from_secs(5 * 60),
             consumer_batch: 512,
             queue_batch: 1024,
             per_user_rate: 10,
@@ -579,6 +586,9 @@ impl Settings {
         if self.store.acquire_timeout.is_zero() || self.store.acquire_timeout >= self.http.request_budget {
             return Err("store.acquire_timeout must be above zero and shorter than http.request_budget".to_owned());
         }
+        if self.flash_sale.reservation_timeout <= self.http.request_budget {
+            return Err("flash_sale.reservation_timeout must be longer than http.request_budget".to_owned());
+        }
         if self.queue.ack_wait < Duration::from_secs(1) || self.redis.key_ttl < Duration::from_secs(60) {
             return Err("queue.ack_wait must be at least 1s and redis.key_ttl at least 60s".to_owned());
         }
@@ -614,7 +624,7 @@ impl Settings {
             return Err("store.max_connections must be at least 1".to_owned());
         }
         // Downstream waits must fit inside the request's own budget.
-        if self.store.busy_timeout >= self.http.request_budget {
+        if self.store.url.is_none() && self.store.busy_timeout >= self.http.request_budget {
             return Err("store.busy_timeout must be shorter than http.request_budget".to_owned());
         }
         let sale = &self.flash_sale;
@@ -676,6 +686,22 @@ mod tests {
 
     fn load(jail_file: Option<&str>) -> Result<Settings, ConfigError> {
         Settings::load(jail_file.map(Path::new), &Overrides::default())
+    }
+
+    #[test]
+    fn the_example_distributed_deployment_config_is_valid() {
+        Jail::expect_with(|jail| {
+            let example = include_str!("../../../deploy/surge.toml");
+            jail.create_file("surge.toml", example)?;
+            jail.set_env("SURGE_NODE_ID", "3");
+            let settings = load(Some("surge.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(settings.node_id, 3);
+            assert!(settings.redis.cluster);
+            assert_eq!(settings.redis.urls.len(), 3);
+            assert!(settings.queue.nats_url.is_some());
+            assert!(settings.store.url.is_some());
+            Ok(())
+        });
     }
 
     #[test]

@@ -94,6 +94,8 @@ impl Application {
         let notify_breaker = Arc::new(notify_breaker(settings, &metrics, &switches));
         let workers = Arc::new(Workers {
             orders: Arc::clone(&orders),
+            flash_sales: Arc::clone(&flash_sales),
+            reservation_timeout: sale_settings.reservation_timeout,
             queue: Arc::clone(&backend.queue),
             notifier: notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker)),
             intake_limits: Arc::clone(&intake_limits),

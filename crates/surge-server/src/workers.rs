@@ -1,11 +1,11 @@
-//! Background work of a node: the order consumer and the payment-timeout
-//! sweeper. Both stop at the shutdown signal; the consumer then drains what
+//! Background work of a node: the order consumer, the payment-timeout
+//! sweeper and the reservation reaper. Both stop at the shutdown signal; the consumer then drains what
 //! is left in the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use surge_domain::flashsale::OrderQueue;
+use surge_domain::flashsale::{FlashSales, OrderQueue};
 use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
 use surge_domain::store::StoreError;
@@ -22,6 +22,9 @@ const SWEEP_BATCH: u32 = 500;
 
 pub struct Workers {
     pub orders: Arc<Orders>,
+    pub flash_sales: Arc<FlashSales>,
+    /// Open reservations older than this are reaped (shared ledger only).
+    pub reservation_timeout: Duration,
     pub queue: Arc<dyn OrderQueue>,
     pub notifier: Arc<dyn Notifier>,
     pub intake_limits: Arc<IntakeLimits>,
@@ -59,10 +62,21 @@ impl Workers {
     pub async fn sweep_until(&self, mut stopped: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reap = tokio::time::interval((self.reservation_timeout / 4).max(Duration::from_secs(1)));
+        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let reaping = tokio::select! {
                 _ = stopped.wait_for(|stop| *stop) => return,
-                _ = tick.tick() => {}
+                _ = reap.tick() => true,
+                _ = tick.tick() => false,
+            };
+            if reaping {
+                match self.flash_sales.reap_reservations(self.reservation_timeout).await {
+                    Ok(released) if released > 0 => tracing::warn!(released, "released stale reservations"),
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "reservation reaper failed"),
+                }
+                continue;
             }
             match self.orders.expire_unpaid(SWEEP_BATCH).await {
                 Ok(cancelled) if cancelled > 0 => tracing::info!(cancelled, "cancelled unpaid orders"),

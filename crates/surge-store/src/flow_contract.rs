@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use surge_domain::flashsale::{Deduction, FlashSale, IntakeError, IntakeKeys, OrderQueue, StockLedger};
+use surge_domain::flashsale::{Deduction, FlashSale, IntakeError, IntakeKeys, OrderQueue, Reservation, StockLedger};
 use surge_domain::order::{PendingOrders, SaleHoldings};
 use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, UserId};
 use time::OffsetDateTime;
@@ -83,6 +83,11 @@ pub(crate) fn nats_config() -> NatsQueueConfig {
     }
 }
 
+/// A reservation of `quantity` units for `user`, under a fresh order id.
+fn reserve(user: UserId, quantity: u32) -> Reservation {
+    Reservation { order: OrderId::new(rand::random::<i64>().abs()), user, quantity }
+}
+
 fn sale(id: i64, stock: i64) -> FlashSale {
     FlashSale {
         id: SaleId::new(id),
@@ -101,14 +106,14 @@ async fn ledger_deductions_stop_at_the_stock_and_at_each_buyers_limit() {
     for (name, ledger) in ledgers().await {
         ledger.load(&sale(1, 3), &SaleHoldings::default()).await.expect("load");
         let (id, alice, bob) = (SaleId::new(1), UserId::new(1), UserId::new(2));
-        assert_eq!(ledger.try_deduct(id, alice, 2, 2).await, Ok(Deduction::Done { stock_left: 1 }), "{name}");
-        assert_eq!(ledger.try_deduct(id, alice, 1, 2).await, Ok(Deduction::LimitExceeded), "{name}");
-        assert_eq!(ledger.try_deduct(id, bob, 2, 2).await, Ok(Deduction::SoldOut), "{name}");
-        assert_eq!(ledger.try_deduct(id, bob, 1, 2).await, Ok(Deduction::Done { stock_left: 0 }), "{name}");
+        assert_eq!(ledger.try_deduct(id, reserve(alice, 2), 2).await, Ok(Deduction::Done { stock_left: 1 }), "{name}");
+        assert_eq!(ledger.try_deduct(id, reserve(alice, 1), 2).await, Ok(Deduction::LimitExceeded), "{name}");
+        assert_eq!(ledger.try_deduct(id, reserve(bob, 2), 2).await, Ok(Deduction::SoldOut), "{name}");
+        assert_eq!(ledger.try_deduct(id, reserve(bob, 1), 2).await, Ok(Deduction::Done { stock_left: 0 }), "{name}");
         ledger.restore(id, alice, 2).await.expect("restore");
         assert_eq!(ledger.stock_left(id).await, Ok(Some(2)), "{name}");
-        assert_eq!(ledger.try_deduct(id, alice, 2, 2).await, Ok(Deduction::Done { stock_left: 0 }), "{name}");
-        assert_eq!(ledger.try_deduct(SaleId::new(9), alice, 1, 2).await, Ok(Deduction::NotLoaded), "{name}");
+        assert_eq!(ledger.try_deduct(id, reserve(alice, 2), 2).await, Ok(Deduction::Done { stock_left: 0 }), "{name}");
+        assert_eq!(ledger.try_deduct(SaleId::new(9), reserve(alice, 1), 2).await, Ok(Deduction::NotLoaded), "{name}");
         assert_eq!(ledger.stock_left(SaleId::new(9)).await, Ok(None), "{name}");
     }
 }
@@ -119,11 +124,11 @@ async fn ledger_loads_holdings_and_never_overwrites_counters_in_use() {
         let holdings = SaleHoldings { sold: 2, per_user: vec![(UserId::new(1), 2)] };
         ledger.load(&sale(1, 3), &holdings).await.expect("load");
         assert_eq!(ledger.stock_left(SaleId::new(1)).await, Ok(Some(1)), "{name}");
-        let limited = ledger.try_deduct(SaleId::new(1), UserId::new(1), 1, 2).await;
+        let limited = ledger.try_deduct(SaleId::new(1), reserve(UserId::new(1), 1), 2).await;
         assert_eq!(limited, Ok(Deduction::LimitExceeded), "{name}");
 
         ledger.load_if_absent(&sale(2, 3), &SaleHoldings::default()).await.expect("load");
-        let first = ledger.try_deduct(SaleId::new(2), UserId::new(1), 1, 2).await;
+        let first = ledger.try_deduct(SaleId::new(2), reserve(UserId::new(1), 1), 2).await;
         assert_eq!(first, Ok(Deduction::Done { stock_left: 2 }), "{name}");
         ledger.load_if_absent(&sale(2, 3), &SaleHoldings::default()).await.expect("load again");
         assert_eq!(ledger.stock_left(SaleId::new(2)).await, Ok(Some(2)), "{name}: counters in use were overwritten");
@@ -137,7 +142,9 @@ async fn concurrent_deductions_never_oversell() {
         let tasks: Vec<_> = (0..200)
             .map(|user| {
                 let ledger = Arc::clone(&ledger);
-                tokio::spawn(async move { ledger.try_deduct(SaleId::new(7), UserId::new(user % 100), 1, 1).await })
+                tokio::spawn(
+                    async move { ledger.try_deduct(SaleId::new(7), reserve(UserId::new(user % 100), 1), 1).await },
+                )
             })
             .collect();
         let mut done = 0;
@@ -148,6 +155,51 @@ async fn concurrent_deductions_never_oversell() {
         }
         assert_eq!(done, 50, "{name}: exactly the stock is sold");
         assert_eq!(ledger.stock_left(SaleId::new(7)).await, Ok(Some(0)), "{name}");
+    }
+}
+
+/// The shared ledgers (Redis, standalone and cluster) keep reservations.
+async fn shared_ledgers() -> Vec<(&'static str, Arc<dyn StockLedger>)> {
+    ledgers().await.into_iter().filter(|(name, _)| *name != "memory").collect()
+}
+
+#[tokio::test]
+async fn a_reservation_is_released_once_and_settled_orders_keep_their_stock() {
+    for (name, ledger) in shared_ledgers().await {
+        let id = SaleId::new(3);
+        ledger.load(&sale(3, 5), &SaleHoldings::default()).await.expect("load");
+        let (a, b) = (reserve(UserId::new(1), 2), reserve(UserId::new(2), 1));
+        for reservation in [a, b] {
+            assert!(matches!(ledger.try_deduct(id, reservation, 2).await, Ok(Deduction::Done { .. })), "{name}");
+        }
+        ledger.release(id, a).await.expect("release");
+        ledger.release(id, a).await.expect("release again");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(4)), "{name}: a release twice gives back once");
+        ledger.settle(id, &[b]).await.expect("settle");
+        ledger.release(id, b).await.expect("release after settle");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(4)), "{name}: a settled order keeps its stock");
+        let limited = ledger.try_deduct(id, reserve(UserId::new(1), 2), 2).await;
+        assert!(matches!(limited, Ok(Deduction::Done { .. })), "{name}: the buyer's units came back too");
+    }
+}
+
+#[tokio::test]
+async fn stale_reservations_are_found_and_a_reaped_one_is_deducted_again_when_its_order_lands() {
+    for (name, ledger) in shared_ledgers().await {
+        let id = SaleId::new(4);
+        ledger.load(&sale(4, 3), &SaleHoldings::default()).await.expect("load");
+        let late = reserve(UserId::new(1), 1);
+        assert!(matches!(ledger.try_deduct(id, late, 2).await, Ok(Deduction::Done { .. })), "{name}");
+        assert_eq!(ledger.stale_reservations(id, Duration::from_secs(60)).await, Ok(vec![]), "{name}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let stale = ledger.stale_reservations(id, Duration::from_millis(10)).await.expect("stale");
+        assert_eq!(stale, vec![late], "{name}");
+        // The reaper gives it back; then the order turns out to be written.
+        ledger.release(id, late).await.expect("reap");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(3)), "{name}");
+        ledger.settle(id, &[late]).await.expect("settle");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(2)), "{name}: the written order holds its unit again");
+        assert_eq!(ledger.stale_reservations(id, Duration::ZERO).await, Ok(vec![]), "{name}");
     }
 }
 

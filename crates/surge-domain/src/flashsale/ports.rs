@@ -33,8 +33,24 @@ pub enum Deduction {
     NotLoaded,
 }
 
+/// One deduction made for an order, from intake until its order is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub order: OrderId,
+    pub user: UserId,
+    pub quantity: u32,
+}
+
 /// Stock and per-user counters of live sales, where intake deducts them: the
 /// in-process ledger (embedded) or Redis with one Lua script (distributed).
+///
+/// A shared ledger outlives the nodes, so each deduction is also recorded as
+/// a reservation until its order is written (`settle`) or its request is
+/// given up (`release`). A reservation that stays open past a timeout
+/// belongs to a node that died between deduct and append, or to an append
+/// whose outcome the node never learnt: the reaper releases it unless the
+/// order exists. The in-process ledger is rebuilt from the orders at every
+/// start, so it keeps no reservations.
 #[async_trait]
 pub trait StockLedger: Send + Sync + 'static {
     /// (Re)loads a sale's counters: stock left is `stock - holdings.sold`.
@@ -46,16 +62,28 @@ pub trait StockLedger: Send + Sync + 'static {
     async fn load_if_absent(&self, sale: &FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError>;
 
     /// In one atomic step: refuse if the user would pass `per_user_limit` or
-    /// the stock can't cover `quantity`; otherwise deduct both.
+    /// the stock can't cover `quantity`; otherwise deduct both and reserve
+    /// them for the order.
     async fn try_deduct(
         &self,
         sale: SaleId,
-        user: UserId,
-        quantity: u32,
+        reservation: Reservation,
         per_user_limit: u32,
     ) -> Result<Deduction, StoreError>;
 
-    /// Gives back what a deduction took (cancel, timeout, failed append).
+    /// The request behind a reservation was given up (its append failed, or
+    /// the order store refused it): the stock goes back, once, and only if
+    /// the reservation is still open.
+    async fn release(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError>;
+
+    /// These orders are written: their reservations close. One the reaper
+    /// had already released is deducted again, since its order exists.
+    async fn settle(&self, sale: SaleId, written: &[Reservation]) -> Result<(), StoreError>;
+
+    /// Reservations open for longer than `older_than`.
+    async fn stale_reservations(&self, sale: SaleId, older_than: Duration) -> Result<Vec<Reservation>, StoreError>;
+
+    /// Gives back what a written order held (cancel, payment timeout).
     async fn restore(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError>;
 
     async fn stock_left(&self, sale: SaleId) -> Result<Option<i64>, StoreError>;

@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use super::ports::{Deduction, IntakeKeys, OrderQueue, SaleStore, StockLedger};
+use super::ports::{Deduction, IntakeKeys, OrderQueue, Reservation, SaleStore, StockLedger};
 use super::sale::{FlashSale, NewSale, OrderRequested, Quantity, SaleStatus};
 use crate::actor::Actor;
 use crate::catalog::CatalogStore;
@@ -155,7 +155,9 @@ impl FlashSales {
         idempotency_key: Option<&str>,
     ) -> Result<OrderId, IntakeError> {
         let sale = &live.sale;
-        let deduction = self.ports.ledger.try_deduct(sale.id, user, quantity.get(), sale.per_user_limit).await?;
+        let order_id = OrderId::new(self.ids.next_id());
+        let reservation = Reservation { order: order_id, user, quantity: quantity.get() };
+        let deduction = self.ports.ledger.try_deduct(sale.id, reservation, sale.per_user_limit).await?;
         match deduction {
             Deduction::Done { stock_left } if stock_left <= 0 => self.mark_sold_out(live).await?,
             Deduction::Done { .. } => {}
@@ -167,7 +169,7 @@ impl FlashSales {
             Deduction::NotLoaded => return Err(IntakeError::NotActive),
         }
         let request = OrderRequested {
-            order_id: OrderId::new(self.ids.next_id()),
+            order_id,
             sale_id: sale.id,
             user_id: user,
             product_id: sale.product_id,
@@ -178,7 +180,7 @@ impl FlashSales {
             requested_at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
         };
         if let Err(error) = self.enqueue(&request).await {
-            self.stock_returned(sale.id, user, quantity.get()).await?;
+            self.released(sale.id, reservation).await?;
             return Err(error.into());
         }
         Ok(request.order_id)
@@ -203,13 +205,63 @@ impl FlashSales {
         Ok(())
     }
 
-    /// Stock came back (cancel, timeout, failed append): the ledger gets it
-    /// and the sale can sell again.
-    pub async fn stock_returned(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {
-        self.ports.ledger.restore(sale, user, quantity).await?;
+    /// A request was given up after its deduction (failed append, refused
+    /// by the order store, or reaped): its reservation's stock goes back.
+    pub async fn released(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
+        self.ports.ledger.release(sale, reservation).await?;
+        self.may_sell_again(sale);
+        Ok(())
+    }
+
+    /// Orders were written for these requests: their reservations close.
+    pub async fn settled(&self, written: &[OrderRequested]) -> Result<(), StoreError> {
+        let mut by_sale: std::collections::BTreeMap<SaleId, Vec<Reservation>> = Default::default();
+        for request in written {
+            by_sale.entry(request.sale_id).or_default().push(Reservation {
+                order: request.order_id,
+                user: request.user_id,
+                quantity: request.quantity,
+            });
+        }
+        for (sale, reservations) in by_sale {
+            self.ports.ledger.settle(sale, &reservations).await?;
+        }
+        Ok(())
+    }
+
+    /// Releases reservations open for longer than `older_than` whose order
+    /// was never written (the node that took them died, or never learnt
+    /// whether its append landed), and closes those whose order exists.
+    /// Returns how many were released.
+    pub async fn reap_reservations(&self, older_than: std::time::Duration) -> Result<usize, StoreError> {
+        let sales: Vec<SaleId> = self.live.read().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        let mut released = 0;
+        for sale in sales {
+            for reservation in self.ports.ledger.stale_reservations(sale, older_than).await? {
+                if self.ports.orders.get(reservation.order).await?.is_some() {
+                    self.ports.ledger.settle(sale, &[reservation]).await?;
+                } else {
+                    tracing::warn!(order_id = %reservation.order, sale_id = %sale,
+                        "releasing a reservation whose order was never written");
+                    self.released(sale, reservation).await?;
+                    released += 1;
+                }
+            }
+        }
+        Ok(released)
+    }
+
+    fn may_sell_again(&self, sale: SaleId) {
         if let Some(live) = self.cached(sale) {
             live.sold_out.store(false, Ordering::SeqCst);
         }
+    }
+
+    /// Stock came back (cancel, timeout): the ledger gets it and the sale
+    /// can sell again.
+    pub async fn stock_returned(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {
+        self.ports.ledger.restore(sale, user, quantity).await?;
+        self.may_sell_again(sale);
         Ok(())
     }
 

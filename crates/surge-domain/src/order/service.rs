@@ -11,7 +11,7 @@ use super::Order;
 use super::ports::{OrderPage, OrderScope, OrderStore, PendingOrders};
 use super::status::{IllegalTransition, OrderEvent, OrderStatus};
 use crate::actor::Actor;
-use crate::flashsale::{FlashSales, OrderQueue};
+use crate::flashsale::{FlashSales, OrderQueue, OrderRequested, Reservation};
 use crate::ids::OrderId;
 use crate::notification::Notifier;
 use crate::store::StoreError;
@@ -158,8 +158,13 @@ impl Orders {
             // stock at least goes back instead of being stranded.
             tracing::error!(order_id = %refused.order_id, sale_id = %refused.sale_id,
                 "order refused: its idempotency key already names another order");
-            self.sales.stock_returned(refused.sale_id, refused.user_id, refused.quantity).await?;
+            let reservation =
+                Reservation { order: refused.order_id, user: refused.user_id, quantity: refused.quantity };
+            self.sales.released(refused.sale_id, reservation).await?;
         }
+        let written: Vec<OrderRequested> =
+            requests.iter().filter(|r| outcome.created.iter().any(|o| o.id == r.order_id)).cloned().collect();
+        self.sales.settled(&written).await?;
         queue.ack(last).await?;
         let ids: Vec<OrderId> = requests.iter().map(|r| r.order_id).collect();
         self.pending.remove(&ids).await?;

@@ -1,11 +1,14 @@
 //! The embedded stock ledger: per sale, stock left and units per buyer under
-//! one mutex, so that the check of both and the deduction are one step.
+//! one mutex, so that the check of both and the deduction are one step. It
+//! keeps no reservations: it is rebuilt from the orders at every start.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use surge_domain::flashsale::{Deduction, FlashSale, StockLedger};
+use std::time::Duration;
+
+use surge_domain::flashsale::{Deduction, FlashSale, Reservation, StockLedger};
 use surge_domain::order::SaleHoldings;
 use surge_domain::{SaleId, StoreError, UserId};
 
@@ -51,10 +54,10 @@ impl StockLedger for MemoryLedger {
     async fn try_deduct(
         &self,
         sale: SaleId,
-        user: UserId,
-        quantity: u32,
+        reservation: Reservation,
         per_user_limit: u32,
     ) -> Result<Deduction, StoreError> {
+        let Reservation { user, quantity, .. } = reservation;
         let Some(counters) = self.counters(sale) else {
             return Ok(Deduction::NotLoaded);
         };
@@ -70,6 +73,20 @@ impl StockLedger for MemoryLedger {
         counters.per_user.insert(user, held + quantity);
         debug_assert!(counters.left >= 0);
         Ok(Deduction::Done { stock_left: counters.left })
+    }
+
+    /// Nothing outlives this process, so nothing is reserved: a release is a
+    /// plain restore.
+    async fn release(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
+        self.restore(sale, reservation.user, reservation.quantity).await
+    }
+
+    async fn settle(&self, _sale: SaleId, _written: &[Reservation]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn stale_reservations(&self, _sale: SaleId, _older_than: Duration) -> Result<Vec<Reservation>, StoreError> {
+        Ok(Vec::new())
     }
 
     async fn restore(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {

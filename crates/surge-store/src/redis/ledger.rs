@@ -1,13 +1,17 @@
-//! The distributed stock ledger: per sale, a counter of stock left and a
-//! hash of units per buyer, changed only by Lua scripts, so the check of
-//! both and the deduction are one atomic step on the Redis that owns the
-//! sale's slot, whichever node calls.
+//! The distributed stock ledger: per sale, a counter of stock left, a hash
+//! of units per buyer and a hash of open reservations (order → buyer, units,
+//! when), changed only by Lua scripts, so the check of both and the
+//! deduction are one atomic step on the Redis that owns the sale's slot,
+//! whichever node calls.
 
 use async_trait::async_trait;
 use redis::Script;
-use surge_domain::flashsale::{Deduction, FlashSale, StockLedger};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use surge_domain::flashsale::{Deduction, FlashSale, Reservation, StockLedger};
 use surge_domain::order::SaleHoldings;
-use surge_domain::{SaleId, StoreError, UserId};
+use surge_domain::{OrderId, SaleId, StoreError, UserId};
 
 use super::{RedisConn, sale_key, unavailable};
 
@@ -15,11 +19,12 @@ use super::{RedisConn, sale_key, unavailable};
 /// -1 sold out, -2 over the buyer's limit, -3 not loaded.
 const TRY_DEDUCT: &str = include_str!("try_deduct.lua");
 
-/// KEYS: stock, buyers. ARGV: only-if-absent (0/1), stock left, then
-/// (user, units) pairs. Returns 1 when loaded, 0 when left as it was.
+/// KEYS: stock, buyers, reservations. ARGV: only-if-absent (0/1), stock
+/// left, then (user, units) pairs. Returns 1 when loaded, 0 when left as it
+/// was.
 const LOAD: &str = r"
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
 for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
@@ -42,12 +47,45 @@ end
 return 1
 ";
 
+/// KEYS: stock, buyers, reservations. ARGV: order, user, quantity. Gives
+/// the stock back only while the reservation is open, so twice is once.
+const RELEASE: &str = r"
+if redis.call('HDEL', KEYS[3], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[3])
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+local quantity = tonumber(ARGV[3])
+if held <= quantity then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+else
+  redis.call('HINCRBY', KEYS[2], ARGV[2], -quantity)
+end
+return 1
+";
+
+/// KEYS: stock, buyers, reservations. ARGV: (order, user, quantity)
+/// triples. Closes each reservation; one already released (reaped) is
+/// deducted again, since its order exists. Returns how many were.
+const SETTLE: &str = r"
+local again = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('HDEL', KEYS[3], ARGV[i]) == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('DECRBY', KEYS[1], ARGV[i + 2])
+    redis.call('HINCRBY', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+    again = again + 1
+  end
+end
+return again
+";
+
 pub struct RedisLedger {
     conn: RedisConn,
     namespace: String,
     try_deduct: Script,
     load: Script,
     restore: Script,
+    release: Script,
+    settle: Script,
 }
 
 impl RedisLedger {
@@ -58,11 +96,17 @@ impl RedisLedger {
             try_deduct: Script::new(TRY_DEDUCT),
             load: Script::new(LOAD),
             restore: Script::new(RESTORE),
+            release: Script::new(RELEASE),
+            settle: Script::new(SETTLE),
         }
     }
 
-    fn keys(&self, sale: SaleId) -> [String; 2] {
-        [sale_key(&self.namespace, sale, "stock"), sale_key(&self.namespace, sale, "buyers")]
+    fn keys(&self, sale: SaleId) -> [String; 3] {
+        [
+            sale_key(&self.namespace, sale, "stock"),
+            sale_key(&self.namespace, sale, "buyers"),
+            sale_key(&self.namespace, sale, "reserved"),
+        ]
     }
 
     async fn load_counters(
@@ -71,9 +115,9 @@ impl RedisLedger {
         holdings: &SaleHoldings,
         if_absent: bool,
     ) -> Result<(), StoreError> {
-        let [stock, buyers] = self.keys(sale.id);
+        let [stock, buyers, reserved] = self.keys(sale.id);
         let mut invocation = self.load.key(stock);
-        invocation.key(buyers).arg(u8::from(if_absent)).arg((sale.stock - holdings.sold).max(0));
+        invocation.key(buyers).key(reserved).arg(u8::from(if_absent)).arg((sale.stock - holdings.sold).max(0));
         for (user, units) in &holdings.per_user {
             invocation.arg(user.get()).arg(*units);
         }
@@ -95,19 +139,21 @@ impl StockLedger for RedisLedger {
     async fn try_deduct(
         &self,
         sale: SaleId,
-        user: UserId,
-        quantity: u32,
+        reservation: Reservation,
         per_user_limit: u32,
     ) -> Result<Deduction, StoreError> {
-        let [stock, buyers] = self.keys(sale);
+        let [stock, buyers, reserved] = self.keys(sale);
         let mut conn = self.conn.clone();
         let outcome: i64 = self
             .try_deduct
             .key(stock)
             .key(buyers)
-            .arg(user.get())
-            .arg(quantity)
+            .key(reserved)
+            .arg(reservation.user.get())
+            .arg(reservation.quantity)
             .arg(per_user_limit)
+            .arg(reservation.order.get())
+            .arg(now_ms())
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -119,8 +165,64 @@ impl StockLedger for RedisLedger {
         })
     }
 
+    async fn release(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
+        let [stock, buyers, reserved] = self.keys(sale);
+        let mut conn = self.conn.clone();
+        self.release
+            .key(stock)
+            .key(buyers)
+            .key(reserved)
+            .arg(reservation.order.get())
+            .arg(reservation.user.get())
+            .arg(reservation.quantity)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn settle(&self, sale: SaleId, written: &[Reservation]) -> Result<(), StoreError> {
+        let [stock, buyers, reserved] = self.keys(sale);
+        let mut conn = self.conn.clone();
+        for chunk in written.chunks(1_000) {
+            let mut invocation = self.settle.key(&stock);
+            invocation.key(&buyers).key(&reserved);
+            for reservation in chunk {
+                invocation.arg(reservation.order.get()).arg(reservation.user.get()).arg(reservation.quantity);
+            }
+            let again: i64 = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+            if again > 0 {
+                tracing::warn!(sale_id = %sale, again, "orders written after their reservation was reaped");
+            }
+        }
+        Ok(())
+    }
+
+    async fn stale_reservations(&self, sale: SaleId, older_than: Duration) -> Result<Vec<Reservation>, StoreError> {
+        let [_, _, reserved] = self.keys(sale);
+        let mut conn = self.conn.clone();
+        let open: HashMap<i64, String> =
+            redis::cmd("HGETALL").arg(reserved).query_async(&mut conn).await.map_err(unavailable)?;
+        let before = now_ms() - older_than.as_millis() as i64;
+        Ok(open
+            .into_iter()
+            .filter_map(|(order, value)| {
+                let mut parts = value.split(':').map(str::parse::<i64>);
+                let (Some(Ok(user)), Some(Ok(quantity)), Some(Ok(at))) = (parts.next(), parts.next(), parts.next())
+                else {
+                    return None;
+                };
+                (at < before).then(|| Reservation {
+                    order: OrderId::new(order),
+                    user: UserId::new(user),
+                    quantity: u32::try_from(quantity).unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+
     async fn restore(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {
-        let [stock, buyers] = self.keys(sale);
+        let [stock, buyers, _] = self.keys(sale);
         let mut conn = self.conn.clone();
         self.restore
             .key(stock)
@@ -134,8 +236,12 @@ impl StockLedger for RedisLedger {
     }
 
     async fn stock_left(&self, sale: SaleId) -> Result<Option<i64>, StoreError> {
-        let [stock, _] = self.keys(sale);
+        let [stock, ..] = self.keys(sale);
         let mut conn = self.conn.clone();
         redis::cmd("GET").arg(stock).query_async(&mut conn).await.map_err(unavailable)
     }
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
