@@ -1,17 +1,24 @@
 //! Distributed mode on real servers: three `surge` processes share one
-//! PostgreSQL database, the Redis Cluster of `scripts/redis-cluster` and one
-//! NATS JetStream stream. A sale
-//! driven through all three at once, with one node killed by `kill -9`
-//! midway, keeps every guarantee: no oversell, every 202 an order, the
-//! per-user limit across nodes, no duplicates, and stock left + orders =
-//! stock once the reaper has returned what the killed node had deducted
-//! but never appended.
+//! PostgreSQL database, the Redis Cluster of `scripts/redis-cluster` and a
+//! NATS JetStream stream. A sale is driven through all three at once while
+//! one fault strikes midway:
+//!
+//! - one node is killed with `kill -9`;
+//! - the broker is killed and restarted a few seconds later (a NATS server
+//!   of the test's own, so that nothing else loses its broker);
+//! - PostgreSQL restarts.
+//!
+//! Each keeps every guarantee: no oversell, every 202 an order, the per-user
+//! limit across nodes, no duplicates, and stock left + orders = stock once
+//! redeliveries and the reservation reaper have run.
 //!
 //! Needs PostgreSQL (127.0.0.1:5432, trust), NATS with JetStream
 //! (127.0.0.1:4222) and the Redis Cluster (127.0.0.1:7000-7005);
-//! `scripts/services` and `scripts/redis-cluster` start them.
+//! `scripts/services` and `scripts/redis-cluster` start them. The tests run
+//! one at a time: one of them restarts PostgreSQL.
 
 use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +33,14 @@ use tempfile::TempDir;
 use crate::helpers::{ChildSurge, free_port, rfc3339, wait_ready};
 
 const SECRET: &str = "distributed-test-secret-0123456789abcdef";
+const STOCK: i64 = 600;
+const USERS: u64 = 1_500;
+const CONCURRENCY: usize = 48;
+/// Acknowledged intakes before the fault strikes.
+const FAULT_AFTER: usize = 100;
+
+/// One distributed test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A fresh PostgreSQL database, dropped when the test ends.
 struct Database {
@@ -51,227 +66,350 @@ impl Drop for Database {
 }
 
 fn psql(sql: &str) {
-    let status = std::process::Command::new("psql")
+    let status = Command::new("psql")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql])
         .status()
         .expect("psql runs");
     assert!(status.success(), "psql failed: {sql}");
 }
 
-/// Every order, through the admin listing, page by page.
-async fn all_orders(client: &reqwest::Client, base: &str, admin: &str) -> Vec<Value> {
-    let mut orders = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let after = cursor.as_deref().map(|c| format!("&cursor={c}")).unwrap_or_default();
-        let page: Value = client
-            .get(format!("{base}/v1/orders?limit=200{after}"))
-            .bearer_auth(admin)
-            .send()
-            .await
-            .expect("req")
-            .json()
-            .await
-            .expect("json");
-        orders.extend(page["items"].as_array().expect("items").iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return orders,
-        }
-    }
+/// A NATS server with JetStream of the test's own, on a free port, that the
+/// test may kill and start again on the same port and store.
+struct OwnNats {
+    port: u16,
+    store: TempDir,
+    process: Option<Child>,
 }
 
-/// Deletes the test's NATS stream (best effort).
-async fn drop_stream(name: &str) {
-    if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
-        let _ = async_nats::jetstream::new(client).delete_stream(name).await;
+impl OwnNats {
+    fn start() -> Self {
+        let mut nats = Self { port: free_port(), store: TempDir::new().expect("tempdir"), process: None };
+        nats.resume();
+        nats
     }
-}
 
-/// The settings every node shares, as `SURGE_*` variables.
-fn shared_env(database: &Database, tag: &str) -> Vec<(String, String)> {
-    vec![
-        ("SURGE_STORE__URL".into(), database.url()),
-        ("SURGE_REDIS__URLS".into(), r#"["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]"#.into()),
-        ("SURGE_REDIS__CLUSTER".into(), "true".into()),
-        ("SURGE_REDIS__NAMESPACE".into(), format!("surge-dist-{tag}")),
-        ("SURGE_QUEUE__NATS_URL".into(), "nats://127.0.0.1:4222".into()),
-        ("SURGE_QUEUE__STREAM".into(), format!("SURGE_DIST_{tag}")),
-        ("SURGE_QUEUE__ACK_WAIT".into(), "2s".into()),
-        ("SURGE_AUTH__JWT_SECRET".into(), SECRET.into()),
-        ("SURGE_FLASH_SALE__PER_USER_RATE".into(), "1000".into()),
-        // Short budgets so the reaper returns a killed node's deductions soon.
-        ("SURGE_HTTP__REQUEST_BUDGET".into(), "3s".into()),
-        ("SURGE_STORE__ACQUIRE_TIMEOUT".into(), "1s".into()),
-        ("SURGE_NOTIFY__TIMEOUT".into(), "1s".into()),
-        ("SURGE_FLASH_SALE__RESERVATION_TIMEOUT".into(), "4s".into()),
-        ("SURGE_FLASH_SALE__PER_SALE_RATE".into(), "100000".into()),
-    ]
-}
-
-fn start_node(dir: &TempDir, node_id: u16, shared: &[(String, String)]) -> ChildSurge {
-    let node = node_id.to_string();
-    let mut env: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.push(("SURGE_NODE_ID", &node));
-    ChildSurge::start(dir, free_port(), &env)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_keep_every_guarantee_through_a_kill_9() {
-    const STOCK: i64 = 600;
-    const USERS: u64 = 1_500;
-    const CONCURRENCY: usize = 48;
-    let database = Database::create();
-    let tag = rand::random::<u32>().to_string();
-    let shared = shared_env(&database, &tag);
-    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("tempdir")).collect();
-    let client = reqwest::Client::new();
-    let mut nodes: Vec<ChildSurge> = Vec::new();
-    for (n, dir) in dirs.iter().enumerate() {
-        let node = start_node(dir, n as u16 + 1, &shared);
-        wait_ready(&client, &node.base).await;
-        nodes.push(node);
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
     }
-    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
-    let keys = Keys::new(&Secret::new(SECRET.into()), &AuthSettings::default());
-    let token = |role, sub: &str| keys.mint(role, sub, Duration::from_secs(600)).expect("mint");
 
-    let product: Value = client
-        .post(format!("{}/v1/products", bases[0]))
-        .bearer_auth(token(Role::Merchant, "1"))
-        .json(&json!({"sku": "DIST", "name": "Distributed", "price_cents": 100, "stock": 1}))
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
-    let now = time::OffsetDateTime::now_utc();
-    let sale: Value = client
-        .post(format!("{}/v1/flash-sales", bases[1]))
-        .bearer_auth(token(Role::Admin, "ops"))
-        .json(&json!({"product_id": product["id"], "stock": STOCK, "price_cents": 50, "starts_at": rfc3339(now),
-                      "ends_at": rfc3339(now + time::Duration::hours(1)), "per_user_limit": 1}))
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
-    let sale = sale["id"].as_str().expect("sale id").to_owned();
-
-    // Every user tries twice, on two different nodes, with one key per try.
-    let accepted: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
-    let attempts: Vec<(u64, usize, String)> = (1..=USERS)
-        .flat_map(|user| {
-            let token = token(Role::Customer, &user.to_string());
-            [(user, user as usize % 3, token.clone()), (user, (user as usize + 1) % 3, token)]
-        })
-        .collect();
-    let load = {
-        let (client, accepted, bases, sale) = (client.clone(), Arc::clone(&accepted), bases.clone(), sale.clone());
-        tokio::spawn(async move {
-            stream::iter(attempts)
-                .for_each_concurrent(CONCURRENCY, |(user, node, token)| {
-                    let (client, accepted) = (client.clone(), Arc::clone(&accepted));
-                    let url = format!("{}/v1/flash-sales/{sale}/orders", bases[node]);
-                    async move {
-                        let Ok(response) = client.post(&url).bearer_auth(token).json(&json!({})).send().await else {
-                            return; // the killed node
-                        };
-                        if response.status() == StatusCode::ACCEPTED
-                            && let Ok(body) = response.json::<Value>().await
-                        {
-                            let id = body["order_id"].as_str().expect("id").to_owned();
-                            accepted.lock().expect("lock").push((user, id));
-                        }
-                    }
-                })
-                .await;
-        })
-    };
-    for _ in 0..1_000 {
-        if accepted.lock().expect("lock").len() >= 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let at_kill = accepted.lock().expect("lock").len();
-    nodes[1].process.kill().expect("kill -9");
-    let _ = nodes[1].process.wait();
-    load.await.expect("load");
-    let acknowledged = accepted.lock().expect("lock").clone();
-    eprintln!("{} intakes acknowledged; node 2 was killed after {at_kill}", acknowledged.len());
-    assert!(at_kill >= 100 && (at_kill as i64) < STOCK, "the kill came at {at_kill}, not mid-sale");
-
-    // Node 2's fetched-but-unacknowledged requests come back to the others
-    // after the ack wait; every 202 becomes a CREATED order.
-    let admin = token(Role::Admin, "ops");
-    for (_, id) in &acknowledged {
-        let mut status = Value::Null;
-        for _ in 0..300 {
-            let response =
-                client.get(format!("{}/v1/orders/{id}", bases[0])).bearer_auth(&admin).send().await.expect("req");
-            if response.status() == StatusCode::OK {
-                status = response.json::<Value>().await.expect("json")["status"].clone();
-                if status == "CREATED" {
-                    break;
-                }
+    fn resume(&mut self) {
+        let process = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.process = Some(process);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(status, "CREATED", "order {id} acknowledged with 202 never became an order");
+        panic!("nats-server did not come up");
     }
 
-    // Node 2's fetched-but-unacknowledged requests come back to the others
-    // after queue.ack_wait, and the reaper returns units it had deducted but
-    // never appended after flash_sale.reservation_timeout: wait for both.
-    let (mut orders, mut stock_left) = (Vec::new(), -1);
-    for _ in 0..200 {
-        orders = all_orders(&client, &bases[2], &admin).await;
-        let view: Value = client
-            .get(format!("{}/v1/flash-sales/{sale}", bases[0]))
+    fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What strikes mid-sale.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillNode,
+    StopBroker,
+    RestartPostgres,
+}
+
+/// Three nodes and what they share.
+struct Deployment {
+    _database: Database,
+    nats_url: String,
+    stream: String,
+    nodes: Vec<ChildSurge>,
+    _dirs: Vec<TempDir>,
+    bases: Vec<String>,
+    client: reqwest::Client,
+    keys: Keys,
+}
+
+impl Deployment {
+    async fn start(nats_url: String) -> Self {
+        let database = Database::create();
+        let tag = rand::random::<u32>().to_string();
+        let stream = format!("SURGE_DIST_{tag}");
+        let shared: Vec<(String, String)> = vec![
+            ("SURGE_STORE__URL".into(), database.url()),
+            ("SURGE_REDIS__URLS".into(), r#"["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]"#.into()),
+            ("SURGE_REDIS__CLUSTER".into(), "true".into()),
+            ("SURGE_REDIS__NAMESPACE".into(), format!("surge-dist-{tag}")),
+            ("SURGE_QUEUE__NATS_URL".into(), nats_url.clone()),
+            ("SURGE_QUEUE__STREAM".into(), stream.clone()),
+            ("SURGE_QUEUE__ACK_WAIT".into(), "2s".into()),
+            ("SURGE_QUEUE__PUBLISH_TIMEOUT".into(), "1s".into()),
+            ("SURGE_AUTH__JWT_SECRET".into(), SECRET.into()),
+            ("SURGE_FLASH_SALE__PER_USER_RATE".into(), "1000".into()),
+            ("SURGE_FLASH_SALE__PER_SALE_RATE".into(), "100000".into()),
+            // Short budgets so the reaper returns lost deductions soon; the
+            // reservation timeout still outlasts the faults' consumer lag.
+            ("SURGE_HTTP__REQUEST_BUDGET".into(), "3s".into()),
+            ("SURGE_STORE__ACQUIRE_TIMEOUT".into(), "1s".into()),
+            ("SURGE_NOTIFY__TIMEOUT".into(), "1s".into()),
+            ("SURGE_FLASH_SALE__RESERVATION_TIMEOUT".into(), "10s".into()),
+        ];
+        let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("tempdir")).collect();
+        let client = reqwest::Client::new();
+        let mut nodes = Vec::new();
+        for (n, dir) in dirs.iter().enumerate() {
+            let node_id = (n + 1).to_string();
+            let mut env: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            env.push(("SURGE_NODE_ID", &node_id));
+            let node = ChildSurge::start(dir, free_port(), &env);
+            wait_ready(&client, &node.base).await;
+            nodes.push(node);
+        }
+        let bases = nodes.iter().map(|n| n.base.clone()).collect();
+        let keys = Keys::new(&Secret::new(SECRET.into()), &AuthSettings::default());
+        Self { _database: database, nats_url, stream, nodes, _dirs: dirs, bases, client, keys }
+    }
+
+    fn token(&self, role: Role, sub: &str) -> String {
+        self.keys.mint(role, sub, Duration::from_secs(600)).expect("mint")
+    }
+
+    async fn post(&self, node: usize, path: &str, token: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.bases[node]))
+            .bearer_auth(token)
+            .json(&body)
             .send()
             .await
-            .expect("req")
-            .json()
-            .await
-            .expect("json");
-        stock_left = view["stock_left"].as_i64().expect("stock_left");
-        let created = orders.iter().filter(|o| o["status"] == "CREATED").count() as i64;
-        if stock_left + created == STOCK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            .expect("req");
+        response.json().await.expect("json")
     }
-    let live: Vec<&Value> = orders.iter().filter(|o| o["status"] == "CREATED").collect();
-    let ids: HashSet<&str> = orders.iter().map(|o| o["id"].as_str().expect("id")).collect();
-    assert_eq!(ids.len(), orders.len(), "duplicate order ids");
-    let mut per_user: HashMap<&str, usize> = HashMap::new();
-    for order in &live {
-        *per_user.entry(order["user_id"].as_str().expect("user")).or_default() += 1;
-    }
-    assert!(per_user.values().all(|n| *n == 1), "a user holds more than the per-user limit across nodes");
-    assert!(live.len() as i64 <= STOCK, "oversold: {} orders for {STOCK}", live.len());
-    let acknowledged_ids: HashSet<&str> = acknowledged.iter().map(|(_, id)| id.as_str()).collect();
-    assert!(acknowledged_ids.iter().all(|id| ids.contains(id)));
-    eprintln!("{} orders, {stock_left} left of {STOCK}", live.len());
-    assert_eq!(stock_left + live.len() as i64, STOCK, "stock left + orders must equal stock once reaped");
-    assert!(live.len() as i64 <= STOCK, "oversold");
 
-    // The sale sold out; every surviving node refuses further intake.
-    if stock_left == 0 {
-        for base in [&bases[0], &bases[2]] {
-            let late = client
-                .post(format!("{base}/v1/flash-sales/{sale}/orders"))
-                .bearer_auth(token(Role::Customer, "999999"))
+    async fn get(&self, node: usize, path: &str) -> reqwest::Response {
+        let admin = self.token(Role::Admin, "ops");
+        self.client.get(format!("{}{path}", self.bases[node])).bearer_auth(admin).send().await.expect("req")
+    }
+
+    async fn create_sale(&self) -> String {
+        let merchant = self.token(Role::Merchant, "1");
+        let product = json!({"sku": "DIST", "name": "Distributed", "price_cents": 100, "stock": 1});
+        let product = self.post(0, "/v1/products", &merchant, product).await;
+        let now = time::OffsetDateTime::now_utc();
+        let sale = json!({"product_id": product["id"], "stock": STOCK, "price_cents": 50,
+                          "starts_at": rfc3339(now), "ends_at": rfc3339(now + time::Duration::hours(1)),
+                          "per_user_limit": 1});
+        let sale = self.post(1, "/v1/flash-sales", &self.token(Role::Admin, "ops"), sale).await;
+        sale["id"].as_str().expect("sale id").to_owned()
+    }
+
+    /// Every user tries twice, on two different nodes, with one key per try;
+    /// `strike` runs once `FAULT_AFTER` intakes are acknowledged. Returns the
+    /// acknowledged (user, order id) pairs and the statuses seen.
+    async fn drive(&mut self, sale: &str, strike: impl AsyncFnOnce(&mut Self)) -> (Vec<String>, HashMap<u16, usize>) {
+        let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+        let statuses: Arc<Mutex<HashMap<u16, usize>>> = Arc::default();
+        let attempts: Vec<(usize, String)> = (1..=USERS)
+            .flat_map(|user| {
+                let token = self.token(Role::Customer, &user.to_string());
+                [(user as usize % 3, token.clone()), ((user as usize + 1) % 3, token)]
+            })
+            .collect();
+        let load = {
+            let (client, accepted, statuses) = (self.client.clone(), Arc::clone(&accepted), Arc::clone(&statuses));
+            let urls: Vec<String> = self.bases.iter().map(|b| format!("{b}/v1/flash-sales/{sale}/orders")).collect();
+            tokio::spawn(async move {
+                stream::iter(attempts)
+                    .for_each_concurrent(CONCURRENCY, |(node, token)| {
+                        let (client, accepted, statuses) =
+                            (client.clone(), Arc::clone(&accepted), Arc::clone(&statuses));
+                        let url = urls[node].clone();
+                        async move {
+                            let Ok(response) = client.post(&url).bearer_auth(token).json(&json!({})).send().await
+                            else {
+                                *statuses.lock().expect("lock").entry(0).or_default() += 1; // a killed node
+                                return;
+                            };
+                            let status = response.status();
+                            *statuses.lock().expect("lock").entry(status.as_u16()).or_default() += 1;
+                            assert!(
+                                [202, 409, 429, 503].contains(&status.as_u16()),
+                                "intake answered {status}: {:?}",
+                                response.text().await
+                            );
+                            if status == StatusCode::ACCEPTED
+                                && let Ok(body) = response.json::<Value>().await
+                            {
+                                accepted.lock().expect("lock").push(body["order_id"].as_str().expect("id").into());
+                            }
+                        }
+                    })
+                    .await;
+            })
+        };
+        for _ in 0..1_000 {
+            if accepted.lock().expect("lock").len() >= FAULT_AFTER {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let at_fault = accepted.lock().expect("lock").len();
+        strike(self).await;
+        load.await.expect("load");
+        assert!(at_fault >= FAULT_AFTER && (at_fault as i64) < STOCK, "the fault came at {at_fault}, not mid-sale");
+        let acknowledged = accepted.lock().expect("lock").clone();
+        let statuses = statuses.lock().expect("lock").clone();
+        eprintln!("{} intakes acknowledged, fault after {at_fault}; statuses {statuses:?}", acknowledged.len());
+        (acknowledged, statuses)
+    }
+
+    /// Every order, through the admin listing of a surviving node.
+    async fn all_orders(&self) -> Vec<Value> {
+        let mut orders = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let after = cursor.as_deref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let page: Value = self.get(0, &format!("/v1/orders?limit=200{after}")).await.json().await.expect("json");
+            orders.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return orders,
+            }
+        }
+    }
+
+    /// The guarantees, once redeliveries and the reaper have run.
+    async fn verify(&self, sale: &str, acknowledged: &[String]) {
+        for id in acknowledged {
+            let mut status = Value::Null;
+            for _ in 0..300 {
+                let response = self.get(0, &format!("/v1/orders/{id}")).await;
+                if response.status() == StatusCode::OK {
+                    status = response.json::<Value>().await.expect("json")["status"].clone();
+                    if status == "CREATED" {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(status, "CREATED", "order {id} acknowledged with 202 never became an order");
+        }
+        let (mut orders, mut stock_left) = (Vec::new(), -1);
+        for _ in 0..300 {
+            orders = self.all_orders().await;
+            let view: Value = self.get(0, &format!("/v1/flash-sales/{sale}")).await.json().await.expect("json");
+            stock_left = view["stock_left"].as_i64().expect("stock_left");
+            let created = orders.iter().filter(|o| o["status"] == "CREATED").count() as i64;
+            if stock_left + created == STOCK {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let live: Vec<&Value> = orders.iter().filter(|o| o["status"] == "CREATED").collect();
+        let ids: HashSet<&str> = orders.iter().map(|o| o["id"].as_str().expect("id")).collect();
+        assert_eq!(ids.len(), orders.len(), "duplicate order ids");
+        let mut per_user: HashMap<&str, usize> = HashMap::new();
+        for order in &live {
+            *per_user.entry(order["user_id"].as_str().expect("user")).or_default() += 1;
+        }
+        assert!(per_user.values().all(|n| *n == 1), "a user holds more than the per-user limit across nodes");
+        assert!(live.len() as i64 <= STOCK, "oversold: {} orders for {STOCK}", live.len());
+        assert!(acknowledged.iter().all(|id| ids.contains(id.as_str())));
+        eprintln!("{} orders, {stock_left} left of {STOCK}", live.len());
+        assert_eq!(stock_left + live.len() as i64, STOCK, "stock left + orders must equal stock");
+    }
+
+    async fn drop_stream(&self) {
+        if let Ok(client) = async_nats::connect(self.nats_url.as_str()).await {
+            let _ = async_nats::jetstream::new(client).delete_stream(&self.stream).await;
+        }
+    }
+}
+
+async fn sale_through(fault: Fault) {
+    let _one_at_a_time = SERIAL.lock().await;
+    let mut nats = matches!(fault, Fault::StopBroker).then(OwnNats::start);
+    let nats_url = nats.as_ref().map_or_else(|| "nats://127.0.0.1:4222".to_owned(), OwnNats::url);
+    let mut deployment = Deployment::start(nats_url).await;
+    let sale = deployment.create_sale().await;
+    let (acknowledged, statuses) = deployment
+        .drive(&sale, async |deployment: &mut Deployment| match fault {
+            Fault::KillNode => {
+                deployment.nodes[1].process.kill().expect("kill -9");
+                let _ = deployment.nodes[1].process.wait();
+            }
+            Fault::StopBroker => {
+                let nats = nats.as_mut().expect("own broker");
+                nats.kill();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                nats.resume();
+            }
+            Fault::RestartPostgres => {
+                let status = Command::new("pg_ctlcluster")
+                    .args(["--skip-systemctl-redirect", &postgres_version(), "main", "restart", "-m", "fast"])
+                    .status()
+                    .expect("pg_ctlcluster runs");
+                assert!(status.success(), "PostgreSQL restarted");
+            }
+        })
+        .await;
+    if matches!(fault, Fault::StopBroker) {
+        eprintln!("intake while the broker was down: {} x 503", statuses.get(&503).unwrap_or(&0));
+    }
+    deployment.verify(&sale, &acknowledged).await;
+
+    // After the sale: the surviving nodes agree it is sold out, or sell on.
+    let view: Value = deployment.get(2, &format!("/v1/flash-sales/{sale}")).await.json().await.expect("json");
+    if view["stock_left"] == 0 {
+        let late = deployment.token(Role::Customer, "999999");
+        for node in [0, 2] {
+            let response = deployment
+                .client
+                .post(format!("{}/v1/flash-sales/{sale}/orders", deployment.bases[node]))
+                .bearer_auth(&late)
                 .json(&json!({}))
                 .send()
                 .await
                 .expect("req");
-            assert_eq!(late.status(), StatusCode::CONFLICT, "{base}");
+            assert_eq!(response.status(), StatusCode::CONFLICT, "node {node}");
         }
     }
-    drop(nodes);
-    drop_stream(&format!("SURGE_DIST_{tag}")).await;
+    deployment.drop_stream().await;
+}
+
+fn postgres_version() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .next()
+        .expect("a PostgreSQL cluster")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_every_guarantee_when_one_is_killed() {
+    sale_through(Fault::KillNode).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_every_guarantee_when_the_broker_stops() {
+    sale_through(Fault::StopBroker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_every_guarantee_when_postgres_restarts() {
+    sale_through(Fault::RestartPostgres).await;
 }

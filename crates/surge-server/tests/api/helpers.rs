@@ -176,12 +176,16 @@ impl ChildSurge {
     /// as `SURGE_*` variables.
     pub fn start(dir: &tempfile::TempDir, port: u16, env: &[(&str, &str)]) -> Self {
         let listen = format!("127.0.0.1:{port}");
+        // The node's log, kept for a failing test to be read.
+        let logs = std::env::temp_dir().join("surge-test-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = std::fs::File::create(logs.join(format!("{port}.log"))).expect("log file");
         let process = std::process::Command::new(surge_bin())
             .args(["--data-dir", dir.path().to_str().expect("utf-8"), "--listen", &listen])
             .env_remove("SURGE_CONFIG")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("surge starts");
         Self { process, base: format!("http://{listen}") }

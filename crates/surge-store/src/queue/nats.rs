@@ -2,12 +2,16 @@
 //! one durable pull consumer that every node's order consumer shares, so a
 //! request is worked on by one node at a time and redelivered to any node
 //! when it is not acknowledged within `ack_wait` (a node that dies loses
-//! nothing it had fetched).
+//! nothing it had fetched). A batch the consumer failed to process is
+//! handed back (NAK) at its next poll.
 //!
 //! Appends carry the order id as `Nats-Msg-Id`, so a publish retried within
 //! the stream's duplicate window is stored once (an idempotent producer).
 //! `append` returns after JetStream's publish ack: the event is in the
-//! stream. How soon that reaches disk is the server's setting
+//! stream. While the broker is unreachable `append` fails at once (intake
+//! answers a fast 503); a publish whose ack never came is ambiguous, so its
+//! reservation is released and, if the event did land, the order written
+//! later takes its stock again (see the ledger's reservations). How soon that reaches disk is the server's setting
 //! (`sync_interval`; a replicated stream survives the loss of a server).
 
 use std::collections::BTreeMap;
@@ -49,6 +53,7 @@ impl Default for NatsQueueConfig {
 }
 
 pub struct NatsQueue {
+    client: async_nats::Client,
     context: jetstream::Context,
     consumer: PullConsumer,
     subject: String,
@@ -64,7 +69,7 @@ impl NatsQueue {
             .connect(config.url.as_str())
             .await
             .map_err(unavailable)?;
-        let context = jetstream::ContextBuilder::new().timeout(config.publish_timeout).build(client);
+        let context = jetstream::ContextBuilder::new().timeout(config.publish_timeout).build(client.clone());
         let subject = format!("{}.requested", config.stream);
         let stream = context
             .get_or_create_stream(stream::Config {
@@ -89,7 +94,7 @@ impl NatsQueue {
             )
             .await
             .map_err(unavailable)?;
-        Ok(Self { context, consumer, subject, unacked: Mutex::default() })
+        Ok(Self { client, context, consumer, subject, unacked: Mutex::default() })
     }
 
     fn take(&self, messages: Vec<Message>) -> Vec<Delivery> {
@@ -141,6 +146,12 @@ impl NatsQueue {
 #[async_trait]
 impl OrderQueue for NatsQueue {
     async fn append(&self, request: &OrderRequested) -> Result<(), StoreError> {
+        // While disconnected the client would buffer the publish and send it
+        // on reconnect, after this call timed out and intake answered 503:
+        // an order the buyer was told failed. Refuse at once instead.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(StoreError::Unavailable("nats: not connected".to_owned()));
+        }
         let payload = serde_json::to_vec(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let message = PublishMessage::build().payload(payload.into()).message_id(request.order_id.get().to_string());
         let ack = self.context.send_publish(self.subject.clone(), message).await.map_err(unavailable)?;
@@ -148,6 +159,16 @@ impl OrderQueue for NatsQueue {
     }
 
     async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {
+        // What an earlier poll delivered and nobody acknowledged failed to
+        // be processed: hand it back now, so a later ack (which covers
+        // every lower offset) can't acknowledge it unprocessed.
+        let failed: Vec<Message> =
+            std::mem::take(&mut *self.unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+                .into_values()
+                .collect();
+        for message in failed {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
         let max = max.max(1);
         let mut messages = self.fetch(max, None).await?;
         if messages.is_empty() && !wait.is_zero() {
