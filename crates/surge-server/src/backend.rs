@@ -1,7 +1,7 @@
 //! The backends a node runs on, chosen by configuration: the embedded mode
 //! (SQLite, in-process ledger and keys, the durable log) or the distributed
-//! mode (PostgreSQL, Redis or Redis Cluster, NATS JetStream), each port on
-//! its own. The rest of the app sees only the ports.
+//! mode (PostgreSQL, Redis or Redis Cluster, NATS JetStream or a Kafka-protocol
+//! broker), each port on its own. The rest of the app sees only the ports.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use surge_domain::order::{OrderStore, PendingOrders};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
 use surge_store::ops::{ConfigStore, SwitchStore};
 use surge_store::postgres::{PgConfig, PgStore};
+use surge_store::queue::kafka::{KafkaQueue, KafkaQueueConfig};
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::queue::nats::{NatsQueue, NatsQueueConfig};
 use surge_store::redis::{RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending};
@@ -94,7 +95,19 @@ impl Backend {
                 )
             };
 
-        let (queue, log): (Arc<dyn OrderQueue>, Option<Arc<LogQueue>>) = match &settings.queue.nats_url {
+        let queue_settings = &settings.queue;
+        let (queue, log): (Arc<dyn OrderQueue>, Option<Arc<LogQueue>>) = match &queue_settings.nats_url {
+            None if queue_settings.kafka_brokers.is_some() => {
+                let config = KafkaQueueConfig {
+                    brokers: queue_settings.kafka_brokers.clone().unwrap_or_default(),
+                    topic: queue_settings.topic.clone(),
+                    partitions: queue_settings.partitions,
+                    group: queue_settings.consumer.clone(),
+                    publish_timeout: queue_settings.publish_timeout,
+                    ..KafkaQueueConfig::default()
+                };
+                (Arc::new(KafkaQueue::open(&config).await.context("connecting to the Kafka brokers")?), None)
+            }
             None => {
                 let config = LogQueueConfig { batch_max: settings.flash_sale.queue_batch, ..LogQueueConfig::default() };
                 let log = Arc::new(LogQueue::open(&settings.data_dir, config).await.context("opening the queue")?);

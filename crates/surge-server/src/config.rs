@@ -196,15 +196,24 @@ impl Default for RedisSettings {
     }
 }
 
-/// The queue between intake and the order consumer: the embedded log, or
-/// NATS JetStream when `nats_url` is set.
+/// The queue between intake and the order consumer: the embedded log, NATS
+/// JetStream when `nats_url` is set, or a Kafka-protocol broker when
+/// `kafka_brokers` is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats_url: Option<String>,
+    /// `host:port` of Kafka brokers, comma-separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_brokers: Option<String>,
+    /// NATS: the stream.
     pub stream: String,
-    /// The durable consumer every node shares.
+    /// Kafka: the topic and, when this node creates it, its partitions.
+    pub topic: String,
+    pub partitions: i32,
+    /// The durable consumer (NATS) or consumer group (Kafka) every node
+    /// shares.
     pub consumer: String,
     /// A request fetched by a node that does not acknowledge it within this
     /// goes to another node.
@@ -219,7 +228,10 @@ impl Default for QueueSettings {
     fn default() -> Self {
         Self {
             nats_url: None,
+            kafka_brokers: None,
             stream: "SURGE_ORDERS".to_owned(),
+            topic: "surge.orders.requested".to_owned(),
+            partitions: 6,
             consumer: "orders".to_owned(),
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(2),
@@ -567,10 +579,16 @@ impl Settings {
         if self.queue.nats_url.as_deref().is_some_and(|url| !url.starts_with("nats://")) {
             return Err("queue.nats_url must be a nats:// URL".to_owned());
         }
-        let shared = !self.redis.urls.is_empty() || self.queue.nats_url.is_some();
+        if self.queue.nats_url.is_some() && self.queue.kafka_brokers.is_some() {
+            return Err("set queue.nats_url or queue.kafka_brokers, not both".to_owned());
+        }
+        if !(1..=1024).contains(&self.queue.partitions) {
+            return Err("queue.partitions must be between 1 and 1024".to_owned());
+        }
+        let shared = !self.redis.urls.is_empty() || self.queue.nats_url.is_some() || self.queue.kafka_brokers.is_some();
         if shared && !postgres {
-            return Err("redis.urls and queue.nats_url need store.url (PostgreSQL): a shared ledger or queue in \
-                        front of a per-node SQLite file would split the orders"
+            return Err("redis.urls, queue.nats_url and queue.kafka_brokers need store.url (PostgreSQL): a shared \
+                        ledger or queue in front of a per-node SQLite file would split the orders"
                 .to_owned());
         }
         if self.redis.cluster && self.redis.urls.is_empty() {

@@ -3,7 +3,8 @@
 //! NATS JetStream stream. A sale is driven through all three at once while
 //! one fault strikes midway:
 //!
-//! - one node is killed with `kill -9`;
+//! - one node is killed with `kill -9` (with NATS, and with a Kafka-protocol
+//!   broker as the queue);
 //! - the broker is killed and restarted a few seconds later (a NATS server
 //!   of the test's own, so that nothing else loses its broker);
 //! - PostgreSQL restarts.
@@ -124,6 +125,14 @@ impl Drop for OwnNats {
     }
 }
 
+/// The queue the nodes share.
+#[derive(Debug, Clone)]
+enum Broker {
+    Nats(String),
+    /// A Kafka-protocol broker (`scripts/kafka`: Tansu on 127.0.0.1:19092).
+    Kafka,
+}
+
 /// What strikes mid-sale.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -135,7 +144,7 @@ enum Fault {
 /// Three nodes and what they share.
 struct Deployment {
     _database: Database,
-    nats_url: String,
+    broker: Broker,
     stream: String,
     nodes: Vec<ChildSurge>,
     _dirs: Vec<TempDir>,
@@ -145,18 +154,28 @@ struct Deployment {
 }
 
 impl Deployment {
-    async fn start(nats_url: String) -> Self {
+    async fn start(broker: Broker) -> Self {
         let database = Database::create();
         let tag = rand::random::<u32>().to_string();
         let stream = format!("SURGE_DIST_{tag}");
-        let shared: Vec<(String, String)> = vec![
+        let queue: Vec<(String, String)> = match &broker {
+            Broker::Nats(url) => vec![
+                ("SURGE_QUEUE__NATS_URL".into(), url.clone()),
+                ("SURGE_QUEUE__STREAM".into(), stream.clone()),
+                ("SURGE_QUEUE__ACK_WAIT".into(), "2s".into()),
+            ],
+            Broker::Kafka => vec![
+                ("SURGE_QUEUE__KAFKA_BROKERS".into(), kafka_brokers()),
+                ("SURGE_QUEUE__TOPIC".into(), format!("surge-dist-{tag}")),
+                ("SURGE_QUEUE__PARTITIONS".into(), "6".into()),
+                ("SURGE_QUEUE__CONSUMER".into(), format!("surge-dist-{tag}")),
+            ],
+        };
+        let mut shared: Vec<(String, String)> = vec![
             ("SURGE_STORE__URL".into(), database.url()),
             ("SURGE_REDIS__URLS".into(), r#"["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]"#.into()),
             ("SURGE_REDIS__CLUSTER".into(), "true".into()),
             ("SURGE_REDIS__NAMESPACE".into(), format!("surge-dist-{tag}")),
-            ("SURGE_QUEUE__NATS_URL".into(), nats_url.clone()),
-            ("SURGE_QUEUE__STREAM".into(), stream.clone()),
-            ("SURGE_QUEUE__ACK_WAIT".into(), "2s".into()),
             ("SURGE_QUEUE__PUBLISH_TIMEOUT".into(), "1s".into()),
             ("SURGE_AUTH__JWT_SECRET".into(), SECRET.into()),
             ("SURGE_FLASH_SALE__PER_USER_RATE".into(), "1000".into()),
@@ -168,6 +187,7 @@ impl Deployment {
             ("SURGE_NOTIFY__TIMEOUT".into(), "1s".into()),
             ("SURGE_FLASH_SALE__RESERVATION_TIMEOUT".into(), "10s".into()),
         ];
+        shared.extend(queue);
         let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("tempdir")).collect();
         let client = reqwest::Client::new();
         let mut nodes = Vec::new();
@@ -181,7 +201,7 @@ impl Deployment {
         }
         let bases = nodes.iter().map(|n| n.base.clone()).collect();
         let keys = Keys::new(&Secret::new(SECRET.into()), &AuthSettings::default());
-        Self { _database: database, nats_url, stream, nodes, _dirs: dirs, bases, client, keys }
+        Self { _database: database, broker, stream, nodes, _dirs: dirs, bases, client, keys }
     }
 
     fn token(&self, role: Role, sub: &str) -> String {
@@ -334,17 +354,28 @@ impl Deployment {
     }
 
     async fn drop_stream(&self) {
-        if let Ok(client) = async_nats::connect(self.nats_url.as_str()).await {
+        let Broker::Nats(url) = &self.broker else {
+            return; // Tansu keeps its topics in memory
+        };
+        if let Ok(client) = async_nats::connect(url.as_str()).await {
             let _ = async_nats::jetstream::new(client).delete_stream(&self.stream).await;
         }
     }
 }
 
-async fn sale_through(fault: Fault) {
+fn kafka_brokers() -> String {
+    std::env::var("SURGE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
+}
+
+async fn sale_through(fault: Fault, kafka: bool) {
     let _one_at_a_time = SERIAL.lock().await;
     let mut nats = matches!(fault, Fault::StopBroker).then(OwnNats::start);
-    let nats_url = nats.as_ref().map_or_else(|| "nats://127.0.0.1:4222".to_owned(), OwnNats::url);
-    let mut deployment = Deployment::start(nats_url).await;
+    let broker = match (&nats, kafka) {
+        (_, true) => Broker::Kafka,
+        (Some(own), false) => Broker::Nats(own.url()),
+        (None, false) => Broker::Nats("nats://127.0.0.1:4222".to_owned()),
+    };
+    let mut deployment = Deployment::start(broker).await;
     let sale = deployment.create_sale().await;
     let (acknowledged, statuses) = deployment
         .drive(&sale, async |deployment: &mut Deployment| match fault {
@@ -401,15 +432,20 @@ fn postgres_version() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_keep_every_guarantee_when_one_is_killed() {
-    sale_through(Fault::KillNode).await;
+    sale_through(Fault::KillNode, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_kafka_keep_every_guarantee_when_one_is_killed() {
+    sale_through(Fault::KillNode, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_keep_every_guarantee_when_the_broker_stops() {
-    sale_through(Fault::StopBroker).await;
+    sale_through(Fault::StopBroker, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_keep_every_guarantee_when_postgres_restarts() {
-    sale_through(Fault::RestartPostgres).await;
+    sale_through(Fault::RestartPostgres, false).await;
 }

@@ -11,7 +11,10 @@ use crate::helpers::{assert_error, rfc3339, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn no_oversell_when_5000_users_race_four_times_each_for_1000_units() {
-    let app = spawn_app().await;
+    // The node's overload guard would shed some of this burst with 503 when
+    // the machine is busy (other tests run beside it); this test is about
+    // the ledger, so every attempt must reach it.
+    let app = spawn_app_with(|s| s.overload.enabled = false).await;
     let sale = app.active_sale(1_000, 1).await;
     let attempts: Vec<u64> = (1..=5_000u64).flat_map(|user| [user; 4]).collect();
 

@@ -1,5 +1,7 @@
 //! Queue adapters behind `OrderQueue`: `log` is the embedded durable log,
-//! `nats` a NATS JetStream stream shared by every node.
+//! `nats` a NATS JetStream stream and `kafka` a Kafka-protocol topic, each
+//! shared by every node.
 
+pub mod kafka;
 pub mod log;
 pub mod nats;

@@ -1,0 +1,196 @@
+//! The queue on a Kafka-protocol broker (Apache Kafka, Redpanda, Tansu)
+//! through rdkafka: one topic partitioned by order id, an idempotent
+//! producer (`enable.idempotence`, `acks=all`), and a consumer group that
+//! every node's order consumer joins, committing offsets only after the
+//! orders are written (at-least-once; the order store absorbs redelivery).
+//!
+//! The port's offsets are this node's own delivery sequence: each maps to a
+//! (partition, offset), and `ack(n)` commits, per partition, past the
+//! highest offset delivered up to `n`. A batch the consumer failed to
+//! process is fetched again: the next poll seeks its partitions back to the
+//! first unacknowledged offset.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use surge_domain::StoreError;
+use surge_domain::flashsale::{Delivery, OrderQueue, OrderRequested};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaQueueConfig {
+    /// `host:port` of one or more brokers, comma-separated.
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions of the topic when this node creates it.
+    pub partitions: i32,
+    /// The consumer group every node joins.
+    pub group: String,
+    /// How long a produce waits for the broker's ack.
+    pub publish_timeout: Duration,
+    /// A node that stops heartbeating loses its partitions after this.
+    pub session_timeout: Duration,
+}
+
+impl Default for KafkaQueueConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".to_owned(),
+            topic: "surge.orders.requested".to_owned(),
+            partitions: 6,
+            group: "surge-orders".to_owned(),
+            publish_timeout: Duration::from_secs(2),
+            session_timeout: Duration::from_secs(6),
+        }
+    }
+}
+
+pub struct KafkaQueue {
+    producer: FutureProducer,
+    consumer: StreamConsumer,
+    topic: String,
+    publish_timeout: Duration,
+    next: AtomicU64,
+    /// Delivered and not yet acknowledged: sequence → (partition, offset).
+    unacked: Mutex<BTreeMap<u64, (i32, i64)>>,
+}
+
+impl KafkaQueue {
+    /// Connects, creates the topic if missing and joins the group.
+    pub async fn open(config: &KafkaQueueConfig) -> Result<Self, StoreError> {
+        let timeout_ms = config.publish_timeout.as_millis().to_string();
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &config.brokers).create().map_err(unavailable)?;
+        let topic = NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(config.publish_timeout));
+        for result in admin.create_topics([&topic], &options).await.map_err(unavailable)? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(StoreError::Unavailable(format!("kafka: creating {topic}: {code}"))),
+            }
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", &timeout_ms)
+            .set("linger.ms", "1")
+            .create()
+            .map_err(unavailable)?;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", (config.session_timeout.as_millis() / 3).to_string())
+            .create()
+            .map_err(unavailable)?;
+        consumer.subscribe(&[&config.topic]).map_err(unavailable)?;
+        Ok(Self {
+            producer,
+            consumer,
+            topic: config.topic.clone(),
+            publish_timeout: config.publish_timeout,
+            next: AtomicU64::new(1),
+            unacked: Mutex::default(),
+        })
+    }
+
+    /// Seeks every partition with unacknowledged deliveries back to the
+    /// first of them, so they are fetched again.
+    fn rewind(&self) -> Result<(), StoreError> {
+        let failed = std::mem::take(&mut *self.unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut first: HashMap<i32, i64> = HashMap::new();
+        for (partition, offset) in failed.into_values() {
+            let entry = first.entry(partition).or_insert(offset);
+            *entry = (*entry).min(offset);
+        }
+        for (partition, offset) in first {
+            self.consumer
+                .seek(&self.topic, partition, Offset::Offset(offset), Duration::from_secs(1))
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn next_message(&self, wait: Duration) -> Result<Option<(i32, i64, Vec<u8>)>, StoreError> {
+        match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Err(error)) => Err(unavailable(error)),
+            Ok(Ok(message)) => {
+                Ok(Some((message.partition(), message.offset(), message.payload().unwrap_or_default().to_vec())))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl OrderQueue for KafkaQueue {
+    async fn append(&self, request: &OrderRequested) -> Result<(), StoreError> {
+        let payload = serde_json::to_vec(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let key = request.order_id.get().to_string();
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        self.producer.send(record, self.publish_timeout).await.map(drop).map_err(|(error, _)| unavailable(error))
+    }
+
+    async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {
+        self.rewind()?;
+        let mut deliveries = Vec::new();
+        let mut budget = wait.max(Duration::from_millis(1));
+        while deliveries.len() < max.max(1) {
+            let Some((partition, offset, payload)) = self.next_message(budget).await? else {
+                break;
+            };
+            // After the first, take only what is there already.
+            budget = Duration::from_millis(1);
+            let sequence = self.next.fetch_add(1, Ordering::Relaxed);
+            self.unacked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(sequence, (partition, offset));
+            match serde_json::from_slice::<OrderRequested>(&payload) {
+                Ok(request) => deliveries.push(Delivery { offset: sequence, request }),
+                // A poison event must not block the queue: it is acknowledged
+                // with the batch and dropped for good.
+                Err(error) => tracing::error!(partition, offset, %error, "unreadable order request; skipped"),
+            }
+        }
+        Ok(deliveries)
+    }
+
+    async fn ack(&self, offset: u64) -> Result<(), StoreError> {
+        let done = {
+            let mut unacked = self.unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let rest = unacked.split_off(&(offset + 1));
+            std::mem::replace(&mut *unacked, rest)
+        };
+        let mut past: HashMap<i32, i64> = HashMap::new();
+        for (partition, offset) in done.into_values() {
+            let entry = past.entry(partition).or_insert(offset + 1);
+            *entry = (*entry).max(offset + 1);
+        }
+        if past.is_empty() {
+            return Ok(());
+        }
+        let mut commits = TopicPartitionList::new();
+        for (partition, next) in past {
+            commits.add_partition_offset(&self.topic, partition, Offset::Offset(next)).map_err(unavailable)?;
+        }
+        // Async: a lost commit is a redelivery, which the order store absorbs.
+        self.consumer.commit(&commits, CommitMode::Async).map_err(unavailable)
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("kafka: {error}"))
+}
