@@ -83,6 +83,9 @@ impl Workers {
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "payment-timeout sweep failed"),
             }
+            if let Err(error) = self.flash_sales.refresh_sold_out().await {
+                tracing::error!(%error, "sold-out flags not refreshed");
+            }
             self.intake_limits.shrink();
         }
     }

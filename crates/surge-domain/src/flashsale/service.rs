@@ -251,6 +251,29 @@ impl FlashSales {
         Ok(released)
     }
 
+    /// Clears the sold-out flag of every sale whose stock came back on the
+    /// ledger: with a shared ledger, stock returned through another node
+    /// (cancel, timeout, reaper) would otherwise stay unsellable here.
+    /// Run periodically; one ledger read per flagged sale.
+    pub async fn refresh_sold_out(&self) -> Result<usize, StoreError> {
+        let flagged: Vec<Arc<LiveSale>> = self
+            .live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|live| live.sold_out.load(Ordering::Relaxed))
+            .cloned()
+            .collect();
+        let mut cleared = 0;
+        for live in flagged {
+            if self.ports.ledger.stock_left(live.sale.id).await?.is_some_and(|left| left > 0) {
+                live.sold_out.store(false, Ordering::SeqCst);
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
+    }
+
     fn may_sell_again(&self, sale: SaleId) {
         if let Some(live) = self.cached(sale) {
             live.sold_out.store(false, Ordering::SeqCst);

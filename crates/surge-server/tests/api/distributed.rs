@@ -403,21 +403,37 @@ async fn sale_through(fault: Fault, kafka: bool) {
     }
     deployment.verify(&sale, &acknowledged).await;
 
-    // After the sale: the surviving nodes agree it is sold out, or sell on.
+    // Sold out: every surviving node refuses; when a buyer cancels through
+    // one node, the unit sells again through another (its sold-out flag is
+    // refreshed from the shared ledger).
     let view: Value = deployment.get(2, &format!("/v1/flash-sales/{sale}")).await.json().await.expect("json");
     if view["stock_left"] == 0 {
         let late = deployment.token(Role::Customer, "999999");
-        for node in [0, 2] {
-            let response = deployment
+        let place = |node: usize| {
+            deployment
                 .client
                 .post(format!("{}/v1/flash-sales/{sale}/orders", deployment.bases[node]))
                 .bearer_auth(&late)
                 .json(&json!({}))
                 .send()
-                .await
-                .expect("req");
-            assert_eq!(response.status(), StatusCode::CONFLICT, "node {node}");
+        };
+        for node in [0, 2] {
+            assert_eq!(place(node).await.expect("req").status(), StatusCode::CONFLICT, "node {node}");
         }
+        let order: Value =
+            deployment.get(0, &format!("/v1/orders/{}", acknowledged[0])).await.json().await.expect("json");
+        let buyer = deployment.token(Role::Customer, order["user_id"].as_str().expect("user"));
+        let cancelled = deployment.post(0, &format!("/v1/orders/{}/cancel", acknowledged[0]), &buyer, json!({})).await;
+        assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
+        let mut resold = StatusCode::CONFLICT;
+        for _ in 0..50 {
+            resold = place(2).await.expect("req").status();
+            if resold == StatusCode::ACCEPTED {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(resold, StatusCode::ACCEPTED, "the cancelled unit sells again through another node");
     }
     deployment.drop_stream().await;
 }
