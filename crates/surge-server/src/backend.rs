@@ -16,7 +16,7 @@ use surge_store::postgres::{PgConfig, PgStore};
 use surge_store::queue::kafka::{KafkaQueue, KafkaQueueConfig};
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::queue::nats::{NatsQueue, NatsQueueConfig};
-use surge_store::redis::{RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending};
+use surge_store::redis::{Durability, RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending};
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
 
 use crate::config::Settings;
@@ -89,7 +89,11 @@ impl Backend {
                 let conn = RedisConn::connect(&config).await.context("connecting to redis")?;
                 let claim_ttl = settings.http.request_budget;
                 (
-                    Arc::new(RedisLedger::new(conn.clone(), &redis.namespace)),
+                    Arc::new(RedisLedger::with_durability(
+                        conn.clone(),
+                        &redis.namespace,
+                        Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout },
+                    )),
                     Arc::new(RedisIntakeKeys::new(conn.clone(), &redis.namespace, claim_ttl, redis.key_ttl)),
                     Arc::new(RedisPending::new(conn, &redis.namespace, settings.flash_sale.payment_timeout)),
                 )

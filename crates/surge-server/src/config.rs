@@ -182,6 +182,12 @@ pub struct RedisSettings {
     /// How long an intake key remembers its order.
     #[serde(with = "humantime_serde")]
     pub key_ttl: Duration,
+    /// Replicas that must hold a deduction before intake answers 202
+    /// (`WAIT` on the sale's master): 1 with a Redis Cluster, so a failover
+    /// can't lose an acknowledged deduction; 0 without replicas.
+    pub wait_replicas: u32,
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
 }
 
 impl Default for RedisSettings {
@@ -192,6 +198,8 @@ impl Default for RedisSettings {
             namespace: "surge".to_owned(),
             response_timeout: Duration::from_millis(500),
             key_ttl: Duration::from_secs(7 * 24 * 3600),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -595,6 +603,11 @@ impl Settings {
             return Err("redis.cluster needs redis.urls".to_owned());
         }
         // Timeouts shrink going downstream.
+        if self.redis.wait_replicas > 0
+            && (self.redis.wait_timeout.is_zero() || self.redis.wait_timeout >= self.http.request_budget)
+        {
+            return Err("redis.wait_timeout must be above zero and shorter than http.request_budget".to_owned());
+        }
         if self.redis.response_timeout.is_zero() || self.redis.response_timeout >= self.http.request_budget {
             return Err("redis.response_timeout must be above zero and shorter than http.request_budget".to_owned());
         }

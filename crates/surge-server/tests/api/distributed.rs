@@ -7,6 +7,8 @@
 //!   broker as the queue);
 //! - the broker is killed and restarted a few seconds later (a NATS server
 //!   of the test's own, so that nothing else loses its broker);
+//! - the Redis Cluster master that owns the sale's keys is killed and its
+//!   replica takes over (deductions wait for a replica: `redis.wait_replicas`);
 //! - PostgreSQL restarts.
 //!
 //! Each keeps every guarantee: no oversell, every 202 an order, the per-user
@@ -139,6 +141,52 @@ enum Fault {
     KillNode,
     StopBroker,
     RestartPostgres,
+    /// `kill -9` of the Redis Cluster master that owns the sale's slot.
+    KillRedisMaster,
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().expect("redis-cli runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The port of the master serving `slot`, asked of any node but `not`.
+fn master_of(slot: u16, not: Option<u16>) -> Option<u16> {
+    let ask = (7000..=7005).find(|port| Some(*port) != not && redis_cli(*port, &["ping"]).trim() == "PONG")?;
+    redis_cli(ask, &["cluster", "nodes"]).lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let serves = fields.get(2)?.contains("master") && !fields.get(2)?.contains("fail");
+        let owns = fields.iter().skip(8).any(|range| {
+            let mut bounds = range.split('-').map(str::parse::<u16>);
+            match (bounds.next(), bounds.next()) {
+                (Some(Ok(low)), Some(Ok(high))) => (low..=high).contains(&slot),
+                (Some(Ok(only)), None) => only == slot,
+                _ => false,
+            }
+        });
+        let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+        (serves && owns).then_some(port)
+    })
+}
+
+/// Kills the master that owns the sale's keys and waits for its replica to
+/// take over; the killed node is started again later as a replica.
+async fn kill_sale_master(sale: &str) -> u16 {
+    let slot: u16 = redis_cli(7000, &["cluster", "keyslot", &format!("{{s:{sale}}}")]).trim().parse().expect("slot");
+    let port = master_of(slot, None).expect("a master owns the sale's slot");
+    let pid = redis_cli(port, &["info", "server"])
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:").map(|pid| pid.trim().to_owned()))
+        .expect("pid");
+    assert!(Command::new("kill").args(["-9", &pid]).status().expect("kill").success());
+    for _ in 0..200 {
+        if master_of(slot, Some(port)).is_some_and(|master| master != port) {
+            eprintln!("redis master {port} killed; its replica took slot {slot}");
+            return port;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no replica took over slot {slot}");
 }
 
 /// Three nodes and what they share.
@@ -175,6 +223,9 @@ impl Deployment {
             ("SURGE_STORE__URL".into(), database.url()),
             ("SURGE_REDIS__URLS".into(), r#"["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]"#.into()),
             ("SURGE_REDIS__CLUSTER".into(), "true".into()),
+            // A deduction counts once a replica holds it: a failover can't
+            // lose an acknowledged one.
+            ("SURGE_REDIS__WAIT_REPLICAS".into(), "1".into()),
             ("SURGE_REDIS__NAMESPACE".into(), format!("surge-dist-{tag}")),
             ("SURGE_QUEUE__PUBLISH_TIMEOUT".into(), "1s".into()),
             ("SURGE_AUTH__JWT_SECRET".into(), SECRET.into()),
@@ -266,8 +317,9 @@ impl Deployment {
                             };
                             let status = response.status();
                             *statuses.lock().expect("lock").entry(status.as_u16()).or_default() += 1;
+                            // 504: the request's budget ran out during a failover.
                             assert!(
-                                [202, 409, 429, 503].contains(&status.as_u16()),
+                                [202, 409, 429, 503, 504].contains(&status.as_u16()),
                                 "intake answered {status}: {:?}",
                                 response.text().await
                             );
@@ -349,7 +401,11 @@ impl Deployment {
         assert!(per_user.values().all(|n| *n == 1), "a user holds more than the per-user limit across nodes");
         assert!(live.len() as i64 <= STOCK, "oversold: {} orders for {STOCK}", live.len());
         assert!(acknowledged.iter().all(|id| ids.contains(id.as_str())));
-        eprintln!("{} orders, {stock_left} left of {STOCK}", live.len());
+        let mut by_status: HashMap<&str, usize> = HashMap::new();
+        for order in &orders {
+            *by_status.entry(order["status"].as_str().unwrap_or("?")).or_default() += 1;
+        }
+        eprintln!("{} orders {by_status:?}, {stock_left} left of {STOCK}", live.len());
         assert_eq!(stock_left + live.len() as i64, STOCK, "stock left + orders must equal stock");
     }
 
@@ -389,6 +445,9 @@ async fn sale_through(fault: Fault, kafka: bool) {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 nats.resume();
             }
+            Fault::KillRedisMaster => {
+                kill_sale_master(&sale).await;
+            }
             Fault::RestartPostgres => {
                 let status = Command::new("pg_ctlcluster")
                     .args(["--skip-systemctl-redirect", &postgres_version(), "main", "restart", "-m", "fast"])
@@ -400,6 +459,17 @@ async fn sale_through(fault: Fault, kafka: bool) {
         .await;
     if matches!(fault, Fault::StopBroker) {
         eprintln!("intake while the broker was down: {} x 503", statuses.get(&503).unwrap_or(&0));
+    }
+    if matches!(fault, Fault::KillRedisMaster) {
+        // The killed master comes back as a replica, for the next tests.
+        assert!(
+            Command::new("scripts/redis-cluster")
+                .current_dir(repo_root())
+                .arg("revive")
+                .status()
+                .expect("revive")
+                .success()
+        );
     }
     deployment.verify(&sale, &acknowledged).await;
 
@@ -438,6 +508,10 @@ async fn sale_through(fault: Fault, kafka: bool) {
     deployment.drop_stream().await;
 }
 
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 fn postgres_version() -> String {
     std::fs::read_dir("/etc/postgresql")
         .expect("/etc/postgresql")
@@ -459,6 +533,11 @@ async fn three_nodes_on_kafka_keep_every_guarantee_when_one_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_keep_every_guarantee_when_the_broker_stops() {
     sale_through(Fault::StopBroker, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_every_guarantee_when_a_redis_master_dies() {
+    sale_through(Fault::KillRedisMaster, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

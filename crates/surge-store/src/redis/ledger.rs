@@ -47,10 +47,14 @@ end
 return 1
 ";
 
-/// KEYS: stock, buyers, reservations. ARGV: order, user, quantity. Gives
-/// the stock back only while the reservation is open, so twice is once.
+/// KEYS: stock, buyers, reservations. ARGV: order, user, quantity, now.
+/// Gives the stock back only while the reservation is open, and leaves a
+/// tombstone (`x:<ms>`) so that a later settle knows the order's units were
+/// returned, and a retried settle that it already ran. Twice is once.
 const RELEASE: &str = r"
-if redis.call('HDEL', KEYS[3], ARGV[1]) == 0 then return 0 end
+local open = redis.call('HGET', KEYS[3], ARGV[1])
+if not open or string.sub(open, 1, 2) == 'x:' then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], 'x:' .. ARGV[4])
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('INCRBY', KEYS[1], ARGV[3])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
@@ -64,19 +68,29 @@ return 1
 ";
 
 /// KEYS: stock, buyers, reservations. ARGV: (order, user, quantity)
-/// triples. Closes each reservation; one already released (reaped) is
-/// deducted again, since its order exists. Returns how many were.
+/// triples. Closes each open reservation; one released before (a
+/// tombstone) is deducted again, since its order exists; one already
+/// closed (a retried settle) is left alone. Returns how many were deducted
+/// again.
 const SETTLE: &str = r"
 local again = 0
 for i = 1, #ARGV, 3 do
-  if redis.call('HDEL', KEYS[3], ARGV[i]) == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('DECRBY', KEYS[1], ARGV[i + 2])
-    redis.call('HINCRBY', KEYS[2], ARGV[i + 1], ARGV[i + 2])
-    again = again + 1
+  local state = redis.call('HGET', KEYS[3], ARGV[i])
+  if state then
+    redis.call('HDEL', KEYS[3], ARGV[i])
+    if string.sub(state, 1, 2) == 'x:' and redis.call('EXISTS', KEYS[1]) == 1 then
+      redis.call('DECRBY', KEYS[1], ARGV[i + 2])
+      redis.call('HINCRBY', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+      again = again + 1
+    end
   end
 end
 return again
 ";
+
+/// Tombstones of released reservations are kept this long, for an order
+/// that lands late.
+const TOMBSTONE_TTL_MS: i64 = 24 * 3600 * 1000;
 
 pub struct RedisLedger {
     conn: RedisConn,
@@ -86,11 +100,26 @@ pub struct RedisLedger {
     restore: Script,
     release: Script,
     settle: Script,
+    durability: Durability,
+}
+
+/// How many replicas must hold a deduction before it counts, and how long
+/// to wait for them. With none (the default) a failover can lose the last
+/// deductions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Durability {
+    pub replicas: u32,
+    pub timeout: std::time::Duration,
 }
 
 impl RedisLedger {
     pub fn new(conn: RedisConn, namespace: &str) -> Self {
+        Self::with_durability(conn, namespace, Durability::default())
+    }
+
+    pub fn with_durability(conn: RedisConn, namespace: &str, durability: Durability) -> Self {
         Self {
+            durability,
             conn,
             namespace: namespace.to_owned(),
             try_deduct: Script::new(TRY_DEDUCT),
@@ -157,6 +186,16 @@ impl StockLedger for RedisLedger {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        if outcome >= 0 && self.durability.replicas > 0 {
+            let Durability { replicas, timeout } = self.durability;
+            let [stock, ..] = self.keys(sale);
+            let acked = self.conn.wait_for_replicas(&stock, replicas, timeout).await;
+            if !matches!(acked, Ok(n) if n >= replicas) {
+                // A failover now could lose it: give it back and refuse.
+                let _ = self.release(sale, reservation).await;
+                return Err(StoreError::Unavailable(format!("redis: deduction not replicated ({acked:?})")));
+            }
+        }
         Ok(match outcome {
             -1 => Deduction::SoldOut,
             -2 => Deduction::LimitExceeded,
@@ -175,6 +214,7 @@ impl StockLedger for RedisLedger {
             .arg(reservation.order.get())
             .arg(reservation.user.get())
             .arg(reservation.quantity)
+            .arg(now_ms())
             .invoke_async::<i64>(&mut conn)
             .await
             .map(drop)
@@ -202,10 +242,24 @@ impl StockLedger for RedisLedger {
         let [_, _, reserved] = self.keys(sale);
         let mut conn = self.conn.clone();
         let open: HashMap<i64, String> =
-            redis::cmd("HGETALL").arg(reserved).query_async(&mut conn).await.map_err(unavailable)?;
+            redis::cmd("HGETALL").arg(&reserved).query_async(&mut conn).await.map_err(unavailable)?;
         let before = now_ms() - older_than.as_millis() as i64;
+        let expired: Vec<i64> = open
+            .iter()
+            .filter(|(_, value)| {
+                value
+                    .strip_prefix("x:")
+                    .and_then(|at| at.parse::<i64>().ok())
+                    .is_some_and(|at| at < now_ms() - TOMBSTONE_TTL_MS)
+            })
+            .map(|(order, _)| *order)
+            .collect();
+        if !expired.is_empty() {
+            let _: Result<(), _> = redis::cmd("HDEL").arg(&reserved).arg(&expired).query_async(&mut conn).await;
+        }
         Ok(open
             .into_iter()
+            .filter(|(_, value)| !value.starts_with("x:"))
             .filter_map(|(order, value)| {
                 let mut parts = value.split(':').map(str::parse::<i64>);
                 let (Some(Ok(user)), Some(Ok(quantity)), Some(Ok(at))) = (parts.next(), parts.next(), parts.next())

@@ -13,7 +13,7 @@ mod ledger;
 mod pending;
 
 pub use keys::RedisIntakeKeys;
-pub use ledger::RedisLedger;
+pub use ledger::{Durability, RedisLedger};
 pub use pending::RedisPending;
 
 use std::time::Duration;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use surge_domain::{SaleId, StoreError};
 
@@ -79,6 +80,24 @@ impl RedisConn {
                 .set_number_of_retries(3);
             Ok(Self::Standalone(ConnectionManager::new_with_config(client, manager_config).await.map_err(unavailable)?))
         }
+    }
+
+    /// Waits until `replicas` replicas of the master that owns `key` hold
+    /// every write sent to it so far, for at most `timeout`; returns how many
+    /// do. A deduction acknowledged this way survives a failover.
+    pub async fn wait_for_replicas(&self, key: &str, replicas: u32, timeout: Duration) -> Result<u32, StoreError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout.as_millis() as u64);
+        let acked = match self {
+            Self::Standalone(conn) => wait.query_async(&mut conn.clone()).await.map_err(unavailable)?,
+            Self::Cluster(conn) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let value = conn.clone().route_command(wait, routing).await.map_err(unavailable)?;
+                redis::from_redis_value(value).map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?
+            }
+        };
+        Ok(acked)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -2,8 +2,13 @@
 -- KEYS: stock left, buyers (hash user -> units), reservations (hash order -> "user:units:ms").
 -- ARGV: user, quantity, per-user limit, order id, now (unix ms).
 -- Returns stock left after the deduction, or -1 sold out, -2 over the buyer's
--- limit, -3 not loaded. scripts/bench-distributed runs this file through
--- redis-benchmark as the ceiling of intake.
+-- limit, -3 not loaded. The order id makes it idempotent: a client retry
+-- (the cluster client resends after a lost reply) does not deduct twice.
+-- scripts/bench-distributed runs this file through redis-benchmark as the
+-- ceiling of intake.
+if redis.call('HEXISTS', KEYS[3], ARGV[4]) == 1 then
+  return tonumber(redis.call('GET', KEYS[1]) or '0')
+end
 local left = redis.call('GET', KEYS[1])
 if not left then return -3 end
 left = tonumber(left)
