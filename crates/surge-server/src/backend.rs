@@ -16,7 +16,9 @@ use surge_store::postgres::{PgConfig, PgStore};
 use surge_store::queue::kafka::{KafkaQueue, KafkaQueueConfig};
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::queue::nats::{NatsQueue, NatsQueueConfig};
-use surge_store::redis::{Durability, RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending};
+use surge_store::redis::{
+    Algorithm, Durability, RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending, RedisRateLimiter,
+};
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
 
 use crate::config::Settings;
@@ -32,6 +34,8 @@ pub struct Backend {
     pub keys: Arc<dyn IntakeKeys>,
     pub pending: Arc<dyn PendingOrders>,
     pub queue: Arc<dyn OrderQueue>,
+    /// Cluster-wide per-customer intake limit, when configured.
+    pub cluster_user_limit: Option<Arc<RedisRateLimiter>>,
     relational: Relational,
     log: Option<Arc<LogQueue>>,
 }
@@ -71,6 +75,7 @@ impl Backend {
         };
 
         let redis = &settings.redis;
+        let mut cluster_user_limit = None;
         let (ledger, keys, pending): (Arc<dyn StockLedger>, Arc<dyn IntakeKeys>, Arc<dyn PendingOrders>) =
             if redis.urls.is_empty() {
                 (
@@ -88,6 +93,12 @@ impl Backend {
                 };
                 let conn = RedisConn::connect(&config).await.context("connecting to redis")?;
                 let claim_ttl = settings.http.request_budget;
+                let rate = settings.flash_sale.cluster_per_user_rate;
+                if rate > 0 {
+                    let bucket = Algorithm::TokenBucket { capacity: rate, per_sec: f64::from(rate) };
+                    let limiter = RedisRateLimiter::new(conn.clone(), &redis.namespace, "intake-user", bucket);
+                    cluster_user_limit = Some(Arc::new(limiter));
+                }
                 (
                     Arc::new(RedisLedger::with_durability(
                         conn.clone(),
@@ -129,7 +140,20 @@ impl Backend {
                 (Arc::new(NatsQueue::open(&config).await.context("connecting to NATS JetStream")?), None)
             }
         };
-        Ok(Self { catalog, sales, orders, switches, config, ledger, keys, pending, queue, relational, log })
+        Ok(Self {
+            catalog,
+            sales,
+            orders,
+            switches,
+            config,
+            ledger,
+            keys,
+            pending,
+            queue,
+            cluster_user_limit,
+            relational,
+            log,
+        })
     }
 
     /// Is the queue shared with other nodes? Then it is not drained at start

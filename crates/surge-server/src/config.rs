@@ -271,6 +271,10 @@ pub struct FlashSaleSettings {
     pub per_user_rate: u32,
     /// Intake attempts admitted per sale per second, across customers.
     pub per_sale_rate: u32,
+    /// Intake attempts per customer per second across every node (a token
+    /// bucket in Redis; needs `redis.urls`); 0 turns it off. The node-local
+    /// `per_user_rate` still applies first.
+    pub cluster_per_user_rate: u32,
 }
 
 impl Default for FlashSaleSettings {
@@ -283,6 +287,7 @@ impl Default for FlashSaleSettings {
             queue_batch: 1024,
             per_user_rate: 10,
             per_sale_rate: 200_000,
+            cluster_per_user_rate: 0,
         }
     }
 }
@@ -598,6 +603,9 @@ impl Settings {
             return Err("redis.urls, queue.nats_url and queue.kafka_brokers need store.url (PostgreSQL): a shared \
                         ledger or queue in front of a per-node SQLite file would split the orders"
                 .to_owned());
+        }
+        if self.flash_sale.cluster_per_user_rate > 0 && self.redis.urls.is_empty() {
+            return Err("flash_sale.cluster_per_user_rate needs redis.urls".to_owned());
         }
         if self.redis.cluster && self.redis.urls.is_empty() {
             return Err("redis.cluster needs redis.urls".to_owned());

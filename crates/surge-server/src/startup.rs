@@ -136,6 +136,7 @@ impl Application {
             flash_sales,
             orders,
             intake_limits,
+            cluster_user_limit: backend.cluster_user_limit.clone(),
             intake_switch: switches.handle(INTAKE_SWITCH)?,
             product_detail_switch: switches.handle(PRODUCT_DETAIL_SWITCH)?,
             switches,

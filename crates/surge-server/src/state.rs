@@ -26,6 +26,8 @@ pub struct Parts {
     pub flash_sales: Arc<FlashSales>,
     pub orders: Arc<Orders>,
     pub intake_limits: Arc<IntakeLimits>,
+    /// Per-customer intake limit shared by every node (Redis), if set.
+    pub cluster_user_limit: Option<Arc<surge_store::redis::RedisRateLimiter>>,
     pub switches: Arc<Switchboard>,
     pub switch_store: Arc<dyn SwitchStore>,
     /// `flash_sale_intake`: off → intake answers 503 degraded.

@@ -31,7 +31,7 @@ fn unique(prefix: &str) -> String {
 
 /// Connections to the standalone Redis and to the cluster, each with a
 /// namespace of its own.
-async fn redis_conns() -> [(&'static str, RedisConn, String); 2] {
+pub(crate) async fn redis_conns() -> [(&'static str, RedisConn, String); 2] {
     let url = std::env::var("SURGE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let cluster_urls = std::env::var("SURGE_TEST_REDIS_CLUSTER_URLS")
         .unwrap_or_else(|_| "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".to_owned());

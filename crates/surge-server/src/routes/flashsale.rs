@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use surge_domain::flashsale::{NewSale, Quantity, SaleStatus, SaleView};
 use surge_domain::{Actor, Cents, OrderId, ProductId, SaleId};
+use surge_store::redis::Admission;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
@@ -128,6 +129,17 @@ async fn place_order(
         return Err(ApiError::degraded("flash-sale intake is switched off; retry later"));
     }
     state.intake_limits.check(*user, sale)?;
+    if let Some(limit) = &state.cluster_user_limit {
+        match limit.acquire(&format!("{}:{}", sale.get(), user.get())).await {
+            Ok(Admission::Rejected { retry_after }) => {
+                return Err(ApiError::rate_limited(retry_after.as_secs_f64().ceil().max(1.0) as u64));
+            }
+            Ok(Admission::Admitted { .. }) => {}
+            // A limiter outage must not stop the sale; the node-local limits
+            // still hold.
+            Err(error) => tracing::warn!(%error, "cluster-wide intake limit unavailable; admitting"),
+        }
+    }
     let quantity = Quantity::parse(body.quantity.unwrap_or(1)).map_err(ApiError::bad_request)?;
     let key = idempotency_key(&headers)?.map(str::to_owned);
     // Once begun, intake runs to the end even if the client goes away or the

@@ -1,6 +1,6 @@
 //! The Redis adapters of the distributed mode: the stock ledger (one Lua
 //! script checks and deducts), intake idempotency keys with a TTL, and the
-//! pending-order view, shared by every node.
+//! pending-order view, shared by every node; and cluster-wide rate limiters.
 //!
 //! One [`RedisConn`] reaches either a standalone Redis (a reconnecting
 //! `ConnectionManager`) or a Redis Cluster (`cluster-async`, which follows
@@ -11,10 +11,12 @@
 mod keys;
 mod ledger;
 mod pending;
+mod rate;
 
 pub use keys::RedisIntakeKeys;
 pub use ledger::{Durability, RedisLedger};
 pub use pending::RedisPending;
+pub use rate::{Admission, Algorithm, RedisRateLimiter};
 
 use std::time::Duration;
 
