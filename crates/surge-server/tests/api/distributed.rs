@@ -384,8 +384,15 @@ impl Deployment {
         let (mut orders, mut stock_left) = (Vec::new(), -1);
         for _ in 0..300 {
             orders = self.all_orders().await;
+            // Right after a fault a read may fail once (a 503 while a client
+            // finds the new Redis master): look again.
             let view: Value = self.get(0, &format!("/v1/flash-sales/{sale}")).await.json().await.expect("json");
-            stock_left = view["stock_left"].as_i64().expect("stock_left");
+            let Some(left) = view["stock_left"].as_i64() else {
+                eprintln!("sale view not available yet: {view}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            stock_left = left;
             let created = orders.iter().filter(|o| o["status"] == "CREATED").count() as i64;
             if stock_left + created == STOCK {
                 break;
