@@ -571,11 +571,15 @@ async fn a_cluster_wide_per_user_rate_holds_across_nodes() {
             .json(&json!({}));
         async move { request.send().await.expect("req").status() }
     });
+    let started = std::time::Instant::now();
     let statuses = futures::future::join_all(attempts).await;
-    let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
-    println!("12 attempts over 3 nodes: {statuses:?}");
-    // A burst of 2 (plus at most one refill while the calls run) passes the
-    // limit; each node alone would have let 10 a second through.
-    assert!(limited >= 9, "only {limited} of 12 were limited: {statuses:?}");
+    let elapsed = started.elapsed().as_secs_f64();
+    let passed = statuses.iter().filter(|s| **s != StatusCode::TOO_MANY_REQUESTS).count();
+    println!("12 attempts over 3 nodes in {elapsed:.2}s: {statuses:?}");
+    // The burst of 2, plus what refilled at 2 a second while the calls ran;
+    // each node alone would have let 10 a second through.
+    let allowed = 2 + (2.0 * elapsed).ceil() as usize;
+    assert!(passed <= allowed, "{passed} of 12 passed the limit, more than {allowed}: {statuses:?}");
+    assert!(passed >= 1, "the first attempt is admitted");
     deployment.drop_stream().await;
 }
