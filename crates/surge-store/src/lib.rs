@@ -2,7 +2,8 @@
 //!
 //! - `sqlite`: the embedded relational store (WAL, migrations run at start).
 //! - `postgres`: the same ports on one PostgreSQL shared by every node
-//!   (distributed mode); `rows` holds what the two relational stores share.
+//!   (distributed mode); `rows` and `sql` hold what the two relational
+//!   stores share (row types, and the statements both dialects read alike).
 //! - `cache`: cache-aside decorators that wrap any store adapter.
 //! - `memory`: in-process ledger, pending orders and intake keys.
 //! - `redis`: the same three shared by every node (distributed mode).
@@ -18,6 +19,7 @@ pub mod postgres;
 pub mod queue;
 pub mod redis;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 #[cfg(test)]

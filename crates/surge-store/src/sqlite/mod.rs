@@ -6,6 +6,7 @@
 
 mod catalog;
 mod flashsale;
+mod ops;
 mod orders;
 
 use std::path::{Path, PathBuf};
@@ -73,10 +74,6 @@ impl SqliteStore {
         .await
         .map_err(store_error)?;
         Ok(max.unwrap_or(0))
-    }
-
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
     }
 }
 
