@@ -13,7 +13,7 @@ use super::sale::{FlashSale, NewSale, OrderRequested, Quantity, SaleStatus};
 use crate::actor::Actor;
 use crate::catalog::CatalogStore;
 use crate::ids::{IdGenerator, OrderId, SaleId, UserId};
-use crate::order::{OrderStore, PendingOrders, SaleHoldings};
+use crate::order::{Order, OrderStore, PendingOrders, SaleHoldings};
 use crate::store::StoreError;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -214,13 +214,14 @@ impl FlashSales {
     }
 
     /// Orders were written for these requests: their reservations close.
-    pub async fn settled(&self, written: &[OrderRequested]) -> Result<(), StoreError> {
+    pub async fn settled(&self, written: &[Order]) -> Result<(), StoreError> {
         let mut by_sale: std::collections::BTreeMap<SaleId, Vec<Reservation>> = Default::default();
-        for request in written {
-            by_sale.entry(request.sale_id).or_default().push(Reservation {
-                order: request.order_id,
-                user: request.user_id,
-                quantity: request.quantity,
+        for order in written {
+            let Some(sale) = order.flash_sale_id else { continue };
+            by_sale.entry(sale).or_default().push(Reservation {
+                order: order.id,
+                user: order.user_id,
+                quantity: order.quantity,
             });
         }
         for (sale, reservations) in by_sale {

@@ -11,7 +11,7 @@ use super::Order;
 use super::ports::{OrderPage, OrderScope, OrderStore, PendingOrders};
 use super::status::{IllegalTransition, OrderEvent, OrderStatus};
 use crate::actor::Actor;
-use crate::flashsale::{FlashSales, OrderQueue, OrderRequested, Reservation};
+use crate::flashsale::{FlashSales, OrderQueue, Reservation};
 use crate::ids::OrderId;
 use crate::notification::Notifier;
 use crate::store::StoreError;
@@ -162,9 +162,7 @@ impl Orders {
                 Reservation { order: refused.order_id, user: refused.user_id, quantity: refused.quantity };
             self.sales.released(refused.sale_id, reservation).await?;
         }
-        let written: Vec<OrderRequested> =
-            requests.iter().filter(|r| outcome.created.iter().any(|o| o.id == r.order_id)).cloned().collect();
-        self.sales.settled(&written).await?;
+        self.sales.settled(&outcome.created).await?;
         queue.ack(last).await?;
         let ids: Vec<OrderId> = requests.iter().map(|r| r.order_id).collect();
         self.pending.remove(&ids).await?;
