@@ -17,7 +17,8 @@ use surge_store::queue::kafka::{KafkaQueue, KafkaQueueConfig};
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::queue::nats::{NatsQueue, NatsQueueConfig};
 use surge_store::redis::{
-    Algorithm, Durability, RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending, RedisRateLimiter,
+    Algorithm, Durability, RedisConfig, RedisConn, RedisEvents, RedisIntakeKeys, RedisLedger, RedisPending,
+    RedisRateLimiter,
 };
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
 
@@ -36,6 +37,9 @@ pub struct Backend {
     pub queue: Arc<dyn OrderQueue>,
     /// Cluster-wide per-customer intake limit, when configured.
     pub cluster_user_limit: Option<Arc<RedisRateLimiter>>,
+    /// The shared Redis, when there is one: the product cache's shared tier
+    /// and the events every node listens to go through it.
+    pub redis: Option<RedisConn>,
     relational: Relational,
     log: Option<Arc<LogQueue>>,
 }
@@ -76,6 +80,7 @@ impl Backend {
 
         let redis = &settings.redis;
         let mut cluster_user_limit = None;
+        let mut shared_redis = None;
         let (ledger, keys, pending): (Arc<dyn StockLedger>, Arc<dyn IntakeKeys>, Arc<dyn PendingOrders>) =
             if redis.urls.is_empty() {
                 (
@@ -99,12 +104,16 @@ impl Backend {
                     let limiter = RedisRateLimiter::new(conn.clone(), &redis.namespace, "intake-user", bucket);
                     cluster_user_limit = Some(Arc::new(limiter));
                 }
+                shared_redis = Some(conn.clone());
                 (
-                    Arc::new(RedisLedger::with_durability(
-                        conn.clone(),
-                        &redis.namespace,
-                        Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout },
-                    )),
+                    Arc::new(
+                        RedisLedger::with_durability(
+                            conn.clone(),
+                            &redis.namespace,
+                            Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout },
+                        )
+                        .with_events(RedisEvents::new(conn.clone(), &redis.namespace)),
+                    ),
                     Arc::new(RedisIntakeKeys::new(conn.clone(), &redis.namespace, claim_ttl, redis.key_ttl)),
                     Arc::new(RedisPending::new(conn, &redis.namespace, settings.flash_sale.payment_timeout)),
                 )
@@ -151,6 +160,7 @@ impl Backend {
             pending,
             queue,
             cluster_user_limit,
+            redis: shared_redis,
             relational,
             log,
         })

@@ -34,6 +34,7 @@ pub const CACHE_REQUESTS: &str = "surge_cache_requests_total";
 pub const CACHE_LOADS: &str = "surge_cache_loads_total";
 pub const NOTIFICATIONS: &str = "surge_notifications_total";
 pub const BREAKER_STATE: &str = "surge_breaker_state";
+pub const EVENTS: &str = "surge_events_received_total";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -73,6 +74,11 @@ impl Metrics {
         r.describe_counter(CACHE_REQUESTS.into(), None, "Cache reads by cache and result (hit, miss)".into());
         r.describe_counter(CACHE_LOADS.into(), None, "Cache misses that loaded from the store".into());
         r.describe_counter(NOTIFICATIONS.into(), None, "Order notifications by result (sent, failed, dropped)".into());
+        r.describe_counter(
+            EVENTS.into(),
+            None,
+            "Events from other nodes by kind (product_changed, sold_out, restocked, subscribed)".into(),
+        );
         r.describe_gauge(BREAKER_STATE.into(), None, "Circuit breaker state: 0 closed, 1 open, 2 half-open".into());
     }
 

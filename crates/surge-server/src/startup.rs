@@ -20,6 +20,7 @@ use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::notify::{NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier, SinkGuards};
 use surge_store::ops::ConfigStore;
+use surge_store::redis::{Event, RedisCatalog, Signal, subscribe};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::retry::budget::TpsBudget;
@@ -28,7 +29,7 @@ use crate::auth::{Keys, load_or_create_secret};
 use crate::backend::Backend;
 use crate::config::Settings;
 use crate::limits::IntakeLimits;
-use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics, NOTIFICATIONS};
+use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, EVENTS, Metrics, NOTIFICATIONS};
 use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::state::{AppState, Parts};
 use crate::tunables::{LiveConfig, TUNABLES, Tunables, aimd};
@@ -41,6 +42,55 @@ pub struct Application {
     shutdown_grace: Duration,
     backend: Arc<Backend>,
     workers: Arc<Workers>,
+    /// The subscription to the other nodes' events (distributed mode).
+    _events: Option<Subscription>,
+}
+
+/// A background task that ends with its owner.
+struct Subscription(tokio::task::JoinHandle<()>);
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Applies the other nodes' events to this node's local state.
+struct EventListener {
+    catalog: Arc<CachedCatalog<dyn CatalogStore>>,
+    flash_sales: Arc<FlashSales>,
+    metrics: Arc<Metrics>,
+}
+
+impl EventListener {
+    fn on(&self, signal: Signal) {
+        let kind = match signal {
+            Signal::Subscribed => {
+                // Whatever changed while unsubscribed went unheard.
+                self.catalog.forget_all();
+                "subscribed"
+            }
+            Signal::Event(Event::ProductChanged(id)) => {
+                let catalog = Arc::clone(&self.catalog);
+                tokio::spawn(async move { catalog.forget(id).await });
+                "product_changed"
+            }
+            Signal::Event(Event::SoldOut(sale)) => {
+                let flash_sales = Arc::clone(&self.flash_sales);
+                tokio::spawn(async move {
+                    if let Err(error) = flash_sales.sold_out_elsewhere(sale).await {
+                        tracing::debug!(%error, sale_id = %sale, "sold-out event not applied");
+                    }
+                });
+                "sold_out"
+            }
+            Signal::Event(Event::Restocked(sale)) => {
+                self.flash_sales.restocked_elsewhere(sale);
+                "restocked"
+            }
+        };
+        self.metrics.counter(EVENTS, &[("event", kind)]).increment(1);
+    }
 }
 
 impl Application {
@@ -61,8 +111,24 @@ impl Application {
             misses: metrics.counter(CACHE_REQUESTS, &[("cache", "product"), ("result", "miss")]),
             loads: metrics.counter(CACHE_LOADS, &[("cache", "product")]),
         };
-        let store: Arc<dyn CatalogStore> =
-            Arc::new(CachedCatalog::new(Arc::clone(&backend.catalog), &product_cache(settings), cache_metrics));
+        // Two tiers in the distributed mode: each node's memory over the
+        // shared Redis over PostgreSQL.
+        let shared_tier: Arc<dyn CatalogStore> = match &backend.redis {
+            Some(conn) => Arc::new(RedisCatalog::new(
+                Arc::clone(&backend.catalog),
+                conn.clone(),
+                &settings.redis.namespace,
+                &product_cache(settings),
+                CacheMetrics {
+                    hits: metrics.counter(CACHE_REQUESTS, &[("cache", "product_redis"), ("result", "hit")]),
+                    misses: metrics.counter(CACHE_REQUESTS, &[("cache", "product_redis"), ("result", "miss")]),
+                    loads: metrics.counter(CACHE_LOADS, &[("cache", "product_redis")]),
+                },
+            )),
+            None => Arc::clone(&backend.catalog),
+        };
+        let cached = Arc::new(CachedCatalog::new(shared_tier, &product_cache(settings), cache_metrics));
+        let store: Arc<dyn CatalogStore> = cached.clone();
         let ids = Arc::new(IdGenerator::new(settings.node_id).map_err(anyhow::Error::msg)?);
 
         let sale_settings = &settings.flash_sale;
@@ -101,6 +167,13 @@ impl Application {
             intake_limits: Arc::clone(&intake_limits),
             consumer_batch: sale_settings.consumer_batch,
             sweep_interval: sale_settings.sweep_interval,
+        });
+        let events = backend.redis.as_ref().map(|_| {
+            let listener =
+                EventListener { catalog: cached, flash_sales: Arc::clone(&flash_sales), metrics: metrics.clone() };
+            Subscription(subscribe(settings.redis.urls.clone(), &settings.redis.namespace, move |signal| {
+                listener.on(signal);
+            }))
         });
         // Every accepted request becomes an order before the ledger is
         // rebuilt from the orders: no oversell, no stranded stock.
@@ -169,7 +242,15 @@ impl Application {
         }
         let router = routes::app(state, limits, &guards, ops.is_none());
         let backend = Arc::new(backend);
-        Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, backend, workers })
+        Ok(Self {
+            listener,
+            router,
+            ops,
+            shutdown_grace: settings.http.shutdown_grace,
+            backend,
+            workers,
+            _events: events,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -34,7 +34,8 @@ pub(crate) fn one_page<T, K>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> 
 
 pub(crate) const PRODUCT_COLUMNS: &str = "id, merchant_id, sku, name, price_cents, stock, updated_at_ms";
 
-#[derive(sqlx::FromRow)]
+/// A product as a row, and as the Redis tier caches it (JSON).
+#[derive(sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ProductRow {
     id: i64,
     merchant_id: i64,
@@ -55,6 +56,20 @@ impl From<ProductRow> for Product {
             price_cents: Cents::from_trusted(row.price_cents),
             stock: Stock::from_trusted(row.stock),
             updated_at: from_unix_ms(row.updated_at_ms),
+        }
+    }
+}
+
+impl From<&Product> for ProductRow {
+    fn from(product: &Product) -> Self {
+        ProductRow {
+            id: product.id.get(),
+            merchant_id: product.merchant_id.get(),
+            sku: product.sku.as_str().to_owned(),
+            name: product.name.as_str().to_owned(),
+            price_cents: product.price_cents.get(),
+            stock: product.stock.get(),
+            updated_at_ms: unix_ms(product.updated_at),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Builders shared by this crate's unit tests.
 
+use surge_domain::catalog::{CatalogStore, NewProduct, Product, ProductName, ProductPage, ProductPatch, Sku, Stock};
 use surge_domain::flashsale::OrderRequested;
-use surge_domain::{MerchantId, OrderId, ProductId, SaleId, UserId};
+use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
+use time::OffsetDateTime;
 
 /// One unit of product 1 (merchant 1) in `sale`, for `user`, without a key.
 pub(crate) fn order_requested(id: i64, sale: i64, user: i64) -> OrderRequested {
@@ -95,4 +97,94 @@ fn a_test_database_url_keeps_the_server_and_options_of_the_admin_url() {
     assert_eq!(with_database("postgres://u@h:5432/postgres", "t"), "postgres://u@h:5432/t");
     assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "t"), "postgres://u@h/t?sslmode=disable");
     assert_eq!(with_database("postgres://u@h", "t"), "postgres://u@h/t");
+}
+
+/// The real SQLite adapter behind a delay, so that concurrent reads surely
+/// overlap one load; counts the reads that reach it.
+pub(crate) struct SlowStore {
+    inner: crate::sqlite::SqliteStore,
+    delay: std::time::Duration,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+impl SlowStore {
+    /// A store in a fresh directory (kept alive by the returned guard).
+    pub(crate) async fn open(delay: std::time::Duration) -> (std::sync::Arc<Self>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = crate::sqlite::SqliteStore::open(&crate::sqlite::SqliteConfig::in_dir(dir.path())).await;
+        let store = Self { inner: sqlite.expect("sqlite opens"), delay, loads: Default::default() };
+        (std::sync::Arc::new(store), dir)
+    }
+
+    /// Reads that reached the store so far.
+    pub(crate) fn loads(&self) -> usize {
+        self.loads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl CatalogStore for SlowStore {
+    async fn insert(
+        &self,
+        id: ProductId,
+        new: &NewProduct,
+        key: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Product, StoreError> {
+        self.inner.insert(id, new, key, now).await
+    }
+    async fn find_by_idempotency_key(&self, merchant: MerchantId, key: &str) -> Result<Option<Product>, StoreError> {
+        self.inner.find_by_idempotency_key(merchant, key).await
+    }
+    async fn get(&self, id: ProductId) -> Result<Option<std::sync::Arc<Product>>, StoreError> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.inner.get(id).await
+    }
+    async fn update(
+        &self,
+        id: ProductId,
+        patch: &ProductPatch,
+        now: OffsetDateTime,
+    ) -> Result<Option<Product>, StoreError> {
+        self.inner.update(id, patch, now).await
+    }
+    async fn set_stock(&self, id: ProductId, stock: Stock, now: OffsetDateTime) -> Result<Option<Product>, StoreError> {
+        self.inner.set_stock(id, stock, now).await
+    }
+    async fn list(
+        &self,
+        merchant: Option<MerchantId>,
+        after: Option<ProductId>,
+        limit: u32,
+    ) -> Result<ProductPage, StoreError> {
+        self.inner.list(merchant, after, limit).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+/// Product `id` of merchant 2 (sku `S<id>`, one unit).
+pub(crate) fn sample_product(id: i64) -> Product {
+    Product {
+        id: ProductId::new(id),
+        merchant_id: MerchantId::new(2),
+        sku: Sku::from_trusted(format!("S{id}")),
+        name: ProductName::from_trusted("N".into()),
+        price_cents: Cents::from_trusted(1),
+        stock: Stock::from_trusted(1),
+        updated_at: OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
+/// What `product` was made of.
+pub(crate) fn new_product(product: &Product) -> NewProduct {
+    NewProduct {
+        merchant_id: product.merchant_id,
+        sku: product.sku.clone(),
+        name: product.name.clone(),
+        price_cents: product.price_cents,
+        stock: product.stock,
+    }
 }

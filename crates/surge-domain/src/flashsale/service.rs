@@ -275,6 +275,27 @@ impl FlashSales {
         Ok(cleared)
     }
 
+    /// Another node saw the sale sell out (an event): this node stops
+    /// sending deductions for it too, unless the ledger already has stock
+    /// again (an event can arrive late). Sales this node doesn't serve yet
+    /// are left alone; they load their state when first asked.
+    pub async fn sold_out_elsewhere(&self, sale: SaleId) -> Result<(), StoreError> {
+        match self.cached(sale) {
+            Some(live) => self.mark_sold_out(&live).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Another node gave stock of a sold-out sale back (an event).
+    pub fn restocked_elsewhere(&self, sale: SaleId) {
+        self.may_sell_again(sale);
+    }
+
+    /// Is the sale flagged sold out on this node?
+    pub fn flagged_sold_out(&self, sale: SaleId) -> bool {
+        self.cached(sale).is_some_and(|live| live.sold_out.load(Ordering::Relaxed))
+    }
+
     fn may_sell_again(&self, sale: SaleId) {
         if let Some(live) = self.cached(sale) {
             live.sold_out.store(false, Ordering::SeqCst);

@@ -1,4 +1,5 @@
-//! Cache-aside product reads for the embedded mode (in-process, moka).
+//! Cache-aside product reads in each node's memory (moka): the only tier in
+//! the embedded mode, the hot tier over Redis in the distributed mode.
 //!
 //! - **Single flight**: concurrent misses of one key share one store load
 //!   (moka's `or_try_insert_with` makes the other callers wait for it), so a
@@ -88,6 +89,17 @@ impl<S: CatalogStore + ?Sized> CachedCatalog<S> {
         Self { store, cache, second_delete_delay: config.second_delete_delay, metrics }
     }
 
+    /// Drops this node's copy of one product (another node changed it).
+    pub async fn forget(&self, id: ProductId) {
+        self.cache.invalidate(&id).await;
+    }
+
+    /// Drops every copy: changes may have been missed (the event
+    /// subscription was down).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     async fn invalidate_after_write(&self, id: ProductId) {
         self.cache.invalidate(&id).await;
         if self.second_delete_delay.is_zero() {
@@ -152,13 +164,18 @@ impl<S: CatalogStore + ?Sized> CatalogStore for CachedCatalog<S> {
         Ok(updated)
     }
 
+    /// This node's copy, else what the store's own cache tier holds (the
+    /// shared Redis tier in the distributed mode); never a store read.
     async fn get_cached(&self, id: ProductId) -> Result<Option<Option<Arc<Product>>>, StoreError> {
         let cached = self.cache.get(&id).await;
         match &cached {
             Some(_) => self.metrics.hits.increment(1),
             None => self.metrics.misses.increment(1),
         }
-        Ok(cached)
+        match cached {
+            Some(entry) => Ok(Some(entry)),
+            None => self.store.get_cached(id).await,
+        }
     }
 
     /// Listings are not cached: they change with every write of any product.
@@ -212,6 +229,7 @@ impl Expiry<ProductId, Entry> for JitteredTtl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{SlowStore, new_product, sample_product};
 
     fn config() -> ProductCacheConfig {
         ProductCacheConfig {
@@ -236,84 +254,11 @@ mod tests {
         assert_eq!(JitteredTtl::from(&config()).draw(&None), Duration::from_secs(3));
     }
 
-    /// The real SQLite adapter behind a delay, so that concurrent reads
-    /// surely overlap the one load; counts the loads that reach it.
-    struct SlowStore {
-        inner: crate::sqlite::SqliteStore,
-        delay: Duration,
-        loads: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait]
-    impl CatalogStore for SlowStore {
-        async fn insert(
-            &self,
-            id: ProductId,
-            new: &NewProduct,
-            key: Option<&str>,
-            now: OffsetDateTime,
-        ) -> Result<Product, StoreError> {
-            self.inner.insert(id, new, key, now).await
-        }
-        async fn find_by_idempotency_key(
-            &self,
-            merchant: MerchantId,
-            key: &str,
-        ) -> Result<Option<Product>, StoreError> {
-            self.inner.find_by_idempotency_key(merchant, key).await
-        }
-        async fn get(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {
-            self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::time::sleep(self.delay).await;
-            self.inner.get(id).await
-        }
-        async fn update(
-            &self,
-            id: ProductId,
-            patch: &ProductPatch,
-            now: OffsetDateTime,
-        ) -> Result<Option<Product>, StoreError> {
-            self.inner.update(id, patch, now).await
-        }
-        async fn set_stock(
-            &self,
-            id: ProductId,
-            stock: Stock,
-            now: OffsetDateTime,
-        ) -> Result<Option<Product>, StoreError> {
-            self.inner.set_stock(id, stock, now).await
-        }
-        async fn list(
-            &self,
-            merchant: Option<MerchantId>,
-            after: Option<ProductId>,
-            limit: u32,
-        ) -> Result<ProductPage, StoreError> {
-            self.inner.list(merchant, after, limit).await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.inner.ping().await
-        }
-    }
-
     #[tokio::test]
     async fn concurrent_misses_of_one_key_share_a_single_load() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sqlite = crate::sqlite::SqliteStore::open(&crate::sqlite::SqliteConfig::in_dir(dir.path())).await;
-        let store = Arc::new(SlowStore {
-            inner: sqlite.expect("sqlite opens"),
-            delay: Duration::from_millis(200),
-            loads: Default::default(),
-        });
+        let (store, _dir) = SlowStore::open(Duration::from_millis(200)).await;
         let product = sample();
-        let new = NewProduct {
-            merchant_id: product.merchant_id,
-            sku: product.sku.clone(),
-            name: product.name.clone(),
-            price_cents: product.price_cents,
-            stock: product.stock,
-        };
-        store.insert(product.id, &new, None, OffsetDateTime::now_utc()).await.expect("insert");
+        store.insert(product.id, &new_product(&product), None, OffsetDateTime::now_utc()).await.expect("insert");
         let cached = Arc::new(CachedCatalog::new(Arc::clone(&store), &config(), CacheMetrics::noop()));
 
         let readers: Vec<_> = (0..100)
@@ -326,7 +271,7 @@ mod tests {
             let found = reader.await.expect("join").expect("read");
             assert_eq!(found.map(|p| p.sku.clone()), Some(product.sku.clone()));
         }
-        assert_eq!(store.loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(store.loads(), 1);
         // A missing id: many concurrent callers, one load, then remembered.
         let misses: Vec<_> = (0..20)
             .map(|_| {
@@ -338,20 +283,10 @@ mod tests {
             assert_eq!(miss.await.expect("join").expect("read"), None);
         }
         assert_eq!(cached.get(ProductId::new(999)).await, Ok(None));
-        assert_eq!(store.loads.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(store.loads(), 2);
     }
 
     fn sample() -> Product {
-        use surge_domain::Cents;
-        use surge_domain::catalog::{ProductName, Sku};
-        Product {
-            id: ProductId::new(1),
-            merchant_id: MerchantId::new(2),
-            sku: Sku::from_trusted("S".into()),
-            name: ProductName::from_trusted("N".into()),
-            price_cents: Cents::from_trusted(1),
-            stock: Stock::from_trusted(1),
-            updated_at: OffsetDateTime::UNIX_EPOCH,
-        }
+        sample_product(1)
     }
 }

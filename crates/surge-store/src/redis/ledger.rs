@@ -13,6 +13,7 @@ use surge_domain::flashsale::{Deduction, FlashSale, Reservation, StockLedger};
 use surge_domain::order::SaleHoldings;
 use surge_domain::{OrderId, SaleId, StoreError, UserId};
 
+use super::events::{Event, RedisEvents};
 use super::{RedisConn, sale_key, unavailable};
 
 /// The check-and-deduct (see the file): stock left after the deduction, or
@@ -33,10 +34,11 @@ return 1
 ";
 
 /// KEYS: stock, buyers. ARGV: user, quantity. Only a loaded sale is
-/// restored; a buyer's units never go below zero.
+/// restored; a buyer's units never go below zero. Returns the stock left
+/// after, or -1 when not loaded.
 const RESTORE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('INCRBY', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local left = redis.call('INCRBY', KEYS[1], ARGV[2])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local quantity = tonumber(ARGV[2])
 if held <= quantity then
@@ -44,19 +46,20 @@ if held <= quantity then
 else
   redis.call('HINCRBY', KEYS[2], ARGV[1], -quantity)
 end
-return 1
+return left
 ";
 
 /// KEYS: stock, buyers, reservations. ARGV: order, user, quantity, now.
 /// Gives the stock back only while the reservation is open, and leaves a
 /// tombstone (`x:<ms>`) so that a later settle knows the order's units were
 /// returned, and a retried settle that it already ran. Twice is once.
+/// Returns the stock left after, or -1 when nothing was given back.
 const RELEASE: &str = r"
 local open = redis.call('HGET', KEYS[3], ARGV[1])
-if not open or string.sub(open, 1, 2) == 'x:' then return 0 end
+if not open or string.sub(open, 1, 2) == 'x:' then return -1 end
 redis.call('HSET', KEYS[3], ARGV[1], 'x:' .. ARGV[4])
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('INCRBY', KEYS[1], ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local left = redis.call('INCRBY', KEYS[1], ARGV[3])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
 local quantity = tonumber(ARGV[3])
 if held <= quantity then
@@ -64,7 +67,7 @@ if held <= quantity then
 else
   redis.call('HINCRBY', KEYS[2], ARGV[2], -quantity)
 end
-return 1
+return left
 ";
 
 /// KEYS: stock, buyers, reservations. ARGV: (order, user, quantity)
@@ -101,6 +104,8 @@ pub struct RedisLedger {
     release: Script,
     settle: Script,
     durability: Durability,
+    /// Where sell-outs and returns of stock are announced to every node.
+    events: Option<RedisEvents>,
 }
 
 /// How many replicas must hold a deduction before it counts, and how long
@@ -127,6 +132,28 @@ impl RedisLedger {
             restore: Script::new(RESTORE),
             release: Script::new(RELEASE),
             settle: Script::new(SETTLE),
+            events: None,
+        }
+    }
+
+    /// Announces on the deployment's channel when a sale sells out and when
+    /// a sold-out sale gets stock back, so every node sets or clears its
+    /// flag at once.
+    pub fn with_events(mut self, events: RedisEvents) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    fn announce(&self, event: Event) {
+        if let Some(events) = &self.events {
+            events.announce(event);
+        }
+    }
+
+    /// Stock came back: if the sale was sold out before, say so.
+    fn returned(&self, sale: SaleId, left: i64, quantity: u32) {
+        if left > 0 && left <= i64::from(quantity) {
+            self.announce(Event::Restocked(sale));
         }
     }
 
@@ -196,6 +223,9 @@ impl StockLedger for RedisLedger {
                 return Err(StoreError::Unavailable(format!("redis: deduction not replicated ({acked:?})")));
             }
         }
+        if outcome == 0 {
+            self.announce(Event::SoldOut(sale));
+        }
         Ok(match outcome {
             -1 => Deduction::SoldOut,
             -2 => Deduction::LimitExceeded,
@@ -207,7 +237,8 @@ impl StockLedger for RedisLedger {
     async fn release(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
         let [stock, buyers, reserved] = self.keys(sale);
         let mut conn = self.conn.clone();
-        self.release
+        let left = self
+            .release
             .key(stock)
             .key(buyers)
             .key(reserved)
@@ -217,8 +248,9 @@ impl StockLedger for RedisLedger {
             .arg(now_ms())
             .invoke_async::<i64>(&mut conn)
             .await
-            .map(drop)
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.returned(sale, left, reservation.quantity);
+        Ok(())
     }
 
     async fn settle(&self, sale: SaleId, written: &[Reservation]) -> Result<(), StoreError> {
@@ -278,15 +310,17 @@ impl StockLedger for RedisLedger {
     async fn restore(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {
         let [stock, buyers, _] = self.keys(sale);
         let mut conn = self.conn.clone();
-        self.restore
+        let left = self
+            .restore
             .key(stock)
             .key(buyers)
             .arg(user.get())
             .arg(quantity)
             .invoke_async::<i64>(&mut conn)
             .await
-            .map(drop)
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.returned(sale, left, quantity);
+        Ok(())
     }
 
     async fn stock_left(&self, sale: SaleId) -> Result<Option<i64>, StoreError> {

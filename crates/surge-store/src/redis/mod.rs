@@ -1,6 +1,9 @@
 //! The Redis adapters of the distributed mode: the stock ledger (one Lua
 //! script checks and deducts), intake idempotency keys with a TTL, and the
-//! pending-order view, shared by every node; and cluster-wide rate limiters.
+//! pending-order view, shared by every node; cluster-wide rate limiters;
+//! the shared tier of cache-aside product reads; and events over pub/sub
+//! (product changed, sold out, restocked) that keep every node's local
+//! state current.
 //!
 //! One [`RedisConn`] reaches either a standalone Redis (a reconnecting
 //! `ConnectionManager`) or a Redis Cluster (`cluster-async`, which follows
@@ -8,11 +11,15 @@
 //! carries the hash tag `{s:<sale>}`, so a script that touches a sale's stock
 //! and buyers runs in one slot.
 
+mod catalog;
+mod events;
 mod keys;
 mod ledger;
 mod pending;
 mod rate;
 
+pub use catalog::RedisCatalog;
+pub use events::{Event, RedisEvents, Signal, subscribe};
 pub use keys::RedisIntakeKeys;
 pub use ledger::{Durability, RedisLedger};
 pub use pending::RedisPending;
