@@ -33,7 +33,7 @@ use surge_server::auth::{Keys, Role};
 use surge_server::config::{AuthSettings, Secret};
 use tempfile::TempDir;
 
-use crate::helpers::{ChildSurge, free_port, rfc3339, wait_ready};
+use crate::helpers::{ChildSurge, Database, free_port, rfc3339, wait_ready};
 
 const SECRET: &str = "distributed-test-secret-0123456789abcdef";
 const STOCK: i64 = 600;
@@ -44,37 +44,6 @@ const FAULT_AFTER: usize = 100;
 
 /// One distributed test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A fresh PostgreSQL database, dropped when the test ends.
-struct Database {
-    name: String,
-}
-
-impl Database {
-    fn create() -> Self {
-        let name = format!("surge_dist_{}", rand::random::<u32>());
-        psql(&format!("CREATE DATABASE {name}"));
-        Self { name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-    }
-}
-
-fn psql(sql: &str) {
-    let status = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .status()
-        .expect("psql runs");
-    assert!(status.success(), "psql failed: {sql}");
-}
 
 /// A NATS server with JetStream of the test's own, on a free port, that the
 /// test may kill and start again on the same port and store.
@@ -417,6 +386,12 @@ impl Deployment {
         assert_eq!(stock_left + live.len() as i64, STOCK, "stock left + orders must equal stock");
     }
 
+    /// One sample of a node's `/metrics`; 0 when absent.
+    async fn metric(&self, node: usize, sample: &str) -> f64 {
+        let text = self.get(node, "/metrics").await.text().await.expect("metrics");
+        text.lines().find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    }
+
     async fn drop_stream(&self) {
         let Broker::Nats(url) = &self.broker else {
             return; // Tansu keeps its topics in memory
@@ -497,6 +472,11 @@ async fn sale_through(fault: Fault, kafka: bool) {
         };
         for node in [0, 2] {
             assert_eq!(place(node).await.expect("req").status(), StatusCode::CONFLICT, "node {node}");
+        }
+        // The sell-out was announced: both nodes heard it over pub/sub,
+        // not only by their own refused deduction.
+        for node in [0, 2] {
+            assert!(deployment.metric(node, r#"surge_events_received_total{event="sold_out"}"#).await >= 1.0);
         }
         let order: Value =
             deployment.get(0, &format!("/v1/orders/{}", acknowledged[0])).await.json().await.expect("json");
@@ -581,5 +561,53 @@ async fn a_cluster_wide_per_user_rate_holds_across_nodes() {
     let allowed = 2 + (2.0 * elapsed).ceil() as usize;
     assert!(passed <= allowed, "{passed} of 12 passed the limit, more than {allowed}: {statuses:?}");
     assert!(passed >= 1, "the first attempt is admitted");
+    deployment.drop_stream().await;
+}
+
+/// Every node caches a product in memory over the shared Redis tier; a
+/// change through one node is read at once through the others (the write
+/// evicts the Redis entry and every node's copy), not after the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_change_through_one_node_is_read_through_every_node() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let broker = Broker::Nats("nats://127.0.0.1:4222".to_owned());
+    // A long TTL: only an eviction can make the change visible in time.
+    let deployment = Deployment::start(broker, &[("SURGE_CACHE__TTL", "10m")]).await;
+    let merchant = deployment.token(Role::Merchant, "1");
+    let product = json!({"sku": "CACHED", "name": "Before", "price_cents": 100, "stock": 1});
+    let product = deployment.post(0, "/v1/products", &merchant, product).await;
+    let path = format!("/v1/products/{}", product["id"].as_str().expect("id"));
+    let name_on = async |node: usize| -> Value {
+        deployment.get(node, &path).await.json::<Value>().await.expect("json")["name"].clone()
+    };
+    for node in 0..3 {
+        assert_eq!(name_on(node).await, "Before");
+        assert_eq!(name_on(node).await, "Before"); // now from the node's memory
+    }
+    let response = deployment
+        .client
+        .patch(format!("{}{path}", deployment.bases[1]))
+        .bearer_auth(&merchant)
+        .json(&json!({"name": "After"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), StatusCode::OK);
+    for node in [0, 2] {
+        // The event is delivered asynchronously; a few polls at most.
+        let mut seen = name_on(node).await;
+        for _ in 0..100 {
+            if seen == "After" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            seen = name_on(node).await;
+        }
+        assert_eq!(seen, "After", "node {node} still serves its old copy");
+        let heard = deployment.metric(node, r#"surge_events_received_total{event="product_changed"}"#).await;
+        assert!(heard >= 1.0, "node {node} heard the change");
+    }
+    let hits = deployment.metric(2, r#"surge_cache_requests_total{cache="product",result="hit"}"#).await;
+    assert!(hits >= 1.0, "reads were served from the node's memory");
     deployment.drop_stream().await;
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use surge_server::auth::{Claims, Keys, Role, load_or_create_secret};
+use surge_server::config::Secret;
 use surge_server::{Application, Settings};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -18,6 +19,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub settings: Settings,
     pub data_dir: TempDir,
+    /// What a test run on the distributed backends made for itself.
+    backends: Option<OwnBackends>,
     keys: Keys,
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -38,6 +41,7 @@ pub async fn spawn_app_in(data_dir: TempDir, configure: impl FnOnce(&mut Setting
         data_dir: data_dir.path().to_owned(),
         ..Settings::default()
     };
+    let backends = distributed().then(|| use_distributed_backends(&mut settings, data_dir.path()));
     configure(&mut settings);
     let app = Application::build(&settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -48,7 +52,105 @@ pub async fn spawn_app_in(data_dir: TempDir, configure: impl FnOnce(&mut Setting
     }));
     let secret = load_or_create_secret(&settings.auth, data_dir.path()).expect("secret");
     let keys = Keys::new(&secret, &settings.auth);
-    TestApp { address, ops_address, client: reqwest::Client::new(), settings, data_dir, keys, stop, task }
+    TestApp { address, ops_address, client: reqwest::Client::new(), settings, data_dir, backends, keys, stop, task }
+}
+
+/// `SURGE_TEST_BACKENDS=distributed` runs the in-process tests on the
+/// distributed backends: PostgreSQL, the Redis Cluster of
+/// `scripts/redis-cluster` and NATS JetStream (`scripts/test` runs the
+/// flash-sale tests this way too).
+pub fn distributed() -> bool {
+    std::env::var("SURGE_TEST_BACKENDS").is_ok_and(|v| v == "distributed")
+}
+
+/// A test's own database, Redis namespace and stream on the shared
+/// servers; the database and the stream are removed when the test ends.
+pub struct OwnBackends {
+    database: Database,
+    tag: u32,
+    _stream: OwnStream,
+}
+
+const TEST_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl OwnBackends {
+    fn create() -> Self {
+        let tag = rand::random::<u32>();
+        Self { database: Database::create(), tag, _stream: OwnStream(format!("SURGE_TEST_{tag}")) }
+    }
+}
+
+struct OwnStream(String);
+
+impl Drop for OwnStream {
+    fn drop(&mut self) {
+        let stream = self.0.clone();
+        // Drop can't await, and may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(client) = async_nats::connect(TEST_NATS_URL).await {
+                    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The backends of stopped apps, by data dir, for their restart.
+fn stopped_backends() -> std::sync::MutexGuard<'static, std::collections::HashMap<std::path::PathBuf, OwnBackends>> {
+    static STOPPED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, OwnBackends>>> =
+        std::sync::OnceLock::new();
+    STOPPED.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Points the settings at a fresh database, a fresh Redis namespace and a
+/// fresh stream, so that concurrent tests share nothing but the servers;
+/// or, for a restart over `data_dir`, at the ones it had.
+fn use_distributed_backends(settings: &mut Settings, data_dir: &Path) -> OwnBackends {
+    let backends = stopped_backends().remove(data_dir).unwrap_or_else(OwnBackends::create);
+    let tag = backends.tag;
+    settings.store.url = Some(Secret::new(backends.database.url()));
+    settings.store.max_connections = 8;
+    settings.redis.urls = vec!["redis://127.0.0.1:7000".to_owned(), "redis://127.0.0.1:7001".to_owned()];
+    settings.redis.cluster = true;
+    settings.redis.namespace = format!("surge-test-{tag}");
+    settings.queue.nats_url = Some(TEST_NATS_URL.to_owned());
+    settings.queue.stream = format!("SURGE_TEST_{tag}");
+    settings.queue.consumer = format!("surge-test-{tag}");
+    backends
+}
+
+/// A fresh PostgreSQL database, dropped when the test ends.
+pub struct Database {
+    name: String,
+}
+
+impl Database {
+    pub fn create() -> Self {
+        let name = format!("surge_test_{}", rand::random::<u32>());
+        psql(&format!("CREATE DATABASE {name}"));
+        Self { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+fn psql(sql: &str) {
+    let status = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .status()
+        .expect("psql runs");
+    assert!(status.success(), "psql failed: {sql}");
 }
 
 impl TestApp {
@@ -57,6 +159,11 @@ impl TestApp {
     pub async fn stop(self) -> TempDir {
         let _ = self.stop.send(());
         self.task.await.expect("app task").expect("app stops cleanly");
+        if let Some(backends) = self.backends {
+            // The next start over this data dir finds the same database,
+            // namespace and stream, as a restarted node would.
+            stopped_backends().insert(self.data_dir.path().to_owned(), backends);
+        }
         self.data_dir
     }
 
@@ -180,7 +287,12 @@ impl ChildSurge {
         let logs = std::env::temp_dir().join("surge-test-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
         let log = std::fs::File::create(logs.join(format!("{port}.log"))).expect("log file");
-        let process = std::process::Command::new(surge_bin())
+        let mut command = std::process::Command::new(surge_bin());
+        // The test suite's own switches are not settings of the node.
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("SURGE_TEST_")) {
+            command.env_remove(name);
+        }
+        let process = command
             .args(["--data-dir", dir.path().to_str().expect("utf-8"), "--listen", &listen])
             .env_remove("SURGE_CONFIG")
             .envs(env.iter().copied())
