@@ -9,7 +9,7 @@
 //!   of the test's own, so that nothing else loses its broker);
 //! - the Redis Cluster master that owns the sale's keys is killed and its
 //!   replica takes over (deductions wait for a replica: `redis.wait_replicas`);
-//! - PostgreSQL restarts.
+//! - PostgreSQL restarts (with NATS, and with Kafka).
 //!
 //! Each keeps every guarantee: no oversell, every 202 an order, the per-user
 //! limit across nodes, no duplicates, and stock left + orders = stock once
@@ -610,4 +610,11 @@ async fn a_product_change_through_one_node_is_read_through_every_node() {
     let hits = deployment.metric(2, r#"surge_cache_requests_total{cache="product",result="hit"}"#).await;
     assert!(hits >= 1.0, "reads were served from the node's memory");
     deployment.drop_stream().await;
+}
+
+/// The Kafka consumer's path through a database outage: a failed batch is
+/// read again by seeking back, and commits only follow written orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_kafka_keep_every_guarantee_when_postgres_restarts() {
+    sale_through(Fault::RestartPostgres, true).await;
 }
