@@ -228,6 +228,35 @@ async fn intake_keys_run_one_intake_per_key_and_forget_failures() {
 }
 
 #[tokio::test]
+async fn a_replay_finds_a_keys_order_waits_for_one_in_flight_and_claims_nothing() {
+    for (name, keys) in intake_keys().await {
+        let (sale, user) = (SaleId::new(21), UserId::new(22));
+        assert_eq!(keys.replay(sale, user, "unknown").await, Ok(None), "{name}");
+        let ran = keys.once(sale, user, "unknown", Box::pin(async { Ok(OrderId::new(1)) })).await;
+        assert_eq!(ran, Ok(OrderId::new(1)), "{name}: a replay claimed nothing, so the key is still free");
+        assert_eq!(keys.replay(sale, user, "unknown").await, Ok(Some(OrderId::new(1))), "{name}");
+
+        // A replay while the first request with its key is in flight gets
+        // that request's order.
+        let (started, start) = tokio::sync::oneshot::channel();
+        let first = {
+            let keys = Arc::clone(&keys);
+            tokio::spawn(async move {
+                let intake = Box::pin(async move {
+                    let _ = started.send(());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(OrderId::new(2))
+                });
+                keys.once(sale, user, "in-flight", intake).await
+            })
+        };
+        start.await.expect("the first request started");
+        assert_eq!(keys.replay(sale, user, "in-flight").await, Ok(Some(OrderId::new(2))), "{name}");
+        assert_eq!(first.await.expect("join"), Ok(OrderId::new(2)), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn concurrent_repeats_of_one_key_wait_for_the_first() {
     for (name, keys) in intake_keys().await {
         let runs = Arc::new(AtomicUsize::new(0));

@@ -131,6 +131,18 @@ pub trait IntakeKeys: Send + Sync + 'static {
         intake: IntakeFuture<'a>,
     ) -> Result<OrderId, IntakeError>;
 
+    /// The order a key already produced, without claiming the key: for a
+    /// repeat that would be refused anyway (the sale is sold out here). A
+    /// request with the key still in flight is waited for; `Ok(None)` when
+    /// no request with the key produced an order.
+    async fn replay(&self, sale: SaleId, user: UserId, key: &str) -> Result<Option<OrderId>, IntakeError> {
+        match self.once(sale, user, key, Box::pin(async { Err(IntakeError::SoldOut) })).await {
+            Ok(order) => Ok(Some(order)),
+            Err(IntakeError::SoldOut) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Remembers keys that produced orders (start-up recovery).
     async fn preload(&self, sale: SaleId, keyed: Vec<(UserId, String, OrderId)>);
 }

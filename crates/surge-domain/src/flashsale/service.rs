@@ -131,9 +131,7 @@ impl FlashSales {
             // Refused without touching the ledger; a replay of a keyed request
             // still gets its order, even if that first request is in flight.
             return match idempotency_key {
-                Some(key) => {
-                    self.ports.keys.once(sale_id, *user, key, Box::pin(async { Err(IntakeError::SoldOut) })).await
-                }
+                Some(key) => self.ports.keys.replay(sale_id, *user, key).await?.ok_or(IntakeError::SoldOut),
                 None => Err(IntakeError::SoldOut),
             };
         }

@@ -77,10 +77,7 @@ impl IntakeKeys for RedisIntakeKeys {
                     }
                     tokio::time::sleep(WAIT_STEP).await;
                 }
-                Some(held) => {
-                    let id = held.parse().map_err(|_| StoreError::Unavailable(format!("bad intake key {held}")))?;
-                    return Ok(OrderId::new(id));
-                }
+                Some(held) => return parse_order(&held),
             }
         }
         let outcome = intake.await;
@@ -104,6 +101,28 @@ impl IntakeKeys for RedisIntakeKeys {
         outcome
     }
 
+    /// One `GET` (the claim and the delete of `once` cost two round trips),
+    /// then more only while a request with the key is in flight.
+    async fn replay(&self, sale: SaleId, user: UserId, key: &str) -> Result<Option<OrderId>, IntakeError> {
+        let redis_key = self.key(sale, user, key);
+        let waited_until = tokio::time::Instant::now() + self.claim_ttl;
+        loop {
+            let mut conn = self.conn.clone();
+            let held: Option<String> =
+                redis::cmd("GET").arg(&redis_key).query_async(&mut conn).await.map_err(unavailable)?;
+            match held {
+                None => return Ok(None),
+                Some(held) if held == PENDING => {
+                    if tokio::time::Instant::now() >= waited_until {
+                        return Err(StoreError::Unavailable("an earlier request with this key is stuck".into()).into());
+                    }
+                    tokio::time::sleep(WAIT_STEP).await;
+                }
+                Some(held) => return parse_order(&held).map(Some),
+            }
+        }
+    }
+
     async fn preload(&self, sale: SaleId, keyed: Vec<(UserId, String, OrderId)>) {
         let mut conn = self.conn.clone();
         for chunk in keyed.chunks(500) {
@@ -121,4 +140,9 @@ impl IntakeKeys for RedisIntakeKeys {
             }
         }
     }
+}
+
+fn parse_order(held: &str) -> Result<OrderId, IntakeError> {
+    let id = held.parse().map_err(|_| StoreError::Unavailable(format!("bad intake key {held}")))?;
+    Ok(OrderId::new(id))
 }
