@@ -43,7 +43,7 @@ pub struct Application {
     backend: Arc<Backend>,
     workers: Arc<Workers>,
     /// The subscription to the other nodes' events (distributed mode).
-    _events: Option<Subscription>,
+    events: Option<Subscription>,
 }
 
 /// A background task that ends with its owner.
@@ -242,15 +242,7 @@ impl Application {
         }
         let router = routes::app(state, limits, &guards, ops.is_none());
         let backend = Arc::new(backend);
-        Ok(Self {
-            listener,
-            router,
-            ops,
-            shutdown_grace: settings.http.shutdown_grace,
-            backend,
-            workers,
-            _events: events,
-        })
+        Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, backend, workers, events })
     }
 
     pub fn port(&self) -> u16 {
@@ -294,6 +286,8 @@ impl Application {
             servers.abort_all();
         }
         while background.join_next().await.is_some() {}
+        // Nothing applies other nodes' events once the node has stopped.
+        drop(self.events);
         let drained = if self.backend.shared_queue() { Ok(0) } else { self.workers.drain().await };
         match drained {
             Ok(drained) => tracing::info!(drained, "queue drained"),

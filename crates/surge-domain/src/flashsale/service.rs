@@ -278,20 +278,18 @@ impl FlashSales {
     /// again (an event can arrive late). Sales this node doesn't serve yet
     /// are left alone; they load their state when first asked.
     pub async fn sold_out_elsewhere(&self, sale: SaleId) -> Result<(), StoreError> {
-        match self.cached(sale) {
-            Some(live) => self.mark_sold_out(&live).await,
-            None => Ok(()),
+        let Some(live) = self.cached(sale) else { return Ok(()) };
+        // A late event must not stop sales while stock is there: look
+        // first, and set the flag (with its own second look) only if none.
+        match self.ports.ledger.stock_left(sale).await? {
+            Some(left) if left <= 0 => self.mark_sold_out(&live).await,
+            _ => Ok(()),
         }
     }
 
     /// Another node gave stock of a sold-out sale back (an event).
     pub fn restocked_elsewhere(&self, sale: SaleId) {
         self.may_sell_again(sale);
-    }
-
-    /// Is the sale flagged sold out on this node?
-    pub fn flagged_sold_out(&self, sale: SaleId) -> bool {
-        self.cached(sale).is_some_and(|live| live.sold_out.load(Ordering::Relaxed))
     }
 
     fn may_sell_again(&self, sale: SaleId) {

@@ -492,6 +492,10 @@ async fn sale_through(fault: Fault, kafka: bool) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(resold, StatusCode::ACCEPTED, "the cancelled unit sells again through another node");
+        // Node 3 cleared its flag on the restock event (its sweeper would
+        // have too, a moment later).
+        let restocked = r#"surge_events_received_total{event="restocked"}"#;
+        assert!(deployment.metric(2, restocked).await >= 1.0, "node 3 heard the restock");
     }
     deployment.drop_stream().await;
 }
@@ -571,8 +575,10 @@ async fn a_cluster_wide_per_user_rate_holds_across_nodes() {
 async fn a_product_change_through_one_node_is_read_through_every_node() {
     let _one_at_a_time = SERIAL.lock().await;
     let broker = Broker::Nats("nats://127.0.0.1:4222".to_owned());
-    // A long TTL: only an eviction can make the change visible in time.
-    let deployment = Deployment::start(broker, &[("SURGE_CACHE__TTL", "10m")]).await;
+    // A long TTL and a late second delete: only the write's own eviction
+    // and event can make the change visible in time.
+    let settings = [("SURGE_CACHE__TTL", "10m"), ("SURGE_CACHE__SECOND_DELETE_DELAY", "10m")];
+    let deployment = Deployment::start(broker, &settings).await;
     let merchant = deployment.token(Role::Merchant, "1");
     let product = json!({"sku": "CACHED", "name": "Before", "price_cents": 100, "stock": 1});
     let product = deployment.post(0, "/v1/products", &merchant, product).await;
@@ -584,6 +590,8 @@ async fn a_product_change_through_one_node_is_read_through_every_node() {
         assert_eq!(name_on(node).await, "Before");
         assert_eq!(name_on(node).await, "Before"); // now from the node's memory
     }
+    let changed = r#"surge_events_received_total{event="product_changed"}"#;
+    let heard_before = [deployment.metric(0, changed).await, deployment.metric(2, changed).await];
     let response = deployment
         .client
         .patch(format!("{}{path}", deployment.bases[1]))
@@ -593,7 +601,7 @@ async fn a_product_change_through_one_node_is_read_through_every_node() {
         .await
         .expect("patch");
     assert_eq!(response.status(), StatusCode::OK);
-    for node in [0, 2] {
+    for (node, heard_before) in [0, 2].into_iter().zip(heard_before) {
         // The event is delivered asynchronously; a few polls at most.
         let mut seen = name_on(node).await;
         for _ in 0..100 {
@@ -604,8 +612,8 @@ async fn a_product_change_through_one_node_is_read_through_every_node() {
             seen = name_on(node).await;
         }
         assert_eq!(seen, "After", "node {node} still serves its old copy");
-        let heard = deployment.metric(node, r#"surge_events_received_total{event="product_changed"}"#).await;
-        assert!(heard >= 1.0, "node {node} heard the change");
+        let heard = deployment.metric(node, changed).await;
+        assert!(heard > heard_before, "node {node} heard the change");
     }
     let hits = deployment.metric(2, r#"surge_cache_requests_total{cache="product",result="hit"}"#).await;
     assert!(hits >= 1.0, "reads were served from the node's memory");

@@ -174,7 +174,8 @@ impl<S: CatalogStore + ?Sized> CatalogStore for CachedCatalog<S> {
         }
         match cached {
             Some(entry) => Ok(Some(entry)),
-            None => self.store.get_cached(id).await,
+            // A tier that can't answer holds nothing we can serve.
+            None => Ok(self.store.get_cached(id).await.unwrap_or(None)),
         }
     }
 

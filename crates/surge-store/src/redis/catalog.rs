@@ -8,10 +8,11 @@
 //!   stampede), and read the store themselves only if the lock goes without
 //!   an entry.
 //! - **Missing ids** are cached as a tombstone with a shorter TTL.
-//! - **Write**: the store commits, then the key is deleted and every node is
-//!   told to evict its own copy ([`Event::ProductChanged`]); both again
-//!   after a short delay, which closes the race where a reader put back the
-//!   row it read just before the commit.
+//! - **Write**: the store commits, then the key and its load lock are
+//!   deleted and every node is told to evict its own copy
+//!   ([`Event::ProductChanged`]); all again after a short delay. A load in
+//!   progress caches what it read only while the lock still holds its token
+//!   (one script), so a row read before the commit is not put back after.
 //! - **Redis down**: reads go to the store (each node's in-process cache
 //!   still shares one load per key), and writes still commit; entries
 //!   written before the outage expire with their TTL.
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
+use redis::Script;
 use surge_domain::catalog::{CatalogStore, NewProduct, Product, ProductPage, ProductPatch, Stock};
 use surge_domain::{MerchantId, ProductId, StoreError};
 use time::OffsetDateTime;
@@ -38,6 +40,23 @@ const LOAD_LOCK_TTL: Duration = Duration::from_secs(2);
 /// How often a waiting node looks for the entry.
 const LOAD_POLL: Duration = Duration::from_millis(10);
 
+/// KEYS: entry, lock. ARGV: token, value, TTL in ms. Writes the entry only
+/// while the lock still holds the loader's token, then frees the lock. A
+/// write that committed during the load deleted the lock with the entry, so
+/// what the loader read may be older than the store: it is not cached.
+const WRITE_BACK: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[2])
+return 1
+";
+
+/// KEYS: lock. ARGV: token. Frees the lock only if it is still this load's.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 pub struct RedisCatalog<S: ?Sized> {
     store: Arc<S>,
     conn: RedisConn,
@@ -45,6 +64,8 @@ pub struct RedisCatalog<S: ?Sized> {
     events: RedisEvents,
     config: ProductCacheConfig,
     metrics: CacheMetrics,
+    write_back: Script,
+    unlock: Script,
 }
 
 impl<S: CatalogStore + ?Sized + 'static> RedisCatalog<S> {
@@ -62,6 +83,8 @@ impl<S: CatalogStore + ?Sized + 'static> RedisCatalog<S> {
             namespace: namespace.to_owned(),
             config: config.clone(),
             metrics,
+            write_back: Script::new(WRITE_BACK),
+            unlock: Script::new(UNLOCK),
         }
     }
 
@@ -82,20 +105,25 @@ impl<S: CatalogStore + ?Sized + 'static> RedisCatalog<S> {
         Ok(raw.and_then(|raw| decode(&raw)))
     }
 
-    async fn write(&self, id: ProductId, entry: &Option<Arc<Product>>) -> Result<(), StoreError> {
+    /// Caches what the lock holder read, unless a write came first (see
+    /// [`WRITE_BACK`]); `Ok(false)` then.
+    async fn write_back(&self, id: ProductId, token: u64, entry: &Option<Arc<Product>>) -> Result<bool, StoreError> {
         let (value, ttl) = match entry {
             Some(product) => (encode(product), self.jittered_ttl()),
             None => (MISSING.to_owned(), self.config.negative_ttl),
         };
         let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(self.key(id))
+        let written: i64 = self
+            .write_back
+            .key(self.key(id))
+            .key(self.lock_key(id))
+            .arg(token)
             .arg(value)
-            .arg("PX")
             .arg(ttl.as_millis().max(1) as u64)
-            .query_async::<()>(&mut conn)
+            .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(written == 1)
     }
 
     fn jittered_ttl(&self) -> Duration {
@@ -107,37 +135,45 @@ impl<S: CatalogStore + ?Sized + 'static> RedisCatalog<S> {
         self.config.ttl - jitter + Duration::from_millis(offset)
     }
 
-    /// Takes the key's load lock; `false` when another node holds it.
-    async fn lock(&self, id: ProductId) -> Result<bool, StoreError> {
+    /// Takes the key's load lock with a token of this load's own; `None`
+    /// when another load holds it.
+    async fn lock(&self, id: ProductId) -> Result<Option<u64>, StoreError> {
+        let token = rand::random::<u64>();
         let mut conn = self.conn.clone();
         let taken: Option<String> = redis::cmd("SET")
             .arg(self.lock_key(id))
-            .arg(1)
+            .arg(token)
             .arg("NX")
             .arg("PX")
             .arg(LOAD_LOCK_TTL.as_millis() as u64)
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(taken.is_some())
-    }
-
-    async fn unlock(&self, id: ProductId) {
-        let mut conn = self.conn.clone();
-        let _: Result<i64, _> = redis::cmd("DEL").arg(self.lock_key(id)).query_async(&mut conn).await;
+        Ok(taken.map(|_| token))
     }
 
     /// Reads the store and caches what it says, under the load lock.
-    async fn load(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {
+    async fn load(&self, id: ProductId, token: u64) -> Result<Option<Arc<Product>>, StoreError> {
         self.metrics.loads.increment(1);
         let loaded = self.store.get(id).await;
-        if let Ok(entry) = &loaded
-            && let Err(error) = self.write(id, entry).await
-        {
-            tracing::debug!(%error, product_id = %id, "product not cached in redis");
+        let cached = match &loaded {
+            Ok(entry) => self.write_back(id, token, entry).await,
+            Err(_) => self.unlock(id, token).await,
+        };
+        match cached {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(product_id = %id, "a write came during the load; not cached"),
+            Err(error) => tracing::debug!(%error, product_id = %id, "product not cached in redis"),
         }
-        self.unlock(id).await;
         loaded
+    }
+
+    /// Gives the lock back if this load still holds it.
+    async fn unlock(&self, id: ProductId, token: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let deleted: i64 =
+            self.unlock.key(self.lock_key(id)).arg(token).invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(deleted == 1)
     }
 
     /// Another node is loading the key: waits for its entry while it holds
@@ -182,17 +218,20 @@ impl<S: CatalogStore + ?Sized + 'static> RedisCatalog<S> {
         if delay.is_zero() {
             return;
         }
-        let (conn, key, events) = (self.conn.clone(), self.key(id), self.events.clone());
+        let (conn, keys, events) = (self.conn.clone(), [self.key(id), self.lock_key(id)], self.events.clone());
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _: Result<i64, _> = redis::cmd("DEL").arg(key).query_async(&mut conn.clone()).await;
+            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn.clone()).await;
             events.announce(Event::ProductChanged(id));
         });
     }
 
+    /// Deletes the entry and the load lock (one slot: the hash tag), so a
+    /// load that read the row before the write can't cache it after.
     async fn evict(&self, id: ProductId) {
         let mut conn = self.conn.clone();
-        if let Err(error) = redis::cmd("DEL").arg(self.key(id)).query_async::<i64>(&mut conn).await {
+        let keys = [self.key(id), self.lock_key(id)];
+        if let Err(error) = redis::cmd("DEL").arg(&keys).query_async::<i64>(&mut conn).await {
             tracing::warn!(%error, product_id = %id, "product not evicted from redis; it expires with its TTL");
         }
         if let Err(error) = self.events.publish(Event::ProductChanged(id)).await {
@@ -234,8 +273,8 @@ impl<S: CatalogStore + ?Sized + 'static> CatalogStore for RedisCatalog<S> {
             }
         }
         match self.lock(id).await {
-            Ok(true) => self.load(id).await,
-            Ok(false) => self.wait_for_load(id).await,
+            Ok(Some(token)) => self.load(id, token).await,
+            Ok(None) => self.wait_for_load(id).await,
             Err(_) => {
                 self.metrics.loads.increment(1);
                 self.store.get(id).await
@@ -341,6 +380,31 @@ mod tests {
                 assert_eq!(node.get(ProductId::new(404)).await, Ok(None), "{name}");
             }
             assert_eq!(store.loads(), 3, "{name}: a missing id is loaded once and remembered");
+        }
+    }
+
+    /// A load reads the row, a write commits on another node, then the load
+    /// tries to cache what it read: refused, so the old row isn't served.
+    #[tokio::test]
+    async fn a_row_read_before_a_write_is_not_cached_after_it() {
+        for (name, conn, namespace) in redis_conns().await {
+            let (store, _dir) = SlowStore::open(Duration::ZERO).await;
+            let product = sample_product(1);
+            store.insert(product.id, &new_product(&product), None, OffsetDateTime::now_utc()).await.expect("insert");
+            let config = ProductCacheConfig { second_delete_delay: Duration::ZERO, ..ProductCacheConfig::default() };
+            let node = |conn: &RedisConn| {
+                RedisCatalog::new(Arc::clone(&store), conn.clone(), &namespace, &config, CacheMetrics::noop())
+            };
+            let (loader, writer) = (node(&conn), node(&conn));
+
+            let token = loader.lock(product.id).await.expect("redis").expect("the lock is free");
+            let read_before = store.get(product.id).await.expect("read");
+            let patch = ProductPatch::parse(Some(ProductName::from_trusted("New".into())), None).expect("patch");
+            writer.update(product.id, &patch, OffsetDateTime::now_utc()).await.expect("update");
+            assert_eq!(loader.write_back(product.id, token, &read_before).await, Ok(false), "{name}");
+            assert_eq!(loader.get_cached(product.id).await, Ok(None), "{name}: nothing stale cached");
+            let now = loader.get(product.id).await.expect("read").expect("found");
+            assert_eq!(now.name.as_str(), "New", "{name}");
         }
     }
 

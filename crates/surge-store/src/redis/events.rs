@@ -177,9 +177,15 @@ mod tests {
     #[tokio::test]
     async fn the_ledger_announces_a_sell_out_and_its_restock_to_every_subscriber() {
         for (name, conn, namespace) in redis_conns().await {
+            // On the cluster: subscribed through the last seed node, which
+            // need not be the master that owns the sale's slot.
             let urls = match name {
                 "redis" => vec![std::env::var("SURGE_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into())],
-                _ => vec!["redis://127.0.0.1:7005".to_owned(), "redis://127.0.0.1:7004".to_owned()],
+                _ => std::env::var("SURGE_TEST_REDIS_CLUSTER_URLS")
+                    .unwrap_or("redis://127.0.0.1:7005,redis://127.0.0.1:7004".into())
+                    .rsplit(',')
+                    .map(str::to_owned)
+                    .collect(),
             };
             let (tx, mut heard) = mpsc::unbounded_channel();
             let subscription = subscribe(urls, &namespace, move |signal| {
