@@ -5,6 +5,7 @@
 //!
 //! - one node is killed with `kill -9` (with NATS, and with a Kafka-protocol
 //!   broker as the queue);
+//! - every node is killed with `kill -9` at once, and all start again;
 //! - the broker is killed and restarted a few seconds later (a NATS server
 //!   of the test's own, so that nothing else loses its broker);
 //! - the Redis Cluster master that owns the sale's keys is killed and its
@@ -108,6 +109,8 @@ enum Broker {
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     KillNode,
+    /// `kill -9` of every node at once, then all three start again.
+    KillAllNodes,
     StopBroker,
     RestartPostgres,
     /// `kill -9` of the Redis Cluster master that owns the sale's slot.
@@ -164,7 +167,9 @@ struct Deployment {
     broker: Broker,
     stream: String,
     nodes: Vec<ChildSurge>,
-    _dirs: Vec<TempDir>,
+    dirs: Vec<TempDir>,
+    /// The settings every node gets, for a restart.
+    shared: Vec<(String, String)>,
     bases: Vec<String>,
     client: reqwest::Client,
     keys: Keys,
@@ -213,16 +218,21 @@ impl Deployment {
         let client = reqwest::Client::new();
         let mut nodes = Vec::new();
         for (n, dir) in dirs.iter().enumerate() {
-            let node_id = (n + 1).to_string();
-            let mut env: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            env.push(("SURGE_NODE_ID", &node_id));
-            let node = ChildSurge::start(dir, free_port(), &env);
+            let node = start_node(&shared, n, dir, free_port());
             wait_ready(&client, &node.base).await;
             nodes.push(node);
         }
         let bases = nodes.iter().map(|n| n.base.clone()).collect();
         let keys = Keys::new(&Secret::new(SECRET.into()), &AuthSettings::default());
-        Self { _database: database, broker, stream, nodes, _dirs: dirs, bases, client, keys }
+        Self { _database: database, broker, stream, nodes, dirs, shared, bases, client, keys }
+    }
+
+    /// Starts node `n` again on its port and data dir, after a kill.
+    async fn restart(&mut self, n: usize) {
+        let port = self.bases[n].rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        let node = start_node(&self.shared, n, &self.dirs[n], port);
+        wait_ready(&self.client, &node.base).await;
+        self.nodes[n] = node;
     }
 
     fn token(&self, role: Role, sub: &str) -> String {
@@ -278,11 +288,26 @@ impl Deployment {
                     .for_each_concurrent(CONCURRENCY, |(node, token)| {
                         let (client, accepted, statuses) =
                             (client.clone(), Arc::clone(&accepted), Arc::clone(&statuses));
-                        let url = urls[node].clone();
+                        let urls = urls.clone();
                         async move {
-                            let Ok(response) = client.post(&url).bearer_auth(token).json(&json!({})).send().await
-                            else {
-                                *statuses.lock().expect("lock").entry(0).or_default() += 1; // a killed node
+                            // Like a load balancer, a refused connection is
+                            // tried on the next node, for a while.
+                            let mut sent = None;
+                            for attempt in 0..100 {
+                                let url = &urls[(node + attempt) % urls.len()];
+                                match client.post(url).bearer_auth(&token).json(&json!({})).send().await {
+                                    Ok(response) => {
+                                        sent = Some(response);
+                                        break;
+                                    }
+                                    Err(error) if error.is_connect() => {
+                                        tokio::time::sleep(Duration::from_millis(20)).await;
+                                    }
+                                    Err(_) => break, // a node killed mid-request
+                                }
+                            }
+                            let Some(response) = sent else {
+                                *statuses.lock().expect("lock").entry(0).or_default() += 1;
                                 return;
                             };
                             let status = response.status();
@@ -402,6 +427,14 @@ impl Deployment {
     }
 }
 
+/// Node `n` (node id `n + 1`) with the deployment's settings.
+fn start_node(shared: &[(String, String)], n: usize, dir: &TempDir, port: u16) -> ChildSurge {
+    let node_id = (n + 1).to_string();
+    let mut env: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("SURGE_NODE_ID", &node_id));
+    ChildSurge::start(dir, port, &env)
+}
+
 fn kafka_brokers() -> String {
     std::env::var("SURGE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
 }
@@ -421,6 +454,17 @@ async fn sale_through(fault: Fault, kafka: bool) {
             Fault::KillNode => {
                 deployment.nodes[1].process.kill().expect("kill -9");
                 let _ = deployment.nodes[1].process.wait();
+            }
+            Fault::KillAllNodes => {
+                for node in &mut deployment.nodes {
+                    node.process.kill().expect("kill -9");
+                    let _ = node.process.wait();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                for n in 0..3 {
+                    deployment.restart(n).await;
+                }
+                eprintln!("all three nodes killed and started again");
             }
             Fault::StopBroker => {
                 let nats = nats.as_mut().expect("own broker");
@@ -515,6 +559,14 @@ fn postgres_version() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_keep_every_guarantee_when_one_is_killed() {
     sale_through(Fault::KillNode, false).await;
+}
+
+/// The whole tier dies at once: what was acknowledged is in the stream and
+/// the reservations in Redis; the restarted nodes consume the one and the
+/// reaper settles the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_every_guarantee_when_all_are_killed_and_restarted() {
+    sale_through(Fault::KillAllNodes, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -286,7 +286,12 @@ impl ChildSurge {
         // The node's log, kept for a failing test to be read.
         let logs = std::env::temp_dir().join("surge-test-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
-        let log = std::fs::File::create(logs.join(format!("{port}.log"))).expect("log file");
+        // Appended to: a node started again on its port keeps one log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{port}.log")))
+            .expect("log file");
         let mut command = std::process::Command::new(surge_bin());
         // The test suite's own switches are not settings of the node.
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("SURGE_TEST_")) {
