@@ -126,6 +126,7 @@ impl Backend {
                     brokers: queue_settings.kafka_brokers.clone().unwrap_or_default(),
                     topic: queue_settings.topic.clone(),
                     partitions: queue_settings.partitions,
+                    replicas: queue_settings.replicas,
                     group: queue_settings.consumer.clone(),
                     publish_timeout: queue_settings.publish_timeout,
                     ..KafkaQueueConfig::default()
@@ -145,6 +146,7 @@ impl Backend {
                     consumer: queue.consumer.clone(),
                     ack_wait: queue.ack_wait,
                     publish_timeout: queue.publish_timeout,
+                    replicas: queue.replicas,
                 };
                 (Arc::new(NatsQueue::open(&config).await.context("connecting to NATS JetStream")?), None)
             }

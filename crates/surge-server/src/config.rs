@@ -220,6 +220,10 @@ pub struct QueueSettings {
     /// Kafka: the topic and, when this node creates it, its partitions.
     pub topic: String,
     pub partitions: i32,
+    /// Copies of each queued request across broker servers, when this node
+    /// creates the stream (NATS) or topic (Kafka); 3 in production, so a
+    /// broker server's loss loses nothing acknowledged.
+    pub replicas: u8,
     /// The durable consumer (NATS) or consumer group (Kafka) every node
     /// shares.
     pub consumer: String,
@@ -240,6 +244,7 @@ impl Default for QueueSettings {
             stream: "SURGE_ORDERS".to_owned(),
             topic: "surge.orders.requested".to_owned(),
             partitions: 6,
+            replicas: 1,
             consumer: "orders".to_owned(),
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(2),
@@ -597,6 +602,9 @@ impl Settings {
         }
         if !(1..=1024).contains(&self.queue.partitions) {
             return Err("queue.partitions must be between 1 and 1024".to_owned());
+        }
+        if !(1..=5).contains(&self.queue.replicas) {
+            return Err("queue.replicas must be between 1 and 5".to_owned());
         }
         let shared = !self.redis.urls.is_empty() || self.queue.nats_url.is_some() || self.queue.kafka_brokers.is_some();
         if shared && !postgres {

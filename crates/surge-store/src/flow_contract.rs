@@ -362,6 +362,16 @@ async fn the_queue_delivers_every_event_and_acknowledged_ones_never_again() {
     drop_stream(&nats).await;
 }
 
+/// `replicas` reaches the server: one NATS server can't hold three copies,
+/// so the stream is refused at start-up rather than silently kept single.
+#[tokio::test]
+async fn a_nats_stream_is_refused_when_the_servers_cant_hold_its_replicas() {
+    let config = NatsQueueConfig { replicas: 3, ..nats_config() };
+    let refused = NatsQueue::open(&config).await;
+    assert!(refused.is_err(), "a single server took a stream of three replicas");
+    drop_stream(&config).await;
+}
+
 #[tokio::test]
 async fn an_unacknowledged_nats_event_is_delivered_again_to_another_consumer() {
     let config = nats_config();

@@ -33,6 +33,8 @@ pub struct KafkaQueueConfig {
     pub topic: String,
     /// Partitions of the topic when this node creates it.
     pub partitions: i32,
+    /// Replication factor of the topic when this node creates it.
+    pub replicas: u8,
     /// The consumer group every node joins.
     pub group: String,
     /// How long a produce waits for the broker's ack.
@@ -47,6 +49,7 @@ impl Default for KafkaQueueConfig {
             brokers: "127.0.0.1:9092".to_owned(),
             topic: "surge.orders.requested".to_owned(),
             partitions: 6,
+            replicas: 1,
             group: "surge-orders".to_owned(),
             publish_timeout: Duration::from_secs(2),
             session_timeout: Duration::from_secs(6),
@@ -70,7 +73,8 @@ impl KafkaQueue {
         let timeout_ms = config.publish_timeout.as_millis().to_string();
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &config.brokers).create().map_err(unavailable)?;
-        let topic = NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(1));
+        let topic =
+            NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(i32::from(config.replicas)));
         let options = AdminOptions::new().operation_timeout(Some(config.publish_timeout));
         for result in admin.create_topics([&topic], &options).await.map_err(unavailable)? {
             match result {

@@ -38,6 +38,9 @@ pub struct NatsQueueConfig {
     pub ack_wait: Duration,
     /// How long a publish waits for JetStream's ack.
     pub publish_timeout: Duration,
+    /// Copies of the stream across a NATS cluster's servers, when this node
+    /// creates it (a PubAck then means a majority of them hold the request).
+    pub replicas: u8,
 }
 
 impl Default for NatsQueueConfig {
@@ -48,6 +51,7 @@ impl Default for NatsQueueConfig {
             consumer: "orders".to_owned(),
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(2),
+            replicas: 1,
         }
     }
 }
@@ -77,6 +81,7 @@ impl NatsQueue {
                 subjects: vec![subject.clone()],
                 storage: StorageType::File,
                 duplicate_window: Duration::from_secs(120),
+                num_replicas: usize::from(config.replicas),
                 ..Default::default()
             })
             .await
