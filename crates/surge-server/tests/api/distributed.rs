@@ -10,6 +10,8 @@
 //!   of the test's own, so that nothing else loses its broker);
 //! - the Redis Cluster master that owns the sale's keys is killed and its
 //!   replica takes over (deductions wait for a replica: `redis.wait_replicas`);
+//! - that master hangs instead (`SIGSTOP`: connections open, no answers)
+//!   until its replica takes over;
 //! - PostgreSQL restarts (with NATS, and with Kafka).
 //!
 //! Each keeps every guarantee: no oversell, every 202 an order, the per-user
@@ -115,6 +117,9 @@ enum Fault {
     RestartPostgres,
     /// `kill -9` of the Redis Cluster master that owns the sale's slot.
     KillRedisMaster,
+    /// The same master hangs (`SIGSTOP`): its connections stay open and
+    /// answer nothing, until its replica takes over; then it resumes.
+    FreezeRedisMaster,
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
@@ -141,19 +146,24 @@ fn master_of(slot: u16, not: Option<u16>) -> Option<u16> {
     })
 }
 
-/// Kills the master that owns the sale's keys and waits for its replica to
-/// take over; the killed node is started again later as a replica.
-async fn kill_sale_master(sale: &str) -> u16 {
+/// Kills (`-9`) or freezes (`-STOP`) the master that owns the sale's keys
+/// and waits for its replica to take over. A killed master is started again
+/// later as a replica; a frozen one is let go (`-CONT`) once its replica
+/// serves, and rejoins as a replica by itself.
+async fn strike_sale_master(sale: &str, signal: &str) -> u16 {
     let slot: u16 = redis_cli(7000, &["cluster", "keyslot", &format!("{{s:{sale}}}")]).trim().parse().expect("slot");
     let port = master_of(slot, None).expect("a master owns the sale's slot");
     let pid = redis_cli(port, &["info", "server"])
         .lines()
         .find_map(|line| line.strip_prefix("process_id:").map(|pid| pid.trim().to_owned()))
         .expect("pid");
-    assert!(Command::new("kill").args(["-9", &pid]).status().expect("kill").success());
+    assert!(Command::new("kill").args([signal, &pid]).status().expect("kill").success());
     for _ in 0..200 {
         if master_of(slot, Some(port)).is_some_and(|master| master != port) {
-            eprintln!("redis master {port} killed; its replica took slot {slot}");
+            eprintln!("redis master {port} struck with {signal}; its replica took slot {slot}");
+            if signal == "-STOP" {
+                assert!(Command::new("kill").args(["-CONT", &pid]).status().expect("kill").success());
+            }
             return port;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -473,7 +483,10 @@ async fn sale_through(fault: Fault, kafka: bool) {
                 nats.resume();
             }
             Fault::KillRedisMaster => {
-                kill_sale_master(&sale).await;
+                strike_sale_master(&sale, "-9").await;
+            }
+            Fault::FreezeRedisMaster => {
+                strike_sale_master(&sale, "-STOP").await;
             }
             Fault::RestartPostgres => {
                 let status = Command::new("pg_ctlcluster")
@@ -582,6 +595,11 @@ async fn three_nodes_keep_every_guarantee_when_the_broker_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_keep_every_guarantee_when_a_redis_master_dies() {
     sale_through(Fault::KillRedisMaster, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_every_guarantee_when_a_redis_master_hangs() {
+    sale_through(Fault::FreezeRedisMaster, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
