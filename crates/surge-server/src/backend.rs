@@ -112,7 +112,8 @@ impl Backend {
                             &redis.namespace,
                             Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout },
                         )
-                        .with_events(RedisEvents::new(conn.clone(), &redis.namespace)),
+                        .with_events(RedisEvents::new(conn.clone(), &redis.namespace))
+                        .with_claims(claim_ttl),
                     ),
                     Arc::new(RedisIntakeKeys::new(conn.clone(), &redis.namespace, claim_ttl, redis.key_ttl)),
                     Arc::new(RedisPending::new(conn, &redis.namespace, settings.flash_sale.payment_timeout)),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use surge_domain::flashsale::{
-    Deduction, Delivery, FlashSale, IntakeError, IntakeKeys, OrderQueue, Reservation, StockLedger,
+    Deduction, Delivery, FlashSale, IntakeError, IntakeKeys, KeyedDeduction, OrderQueue, Reservation, StockLedger,
 };
 use surge_domain::order::{PendingOrders, SaleHoldings};
 use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, UserId};
@@ -253,6 +253,48 @@ async fn a_replay_finds_a_keys_order_waits_for_one_in_flight_and_claims_nothing(
         start.await.expect("the first request started");
         assert_eq!(keys.replay(sale, user, "in-flight").await, Ok(Some(OrderId::new(2))), "{name}");
         assert_eq!(first.await.expect("join"), Ok(OrderId::new(2)), "{name}");
+    }
+}
+
+/// The Redis ledger's claiming deduction, with the intake keys that settle
+/// its claims (standalone and cluster); the in-process ledger has none.
+#[tokio::test]
+async fn a_claiming_deduction_claims_a_key_once_and_its_repeats_wait_or_replay() {
+    assert_eq!(
+        MemoryLedger::default().try_deduct_claiming(SaleId::new(1), reserve(UserId::new(1), 1), 1, "k").await,
+        Ok(None)
+    );
+    for (name, conn, namespace) in redis_conns().await {
+        let ledger = RedisLedger::new(conn.clone(), &namespace).with_claims(Duration::from_secs(5));
+        let keys = RedisIntakeKeys::new(conn, &namespace, Duration::from_secs(5), Duration::from_secs(60));
+        let sale = sale(31, 2);
+        ledger.load(&sale, &SaleHoldings::default()).await.expect("load");
+        let (alice, bob, carol) = (UserId::new(1), UserId::new(2), UserId::new(3));
+
+        let first = reserve(alice, 1);
+        let claim = |reservation, key| ledger.try_deduct_claiming(sale.id, reservation, 1, key);
+        assert_eq!(claim(first, "k").await, Ok(Some(KeyedDeduction::Claimed { stock_left: 1 })), "{name}");
+        assert_eq!(claim(first, "k").await, Ok(Some(KeyedDeduction::Claimed { stock_left: 1 })), "{name}: resent");
+        assert_eq!(claim(reserve(alice, 1), "k").await, Ok(Some(KeyedDeduction::InFlight)), "{name}");
+        keys.settle_claim(sale.id, alice, "k", Some(first.order)).await.expect("settle");
+        assert_eq!(claim(reserve(alice, 1), "k").await, Ok(Some(KeyedDeduction::Replay(first.order))), "{name}");
+        assert_eq!(keys.replay(sale.id, alice, "k").await, Ok(Some(first.order)), "{name}: the keys see it");
+        assert_eq!(
+            claim(reserve(alice, 1), "other").await,
+            Ok(Some(KeyedDeduction::Refused(Deduction::LimitExceeded)))
+        );
+
+        // A failed intake frees its key; a refusal never takes it.
+        let bobs = reserve(bob, 1);
+        assert_eq!(claim(bobs, "k").await, Ok(Some(KeyedDeduction::Claimed { stock_left: 0 })), "{name}");
+        ledger.release(sale.id, bobs).await.expect("release");
+        keys.settle_claim(sale.id, bob, "k", None).await.expect("settle");
+        assert_eq!(keys.replay(sale.id, bob, "k").await, Ok(None), "{name}");
+        let again = reserve(bob, 1);
+        assert_eq!(claim(again, "k").await, Ok(Some(KeyedDeduction::Claimed { stock_left: 0 })), "{name}");
+        assert_eq!(claim(reserve(carol, 1), "k").await, Ok(Some(KeyedDeduction::Refused(Deduction::SoldOut))));
+        assert_eq!(keys.replay(sale.id, carol, "k").await, Ok(None), "{name}: a refusal claims nothing");
+        assert_eq!(ledger.stock_left(sale.id).await, Ok(Some(0)), "{name}: two units, two claims held");
     }
 }
 

@@ -8,6 +8,8 @@ mod ports;
 mod sale;
 mod service;
 
-pub use ports::{Deduction, Delivery, IntakeFuture, IntakeKeys, OrderQueue, Reservation, SaleStore, StockLedger};
+pub use ports::{
+    Deduction, Delivery, IntakeFuture, IntakeKeys, KeyedDeduction, OrderQueue, Reservation, SaleStore, StockLedger,
+};
 pub use sale::{FlashSale, NewSale, OrderRequested, Quantity, SaleStatus};
 pub use service::{FlashSalePorts, FlashSales, IntakeError, SaleError, SaleView};

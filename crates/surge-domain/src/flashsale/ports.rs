@@ -33,6 +33,22 @@ pub enum Deduction {
     NotLoaded,
 }
 
+/// The outcome of a deduction that also claims the request's idempotency
+/// key, in one atomic step (a ledger that holds the keys too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyedDeduction {
+    /// Deducted, and the key is claimed for this request's order until
+    /// [`IntakeKeys::settle_claim`].
+    Claimed { stock_left: i64 },
+    /// Not deducted (sold out, over the limit, not loaded); the key is left
+    /// unclaimed, as a failed intake leaves it.
+    Refused(Deduction),
+    /// The key already names this order.
+    Replay(OrderId),
+    /// Another request with the key is in flight.
+    InFlight,
+}
+
 /// One deduction made for an order, from intake until its order is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {
@@ -70,6 +86,22 @@ pub trait StockLedger: Send + Sync + 'static {
         reservation: Reservation,
         per_user_limit: u32,
     ) -> Result<Deduction, StoreError>;
+
+    /// Claims the request's idempotency key and deducts, in one atomic step,
+    /// where the ledger holds the keys too (Redis: one script, one round
+    /// trip instead of a claim, a deduction and, on a refusal, a delete).
+    /// `Ok(None)` where it doesn't: the caller goes through
+    /// [`IntakeKeys::once`]. Repeating a call for the same reservation is
+    /// harmless (a client resends a command whose reply was lost).
+    async fn try_deduct_claiming(
+        &self,
+        _sale: SaleId,
+        _reservation: Reservation,
+        _per_user_limit: u32,
+        _key: &str,
+    ) -> Result<Option<KeyedDeduction>, StoreError> {
+        Ok(None)
+    }
 
     /// The request behind a reservation was given up (its append failed, or
     /// the order store refused it): the stock goes back, once, and only if
@@ -141,6 +173,19 @@ pub trait IntakeKeys: Send + Sync + 'static {
             Err(IntakeError::SoldOut) => Ok(None),
             Err(other) => Err(other),
         }
+    }
+
+    /// Ends a claim that [`StockLedger::try_deduct_claiming`] took: the key
+    /// names the order from now on, or (`None`: the intake failed) is free
+    /// again. Only adapters that pair with such a ledger take claims.
+    async fn settle_claim(
+        &self,
+        _sale: SaleId,
+        _user: UserId,
+        _key: &str,
+        _order: Option<OrderId>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("these intake keys take no claims from the ledger".to_owned()))
     }
 
     /// Remembers keys that produced orders (start-up recovery).

@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use super::ports::{Deduction, IntakeKeys, OrderQueue, Reservation, SaleStore, StockLedger};
+use super::ports::{Deduction, IntakeKeys, KeyedDeduction, OrderQueue, Reservation, SaleStore, StockLedger};
 use super::sale::{FlashSale, NewSale, OrderRequested, Quantity, SaleStatus};
 use crate::actor::Actor;
 use crate::catalog::CatalogStore;
@@ -137,10 +137,7 @@ impl FlashSales {
         }
         match idempotency_key {
             None => self.accept(&live, *user, quantity, None).await,
-            Some(key) => {
-                let intake = Box::pin(self.accept(&live, *user, quantity, Some(key)));
-                self.ports.keys.once(sale_id, *user, key, intake).await
-            }
+            Some(key) => self.accept_keyed(&live, *user, quantity, key).await,
         }
     }
 
@@ -153,9 +150,66 @@ impl FlashSales {
         idempotency_key: Option<&str>,
     ) -> Result<OrderId, IntakeError> {
         let sale = &live.sale;
-        let order_id = OrderId::new(self.ids.next_id());
-        let reservation = Reservation { order: order_id, user, quantity: quantity.get() };
+        let reservation = Reservation { order: OrderId::new(self.ids.next_id()), user, quantity: quantity.get() };
         let deduction = self.ports.ledger.try_deduct(sale.id, reservation, sale.per_user_limit).await?;
+        self.after_deduction(live, reservation, deduction, idempotency_key).await
+    }
+
+    /// A keyed intake: one outcome per key. Where the ledger holds the keys
+    /// too, the claim and the deduction are one step; elsewhere the keys
+    /// port runs the intake once.
+    async fn accept_keyed(
+        &self,
+        live: &LiveSale,
+        user: UserId,
+        quantity: Quantity,
+        key: &str,
+    ) -> Result<OrderId, IntakeError> {
+        let sale = &live.sale;
+        // A claim in flight whose request then fails frees the key for the
+        // next; three rounds of that in a row means something is stuck.
+        for _ in 0..3 {
+            let reservation = Reservation { order: OrderId::new(self.ids.next_id()), user, quantity: quantity.get() };
+            let claimed = self.ports.ledger.try_deduct_claiming(sale.id, reservation, sale.per_user_limit, key).await?;
+            let stock_left = match claimed {
+                None => {
+                    let intake = Box::pin(self.accept(live, user, quantity, Some(key)));
+                    return self.ports.keys.once(sale.id, user, key, intake).await;
+                }
+                Some(KeyedDeduction::Replay(order)) => return Ok(order),
+                Some(KeyedDeduction::InFlight) => match self.ports.keys.replay(sale.id, user, key).await? {
+                    Some(order) => return Ok(order),
+                    None => continue,
+                },
+                Some(KeyedDeduction::Refused(refusal)) => {
+                    return self.after_deduction(live, reservation, refusal, Some(key)).await;
+                }
+                Some(KeyedDeduction::Claimed { stock_left }) => stock_left,
+            };
+            let deduction = Deduction::Done { stock_left };
+            let outcome = self.after_deduction(live, reservation, deduction, Some(key)).await;
+            let order = outcome.as_ref().ok().copied();
+            if let Err(error) = self.ports.keys.settle_claim(sale.id, user, key, order).await {
+                // The claim expires on its own; the order (if any) is durable.
+                tracing::warn!(%error, "could not record an intake key's outcome");
+            }
+            return outcome;
+        }
+        Err(StoreError::Unavailable("requests with this idempotency key keep failing".to_owned()).into())
+    }
+
+    /// What follows the deduction: a refusal is answered (and a sell-out
+    /// flagged); a deduction is appended durably, and undone if the append
+    /// fails.
+    async fn after_deduction(
+        &self,
+        live: &LiveSale,
+        reservation: Reservation,
+        deduction: Deduction,
+        idempotency_key: Option<&str>,
+    ) -> Result<OrderId, IntakeError> {
+        let sale = &live.sale;
+        let (order_id, user, quantity) = (reservation.order, reservation.user, reservation.quantity);
         match deduction {
             Deduction::Done { stock_left } if stock_left <= 0 => self.mark_sold_out(live).await?,
             Deduction::Done { .. } => {}
@@ -172,8 +226,8 @@ impl FlashSales {
             user_id: user,
             product_id: sale.product_id,
             merchant_id: sale.merchant_id,
-            quantity: quantity.get(),
-            amount_cents: sale.price_cents.get() * i64::from(quantity.get()),
+            quantity,
+            amount_cents: sale.price_cents.get() * i64::from(quantity),
             idempotency_key: idempotency_key.map(str::to_owned),
             requested_at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
         };

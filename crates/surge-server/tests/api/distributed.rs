@@ -284,10 +284,11 @@ impl Deployment {
     async fn drive(&mut self, sale: &str, strike: impl AsyncFnOnce(&mut Self)) -> (Vec<String>, HashMap<u16, usize>) {
         let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
         let statuses: Arc<Mutex<HashMap<u16, usize>>> = Arc::default();
-        let attempts: Vec<(usize, String)> = (1..=USERS)
+        let attempts: Vec<(usize, String, String)> = (1..=USERS)
             .flat_map(|user| {
                 let token = self.token(Role::Customer, &user.to_string());
-                [(user as usize % 3, token.clone()), ((user as usize + 1) % 3, token)]
+                let node = user as usize % 3;
+                [(node, token.clone(), format!("{user}-a")), ((node + 1) % 3, token, format!("{user}-b"))]
             })
             .collect();
         let load = {
@@ -295,7 +296,7 @@ impl Deployment {
             let urls: Vec<String> = self.bases.iter().map(|b| format!("{b}/v1/flash-sales/{sale}/orders")).collect();
             tokio::spawn(async move {
                 stream::iter(attempts)
-                    .for_each_concurrent(CONCURRENCY, |(node, token)| {
+                    .for_each_concurrent(CONCURRENCY, |(node, token, key)| {
                         let (client, accepted, statuses) =
                             (client.clone(), Arc::clone(&accepted), Arc::clone(&statuses));
                         let urls = urls.clone();
@@ -305,7 +306,9 @@ impl Deployment {
                             let mut sent = None;
                             for attempt in 0..100 {
                                 let url = &urls[(node + attempt) % urls.len()];
-                                match client.post(url).bearer_auth(&token).json(&json!({})).send().await {
+                                // A retry on another node carries the same key.
+                                let request = client.post(url).bearer_auth(&token).header("Idempotency-Key", &key);
+                                match request.json(&json!({})).send().await {
                                     Ok(response) => {
                                         sent = Some(response);
                                         break;

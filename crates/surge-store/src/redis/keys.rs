@@ -18,7 +18,19 @@ use surge_domain::{OrderId, SaleId, StoreError, UserId};
 
 use super::{RedisConn, sale_key, unavailable};
 
+/// A claim without an outcome yet: `pending` from [`IntakeKeys::once`],
+/// `p:<order>` from the ledger's claiming deduction.
 const PENDING: &str = "pending";
+
+fn in_flight(held: &str) -> bool {
+    held.starts_with('p')
+}
+
+/// The Redis key of one (sale, buyer, key), in the sale's slot: the ledger's
+/// claiming deduction writes it in the same script as the counters.
+pub(super) fn intake_key(namespace: &str, sale: SaleId, user: UserId, key: &str) -> String {
+    sale_key(namespace, sale, &format!("key:{}:{key}", user.get()))
+}
 /// How often a waiting repeat looks again.
 const WAIT_STEP: Duration = Duration::from_millis(10);
 
@@ -37,7 +49,7 @@ impl RedisIntakeKeys {
     }
 
     fn key(&self, sale: SaleId, user: UserId, key: &str) -> String {
-        sale_key(&self.namespace, sale, &format!("key:{}:{key}", user.get()))
+        intake_key(&self.namespace, sale, user, key)
     }
 
     /// Claims the key, or returns what it holds: `None` when claimed.
@@ -71,7 +83,7 @@ impl IntakeKeys for RedisIntakeKeys {
         loop {
             match self.claim(&redis_key).await? {
                 None => break,
-                Some(held) if held == PENDING => {
+                Some(held) if in_flight(&held) => {
                     if tokio::time::Instant::now() >= waited_until {
                         return Err(StoreError::Unavailable("an earlier request with this key is stuck".into()).into());
                     }
@@ -101,6 +113,30 @@ impl IntakeKeys for RedisIntakeKeys {
         outcome
     }
 
+    async fn settle_claim(
+        &self,
+        sale: SaleId,
+        user: UserId,
+        key: &str,
+        order: Option<OrderId>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let redis_key = self.key(sale, user, key);
+        let settled: Result<(), _> = match order {
+            Some(order) => {
+                redis::cmd("SET")
+                    .arg(&redis_key)
+                    .arg(order.get())
+                    .arg("PX")
+                    .arg(self.ttl.as_millis() as u64)
+                    .query_async(&mut conn)
+                    .await
+            }
+            None => redis::cmd("DEL").arg(&redis_key).query_async(&mut conn).await,
+        };
+        settled.map_err(unavailable)
+    }
+
     /// One `GET` (the claim and the delete of `once` cost two round trips),
     /// then more only while a request with the key is in flight.
     async fn replay(&self, sale: SaleId, user: UserId, key: &str) -> Result<Option<OrderId>, IntakeError> {
@@ -112,7 +148,7 @@ impl IntakeKeys for RedisIntakeKeys {
                 redis::cmd("GET").arg(&redis_key).query_async(&mut conn).await.map_err(unavailable)?;
             match held {
                 None => return Ok(None),
-                Some(held) if held == PENDING => {
+                Some(held) if in_flight(&held) => {
                     if tokio::time::Instant::now() >= waited_until {
                         return Err(StoreError::Unavailable("an earlier request with this key is stuck".into()).into());
                     }

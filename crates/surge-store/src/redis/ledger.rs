@@ -9,16 +9,20 @@ use redis::Script;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use surge_domain::flashsale::{Deduction, FlashSale, Reservation, StockLedger};
+use surge_domain::flashsale::{Deduction, FlashSale, KeyedDeduction, Reservation, StockLedger};
 use surge_domain::order::SaleHoldings;
 use surge_domain::{OrderId, SaleId, StoreError, UserId};
 
 use super::events::{Event, RedisEvents};
+use super::keys::intake_key;
 use super::{RedisConn, sale_key, unavailable};
 
 /// The check-and-deduct (see the file): stock left after the deduction, or
 /// -1 sold out, -2 over the buyer's limit, -3 not loaded.
 const TRY_DEDUCT: &str = include_str!("try_deduct.lua");
+
+/// The same for a keyed request, claiming its key (see the file).
+const TRY_DEDUCT_CLAIMING: &str = include_str!("try_deduct_claiming.lua");
 
 /// KEYS: stock, buyers, reservations. ARGV: only-if-absent (0/1), stock
 /// left, then (user, units) pairs. Returns 1 when loaded, 0 when left as it
@@ -99,6 +103,7 @@ pub struct RedisLedger {
     conn: RedisConn,
     namespace: String,
     try_deduct: Script,
+    try_deduct_claiming: Script,
     load: Script,
     restore: Script,
     release: Script,
@@ -106,6 +111,9 @@ pub struct RedisLedger {
     durability: Durability,
     /// Where sell-outs and returns of stock are announced to every node.
     events: Option<RedisEvents>,
+    /// How long a key claimed by a deduction waits for its outcome; `None`:
+    /// keyed requests claim through the intake keys instead.
+    claim_ttl: Option<Duration>,
 }
 
 /// How many replicas must hold a deduction before it counts, and how long
@@ -128,12 +136,38 @@ impl RedisLedger {
             conn,
             namespace: namespace.to_owned(),
             try_deduct: Script::new(TRY_DEDUCT),
+            try_deduct_claiming: Script::new(TRY_DEDUCT_CLAIMING),
             load: Script::new(LOAD),
             restore: Script::new(RESTORE),
             release: Script::new(RELEASE),
             settle: Script::new(SETTLE),
             events: None,
+            claim_ttl: None,
         }
+    }
+
+    /// Keyed requests claim their key in the deduction's script; the
+    /// [`super::RedisIntakeKeys`] on the same namespace settle the claims.
+    pub fn with_claims(mut self, claim_ttl: Duration) -> Self {
+        self.claim_ttl = Some(claim_ttl);
+        self
+    }
+
+    /// Waits for the replicas when asked to; if they don't confirm, the
+    /// deduction is given back and the intake refused.
+    async fn replicated(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
+        if self.durability.replicas == 0 {
+            return Ok(());
+        }
+        let Durability { replicas, timeout } = self.durability;
+        let [stock, ..] = self.keys(sale);
+        let acked = self.conn.wait_for_replicas(&stock, replicas, timeout).await;
+        if matches!(acked, Ok(n) if n >= replicas) {
+            return Ok(());
+        }
+        // A failover now could lose it: give it back and refuse.
+        let _ = self.release(sale, reservation).await;
+        Err(StoreError::Unavailable(format!("redis: deduction not replicated ({acked:?})")))
     }
 
     /// Announces on the deployment's channel when a sale sells out and when
@@ -213,15 +247,8 @@ impl StockLedger for RedisLedger {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        if outcome >= 0 && self.durability.replicas > 0 {
-            let Durability { replicas, timeout } = self.durability;
-            let [stock, ..] = self.keys(sale);
-            let acked = self.conn.wait_for_replicas(&stock, replicas, timeout).await;
-            if !matches!(acked, Ok(n) if n >= replicas) {
-                // A failover now could lose it: give it back and refuse.
-                let _ = self.release(sale, reservation).await;
-                return Err(StoreError::Unavailable(format!("redis: deduction not replicated ({acked:?})")));
-            }
+        if outcome >= 0 {
+            self.replicated(sale, reservation).await?;
         }
         if outcome == 0 {
             self.announce(Event::SoldOut(sale));
@@ -232,6 +259,54 @@ impl StockLedger for RedisLedger {
             -3 => Deduction::NotLoaded,
             stock_left => Deduction::Done { stock_left },
         })
+    }
+
+    async fn try_deduct_claiming(
+        &self,
+        sale: SaleId,
+        reservation: Reservation,
+        per_user_limit: u32,
+        key: &str,
+    ) -> Result<Option<KeyedDeduction>, StoreError> {
+        let Some(claim_ttl) = self.claim_ttl else { return Ok(None) };
+        let [stock, buyers, reserved] = self.keys(sale);
+        let intake_key = intake_key(&self.namespace, sale, reservation.user, key);
+        let mut conn = self.conn.clone();
+        let (kind, value): (i64, String) = self
+            .try_deduct_claiming
+            .key(stock)
+            .key(buyers)
+            .key(reserved)
+            .key(&intake_key)
+            .arg(reservation.user.get())
+            .arg(reservation.quantity)
+            .arg(per_user_limit)
+            .arg(reservation.order.get())
+            .arg(now_ms())
+            .arg(claim_ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let number = || value.parse::<i64>().map_err(|_| StoreError::Unavailable(format!("redis: bad reply {value}")));
+        let outcome = match kind {
+            0 => {
+                let stock_left = number()?;
+                if let Err(error) = self.replicated(sale, reservation).await {
+                    let _: Result<i64, _> = redis::cmd("DEL").arg(&intake_key).query_async(&mut conn).await;
+                    return Err(error);
+                }
+                if stock_left == 0 {
+                    self.announce(Event::SoldOut(sale));
+                }
+                KeyedDeduction::Claimed { stock_left }
+            }
+            1 => KeyedDeduction::Refused(Deduction::SoldOut),
+            2 => KeyedDeduction::Refused(Deduction::LimitExceeded),
+            3 => KeyedDeduction::Refused(Deduction::NotLoaded),
+            4 => KeyedDeduction::InFlight,
+            _ => KeyedDeduction::Replay(OrderId::new(number()?)),
+        };
+        Ok(Some(outcome))
     }
 
     async fn release(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
