@@ -113,7 +113,9 @@ impl Backend {
                             Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout },
                         )
                         .with_events(RedisEvents::new(conn.clone(), &redis.namespace))
-                        .with_claims(claim_ttl),
+                        // A claim lives as long as its reservation: a node
+                        // that dies mid-request frees both at once.
+                        .with_claims(settings.flash_sale.reservation_timeout),
                     ),
                     Arc::new(RedisIntakeKeys::new(conn.clone(), &redis.namespace, claim_ttl, redis.key_ttl)),
                     Arc::new(RedisPending::new(conn, &redis.namespace, settings.flash_sale.payment_timeout)),

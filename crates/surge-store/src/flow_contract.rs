@@ -276,7 +276,7 @@ async fn a_claiming_deduction_claims_a_key_once_and_its_repeats_wait_or_replay()
         assert_eq!(claim(first, "k").await, Ok(Some(KeyedDeduction::Claimed { stock_left: 1 })), "{name}");
         assert_eq!(claim(first, "k").await, Ok(Some(KeyedDeduction::Claimed { stock_left: 1 })), "{name}: resent");
         assert_eq!(claim(reserve(alice, 1), "k").await, Ok(Some(KeyedDeduction::InFlight)), "{name}");
-        keys.settle_claim(sale.id, alice, "k", Some(first.order)).await.expect("settle");
+        keys.settle_claim(sale.id, alice, "k", first.order, true).await.expect("settle");
         assert_eq!(claim(reserve(alice, 1), "k").await, Ok(Some(KeyedDeduction::Replay(first.order))), "{name}");
         assert_eq!(keys.replay(sale.id, alice, "k").await, Ok(Some(first.order)), "{name}: the keys see it");
         assert_eq!(
@@ -288,13 +288,22 @@ async fn a_claiming_deduction_claims_a_key_once_and_its_repeats_wait_or_replay()
         let bobs = reserve(bob, 1);
         assert_eq!(claim(bobs, "k").await, Ok(Some(KeyedDeduction::Claimed { stock_left: 0 })), "{name}");
         ledger.release(sale.id, bobs).await.expect("release");
-        keys.settle_claim(sale.id, bob, "k", None).await.expect("settle");
+        keys.settle_claim(sale.id, bob, "k", bobs.order, false).await.expect("settle");
         assert_eq!(keys.replay(sale.id, bob, "k").await, Ok(None), "{name}");
         let again = reserve(bob, 1);
         assert_eq!(claim(again, "k").await, Ok(Some(KeyedDeduction::Claimed { stock_left: 0 })), "{name}");
         assert_eq!(claim(reserve(carol, 1), "k").await, Ok(Some(KeyedDeduction::Refused(Deduction::SoldOut))));
         assert_eq!(keys.replay(sale.id, carol, "k").await, Ok(None), "{name}: a refusal claims nothing");
         assert_eq!(ledger.stock_left(sale.id).await, Ok(Some(0)), "{name}: two units, two claims held");
+
+        // Settling a claim that is no longer the order's changes nothing;
+        // the consumer settles a claim its node never did.
+        keys.settle_claim(sale.id, bob, "k", OrderId::new(999), false).await.expect("settle");
+        assert_eq!(claim(reserve(bob, 1), "k").await, Ok(Some(KeyedDeduction::InFlight)), "{name}: still bob's");
+        keys.orders_written(sale.id, &[(bob, "k", again.order)]).await.expect("written");
+        assert_eq!(claim(reserve(bob, 1), "k").await, Ok(Some(KeyedDeduction::Replay(again.order))), "{name}");
+        keys.orders_written(sale.id, &[(alice, "k", OrderId::new(999))]).await.expect("written");
+        assert_eq!(keys.replay(sale.id, alice, "k").await, Ok(Some(first.order)), "{name}: a settled key stays");
     }
 }
 

@@ -175,17 +175,29 @@ pub trait IntakeKeys: Send + Sync + 'static {
         }
     }
 
-    /// Ends a claim that [`StockLedger::try_deduct_claiming`] took: the key
-    /// names the order from now on, or (`None`: the intake failed) is free
-    /// again. Only adapters that pair with such a ledger take claims.
+    /// Ends the claim that [`StockLedger::try_deduct_claiming`] took for
+    /// `order`: the key names the order from now on (`produced`), or is free
+    /// again (the intake failed). A claim that is no longer this order's
+    /// (it expired, and another request holds the key) is left alone. Only
+    /// adapters that pair with such a ledger take claims.
     async fn settle_claim(
         &self,
         _sale: SaleId,
         _user: UserId,
         _key: &str,
-        _order: Option<OrderId>,
+        _order: OrderId,
+        _produced: bool,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("these intake keys take no claims from the ledger".to_owned()))
+        Ok(()) // adapters that take no claims have none to settle
+    }
+
+    /// The consumer wrote these keyed orders of `sale`: a claim still held
+    /// for one of them now names it. The node that took the request does
+    /// that itself; this covers a node that died between its append and
+    /// [`settle_claim`](Self::settle_claim), whose claim would otherwise
+    /// leave repeats waiting until it expires.
+    async fn orders_written(&self, _sale: SaleId, _written: &[(UserId, &str, OrderId)]) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// Remembers keys that produced orders (start-up recovery).

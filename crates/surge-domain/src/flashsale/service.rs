@@ -188,8 +188,8 @@ impl FlashSales {
             };
             let deduction = Deduction::Done { stock_left };
             let outcome = self.after_deduction(live, reservation, deduction, Some(key)).await;
-            let order = outcome.as_ref().ok().copied();
-            if let Err(error) = self.ports.keys.settle_claim(sale.id, user, key, order).await {
+            let settled = self.ports.keys.settle_claim(sale.id, user, key, reservation.order, outcome.is_ok()).await;
+            if let Err(error) = settled {
                 // The claim expires on its own; the order (if any) is durable.
                 tracing::warn!(%error, "could not record an intake key's outcome");
             }
@@ -211,10 +211,10 @@ impl FlashSales {
         let sale = &live.sale;
         let (order_id, user, quantity) = (reservation.order, reservation.user, reservation.quantity);
         match deduction {
-            Deduction::Done { stock_left } if stock_left <= 0 => self.mark_sold_out(live).await?,
+            Deduction::Done { stock_left } if stock_left <= 0 => self.flag_sold_out(live).await,
             Deduction::Done { .. } => {}
             Deduction::SoldOut => {
-                self.mark_sold_out(live).await?;
+                self.flag_sold_out(live).await;
                 return Err(IntakeError::SoldOut);
             }
             Deduction::LimitExceeded => return Err(IntakeError::LimitExceeded),
@@ -236,6 +236,14 @@ impl FlashSales {
             return Err(error.into());
         }
         Ok(request.order_id)
+    }
+
+    /// The sold-out flag only spares the ledger calls: failing to set it
+    /// must not fail (or strand) the request that found the sale sold out.
+    async fn flag_sold_out(&self, live: &LiveSale) {
+        if let Err(error) = self.mark_sold_out(live).await {
+            tracing::warn!(%error, sale_id = %live.sale.id, "sold-out flag not confirmed");
+        }
     }
 
     /// Sets the local sold-out flag, then looks again: stock returned (a
@@ -278,6 +286,23 @@ impl FlashSales {
         }
         for (sale, reservations) in by_sale {
             self.ports.ledger.settle(sale, &reservations).await?;
+        }
+        Ok(())
+    }
+
+    /// The keys of these requests whose orders were written now name them,
+    /// where a claim for them is still open (see
+    /// [`IntakeKeys::orders_written`]).
+    pub async fn keys_written(&self, requests: &[OrderRequested], written: &[Order]) -> Result<(), StoreError> {
+        let written: std::collections::HashSet<OrderId> = written.iter().map(|order| order.id).collect();
+        let mut by_sale: std::collections::BTreeMap<SaleId, Vec<(UserId, &str, OrderId)>> = Default::default();
+        for request in requests.iter().filter(|request| written.contains(&request.order_id)) {
+            if let Some(key) = request.idempotency_key.as_deref() {
+                by_sale.entry(request.sale_id).or_default().push((request.user_id, key, request.order_id));
+            }
+        }
+        for (sale, keyed) in by_sale {
+            self.ports.keys.orders_written(sale, &keyed).await?;
         }
         Ok(())
     }

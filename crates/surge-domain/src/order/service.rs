@@ -163,6 +163,7 @@ impl Orders {
             self.sales.released(refused.sale_id, reservation).await?;
         }
         self.sales.settled(&outcome.created).await?;
+        self.sales.keys_written(&requests, &outcome.created).await?;
         queue.ack(last).await?;
         let ids: Vec<OrderId> = requests.iter().map(|r| r.order_id).collect();
         self.pending.remove(&ids).await?;

@@ -26,6 +26,55 @@ fn in_flight(held: &str) -> bool {
     held.starts_with('p')
 }
 
+/// KEYS: the intake key. ARGV: the claim (`p:<order>`), the outcome (the
+/// order id, or empty to free the key), its TTL in ms. Changes the key only
+/// while it still holds this claim: a claim that expired and was taken by
+/// another request stays that request's.
+const SETTLE_CLAIM: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+";
+
+/// KEYS: intake keys of one sale. ARGV: for each, its order id; then the
+/// TTL in ms. A key still claimed for its order (`p:<order>`) now names it.
+const ORDERS_WRITTEN: &str = r"
+local ttl = ARGV[#ARGV]
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == 'p:' .. ARGV[i] then
+    redis.call('SET', key, ARGV[i], 'PX', ttl)
+  end
+end
+return 0
+";
+
+/// Ends the claim of `order` on `redis_key`: it names the order for `ttl`
+/// (`Some`), or is freed. Returns whether the claim was still this order's.
+pub(super) async fn settle_claim(
+    conn: &RedisConn,
+    redis_key: &str,
+    order: OrderId,
+    outcome: Option<(OrderId, Duration)>,
+) -> Result<bool, StoreError> {
+    let (value, ttl) = match outcome {
+        Some((order, ttl)) => (order.get().to_string(), ttl.as_millis().max(1) as u64),
+        None => (String::new(), 0),
+    };
+    let changed: i64 = redis::Script::new(SETTLE_CLAIM)
+        .key(redis_key)
+        .arg(format!("p:{}", order.get()))
+        .arg(value)
+        .arg(ttl)
+        .invoke_async(&mut conn.clone())
+        .await
+        .map_err(unavailable)?;
+    Ok(changed == 1)
+}
+
 /// The Redis key of one (sale, buyer, key), in the sale's slot: the ledger's
 /// claiming deduction writes it in the same script as the counters.
 pub(super) fn intake_key(namespace: &str, sale: SaleId, user: UserId, key: &str) -> String {
@@ -118,23 +167,29 @@ impl IntakeKeys for RedisIntakeKeys {
         sale: SaleId,
         user: UserId,
         key: &str,
-        order: Option<OrderId>,
+        order: OrderId,
+        produced: bool,
     ) -> Result<(), StoreError> {
+        let outcome = produced.then_some((order, self.ttl));
+        settle_claim(&self.conn, &self.key(sale, user, key), order, outcome).await.map(drop)
+    }
+
+    /// One script per sale (its keys share the sale's slot).
+    async fn orders_written(&self, sale: SaleId, written: &[(UserId, &str, OrderId)]) -> Result<(), StoreError> {
+        let script = redis::Script::new(ORDERS_WRITTEN);
         let mut conn = self.conn.clone();
-        let redis_key = self.key(sale, user, key);
-        let settled: Result<(), _> = match order {
-            Some(order) => {
-                redis::cmd("SET")
-                    .arg(&redis_key)
-                    .arg(order.get())
-                    .arg("PX")
-                    .arg(self.ttl.as_millis() as u64)
-                    .query_async(&mut conn)
-                    .await
+        for chunk in written.chunks(500) {
+            let mut invocation = script.prepare_invoke();
+            for (user, key, _) in chunk {
+                invocation.key(self.key(sale, *user, key));
             }
-            None => redis::cmd("DEL").arg(&redis_key).query_async(&mut conn).await,
-        };
-        settled.map_err(unavailable)
+            for (_, _, order) in chunk {
+                invocation.arg(order.get());
+            }
+            invocation.arg(self.ttl.as_millis() as u64);
+            invocation.invoke_async::<i64>(&mut conn).await.map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     /// One `GET` (the claim and the delete of `once` cost two round trips),

@@ -14,7 +14,7 @@ use surge_domain::order::SaleHoldings;
 use surge_domain::{OrderId, SaleId, StoreError, UserId};
 
 use super::events::{Event, RedisEvents};
-use super::keys::intake_key;
+use super::keys::{intake_key, settle_claim};
 use super::{RedisConn, sale_key, unavailable};
 
 /// The check-and-deduct (see the file): stock left after the deduction, or
@@ -292,7 +292,8 @@ impl StockLedger for RedisLedger {
             0 => {
                 let stock_left = number()?;
                 if let Err(error) = self.replicated(sale, reservation).await {
-                    let _: Result<i64, _> = redis::cmd("DEL").arg(&intake_key).query_async(&mut conn).await;
+                    // The stock went back: free the key, if still ours.
+                    let _ = settle_claim(&self.conn, &intake_key, reservation.order, None).await;
                     return Err(error);
                 }
                 if stock_left == 0 {
@@ -304,7 +305,8 @@ impl StockLedger for RedisLedger {
             2 => KeyedDeduction::Refused(Deduction::LimitExceeded),
             3 => KeyedDeduction::Refused(Deduction::NotLoaded),
             4 => KeyedDeduction::InFlight,
-            _ => KeyedDeduction::Replay(OrderId::new(number()?)),
+            5 => KeyedDeduction::Replay(OrderId::new(number()?)),
+            other => return Err(StoreError::Unavailable(format!("redis: unknown deduction outcome {other}"))),
         };
         Ok(Some(outcome))
     }
