@@ -86,3 +86,32 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         value.to_str().ok().filter(|key| (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()));
     key.map(Some).ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1-128 visible ASCII characters"))
 }
+
+/// For an optional body field: absent is `None`, `null` is a 400 (`invalid
+/// type: null`), as the document types the field without `null`. Use with
+/// `#[serde(default, deserialize_with = "present")]`.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Body {
+        #[serde(default, deserialize_with = "present")]
+        n: Option<i64>,
+    }
+
+    #[test]
+    fn an_optional_field_may_be_absent_but_not_null() {
+        assert_eq!(serde_json::from_str::<Body>("{}").map(|b| b.n).ok(), Some(None));
+        assert_eq!(serde_json::from_str::<Body>(r#"{"n": 5}"#).map(|b| b.n).ok(), Some(Some(5)));
+        assert!(serde_json::from_str::<Body>(r#"{"n": null}"#).is_err());
+    }
+}

@@ -23,15 +23,33 @@ fn id_param(name: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}})
 }
 
+/// A product name: 1-200 characters, no control characters, not blank
+/// (the server trims it).
+const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+
 fn paging() -> Vec<Value> {
     vec![
         json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}),
-        json!({"name": "cursor", "in": "query", "schema": {"type": "string"}}),
+        json!({"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}}),
     ]
 }
 
 fn idempotency_key() -> Value {
     json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "minLength": 1, "maxLength": 128}})
+}
+
+/// OpenAPI links from a response to the operations its id feeds: `path`
+/// with its `{id}` taken from `field` of the response body.
+fn links(field: &str, targets: &[(&str, &str, &str)]) -> Value {
+    let links: serde_json::Map<String, Value> = targets
+        .iter()
+        .map(|(name, path, method)| {
+            let operation = format!("#/paths/{}/{method}", path.replace('~', "~0").replace('/', "~1"));
+            let link = json!({"operationRef": operation, "parameters": {"id": format!("$response.body#/{field}")}});
+            ((*name).to_owned(), link)
+        })
+        .collect();
+    Value::Object(links)
 }
 
 fn errors(codes: &[(&str, &str)]) -> serde_json::Map<String, Value> {
@@ -61,7 +79,16 @@ fn paths_and_schemas() -> Value {
         ("403", "not this tenant"),
         ("409", "duplicate_sku"),
     ]);
-    product_created.insert("201".into(), ok("the product", "Product"));
+    let mut created = ok("the product", "Product");
+    created["links"] = links(
+        "id",
+        &[
+            ("ReadProduct", "/v1/products/{id}", "get"),
+            ("ChangeProduct", "/v1/products/{id}", "patch"),
+            ("SetStock", "/v1/products/{id}/stock", "put"),
+        ],
+    );
+    product_created.insert("201".into(), created);
     let mut product_changed = errors(&[
         ("400", "bad input"),
         ("401", "no valid token"),
@@ -79,7 +106,21 @@ fn paths_and_schemas() -> Value {
         ("429", "rate_limited"),
         ("503", "degraded or overloaded"),
     ]);
-    intake.insert("202".into(), ok("accepted; the order is created shortly", "Accepted"));
+    let mut accepted = ok("accepted; the order is created shortly", "Accepted");
+    accepted["links"] = links(
+        "order_id",
+        &[
+            ("ReadOrder", "/v1/orders/{id}", "get"),
+            ("PayOrder", "/v1/orders/{id}/pay", "post"),
+            ("CancelOrder", "/v1/orders/{id}/cancel", "post"),
+        ],
+    );
+    intake.insert("202".into(), accepted);
+    let mut sale_created = ok("the sale", "Sale");
+    sale_created["links"] = links(
+        "id",
+        &[("ReadSale", "/v1/flash-sales/{id}", "get"), ("PlaceOrder", "/v1/flash-sales/{id}/orders", "post")],
+    );
     let mut order_moved = errors(&[
         ("401", "no valid token"),
         ("403", "not allowed"),
@@ -91,7 +132,7 @@ fn paths_and_schemas() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Surge", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "High-concurrency order platform: catalog, flash sales, orders. Errors are {\"error\": {code, message}}."},
+                 "description": "High-concurrency order platform: catalog, flash sales, orders. Errors are {\"error\": {code, message}}. Bodies are strict: unknown fields, null for an optional field, and integers written with a fraction or exponent (7.0, 7e0) are 400 bad_request."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
             "schemas": {
@@ -102,21 +143,26 @@ fn paths_and_schemas() -> Value {
                         "name": {"type": "string"}, "price_cents": {"type": "integer", "minimum": 0},
                         "stock": {"type": "integer", "minimum": 0}, "updated_at": {"type": "string", "format": "date-time"}}},
                 "NewProduct": {"type": "object", "additionalProperties": false, "required": ["sku", "name", "price_cents", "stock"],
-                    "properties": {"sku": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "properties": {"sku": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NAME_PATTERN},
                         "price_cents": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000i64},
                         "stock": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
-                        "merchant_id": {"type": "string", "description": "required from an admin"}}},
+                        "merchant_id": {"type": "string", "pattern": "^[0-9]{1,19}$", "description": "required from an admin"}}},
                 "ProductPatch": {"type": "object", "additionalProperties": false, "minProperties": 1,
-                    "properties": {"name": {"type": "string"}, "price_cents": {"type": "integer", "minimum": 0}}},
+                    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NAME_PATTERN},
+                        "price_cents": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000i64}}},
                 "StockBody": {"type": "object", "additionalProperties": false, "required": ["stock"],
-                    "properties": {"stock": {"type": "integer", "minimum": 0}}},
+                    "properties": {"stock": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}}},
                 "ProductPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
                     "items": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}}, "next_cursor": {"type": ["string", "null"]}}},
                 "NewSale": {"type": "object", "additionalProperties": false,
                     "required": ["product_id", "stock", "price_cents", "starts_at", "ends_at", "per_user_limit"],
-                    "properties": {"product_id": {"type": "string"}, "stock": {"type": "integer", "minimum": 1},
-                        "price_cents": {"type": "integer", "minimum": 0}, "starts_at": {"type": "string", "format": "date-time"},
-                        "ends_at": {"type": "string", "format": "date-time"}, "per_user_limit": {"type": "integer", "minimum": 1}}},
+                    "description": "starts_at at most a minute in the past; ends_at after starts_at, at most 31 days later",
+                    "properties": {"product_id": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                        "stock": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
+                        "price_cents": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000i64},
+                        "starts_at": {"type": "string", "format": "date-time"},
+                        "ends_at": {"type": "string", "format": "date-time"},
+                        "per_user_limit": {"type": "integer", "minimum": 1, "maximum": 1000}}},
                 "Sale": {"type": "object", "properties": {"id": {"type": "string"}, "product_id": {"type": "string"},
                     "stock": {"type": "integer"}, "stock_left": {"type": "integer"}, "price_cents": {"type": "integer"},
                     "starts_at": {"type": "string", "format": "date-time"}, "ends_at": {"type": "string", "format": "date-time"},
@@ -139,12 +185,14 @@ fn paths_and_schemas() -> Value {
                 "SetSwitch": {"type": "object", "additionalProperties": false, "required": ["enabled", "reason"],
                     "properties": {"enabled": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 500},
                         "mode": {"enum": ["manual", "auto"]}}},
-                "Tunables": {"type": "object", "description": "flash_sale, overload and notify_breaker settings; PUT takes any subset"}
+                "Tunables": {"type": "object", "additionalProperties": false,
+                    "description": "flash_sale, overload and notify_breaker settings; PUT takes any subset",
+                    "properties": {"flash_sale": {"type": "object"}, "overload": {"type": "object"}, "notify_breaker": {"type": "object"}}}
             }
         },
         "paths": {
             "/v1/products": {
-                "get": {"summary": "List products", "parameters": [json!({"name": "merchant_id", "in": "query", "schema": {"type": "string"}}), paging()[0].clone(), paging()[1].clone()],
+                "get": {"summary": "List products", "parameters": [json!({"name": "merchant_id", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}}), paging()[0].clone(), paging()[1].clone()],
                         "responses": {"200": ok("a page", "ProductPage"), "400": error_response("bad query")}},
                 "post": {"summary": "Create a product (merchant: own tenant; admin)", "security": secured, "parameters": [idempotency_key()],
                          "requestBody": body("NewProduct"), "responses": product_created}
@@ -161,7 +209,7 @@ fn paths_and_schemas() -> Value {
             },
             "/v1/flash-sales": {
                 "post": {"summary": "Create a flash sale (admin)", "security": secured, "requestBody": body("NewSale"),
-                         "responses": {"201": ok("the sale", "Sale"), "400": error_response("bad input"), "401": error_response("no valid token"), "403": error_response("admin only")}}
+                         "responses": {"201": sale_created, "400": error_response("bad input"), "401": error_response("no valid token"), "403": error_response("admin only")}}
             },
             "/v1/flash-sales/{id}": {
                 "get": {"summary": "A sale with live stock_left and status", "parameters": [id_param("id")],
@@ -204,4 +252,32 @@ fn paths_and_schemas() -> Value {
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every link names an operation of the document, and one that takes an
+    /// `{id}` in its path.
+    #[test]
+    fn every_link_points_at_an_operation_with_an_id() {
+        let document = document();
+        let mut seen = 0;
+        for operation in
+            document["paths"].as_object().expect("paths").values().flat_map(|ops| {
+                ops.as_object().expect("operations").values().filter_map(|op| op["responses"].as_object())
+            })
+        {
+            for link in operation.values().filter_map(|response| response["links"].as_object()).flat_map(|l| l.values())
+            {
+                let reference = link["operationRef"].as_str().expect("operationRef");
+                let pointer = reference.strip_prefix('#').expect("local");
+                assert!(document.pointer(pointer).is_some(), "{reference} names no operation");
+                assert!(pointer.contains("{id}"), "{reference} takes no id");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 8, "the links of a created product, a created sale and an accepted order");
+    }
 }

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, present};
 use crate::state::AppState;
 use crate::tunables::Tunables;
 
@@ -87,6 +87,7 @@ struct SetBody {
     reason: String,
     /// `manual` (the default) pins the setting; `auto` hands the switch back
     /// to its breaker (and `enabled` must then be true).
+    #[serde(default, deserialize_with = "present")]
     mode: Option<String>,
 }
 

@@ -12,7 +12,7 @@ use surge_domain::{Cents, MerchantId, ProductId};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, PathId, idempotency_key};
+use crate::extract::{ApiJson, ApiQuery, PathId, idempotency_key, present};
 use crate::routes::OverloadGuards;
 use crate::state::AppState;
 
@@ -32,13 +32,16 @@ struct CreateBody {
     price_cents: i64,
     stock: i64,
     /// Required from an admin; a merchant may omit it (it is its own).
+    #[serde(default, deserialize_with = "present")]
     merchant_id: Option<MerchantId>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {
+    #[serde(default, deserialize_with = "present")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     price_cents: Option<i64>,
 }
 

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, PathId, idempotency_key};
+use crate::extract::{ApiJson, PathId, idempotency_key, present};
 use crate::routes::OverloadGuards;
 use crate::state::AppState;
 
@@ -44,6 +44,7 @@ struct CreateBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IntakeBody {
+    #[serde(default, deserialize_with = "present")]
     quantity: Option<i64>,
 }
 

@@ -47,15 +47,37 @@ async fn a_bad_patch_or_stock_change_is_400_and_changes_nothing() {
     let product = app.create_product(42, "P").await;
     let id = product["id"].as_str().expect("id");
     let token = app.merchant(42);
-    for body in [json!({}), json!({"name": ""}), json!({"price_cents": -3}), json!({"sku": "NEW"}), json!({"stock": 5})]
-    {
+    let bad_patches = [
+        json!({}),
+        json!({"name": ""}),
+        json!({"price_cents": -3}),
+        json!({"sku": "NEW"}),
+        json!({"stock": 5}),
+        // null is not "absent": the document types these fields without it.
+        json!({"price_cents": null}),
+        json!({"name": "N", "price_cents": null}),
+        json!({"name": null, "price_cents": 5}),
+    ];
+    for body in bad_patches {
         let response = app.send_json(Method::PATCH, &format!("/v1/products/{id}"), &token, &body).await;
         assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     }
-    for body in [json!({}), json!({"stock": -1}), json!({"stock": "many"}), json!({"stock": 1, "extra": true})] {
+    for body in [
+        json!({}),
+        json!({"stock": -1}),
+        json!({"stock": "many"}),
+        json!({"stock": 1.5}),
+        json!({"stock": 1, "extra": true}),
+    ] {
         let response = app.send_json(Method::PUT, &format!("/v1/products/{id}/stock"), &token, &body).await;
         assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     }
+    assert_eq!(app.product(id).await, product);
+
+    // Integers are written as integers: 7.0 is a wrong type here.
+    let response =
+        app.send_json(Method::PUT, &format!("/v1/products/{id}/stock"), &token, &json!({"stock": 7.0})).await;
+    assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     assert_eq!(app.product(id).await, product);
 }
 
