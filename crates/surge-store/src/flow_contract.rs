@@ -15,14 +15,14 @@ use surge_domain::flashsale::{
     Deduction, Delivery, FlashSale, IntakeError, IntakeKeys, KeyedDeduction, OrderQueue, Reservation, StockLedger,
 };
 use surge_domain::order::{PendingOrders, SaleHoldings};
-use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, UserId};
+use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
 use crate::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
 use crate::queue::kafka::{KafkaQueue, KafkaQueueConfig};
 use crate::queue::log::{LogQueue, LogQueueConfig};
 use crate::queue::nats::{NatsQueue, NatsQueueConfig};
-use crate::redis::{RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending};
+use crate::redis::{Durability, RedisConfig, RedisConn, RedisIntakeKeys, RedisLedger, RedisPending};
 use crate::testing::order_requested;
 
 fn unique(prefix: &str) -> String {
@@ -305,6 +305,30 @@ async fn a_claiming_deduction_claims_a_key_once_and_its_repeats_wait_or_replay()
         keys.orders_written(sale.id, &[(alice, "k", OrderId::new(999))]).await.expect("written");
         assert_eq!(keys.replay(sale.id, alice, "k").await, Ok(Some(first.order)), "{name}: a settled key stays");
     }
+}
+
+/// A standalone Redis has no replica: a deduction that waits for one is
+/// given back and refused, and intake then rests (refuses at once, without
+/// a WAIT on the shared connection) until one probe a second later.
+#[tokio::test]
+async fn without_replicas_a_durable_deduction_is_refused_and_intake_rests() {
+    let [(_, conn, namespace), _] = redis_conns().await;
+    let durability = Durability { replicas: 1, timeout: Duration::from_millis(50) };
+    let ledger = RedisLedger::with_durability(conn, &namespace, durability);
+    let sale = sale(41, 5);
+    ledger.load(&sale, &SaleHoldings::default()).await.expect("load");
+
+    let refused = ledger.try_deduct(sale.id, reserve(UserId::new(1), 1), 1).await;
+    assert!(matches!(&refused, Err(StoreError::Unavailable(why)) if why.contains("not replicated")), "{refused:?}");
+    assert_eq!(ledger.stock_left(sale.id).await, Ok(Some(5)), "given back");
+    let resting = ledger.try_deduct(sale.id, reserve(UserId::new(2), 1), 1).await;
+    assert!(matches!(&resting, Err(StoreError::Unavailable(why)) if why.contains("lacks replicas")), "{resting:?}");
+    assert_eq!(ledger.stale_reservations(sale.id, Duration::ZERO).await, Ok(vec![]), "nothing reserved meanwhile");
+
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let probe = ledger.try_deduct(sale.id, reserve(UserId::new(3), 1), 1).await;
+    assert!(matches!(&probe, Err(StoreError::Unavailable(why)) if why.contains("not replicated")), "{probe:?}");
+    assert_eq!(ledger.stock_left(sale.id).await, Ok(Some(5)));
 }
 
 #[tokio::test]

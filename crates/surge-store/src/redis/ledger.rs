@@ -7,7 +7,8 @@
 use async_trait::async_trait;
 use redis::Script;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use surge_domain::flashsale::{Deduction, FlashSale, KeyedDeduction, Reservation, StockLedger};
 use surge_domain::order::SaleHoldings;
@@ -95,6 +96,9 @@ end
 return again
 ";
 
+/// How long intake refuses a sale at once after its master lacked replicas.
+const RESTING: Duration = Duration::from_secs(1);
+
 /// Tombstones of released reservations are kept this long, for an order
 /// that lands late.
 const TOMBSTONE_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -114,6 +118,8 @@ pub struct RedisLedger {
     /// How long a key claimed by a deduction waits for its outcome; `None`:
     /// keyed requests claim through the intake keys instead.
     claim_ttl: Option<Duration>,
+    /// Sales whose master lacked replicas, and until when intake rests.
+    unreplicated: Mutex<HashMap<SaleId, Instant>>,
 }
 
 /// How many replicas must hold a deduction before it counts, and how long
@@ -143,6 +149,7 @@ impl RedisLedger {
             settle: Script::new(SETTLE),
             events: None,
             claim_ttl: None,
+            unreplicated: Mutex::default(),
         }
     }
 
@@ -165,9 +172,40 @@ impl RedisLedger {
         if matches!(acked, Ok(n) if n >= replicas) {
             return Ok(());
         }
+        self.unreplicated.lock().unwrap_or_else(PoisonError::into_inner).insert(sale, Instant::now() + RESTING);
         // A failover now could lose it: give it back and refuse.
         let _ = self.release(sale, reservation).await;
         Err(StoreError::Unavailable(format!("redis: deduction not replicated ({acked:?})")))
+    }
+
+    /// Refuses at once while the sale's master recently lacked the replicas
+    /// a deduction waits for. Every WAIT then runs its whole timeout, and
+    /// it runs on the connection every command to that master shares, so a
+    /// WAIT per intake would hold up reads and scripts behind it; one probe
+    /// per [`RESTING`] finds out when the replicas are back.
+    fn resting(&self, sale: SaleId) -> Result<(), StoreError> {
+        if self.durability.replicas == 0 {
+            return Ok(());
+        }
+        let mut unreplicated = self.unreplicated.lock().unwrap_or_else(PoisonError::into_inner);
+        match unreplicated.get(&sale) {
+            Some(until) if Instant::now() < *until => {
+                Err(StoreError::Unavailable("redis: the sale's master lacks replicas; retry later".to_owned()))
+            }
+            Some(_) => {
+                // This call is the probe; the others keep refusing meanwhile.
+                unreplicated.insert(sale, Instant::now() + RESTING);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The probe after a rest found the replicas back.
+    fn replicas_back(&self, sale: SaleId) {
+        if self.durability.replicas > 0 {
+            self.unreplicated.lock().unwrap_or_else(PoisonError::into_inner).remove(&sale);
+        }
     }
 
     /// Announces on the deployment's channel when a sale sells out and when
@@ -232,6 +270,7 @@ impl StockLedger for RedisLedger {
         reservation: Reservation,
         per_user_limit: u32,
     ) -> Result<Deduction, StoreError> {
+        self.resting(sale)?;
         let [stock, buyers, reserved] = self.keys(sale);
         let mut conn = self.conn.clone();
         let outcome: i64 = self
@@ -249,6 +288,7 @@ impl StockLedger for RedisLedger {
             .map_err(unavailable)?;
         if outcome >= 0 {
             self.replicated(sale, reservation).await?;
+            self.replicas_back(sale);
         }
         if outcome == 0 {
             self.announce(Event::SoldOut(sale));
@@ -269,6 +309,7 @@ impl StockLedger for RedisLedger {
         key: &str,
     ) -> Result<Option<KeyedDeduction>, StoreError> {
         let Some(claim_ttl) = self.claim_ttl else { return Ok(None) };
+        self.resting(sale)?;
         let [stock, buyers, reserved] = self.keys(sale);
         let intake_key = intake_key(&self.namespace, sale, reservation.user, key);
         let mut conn = self.conn.clone();
@@ -296,6 +337,7 @@ impl StockLedger for RedisLedger {
                     let _ = settle_claim(&self.conn, &intake_key, reservation.order, None).await;
                     return Err(error);
                 }
+                self.replicas_back(sale);
                 if stock_left == 0 {
                     self.announce(Event::SoldOut(sale));
                 }

@@ -25,7 +25,9 @@ pub use ledger::{Durability, RedisLedger};
 pub use pending::RedisPending;
 pub use rate::{Admission, Algorithm, RedisRateLimiter};
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -65,7 +67,83 @@ impl Default for RedisConfig {
 #[derive(Clone)]
 pub enum RedisConn {
     Standalone(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<HealingCluster>),
+}
+
+/// A cluster connection that is replaced when it keeps failing.
+///
+/// The cluster client follows MOVED/ASK and refreshes its slot map after a
+/// failover, but a failover test caught it, once, timing out every command
+/// to the failed-over slot for minutes after the replica had taken over.
+/// So when commands keep failing with timeouts or I/O errors
+/// ([`Rebuilds`]), a fresh connection is made from the seed nodes, which
+/// reads the cluster's current slot map; commands in flight on the old one
+/// finish or fail on their own.
+pub struct HealingCluster {
+    client: ClusterClient,
+    current: RwLock<ClusterConnection>,
+    rebuilds: Mutex<Rebuilds>,
+    rebuilding: AtomicBool,
+}
+
+impl HealingCluster {
+    fn connection(&self) -> ClusterConnection {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Counts a failed command, and starts a rebuild when [`Rebuilds`] says so.
+    fn failed(self: &Arc<Self>, error: &redis::RedisError) {
+        if !(error.is_timeout() || error.is_io_error() || error.is_connection_dropped()) {
+            return;
+        }
+        let due = self.rebuilds.lock().unwrap_or_else(PoisonError::into_inner).failed(Instant::now());
+        if !due || self.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            tracing::warn!("the redis cluster connection keeps failing; connecting afresh");
+            match cluster.client.get_async_connection().await {
+                Ok(fresh) => *cluster.current.write().unwrap_or_else(PoisonError::into_inner) = fresh,
+                Err(error) => tracing::warn!(%error, "could not connect to the redis cluster afresh"),
+            }
+            cluster.rebuilding.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// When to replace a failing cluster connection: after [`Rebuilds::FAILURES`]
+/// failed commands within [`Rebuilds::WINDOW`], at most once per window.
+#[derive(Debug)]
+pub struct Rebuilds {
+    window_start: Instant,
+    failures: u32,
+    last_rebuild: Option<Instant>,
+}
+
+impl Rebuilds {
+    pub const FAILURES: u32 = 20;
+    pub const WINDOW: Duration = Duration::from_secs(3);
+
+    pub fn new(now: Instant) -> Self {
+        Self { window_start: now, failures: 0, last_rebuild: None }
+    }
+
+    /// A command failed at `now`: is a rebuild due?
+    pub fn failed(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.window_start) > Self::WINDOW {
+            self.window_start = now;
+            self.failures = 0;
+        }
+        self.failures += 1;
+        let rested = self.last_rebuild.is_none_or(|at| now.duration_since(at) >= Self::WINDOW);
+        if self.failures >= Self::FAILURES && rested {
+            self.last_rebuild = Some(now);
+            self.failures = 0;
+            return true;
+        }
+        false
+    }
 }
 
 impl RedisConn {
@@ -80,7 +158,13 @@ impl RedisConn {
                 .retries(6)
                 .build()
                 .map_err(unavailable)?;
-            Ok(Self::Cluster(client.get_async_connection().await.map_err(unavailable)?))
+            let connection = client.get_async_connection().await.map_err(unavailable)?;
+            Ok(Self::Cluster(Arc::new(HealingCluster {
+                client,
+                current: RwLock::new(connection),
+                rebuilds: Mutex::new(Rebuilds::new(Instant::now())),
+                rebuilding: AtomicBool::new(false),
+            })))
         } else {
             let client = redis::Client::open(config.urls[0].as_str()).map_err(unavailable)?;
             let manager_config = ConnectionManagerConfig::new()
@@ -99,10 +183,10 @@ impl RedisConn {
         wait.arg(replicas).arg(timeout.as_millis() as u64);
         let acked = match self {
             Self::Standalone(conn) => wait.query_async(&mut conn.clone()).await.map_err(unavailable)?,
-            Self::Cluster(conn) => {
+            Self::Cluster(cluster) => {
                 let route = Route::with_key(key, SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let value = conn.clone().route_command(wait, routing).await.map_err(unavailable)?;
+                let value = cluster.connection().route_command(wait, routing).await.map_err(unavailable)?;
                 redis::from_redis_value(value).map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?
             }
         };
@@ -119,7 +203,16 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Standalone(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(cluster) => {
+                let cluster = Arc::clone(cluster);
+                Box::pin(async move {
+                    let result = cluster.connection().req_packed_command(cmd).await;
+                    if let Err(error) = &result {
+                        cluster.failed(error);
+                    }
+                    result
+                })
+            }
         }
     }
 
@@ -131,14 +224,23 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(cluster) => {
+                let cluster = Arc::clone(cluster);
+                Box::pin(async move {
+                    let result = cluster.connection().req_packed_commands(pipeline, offset, count).await;
+                    if let Err(error) = &result {
+                        cluster.failed(error);
+                    }
+                    result
+                })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Standalone(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
+            Self::Cluster(cluster) => cluster.connection().get_db(),
         }
     }
 }
@@ -151,4 +253,30 @@ fn sale_key(namespace: &str, sale: SaleId, what: &str) -> String {
 
 fn unavailable(error: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_rebuilt_after_a_burst_of_failures_and_not_again_at_once() {
+        let start = Instant::now();
+        let mut rebuilds = Rebuilds::new(start);
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let due: Vec<bool> = (0..Rebuilds::FAILURES).map(|n| rebuilds.failed(at(u64::from(n)))).collect();
+        assert_eq!(due.iter().filter(|d| **d).count(), 1, "the twentieth failure in the window");
+        assert!(due[Rebuilds::FAILURES as usize - 1]);
+        // Still failing right after: not again until a window has passed.
+        assert!(!(0..Rebuilds::FAILURES).any(|n| rebuilds.failed(at(100 + u64::from(n)))));
+        assert!((0..Rebuilds::FAILURES).any(|n| rebuilds.failed(at(3_200 + u64::from(n)))));
+    }
+
+    #[test]
+    fn scattered_failures_never_rebuild() {
+        let start = Instant::now();
+        let mut rebuilds = Rebuilds::new(start);
+        // One failure a second for a minute: a busy but working cluster.
+        assert!(!(1..=60u64).any(|s| rebuilds.failed(start + Duration::from_secs(s))));
+    }
 }
