@@ -122,7 +122,9 @@ pub struct Rebuilds {
 }
 
 impl Rebuilds {
-    pub const FAILURES: u32 = 20;
+    /// Low enough that a quiet node (a read every second or so) still
+    /// rebuilds; a working cluster's odd timeout stays below it.
+    pub const FAILURES: u32 = 5;
     pub const WINDOW: Duration = Duration::from_secs(3);
 
     pub fn new(now: Instant) -> Self {
@@ -278,5 +280,7 @@ mod tests {
         let mut rebuilds = Rebuilds::new(start);
         // One failure a second for a minute: a busy but working cluster.
         assert!(!(1..=60u64).any(|s| rebuilds.failed(start + Duration::from_secs(s))));
+        // Two a second for long enough: a quiet node that is stuck.
+        assert!((0..20u64).any(|n| rebuilds.failed(start + Duration::from_millis(61_000 + n * 500))));
     }
 }
