@@ -101,6 +101,28 @@ impl RedisIntakeKeys {
         intake_key(&self.namespace, sale, user, key)
     }
 
+    /// Reads the key with `read` until no request with it is in flight, for
+    /// at most `claim_ttl`: `None` (free, or claimed by `read` itself) or
+    /// the order id it holds.
+    async fn once_settled<F, Fut>(&self, read: F) -> Result<Option<String>, IntakeError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, StoreError>>,
+    {
+        let waited_until = tokio::time::Instant::now() + self.claim_ttl;
+        loop {
+            match read().await? {
+                Some(held) if in_flight(&held) => {
+                    if tokio::time::Instant::now() >= waited_until {
+                        return Err(StoreError::Unavailable("an earlier request with this key is stuck".into()).into());
+                    }
+                    tokio::time::sleep(WAIT_STEP).await;
+                }
+                settled => return Ok(settled),
+            }
+        }
+    }
+
     /// Claims the key, or returns what it holds: `None` when claimed.
     async fn claim(&self, redis_key: &str) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn.clone();
@@ -128,18 +150,8 @@ impl IntakeKeys for RedisIntakeKeys {
         intake: IntakeFuture<'a>,
     ) -> Result<OrderId, IntakeError> {
         let redis_key = self.key(sale, user, key);
-        let waited_until = tokio::time::Instant::now() + self.claim_ttl;
-        loop {
-            match self.claim(&redis_key).await? {
-                None => break,
-                Some(held) if in_flight(&held) => {
-                    if tokio::time::Instant::now() >= waited_until {
-                        return Err(StoreError::Unavailable("an earlier request with this key is stuck".into()).into());
-                    }
-                    tokio::time::sleep(WAIT_STEP).await;
-                }
-                Some(held) => return parse_order(&held),
-            }
+        if let Some(held) = self.once_settled(|| self.claim(&redis_key)).await? {
+            return parse_order(&held);
         }
         let outcome = intake.await;
         let mut conn = self.conn.clone();
@@ -196,22 +208,11 @@ impl IntakeKeys for RedisIntakeKeys {
     /// then more only while a request with the key is in flight.
     async fn replay(&self, sale: SaleId, user: UserId, key: &str) -> Result<Option<OrderId>, IntakeError> {
         let redis_key = self.key(sale, user, key);
-        let waited_until = tokio::time::Instant::now() + self.claim_ttl;
-        loop {
+        let read = || async {
             let mut conn = self.conn.clone();
-            let held: Option<String> =
-                redis::cmd("GET").arg(&redis_key).query_async(&mut conn).await.map_err(unavailable)?;
-            match held {
-                None => return Ok(None),
-                Some(held) if in_flight(&held) => {
-                    if tokio::time::Instant::now() >= waited_until {
-                        return Err(StoreError::Unavailable("an earlier request with this key is stuck".into()).into());
-                    }
-                    tokio::time::sleep(WAIT_STEP).await;
-                }
-                Some(held) => return parse_order(&held).map(Some),
-            }
-        }
+            redis::cmd("GET").arg(&redis_key).query_async(&mut conn).await.map_err(unavailable)
+        };
+        self.once_settled(read).await?.map(|held| parse_order(&held)).transpose()
     }
 
     async fn preload(&self, sale: SaleId, keyed: Vec<(UserId, String, OrderId)>) {
