@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use redis::Script;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,10 +39,13 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 ";
 
-/// KEYS: stock, buyers. ARGV: user, quantity. Only a loaded sale is
-/// restored; a buyer's units never go below zero. Returns the stock left
-/// after, or -1 when not loaded.
-const RESTORE: &str = r"
+/// Gives a buyer's units back to a loaded sale (KEYS: stock, buyers; ARGV:
+/// user, quantity); a buyer's units never go below zero. Returns the stock
+/// left after, or -1 when not loaded. The body of [`RESTORE`] and the tail
+/// of [`RELEASE`].
+macro_rules! give_back {
+    () => {
+        r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local left = redis.call('INCRBY', KEYS[1], ARGV[2])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
@@ -52,28 +56,27 @@ else
   redis.call('HINCRBY', KEYS[2], ARGV[1], -quantity)
 end
 return left
-";
+"
+    };
+}
 
-/// KEYS: stock, buyers, reservations. ARGV: order, user, quantity, now.
+/// KEYS: stock, buyers. ARGV: user, quantity. Only a loaded sale is
+/// restored. Returns the stock left after, or -1 when not loaded.
+const RESTORE: &str = give_back!();
+
+/// KEYS: stock, buyers, reservations. ARGV: user, quantity, order, now.
 /// Gives the stock back only while the reservation is open, and leaves a
 /// tombstone (`x:<ms>`) so that a later settle knows the order's units were
 /// returned, and a retried settle that it already ran. Twice is once.
 /// Returns the stock left after, or -1 when nothing was given back.
-const RELEASE: &str = r"
-local open = redis.call('HGET', KEYS[3], ARGV[1])
+const RELEASE: &str = concat!(
+    r"
+local open = redis.call('HGET', KEYS[3], ARGV[3])
 if not open or string.sub(open, 1, 2) == 'x:' then return -1 end
-redis.call('HSET', KEYS[3], ARGV[1], 'x:' .. ARGV[4])
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local left = redis.call('INCRBY', KEYS[1], ARGV[3])
-local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-local quantity = tonumber(ARGV[3])
-if held <= quantity then
-  redis.call('HDEL', KEYS[2], ARGV[2])
-else
-  redis.call('HINCRBY', KEYS[2], ARGV[2], -quantity)
-end
-return left
-";
+redis.call('HSET', KEYS[3], ARGV[3], 'x:' .. ARGV[4])
+",
+    give_back!()
+);
 
 /// KEYS: stock, buyers, reservations. ARGV: (order, user, quantity)
 /// triples. Closes each open reservation; one released before (a
@@ -120,6 +123,8 @@ pub struct RedisLedger {
     claim_ttl: Option<Duration>,
     /// Sales whose master lacked replicas, and until when intake rests.
     unreplicated: Mutex<HashMap<SaleId, Instant>>,
+    /// Is any sale in `unreplicated`? Spares the lock on every intake.
+    any_resting: AtomicBool,
 }
 
 /// How many replicas must hold a deduction before it counts, and how long
@@ -150,6 +155,7 @@ impl RedisLedger {
             events: None,
             claim_ttl: None,
             unreplicated: Mutex::default(),
+            any_resting: AtomicBool::new(false),
         }
     }
 
@@ -170,9 +176,10 @@ impl RedisLedger {
         let [stock, ..] = self.keys(sale);
         let acked = self.conn.wait_for_replicas(&stock, replicas, timeout).await;
         if matches!(acked, Ok(n) if n >= replicas) {
+            self.rest_over(sale);
             return Ok(());
         }
-        self.unreplicated.lock().unwrap_or_else(PoisonError::into_inner).insert(sale, Instant::now() + RESTING);
+        self.rest(sale);
         // A failover now could lose it: give it back and refuse.
         let _ = self.release(sale, reservation).await;
         Err(StoreError::Unavailable(format!("redis: deduction not replicated ({acked:?})")))
@@ -182,9 +189,10 @@ impl RedisLedger {
     /// a deduction waits for. Every WAIT then runs its whole timeout, and
     /// it runs on the connection every command to that master shares, so a
     /// WAIT per intake would hold up reads and scripts behind it; one probe
-    /// per [`RESTING`] finds out when the replicas are back.
+    /// per [`RESTING`] finds out when the replicas are back. Without a sale
+    /// at rest (nearly always) this takes no lock.
     fn resting(&self, sale: SaleId) -> Result<(), StoreError> {
-        if self.durability.replicas == 0 {
+        if !self.any_resting.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut unreplicated = self.unreplicated.lock().unwrap_or_else(PoisonError::into_inner);
@@ -201,11 +209,21 @@ impl RedisLedger {
         }
     }
 
-    /// The probe after a rest found the replicas back.
-    fn replicas_back(&self, sale: SaleId) {
-        if self.durability.replicas > 0 {
-            self.unreplicated.lock().unwrap_or_else(PoisonError::into_inner).remove(&sale);
+    /// The sale's master lacked replicas: intake for it rests.
+    fn rest(&self, sale: SaleId) {
+        let mut unreplicated = self.unreplicated.lock().unwrap_or_else(PoisonError::into_inner);
+        unreplicated.insert(sale, Instant::now() + RESTING);
+        self.any_resting.store(true, Ordering::Release);
+    }
+
+    /// A deduction was replicated: the sale no longer rests.
+    fn rest_over(&self, sale: SaleId) {
+        if !self.any_resting.load(Ordering::Acquire) {
+            return;
         }
+        let mut unreplicated = self.unreplicated.lock().unwrap_or_else(PoisonError::into_inner);
+        unreplicated.remove(&sale);
+        self.any_resting.store(!unreplicated.is_empty(), Ordering::Release);
     }
 
     /// Announces on the deployment's channel when a sale sells out and when
@@ -288,7 +306,6 @@ impl StockLedger for RedisLedger {
             .map_err(unavailable)?;
         if outcome >= 0 {
             self.replicated(sale, reservation).await?;
-            self.replicas_back(sale);
         }
         if outcome == 0 {
             self.announce(Event::SoldOut(sale));
@@ -337,7 +354,6 @@ impl StockLedger for RedisLedger {
                     let _ = settle_claim(&self.conn, &intake_key, reservation.order, None).await;
                     return Err(error);
                 }
-                self.replicas_back(sale);
                 if stock_left == 0 {
                     self.announce(Event::SoldOut(sale));
                 }
@@ -361,9 +377,9 @@ impl StockLedger for RedisLedger {
             .key(stock)
             .key(buyers)
             .key(reserved)
-            .arg(reservation.order.get())
             .arg(reservation.user.get())
             .arg(reservation.quantity)
+            .arg(reservation.order.get())
             .arg(now_ms())
             .invoke_async::<i64>(&mut conn)
             .await
