@@ -100,6 +100,12 @@ pub struct HttpSettings {
     /// On SIGTERM, how long in-flight requests get to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long a connection may take to send a request's head; a kept-alive
+    /// connection waiting for its next request is closed after it too.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Open connections per listener; further ones wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpSettings {
@@ -108,6 +114,8 @@ impl Default for HttpSettings {
             body_limit_bytes: 64 * 1024,
             request_budget: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
         }
     }
 }
@@ -592,7 +600,7 @@ impl Settings {
             None => false,
         };
         if let Some(url) = self.redis.urls.iter().find(|url| !url.starts_with("redis://")) {
-            return Err(format!("redis.urls must be redis:// URLs, not {url}"));
+            return Err(format!("redis.urls must be redis:// URLs, not {}", surge_store::without_credentials(url)));
         }
         if self.queue.nats_url.as_deref().is_some_and(|url| !url.starts_with("nats://")) {
             return Err("queue.nats_url must be a nats:// URL".to_owned());
@@ -607,6 +615,11 @@ impl Settings {
             return Err("queue.replicas must be between 1 and 5".to_owned());
         }
         let shared = !self.redis.urls.is_empty() || self.queue.nats_url.is_some() || self.queue.kafka_brokers.is_some();
+        if (shared || postgres) && self.auth.jwt_secret.is_none() {
+            return Err("auth.jwt_secret must be set in the distributed mode: every node verifies tokens with one \
+                        shared secret, and none may mint its own"
+                .to_owned());
+        }
         if shared && !postgres {
             return Err("redis.urls, queue.nats_url and queue.kafka_brokers need store.url (PostgreSQL): a shared \
                         ledger or queue in front of a per-node SQLite file would split the orders"
@@ -645,18 +658,97 @@ impl Settings {
         Ok(())
     }
 
+    /// Upper bounds on every size, rate and duration: a value past them is a
+    /// typo or an attack (`PUT /v1/admin/config`), never a deployment, and
+    /// would otherwise reach a pool, a timer or an allocation as it is.
+    fn validate_bounds(&self) -> Result<(), String> {
+        const MINUTE: Duration = Duration::from_secs(60);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let durations = [
+            ("auth.token_ttl", self.auth.token_ttl, 365 * DAY),
+            ("auth.leeway", self.auth.leeway, 5 * MINUTE),
+            ("http.request_budget", self.http.request_budget, 10 * MINUTE),
+            ("http.shutdown_grace", self.http.shutdown_grace, 10 * MINUTE),
+            ("http.header_read_timeout", self.http.header_read_timeout, 5 * MINUTE),
+            ("cache.ttl", self.cache.ttl, DAY),
+            ("cache.negative_ttl", self.cache.negative_ttl, HOUR),
+            ("cache.second_delete_delay", self.cache.second_delete_delay, HOUR),
+            ("redis.key_ttl", self.redis.key_ttl, 90 * DAY),
+            ("queue.ack_wait", self.queue.ack_wait, HOUR),
+            ("flash_sale.payment_timeout", self.flash_sale.payment_timeout, 7 * DAY),
+            ("flash_sale.sweep_interval", self.flash_sale.sweep_interval, HOUR),
+            ("flash_sale.reservation_timeout", self.flash_sale.reservation_timeout, 7 * DAY),
+            ("notify.retry.backoff_max", self.notify.retry.backoff_max, 5 * MINUTE),
+            ("notify.breaker.slow_call", self.notify.breaker.slow_call, 10 * MINUTE),
+            ("notify.breaker.window", self.notify.breaker.window, HOUR),
+            ("notify.breaker.open_for", self.notify.breaker.open_for, HOUR),
+            ("overload.adaptive_target_latency", self.overload.adaptive_target_latency, MINUTE),
+        ];
+        for (setting, value, max) in durations {
+            if value > max {
+                return Err(format!("{setting} must be at most {}", humantime::format_duration(max)));
+            }
+        }
+        let sizes: [(&str, u64, u64); 20] = [
+            ("http.max_connections", self.http.max_connections as u64, 1_000_000),
+            ("cache.capacity", self.cache.capacity, 100_000_000),
+            ("store.max_connections", u64::from(self.store.max_connections), 1_000),
+            ("redis.wait_replicas", u64::from(self.redis.wait_replicas), 16),
+            ("redis.namespace", self.redis.namespace.len() as u64, 64),
+            ("queue.stream", self.queue.stream.len() as u64, 64),
+            ("queue.consumer", self.queue.consumer.len() as u64, 64),
+            ("queue.topic", self.queue.topic.len() as u64, 200),
+            ("flash_sale.per_user_rate", u64::from(self.flash_sale.per_user_rate), 1_000_000),
+            ("flash_sale.per_sale_rate", u64::from(self.flash_sale.per_sale_rate), 100_000_000),
+            ("flash_sale.cluster_per_user_rate", u64::from(self.flash_sale.cluster_per_user_rate), 1_000_000),
+            ("notify.queue_capacity", self.notify.queue_capacity as u64, 1_000_000),
+            ("notify.retry.budget_floor_per_sec", u64::from(self.notify.retry.budget_floor_per_sec), 100_000),
+            ("notify.breaker.consecutive_failures", u64::from(self.notify.breaker.consecutive_failures), 100_000),
+            ("notify.breaker.min_calls", u64::from(self.notify.breaker.min_calls), 1_000_000),
+            ("notify.breaker.probes", u64::from(self.notify.breaker.probes), 1_000),
+            ("rate.product_read_per_sec", u64::from(self.rate.product_read_per_sec), 100_000_000),
+            ("rate.product_read_burst", u64::from(self.rate.product_read_burst), 100_000_000),
+            ("overload.core_concurrency", self.overload.core_concurrency as u64, 1_000_000),
+            ("overload.non_core_concurrency", self.overload.non_core_concurrency as u64, 1_000_000),
+        ];
+        for (setting, value, max) in sizes {
+            if value > max {
+                return Err(format!("{setting} must be at most {max}"));
+            }
+        }
+        let overload = &self.overload;
+        if overload.adaptive_max > 1_000_000 {
+            return Err("overload.adaptive_max must be at most 1000000".to_owned());
+        }
+        if !(overload.adaptive_min..=overload.adaptive_max).contains(&overload.adaptive_initial) {
+            return Err("overload.adaptive_initial must be between overload.adaptive_min and adaptive_max".to_owned());
+        }
+        if overload.adaptive_target_latency.is_zero() {
+            return Err("overload.adaptive_target_latency must be greater than zero".to_owned());
+        }
+        if self.log.level.len() > 1_000 {
+            return Err("log.level must be at most 1000 bytes".to_owned());
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_bounds()?;
         if self.node_id > surge_domain::ids::NODE_ID_MAX {
             return Err(format!("node_id must be at most {}", surge_domain::ids::NODE_ID_MAX));
         }
-        if self.auth.jwt_secret.as_ref().is_some_and(|secret| secret.expose().len() < 32) {
-            return Err("auth.jwt_secret must be at least 32 bytes".to_owned());
+        if self.auth.jwt_secret.as_ref().is_some_and(|secret| secret.expose().len() < crate::auth::SECRET_LEN_MIN) {
+            return Err(format!("auth.jwt_secret must be at least {} bytes", crate::auth::SECRET_LEN_MIN));
         }
         if !(1..=16 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
             return Err("http.body_limit_bytes must be between 1 and 16777216".to_owned());
         }
-        if self.http.request_budget.is_zero() {
-            return Err("http.request_budget must be greater than zero".to_owned());
+        if self.http.request_budget.is_zero() || self.http.header_read_timeout.is_zero() {
+            return Err("http.request_budget and http.header_read_timeout must be greater than zero".to_owned());
+        }
+        if self.http.max_connections == 0 {
+            return Err("http.max_connections must be at least 1".to_owned());
         }
         if self.cache.capacity == 0 {
             return Err("cache.capacity must be at least 1".to_owned());
@@ -741,6 +833,8 @@ mod tests {
             let example = include_str!("../../../deploy/surge.toml");
             jail.create_file("surge.toml", example)?;
             jail.set_env("SURGE_NODE_ID", "3");
+            // The deployment passes the secret from a secret store.
+            jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
             let settings = load(Some("surge.toml")).map_err(|e| e.to_string())?;
             assert_eq!(settings.node_id, 3);
             assert!(settings.redis.cluster);
@@ -818,6 +912,51 @@ mod tests {
             assert!(matches!(load(Some("nope.toml")), Err(ConfigError::MissingFile(_))));
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_distributed_node_needs_a_shared_secret_of_32_bytes() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SURGE_STORE__URL", "postgres://127.0.0.1/surge");
+            let error = load(None).expect_err("no secret").to_string();
+            assert!(error.contains("auth.jwt_secret"), "{error}");
+            jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(31));
+            let error = load(None).expect_err("short secret").to_string();
+            assert!(error.contains("at least 32 bytes"), "{error}");
+            jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+            load(None).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_size_and_duration_has_an_upper_bound_named_in_its_error() {
+        let cases = [
+            ("SURGE_HTTP__REQUEST_BUDGET", "11m", "http.request_budget"),
+            ("SURGE_HTTP__SHUTDOWN_GRACE", "1h", "http.shutdown_grace"),
+            ("SURGE_AUTH__TOKEN_TTL", "400days", "auth.token_ttl"),
+            ("SURGE_CACHE__CAPACITY", "100000001", "cache.capacity"),
+            ("SURGE_CACHE__TTL", "2days", "cache.ttl"),
+            ("SURGE_STORE__MAX_CONNECTIONS", "1001", "store.max_connections"),
+            ("SURGE_REDIS__KEY_TTL", "100days", "redis.key_ttl"),
+            ("SURGE_QUEUE__ACK_WAIT", "2h", "queue.ack_wait"),
+            ("SURGE_FLASH_SALE__PAYMENT_TIMEOUT", "8days", "flash_sale.payment_timeout"),
+            ("SURGE_FLASH_SALE__PER_USER_RATE", "1000001", "flash_sale.per_user_rate"),
+            ("SURGE_NOTIFY__QUEUE_CAPACITY", "1000001", "notify.queue_capacity"),
+            ("SURGE_NOTIFY__BREAKER__OPEN_FOR", "2h", "notify.breaker.open_for"),
+            ("SURGE_RATE__PRODUCT_READ_BURST", "100000001", "rate.product_read_burst"),
+            ("SURGE_OVERLOAD__CORE_CONCURRENCY", "1000001", "overload.core_concurrency"),
+            ("SURGE_OVERLOAD__ADAPTIVE_INITIAL", "5000", "overload.adaptive_initial"),
+            ("SURGE_OVERLOAD__ADAPTIVE_TARGET_LATENCY", "2m", "overload.adaptive_target_latency"),
+        ];
+        for (variable, value, setting) in cases {
+            Jail::expect_with(|jail| {
+                jail.set_env(variable, value);
+                let error = load(None).expect_err(variable).to_string();
+                assert!(error.contains(setting), "{variable}={value}: {error}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

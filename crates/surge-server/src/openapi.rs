@@ -123,8 +123,8 @@ fn paths_and_schemas() -> Value {
     );
     let mut order_moved = errors(&[
         ("401", "no valid token"),
-        ("403", "not allowed"),
-        ("404", "no such order"),
+        ("403", "seen but not the caller's to move (a merchant paying)"),
+        ("404", "no such order, or not the caller's"),
         ("422", "invalid_state"),
     ]);
     order_moved.insert("200".into(), ok("the order", "Order"));
@@ -225,7 +225,7 @@ fn paths_and_schemas() -> Value {
             },
             "/v1/orders/{id}": {
                 "get": {"summary": "An order (PENDING until written)", "security": secured, "parameters": [id_param("id")],
-                        "responses": {"200": ok("the order", "Order"), "403": error_response("not allowed"), "404": error_response("no such order")}}
+                        "responses": {"200": ok("the order", "Order"), "404": error_response("no such order, or not the caller's")}}
             },
             "/v1/orders/{id}/pay": {
                 "post": {"summary": "Pay (buyer)", "security": secured, "parameters": [id_param("id")], "responses": order_moved.clone()}

@@ -30,16 +30,22 @@ use crate::backend::Backend;
 use crate::config::Settings;
 use crate::limits::IntakeLimits;
 use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, EVENTS, Metrics, NOTIFICATIONS};
+use crate::readiness::Readiness;
 use crate::routes::{self, EdgeLimits, OverloadGuards};
+use crate::serve::{ConnectionLimits, serve};
 use crate::state::{AppState, Parts};
 use crate::tunables::{LiveConfig, TUNABLES, Tunables, aimd};
 use crate::workers::Workers;
+
+/// How long readiness waits for a dependency before calling it down.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
     ops: Option<(TcpListener, Router)>,
     shutdown_grace: Duration,
+    connection_limits: ConnectionLimits,
     backend: Arc<Backend>,
     workers: Arc<Workers>,
     /// The subscription to the other nodes' events (distributed mode).
@@ -101,9 +107,10 @@ impl Application {
         configured.validate().map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&configured.data_dir)
             .with_context(|| format!("creating data_dir {}", configured.data_dir.display()))?;
+        // No secret, no start: checked before any store is touched.
+        let secret = load_or_create_secret(&configured.auth, &configured.data_dir)?;
         let backend = Backend::open(configured).await?;
         let settings = &with_stored_tunables(configured, backend.config.as_ref()).await?;
-        let secret = load_or_create_secret(&settings.auth, &settings.data_dir)?;
         let metrics = Arc::new(Metrics::new());
 
         let cache_metrics = CacheMetrics {
@@ -217,6 +224,7 @@ impl Application {
             keys: Keys::new(&secret, &settings.auth),
             metrics,
             store,
+            readiness: Arc::new(Readiness::of(&backend, READY_PROBE_TIMEOUT)),
         });
 
         let limits = EdgeLimits {
@@ -242,7 +250,20 @@ impl Application {
         }
         let router = routes::app(state, limits, &guards, ops.is_none());
         let backend = Arc::new(backend);
-        Ok(Self { listener, router, ops, shutdown_grace: settings.http.shutdown_grace, backend, workers, events })
+        let connection_limits = ConnectionLimits {
+            header_read_timeout: settings.http.header_read_timeout,
+            max_connections: settings.http.max_connections,
+        };
+        Ok(Self {
+            listener,
+            router,
+            ops,
+            shutdown_grace: settings.http.shutdown_grace,
+            connection_limits,
+            backend,
+            workers,
+            events,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -267,10 +288,10 @@ impl Application {
 
         let mut servers = tokio::task::JoinSet::new();
         tracing::info!(address = %self.listener.local_addr()?, "serving the api");
-        servers.spawn(serve(self.listener, self.router, stopped.clone()));
+        servers.spawn(serve(self.listener, self.router, self.connection_limits, stopped.clone()));
         if let Some((listener, router)) = self.ops {
             tracing::info!(address = %listener.local_addr()?, "serving operations endpoints");
-            servers.spawn(serve(listener, router, stopped));
+            servers.spawn(serve(listener, router, self.connection_limits, stopped));
         }
 
         tokio::select! {
@@ -297,14 +318,6 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-async fn serve(listener: TcpListener, router: Router, mut stopped: watch::Receiver<bool>) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        })
-        .await
 }
 
 async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -16,6 +16,7 @@ use surge_store::ops::SwitchStore;
 use crate::auth::Keys;
 use crate::limits::IntakeLimits;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::tunables::LiveConfig;
 
 #[derive(Clone)]
@@ -38,8 +39,10 @@ pub struct Parts {
     pub live: Arc<LiveConfig>,
     pub keys: Keys,
     pub metrics: Arc<Metrics>,
-    /// The store behind the catalog, asked by `/readyz`.
+    /// The product reads' cache over the store.
     pub store: Arc<dyn CatalogStore>,
+    /// Every dependency, asked by `/readyz`.
+    pub readiness: Arc<Readiness>,
 }
 
 impl AppState {

@@ -2,8 +2,9 @@
 //! an operator can change without a restart (`GET/PUT /v1/admin/config`).
 //!
 //! A change is merged into the current values, checked by the same
-//! `Settings::validate` as start-up, persisted, then applied to the live
-//! components. Stored changes are re-applied at the next start.
+//! `Settings::validate` as start-up (which bounds every value), applied to
+//! the live components, then persisted; if it can't be persisted it is
+//! rolled back. Stored changes are re-applied at the next start.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -97,7 +98,7 @@ pub struct LiveConfig {
     pub guards: OverloadGuards,
     pub notify_breaker: Arc<CircuitBreaker>,
     pub store: Arc<dyn ConfigStore>,
-    /// One change at a time, persisted before it is applied.
+    /// One change at a time.
     pub updating: tokio::sync::Mutex<()>,
 }
 
@@ -117,9 +118,16 @@ impl LiveConfig {
         tunables.apply_to(&mut candidate);
         candidate.validate().map_err(ApiError::bad_request)?;
         let stored = serde_json::to_string(&tunables).map_err(|_| ApiError::internal())?;
-        self.store.save_config(TUNABLES, &stored).await.map_err(|e| ApiError::unavailable(&e))?;
+        // Applied before it is saved: a change that broke the node would
+        // break it now, not at every start after (no crash loop).
+        let previous =
+            std::mem::replace(&mut *self.settings.lock().unwrap_or_else(PoisonError::into_inner), candidate.clone());
         self.apply_live(&candidate);
-        *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = candidate;
+        if let Err(error) = self.store.save_config(TUNABLES, &stored).await {
+            self.apply_live(&previous);
+            *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = previous;
+            return Err(ApiError::unavailable(&error));
+        }
         Ok(tunables)
     }
 

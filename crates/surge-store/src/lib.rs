@@ -22,6 +22,15 @@ mod rows;
 mod sql;
 pub mod sqlite;
 
+/// `scheme://user:password@host/…` as `scheme://***@host/…`: a URL that
+/// may carry a password is shown this way in every log line and error.
+pub fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod flow_contract;
 #[cfg(test)]

@@ -147,7 +147,8 @@ async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> 
                 .json(&body)
                 .send()
                 .await
-                .map_err(|e| e.to_string())?;
+                // Without the URL: it may carry credentials.
+                .map_err(|e| e.without_url().to_string())?;
             if response.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", response.status())) }
         }
     }

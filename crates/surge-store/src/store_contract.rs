@@ -378,7 +378,11 @@ async fn a_transition_moves_only_from_the_expected_state_and_gives_stock_back<B:
     assert_eq!(missing.expect("pay missing"), None);
 
     // Paid to shipped still holds stock; cancelled gives it back.
-    store.transition(OrderId::new(1), OrderStatus::Paid, OrderStatus::Fulfilling, paid_at).await.expect("ship");
+    let shipped_at = at_ms(5_500);
+    let shipped = store.transition(OrderId::new(1), OrderStatus::Paid, OrderStatus::Fulfilling, shipped_at).await;
+    let shipped = shipped.expect("ship").expect("moved");
+    assert_eq!((shipped.status, shipped.updated_at), (OrderStatus::Fulfilling, shipped_at));
+    assert_eq!(status_of(&store, 1).await, OrderStatus::Fulfilling);
     let cancelled = store.transition(OrderId::new(2), OrderStatus::Created, OrderStatus::Cancelled, cancelled_at).await;
     assert_eq!(cancelled.expect("cancel").expect("moved").status, OrderStatus::Cancelled);
     let holdings = store.sale_holdings(sale.id).await.expect("holdings");

@@ -141,6 +141,12 @@ pub trait OrderQueue: Send + Sync + 'static {
 
     /// Everything up to and including `offset` is processed.
     async fn ack(&self, offset: u64) -> Result<(), StoreError>;
+
+    /// One round trip to the broker, for readiness. An embedded queue has
+    /// no broker and is always reachable.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The intake as a future, for [`IntakeKeys::once`].

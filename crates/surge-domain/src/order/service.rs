@@ -52,6 +52,8 @@ impl Orders {
     }
 
     /// The order, or its `PENDING` view while the consumer has not written it.
+    /// Someone else's order is `NotFound`, not forbidden: ids are guessable,
+    /// and a different answer would tell that the order exists.
     pub async fn get(&self, actor: &Actor, id: OrderId) -> Result<Order, OrderError> {
         let order = self.find(id).await?.ok_or(OrderError::NotFound)?;
         let allowed = match actor {
@@ -60,7 +62,7 @@ impl Orders {
             Actor::Merchant(merchant) => order.merchant_id == *merchant,
         };
         if !allowed {
-            return Err(OrderError::Forbidden("not your order"));
+            return Err(OrderError::NotFound);
         }
         Ok(order)
     }

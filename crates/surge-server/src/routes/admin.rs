@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use surge_domain::Actor;
 use surge_guard::switch::{Mode, Switch};
 use surge_store::ops::StoredSwitch;
 use time::OffsetDateTime;
@@ -39,12 +40,12 @@ async fn set_config(
     caller: Caller,
     ApiJson(patch): ApiJson<serde_json::Value>,
 ) -> Result<Json<Tunables>, ApiError> {
-    require_admin(&caller)?;
+    let admin = require_admin(&caller)?;
     if !patch.is_object() {
         return Err(ApiError::bad_request("send a JSON object with the settings to change"));
     }
     let updated = state.live.update(&patch).await?;
-    tracing::warn!(patch = %patch, "run-time settings changed by hand");
+    tracing::warn!(%admin, patch = %patch, "run-time settings changed by hand");
     Ok(Json(updated))
 }
 
@@ -91,8 +92,12 @@ struct SetBody {
     mode: Option<String>,
 }
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.0.is_admin() { Ok(()) } else { Err(ApiError::forbidden("admin only")) }
+/// The admin's subject, for the audit line every change writes.
+fn require_admin(caller: &Caller) -> Result<&str, ApiError> {
+    match &caller.0 {
+        Actor::Admin(subject) => Ok(subject),
+        _ => Err(ApiError::forbidden("admin only")),
+    }
 }
 
 async fn list_switches(State(state): State<AppState>, caller: Caller) -> Result<Json<Items>, ApiError> {
@@ -106,7 +111,7 @@ async fn set_switch(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<SetBody>,
 ) -> Result<Json<SwitchBody>, ApiError> {
-    require_admin(&caller)?;
+    let admin = require_admin(&caller)?;
     if body.reason.chars().count() > 500 {
         return Err(ApiError::bad_request("reason is at most 500 characters"));
     }
@@ -128,6 +133,6 @@ async fn set_switch(
         Some(_) => return Err(ApiError::bad_request("mode is manual or auto")),
     };
     let switch = switch.map_err(|unknown| ApiError::not_found(unknown.to_string()))?;
-    tracing::warn!(switch = %name, enabled = body.enabled, reason = %body.reason, "switch set by hand");
+    tracing::warn!(%admin, switch = %name, enabled = body.enabled, reason = %body.reason, "switch set by hand");
     Ok(Json(switch.into()))
 }

@@ -106,6 +106,9 @@ async fn create_sale(
     )
     .map_err(ApiError::bad_request)?;
     let sale = state.flash_sales.create(&actor, new).await?;
+    if let Actor::Admin(admin) = &actor {
+        tracing::warn!(%admin, sale_id = %sale.id, stock = sale.stock, "flash sale created");
+    }
     let view = state.flash_sales.view(sale.id).await?;
     Ok((StatusCode::CREATED, Json(view.into())))
 }

@@ -1,7 +1,5 @@
 //! Liveness, readiness and metrics.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -12,9 +10,6 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// How long readiness waits for a dependency before calling it down.
-const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
 pub fn routes() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
@@ -23,16 +18,21 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// 200 with every dependency's "ok", or 503 `not_ready` naming the ones
+/// that are down.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let unready = |why: String| ApiError {
-        retry_after_secs: Some(1),
-        ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
-    };
-    match tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(json!({ "status": "ready", "checks": { "store": "ok" } }))),
-        Ok(Err(error)) => Err(unready(format!("store: {error}"))),
-        Err(_) => Err(unready("store: no answer within 2s".to_owned())),
+    let checks = state.readiness.check().await;
+    let down: Vec<String> =
+        checks.iter().filter_map(|(name, state)| state.err().map(|why| format!("{name}: {why}"))).collect();
+    if !down.is_empty() {
+        return Err(ApiError {
+            retry_after_secs: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", down.join(", "))
+        });
     }
+    let checks: serde_json::Map<String, serde_json::Value> =
+        checks.into_iter().map(|(name, _)| (name.to_owned(), json!("ok"))).collect();
+    Ok(Json(json!({ "status": "ready", "checks": checks })))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -201,6 +201,11 @@ async fn limits_change_at_run_time_are_validated_and_survive_a_restart() {
         r#"{"flash_sale": {"per_user_rate": -1}}"#,
         r#"{"notify_breaker": {"error_ratio": 7}}"#,
         r#"[1, 2]"#,
+        // Past the upper bounds: sizes a pool or a timer must never see.
+        r#"{"overload": {"core_concurrency": 2305843009213693951}}"#,
+        r#"{"overload": {"adaptive_max": 99999999}}"#,
+        r#"{"flash_sale": {"per_sale_rate": 4000000000}}"#,
+        r#"{"notify_breaker": {"open_for": "1000years"}}"#,
     ] {
         assert_error(put_config(&app, &app.admin(), bad).await, StatusCode::BAD_REQUEST, "bad_request").await;
     }

@@ -100,3 +100,83 @@ async fn sigterm_stops_the_server_cleanly() {
     let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+/// The reproduced attack: an empty `jwt-secret` (a crash mid-creation) let
+/// a token signed with an empty key act as admin. Now nothing starts.
+#[test]
+fn an_empty_secret_file_stops_the_server_and_the_cli() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = TempDir::new().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.path().join("jwt-secret"))
+        .expect("empty secret file");
+    for args in [
+        &["--data-dir", data_dir, "--listen", "127.0.0.1:0", "serve"][..],
+        &["--data-dir", data_dir, "token", "--role", "admin", "--sub", "ops"],
+    ] {
+        let output = surge(args, &[]);
+        assert!(!output.status.success(), "{args:?} must refuse an empty secret");
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("at least 32"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_distributed_node_needs_a_configured_secret() {
+    let dir = TempDir::new().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let store = ("SURGE_STORE__URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let output = surge(&["--data-dir", data_dir, "token", "--role", "admin", "--sub", "ops"], &[store]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("auth.jwt_secret"));
+    assert!(!dir.path().join("jwt-secret").exists(), "a distributed node never mints its own secret");
+}
+
+/// Every change an admin makes is in the node's log with the admin's
+/// subject (an audit trail).
+#[tokio::test]
+async fn admin_changes_are_logged_with_the_admins_subject() {
+    let dir = TempDir::new().expect("tempdir");
+    let port = crate::helpers::free_port();
+    let log_path = std::env::temp_dir().join("surge-test-logs").join(format!("{port}.log"));
+    // An earlier run's node on this port is not this one.
+    let _ = std::fs::remove_file(&log_path);
+    let surge = crate::helpers::ChildSurge::start(&dir, port, &[]);
+    let client = reqwest::Client::new();
+    crate::helpers::wait_ready(&client, &surge.base).await;
+    let secret = surge_server::auth::load_or_create_secret(&Default::default(), dir.path()).expect("secret");
+    let keys = surge_server::auth::Keys::new(&secret, &Default::default());
+    let admin = keys.mint(surge_server::auth::Role::Admin, "carol-ops", Duration::from_secs(60)).expect("mint");
+    let switch = client
+        .put(format!("{}/v1/admin/switches/notification", surge.base))
+        .bearer_auth(&admin)
+        .json(&json!({"enabled": false, "reason": "audit test"}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(switch.status(), StatusCode::OK);
+    let config = client
+        .put(format!("{}/v1/admin/config", surge.base))
+        .bearer_auth(&admin)
+        .json(&json!({"flash_sale": {"per_user_rate": 7}}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(config.status(), StatusCode::OK);
+    let mut audit = Vec::new();
+    for _ in 0..50 {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        audit = log.lines().filter(|line| line.contains("carol-ops")).map(str::to_owned).collect();
+        if audit.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(audit.iter().any(|line| line.contains("switch set by hand")), "{audit:?}");
+    assert!(audit.iter().any(|line| line.contains("run-time settings changed by hand")), "{audit:?}");
+}

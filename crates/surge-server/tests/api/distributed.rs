@@ -6,7 +6,7 @@
 //! - one node is killed with `kill -9` (with NATS, and with a Kafka-protocol
 //!   broker as the queue);
 //! - every node is killed with `kill -9` at once, and all start again;
-//! - the broker is killed and restarted a few seconds later (a NATS server
+//! - the broker stops and starts again a few seconds later (a NATS server
 //!   of the test's own, so that nothing else loses its broker);
 //! - the Redis Cluster master that owns the sale's keys is killed and its
 //!   replica takes over (deductions wait for a replica: `redis.wait_replicas`);
@@ -85,8 +85,20 @@ impl OwnNats {
         panic!("nats-server did not come up");
     }
 
-    fn kill(&mut self) {
+    /// Stops the server as an operator would (SIGTERM: it flushes its
+    /// store and exits). A `kill -9` of a lone server can lose messages it
+    /// had acknowledged but not yet written (its store writes behind), which
+    /// is the broker's durability, not Surge's: production runs a
+    /// replicated stream (`queue.replicas`).
+    fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
+            let _ = Command::new("kill").args(["-TERM", &process.id().to_string()]).status();
+            for _ in 0..100 {
+                if matches!(process.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = process.kill();
             let _ = process.wait();
         }
@@ -95,7 +107,10 @@ impl OwnNats {
 
 impl Drop for OwnNats {
     fn drop(&mut self) {
-        self.kill();
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
     }
 }
 
@@ -312,10 +327,11 @@ impl Deployment {
 
     /// Every user tries twice, on two different nodes, with one key per try;
     /// `strike` runs once `FAULT_AFTER` intakes are acknowledged. Returns the
-    /// acknowledged (user, order id) pairs and the statuses seen.
-    async fn drive(&mut self, sale: &str, strike: impl AsyncFnOnce(&mut Self)) -> (Vec<String>, HashMap<u16, usize>) {
+    /// acknowledged order ids, the statuses seen and how long each 503 took.
+    async fn drive(&mut self, sale: &str, strike: impl AsyncFnOnce(&mut Self)) -> Driven {
         let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
         let statuses: Arc<Mutex<HashMap<u16, usize>>> = Arc::default();
+        let unavailable: Arc<Mutex<Vec<Duration>>> = Arc::default();
         let attempts: Vec<(usize, String, String)> = (1..=USERS)
             .flat_map(|user| {
                 let token = self.token(Role::Customer, &user.to_string());
@@ -324,19 +340,22 @@ impl Deployment {
             })
             .collect();
         let load = {
-            let (client, accepted, statuses) = (self.client.clone(), Arc::clone(&accepted), Arc::clone(&statuses));
+            let (client, accepted, statuses, unavailable) =
+                (self.client.clone(), Arc::clone(&accepted), Arc::clone(&statuses), Arc::clone(&unavailable));
             let urls: Vec<String> = self.bases.iter().map(|b| format!("{b}/v1/flash-sales/{sale}/orders")).collect();
             tokio::spawn(async move {
                 stream::iter(attempts)
                     .for_each_concurrent(CONCURRENCY, |(node, token, key)| {
-                        let (client, accepted, statuses) =
-                            (client.clone(), Arc::clone(&accepted), Arc::clone(&statuses));
+                        let (client, accepted, statuses, unavailable) =
+                            (client.clone(), Arc::clone(&accepted), Arc::clone(&statuses), Arc::clone(&unavailable));
                         let urls = urls.clone();
                         async move {
                             // Like a load balancer, a refused connection is
                             // tried on the next node, for a while.
                             let mut sent = None;
+                            let mut started = std::time::Instant::now();
                             for attempt in 0..100 {
+                                started = std::time::Instant::now();
                                 let url = &urls[(node + attempt) % urls.len()];
                                 // A retry on another node carries the same key.
                                 let request = client.post(url).bearer_auth(&token).header("Idempotency-Key", &key);
@@ -357,6 +376,9 @@ impl Deployment {
                             };
                             let status = response.status();
                             *statuses.lock().expect("lock").entry(status.as_u16()).or_default() += 1;
+                            if status == StatusCode::SERVICE_UNAVAILABLE {
+                                unavailable.lock().expect("lock").push(started.elapsed());
+                            }
                             // 504: the request's budget ran out during a failover.
                             assert!(
                                 [202, 409, 429, 503, 504].contains(&status.as_u16()),
@@ -386,7 +408,40 @@ impl Deployment {
         let acknowledged = accepted.lock().expect("lock").clone();
         let statuses = statuses.lock().expect("lock").clone();
         eprintln!("{} intakes acknowledged, fault after {at_fault}; statuses {statuses:?}", acknowledged.len());
-        (acknowledged, statuses)
+        let unavailable = unavailable.lock().expect("lock").clone();
+        Driven { acknowledged, statuses, unavailable }
+    }
+
+    /// Buys what is left of the sale, one fresh buyer at a time, so that the
+    /// sold-out checks always run. Returns the orders.
+    async fn sell_the_rest(&self, sale: &str) -> Vec<String> {
+        let mut bought = Vec::new();
+        for attempt in 0..(STOCK as u64 * 20) {
+            // Nodes 1 and 3: node 2 may be the one a fault killed.
+            let node = [0, 2][attempt as usize % 2];
+            let view: Value = self.get(node, &format!("/v1/flash-sales/{sale}")).await.json().await.expect("json");
+            if view["stock_left"] == 0 {
+                return bought;
+            }
+            let buyer = self.token(Role::Customer, &(900_000 + attempt).to_string());
+            let response = self
+                .client
+                .post(format!("{}/v1/flash-sales/{sale}/orders", self.bases[node]))
+                .bearer_auth(buyer)
+                .header("Idempotency-Key", format!("rest-{attempt}"))
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("req");
+            match response.status() {
+                StatusCode::ACCEPTED => {
+                    bought.push(response.json::<Value>().await.expect("json")["order_id"].as_str().expect("id").into())
+                }
+                // Sold out, or still recovering: look at the view again.
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        panic!("the sale never sold out; {} bought after the fault", bought.len());
     }
 
     /// Every order, through the admin listing of a surviving node.
@@ -472,6 +527,14 @@ impl Deployment {
     }
 }
 
+/// What one drive of the sale saw.
+struct Driven {
+    acknowledged: Vec<String>,
+    statuses: HashMap<u16, usize>,
+    /// How long each 503 took to come.
+    unavailable: Vec<Duration>,
+}
+
 /// Node `n` (node id `n + 1`) with the deployment's settings.
 fn start_node(shared: &[(String, String)], n: usize, dir: &TempDir, port: u16) -> ChildSurge {
     let node_id = (n + 1).to_string();
@@ -495,7 +558,7 @@ async fn sale_through(fault: Fault, kafka: bool) {
     };
     let mut deployment = Deployment::start(broker, &[]).await;
     let sale = deployment.create_sale().await;
-    let (acknowledged, statuses) = deployment
+    let Driven { mut acknowledged, statuses, unavailable } = deployment
         .drive(&sale, async |deployment: &mut Deployment| match fault {
             Fault::KillNode => {
                 deployment.nodes[1].process.kill().expect("kill -9");
@@ -514,8 +577,15 @@ async fn sale_through(fault: Fault, kafka: bool) {
             }
             Fault::StopBroker => {
                 let nats = nats.as_mut().expect("own broker");
-                nats.kill();
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                nats.stop();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Readiness names the dead dependency, without its driver's text.
+                let ready = deployment.client.get(format!("{}/readyz", deployment.bases[0])).send().await.expect("req");
+                assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+                let body: Value = ready.json().await.expect("json");
+                assert_eq!(body["error"]["code"], "not_ready");
+                assert_eq!(body["error"]["message"], "queue: unavailable", "{body}");
+                tokio::time::sleep(Duration::from_millis(2_500)).await;
                 nats.resume();
             }
             Fault::KillRedisMaster => {
@@ -534,7 +604,15 @@ async fn sale_through(fault: Fault, kafka: bool) {
         })
         .await;
     if matches!(fault, Fault::StopBroker) {
-        eprintln!("intake while the broker was down: {} x 503", statuses.get(&503).unwrap_or(&0));
+        // The README's promise: while the broker is down, intake refuses at
+        // once (the client sees it disconnected), not after the publish
+        // timeout (2 s) or the request budget (3 s).
+        let mut took = unavailable.clone();
+        took.sort();
+        eprintln!("intake while the broker was down: {} x 503, median {:?}", took.len(), took.get(took.len() / 2));
+        assert!(took.len() >= 10, "intake refused while the broker was down: {statuses:?}");
+        let median = took[took.len() / 2];
+        assert!(median < Duration::from_secs(1), "the 503s were not fast: median {median:?}");
     }
     if matches!(fault, Fault::KillRedisMaster) {
         // The killed master comes back as a replica, for the next tests.
@@ -542,11 +620,18 @@ async fn sale_through(fault: Fault, kafka: bool) {
     }
     deployment.verify(&sale, &acknowledged).await;
 
-    // Sold out: every surviving node refuses; when a buyer cancels through
-    // one node, the unit sells again through another (its sold-out flag is
-    // refreshed from the shared ledger).
+    // Sold out, whatever the fault left: every surviving node refuses; when
+    // a buyer cancels through one node, the unit sells again through
+    // another (its sold-out flag is refreshed from the shared ledger).
+    let rest = deployment.sell_the_rest(&sale).await;
+    if !rest.is_empty() {
+        eprintln!("{} more bought after the fault to sell the sale out", rest.len());
+        acknowledged.extend(rest);
+        deployment.verify(&sale, &acknowledged).await;
+    }
     let view: Value = deployment.get(2, &format!("/v1/flash-sales/{sale}")).await.json().await.expect("json");
-    if view["stock_left"] == 0 {
+    assert_eq!(view["stock_left"], 0, "{view}");
+    {
         let late = deployment.token(Role::Customer, "999999");
         let place = |node: usize| {
             deployment
@@ -647,26 +732,39 @@ async fn a_cluster_wide_per_user_rate_holds_across_nodes() {
     let broker = Broker::Nats("nats://127.0.0.1:4222".to_owned());
     let deployment = Deployment::start(broker, &[("SURGE_FLASH_SALE__CLUSTER_PER_USER_RATE", "2")]).await;
     let sale = deployment.create_sale().await;
-    let token = deployment.token(Role::Customer, "77");
-    let attempts = (0..12).map(|n| {
-        let request = deployment
-            .client
-            .post(format!("{}/v1/flash-sales/{sale}/orders", deployment.bases[n % 3]))
-            .bearer_auth(&token)
-            .header("Idempotency-Key", format!("spread-{n}"))
-            .json(&json!({}));
-        async move { request.send().await.expect("req").status() }
-    });
-    let started = std::time::Instant::now();
-    let statuses = futures::future::join_all(attempts).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let passed = statuses.iter().filter(|s| **s != StatusCode::TOO_MANY_REQUESTS).count();
-    println!("12 attempts over 3 nodes in {elapsed:.2}s: {statuses:?}");
-    // The burst of 2, plus what refilled at 2 a second while the calls ran;
-    // each node alone would have let 10 a second through.
-    let allowed = 2 + (2.0 * elapsed).ceil() as usize;
-    assert!(passed <= allowed, "{passed} of 12 passed the limit, more than {allowed}: {statuses:?}");
-    assert!(passed >= 1, "the first attempt is admitted");
+    // 30 attempts, 10 per node: each node's own limit (10 a second) would
+    // let every one through. A round that took so long that the bucket's
+    // refill could explain them is run again with another customer, so a
+    // slow machine can't make the check vacuous.
+    const ATTEMPTS: usize = 30;
+    let mut judged = false;
+    for round in 0..5 {
+        let token = deployment.token(Role::Customer, &(77 + round).to_string());
+        let attempts = (0..ATTEMPTS).map(|n| {
+            let request = deployment
+                .client
+                .post(format!("{}/v1/flash-sales/{sale}/orders", deployment.bases[n % 3]))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", format!("spread-{round}-{n}"))
+                .json(&json!({}));
+            async move { request.send().await.expect("req").status() }
+        });
+        let started = std::time::Instant::now();
+        let statuses = futures::future::join_all(attempts).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let passed = statuses.iter().filter(|s| **s != StatusCode::TOO_MANY_REQUESTS).count();
+        println!("{ATTEMPTS} attempts over 3 nodes in {elapsed:.2}s: {passed} passed");
+        assert!(passed >= 1, "the first attempt is admitted");
+        // The burst of 2, plus what refilled at 2 a second while the calls ran.
+        let allowed = 2 + (2.0 * elapsed).ceil() as usize;
+        if allowed >= ATTEMPTS / 2 {
+            continue; // too slow a round to tell the limit from no limit
+        }
+        assert!(passed <= allowed, "{passed} of {ATTEMPTS} passed the limit, more than {allowed}: {statuses:?}");
+        judged = true;
+        break;
+    }
+    assert!(judged, "no round was fast enough to judge the limit");
     deployment.drop_stream().await;
 }
 

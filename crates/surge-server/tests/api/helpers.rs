@@ -112,6 +112,8 @@ fn use_distributed_backends(settings: &mut Settings, data_dir: &Path) -> OwnBack
     let backends = stopped_backends().remove(data_dir).unwrap_or_else(OwnBackends::create);
     let tag = backends.tag;
     settings.store.url = Some(Secret::new(backends.database.url()));
+    // A distributed node never mints its own secret.
+    settings.auth.jwt_secret = Some(Secret::new(format!("surge-test-secret-{tag:010}-0123456789abcdef")));
     settings.store.max_connections = 8;
     settings.redis.urls = vec!["redis://127.0.0.1:7000".to_owned(), "redis://127.0.0.1:7001".to_owned()];
     settings.redis.cluster = true;

@@ -24,8 +24,8 @@ async fn the_buyer_pays_once_and_a_paid_order_cannot_be_cancelled() {
 
     assert_error(
         post(&app, &app.customer(2), &format!("/v1/orders/{id}/pay")).await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
+        StatusCode::NOT_FOUND,
+        "not_found",
     )
     .await;
     let paid = post(&app, &app.customer(1), &format!("/v1/orders/{id}/pay")).await;
@@ -47,8 +47,8 @@ async fn cancelling_returns_the_stock_and_the_buyers_allowance() {
 
     assert_error(
         post(&app, &app.customer(2), &format!("/v1/orders/{id}/cancel")).await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
+        StatusCode::NOT_FOUND,
+        "not_found",
     )
     .await;
     let cancelled = post(&app, &app.customer(1), &format!("/v1/orders/{id}/cancel")).await;
@@ -67,14 +67,32 @@ async fn who_sees_which_orders() {
     let mine = bought(&app, 1, &sale).await;
     let theirs = bought(&app, 2, &sale).await;
 
-    let (status, _) = app.order(&app.customer(2), &mine).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Someone else's order answers exactly as a missing one: ids are
+    // guessable, and a 403 would tell that the order exists.
+    let (status, missing) = app.order(&app.customer(1), "424242").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = app.order(&app.customer(2), &mine).await;
+    assert_eq!((status, &body), (StatusCode::NOT_FOUND, &missing));
     let (status, _) = app.order(&app.merchant(1), &mine).await;
     assert_eq!(status, StatusCode::OK, "the product's merchant sees it");
-    let (status, _) = app.order(&app.merchant(99), &mine).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = app.order(&app.customer(1), "424242").await;
+    let (status, body) = app.order(&app.merchant(99), &mine).await;
+    assert_eq!((status, &body), (StatusCode::NOT_FOUND, &missing));
+    let (status, _) = app.order(&app.customer(1), &theirs).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Paying or cancelling it gives nothing more away.
+    assert_error(
+        post(&app, &app.customer(2), &format!("/v1/orders/{mine}/pay")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    // The merchant may see the order, but only the buyer pays it.
+    assert_error(
+        post(&app, &app.merchant(1), &format!("/v1/orders/{mine}/pay")).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
 
     let list = |token: String| {
         let app = &app;

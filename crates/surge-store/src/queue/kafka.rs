@@ -20,7 +20,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use surge_domain::StoreError;
@@ -192,6 +192,18 @@ impl OrderQueue for KafkaQueue {
         }
         // Async: a lost commit is a redelivery, which the order store absorbs.
         self.consumer.commit(&commits, CommitMode::Async).map_err(unavailable)
+    }
+
+    /// The topic's metadata from a broker (a blocking call, so off the
+    /// runtime's threads).
+    async fn ping(&self) -> Result<(), StoreError> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let timeout = self.publish_timeout;
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout).map(drop))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
     }
 }
 

@@ -198,6 +198,15 @@ impl OrderQueue for NatsQueue {
         }
         Ok(())
     }
+
+    /// A PING answered by a PONG; at once unavailable while disconnected
+    /// (a flush would wait for the reconnect).
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(StoreError::Unavailable("nats: not connected".to_owned()));
+        }
+        self.client.flush().await.map_err(unavailable)
+    }
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {

@@ -121,8 +121,12 @@ pub fn subscribe(
     tokio::spawn(async move {
         for url in urls.iter().cycle() {
             match listen(url, &channel, &handler).await {
-                Ok(()) => tracing::warn!(%url, "event subscription closed; subscribing again"),
-                Err(error) => tracing::debug!(%url, %error, "event subscription failed"),
+                Ok(()) => {
+                    tracing::warn!(url = %crate::without_credentials(url), "event subscription closed; subscribing again")
+                }
+                Err(error) => {
+                    tracing::debug!(url = %crate::without_credentials(url), %error, "event subscription failed")
+                }
             }
             tokio::time::sleep(RECONNECT_PAUSE).await;
         }

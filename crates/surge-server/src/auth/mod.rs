@@ -5,14 +5,11 @@
 //! the first start creates with 256 random bits. `surge token` reads the same
 //! settings, so the tokens it prints are the ones the server accepts.
 
-use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use surge_domain::{Actor, MerchantId, UserId};
 
@@ -20,8 +17,9 @@ use crate::config::{AuthSettings, Secret};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// File name of the generated secret inside the data dir.
-pub const SECRET_FILE: &str = "jwt-secret";
+mod secret;
+
+pub use secret::{SECRET_FILE, SECRET_LEN_MIN, load_or_create_secret};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -96,37 +94,6 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The configured secret, or the data dir's, created on first use.
-pub fn load_or_create_secret(settings: &AuthSettings, data_dir: &Path) -> anyhow::Result<Secret> {
-    if let Some(secret) = &settings.jwt_secret {
-        return Ok(secret.clone());
-    }
-    let path = data_dir.join(SECRET_FILE);
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        return Ok(Secret::new(existing.trim().to_owned()));
-    }
-    std::fs::create_dir_all(data_dir)?;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(hex.as_bytes())?;
-            file.sync_all()?;
-            Ok(Secret::new(hex))
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(Secret::new(std::fs::read_to_string(&path)?.trim().to_owned()))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// An authenticated caller; rejects the request with 401 otherwise.
 pub struct Caller(pub Actor);
 
@@ -173,14 +140,5 @@ mod tests {
         assert!(keys("a").mint(Role::Customer, "alice", Duration::from_secs(60)).is_err());
         assert!(keys("a").mint(Role::Merchant, "-1", Duration::from_secs(60)).is_err());
         assert!(keys("a").mint(Role::Admin, "alice", Duration::from_secs(60)).is_ok());
-    }
-
-    #[test]
-    fn the_generated_secret_is_created_once_and_reused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = load_or_create_secret(&AuthSettings::default(), dir.path()).expect("create");
-        let second = load_or_create_secret(&AuthSettings::default(), dir.path()).expect("reuse");
-        assert_eq!(first, second);
-        assert_eq!(first.expose().len(), 64);
     }
 }
