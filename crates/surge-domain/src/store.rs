@@ -14,4 +14,9 @@ pub enum StoreError {
     /// The backend did not answer or failed; the message is for logs only.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The call may or may not have taken effect (a write whose
+    /// acknowledgement was lost): nothing that depends on it not having
+    /// happened may be undone on the strength of it.
+    #[error("store outcome unknown: {0}")]
+    Indeterminate(String),
 }

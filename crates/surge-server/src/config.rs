@@ -631,6 +631,12 @@ impl Settings {
         if self.redis.cluster && self.redis.urls.is_empty() {
             return Err("redis.cluster needs redis.urls".to_owned());
         }
+        // A cluster fails over to a replica: a deduction the master had not
+        // passed on would be lost with it, and its 202 would be stock sold
+        // twice.
+        if self.redis.cluster && self.redis.wait_replicas == 0 {
+            return Err("redis.wait_replicas must be at least 1 with redis.cluster".to_owned());
+        }
         // Timeouts shrink going downstream.
         if self.redis.wait_replicas > 0
             && (self.redis.wait_timeout.is_zero() || self.redis.wait_timeout >= self.http.request_budget)
@@ -924,6 +930,21 @@ mod tests {
             let error = load(None).expect_err("short secret").to_string();
             assert!(error.contains("at least 32 bytes"), "{error}");
             jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+            load(None).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_redis_cluster_needs_deductions_held_by_a_replica() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SURGE_STORE__URL", "postgres://127.0.0.1/surge");
+            jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+            jail.set_env("SURGE_REDIS__URLS", "[redis://127.0.0.1:7000]");
+            jail.set_env("SURGE_REDIS__CLUSTER", "true");
+            let error = load(None).expect_err("no replica asked for").to_string();
+            assert!(error.contains("redis.wait_replicas"), "{error}");
+            jail.set_env("SURGE_REDIS__WAIT_REPLICAS", "1");
             load(None).map_err(|e| e.to_string())?;
             Ok(())
         });

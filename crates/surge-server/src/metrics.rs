@@ -35,6 +35,7 @@ pub const CACHE_LOADS: &str = "surge_cache_loads_total";
 pub const NOTIFICATIONS: &str = "surge_notifications_total";
 pub const BREAKER_STATE: &str = "surge_breaker_state";
 pub const EVENTS: &str = "surge_events_received_total";
+pub const ORDERS_FAILED: &str = "surge_orders_failed_total";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -73,6 +74,11 @@ impl Metrics {
         );
         r.describe_counter(CACHE_REQUESTS.into(), None, "Cache reads by cache and result (hit, miss)".into());
         r.describe_counter(CACHE_LOADS.into(), None, "Cache misses that loaded from the store".into());
+        r.describe_counter(
+            ORDERS_FAILED.into(),
+            None,
+            "Accepted (202) requests written FAILED: units sold twice; must stay 0".into(),
+        );
         r.describe_counter(NOTIFICATIONS.into(), None, "Order notifications by result (sent, failed, dropped)".into());
         r.describe_counter(
             EVENTS.into(),

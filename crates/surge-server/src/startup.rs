@@ -19,8 +19,8 @@ use surge_guard::retry::{Retries, RetrySettings};
 use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::notify::{NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier, SinkGuards};
-use surge_store::ops::ConfigStore;
-use surge_store::redis::{Event, RedisCatalog, Signal, subscribe};
+use surge_store::ops::{ConfigStore, SettingsVersion};
+use surge_store::redis::{Event, RedisCatalog, RedisSettingsVersion, Signal, subscribe};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::retry::budget::TpsBudget;
@@ -28,8 +28,9 @@ use tower::retry::budget::TpsBudget;
 use crate::auth::{Keys, load_or_create_secret};
 use crate::backend::Backend;
 use crate::config::Settings;
+use crate::config_centre::ConfigCentre;
 use crate::limits::IntakeLimits;
-use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, EVENTS, Metrics, NOTIFICATIONS};
+use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, EVENTS, Metrics, NOTIFICATIONS, ORDERS_FAILED};
 use crate::readiness::Readiness;
 use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::serve::{ConnectionLimits, serve};
@@ -48,6 +49,7 @@ pub struct Application {
     connection_limits: ConnectionLimits,
     backend: Arc<Backend>,
     workers: Arc<Workers>,
+    config_centre: Arc<ConfigCentre>,
     /// The subscription to the other nodes' events (distributed mode).
     events: Option<Subscription>,
 }
@@ -65,6 +67,7 @@ impl Drop for Subscription {
 struct EventListener {
     catalog: Arc<CachedCatalog<dyn CatalogStore>>,
     flash_sales: Arc<FlashSales>,
+    config_centre: Arc<ConfigCentre>,
     metrics: Arc<Metrics>,
 }
 
@@ -74,7 +77,13 @@ impl EventListener {
             Signal::Subscribed => {
                 // Whatever changed while unsubscribed went unheard.
                 self.catalog.forget_all();
+                let centre = Arc::clone(&self.config_centre);
+                tokio::spawn(async move { centre.catch_up().await });
                 "subscribed"
+            }
+            Signal::Event(Event::SettingsChanged(version)) => {
+                self.config_centre.heard(version);
+                "settings_changed"
             }
             Signal::Event(Event::ProductChanged(id)) => {
                 let catalog = Arc::clone(&self.catalog);
@@ -169,18 +178,14 @@ impl Application {
             orders: Arc::clone(&orders),
             flash_sales: Arc::clone(&flash_sales),
             reservation_timeout: sale_settings.reservation_timeout,
+            intake_max: settings.http.request_budget + CLOCK_SKEW_MAX,
+            consumer_switch: switches.handle(CONSUMER_SWITCH)?,
+            failed_orders: metrics.counter(ORDERS_FAILED, &[]),
             queue: Arc::clone(&backend.queue),
             notifier: notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker)),
             intake_limits: Arc::clone(&intake_limits),
             consumer_batch: sale_settings.consumer_batch,
             sweep_interval: sale_settings.sweep_interval,
-        });
-        let events = backend.redis.as_ref().map(|_| {
-            let listener =
-                EventListener { catalog: cached, flash_sales: Arc::clone(&flash_sales), metrics: metrics.clone() };
-            Subscription(subscribe(settings.redis.urls.clone(), &settings.redis.namespace, move |signal| {
-                listener.on(signal);
-            }))
         });
         // Every accepted request becomes an order before the ledger is
         // rebuilt from the orders: no oversell, no stranded stock.
@@ -210,8 +215,30 @@ impl Application {
             store: Arc::clone(&backend.config),
             updating: tokio::sync::Mutex::new(()),
         });
+        let settings_version = backend.redis.as_ref().map(|conn| {
+            Arc::new(RedisSettingsVersion::new(conn.clone(), &settings.redis.namespace)) as Arc<dyn SettingsVersion>
+        });
+        let config_centre = Arc::new(ConfigCentre::new(
+            Arc::clone(&live),
+            Arc::clone(&switches),
+            Arc::clone(&backend.switches),
+            Arc::clone(&backend.config),
+            settings_version,
+        ));
+        let events = backend.redis.as_ref().map(|_| {
+            let listener = EventListener {
+                catalog: cached,
+                flash_sales: Arc::clone(&flash_sales),
+                config_centre: Arc::clone(&config_centre),
+                metrics: metrics.clone(),
+            };
+            Subscription(subscribe(settings.redis.urls.clone(), &settings.redis.namespace, move |signal| {
+                listener.on(signal);
+            }))
+        });
         let state = AppState::new(Parts {
             live,
+            config_centre: Arc::clone(&config_centre),
             catalog: Catalog::new(Arc::clone(&store), ids),
             flash_sales,
             orders,
@@ -262,6 +289,7 @@ impl Application {
             connection_limits,
             backend,
             workers,
+            config_centre,
             events,
         })
     }
@@ -285,6 +313,7 @@ impl Application {
         let workers = Arc::clone(&self.workers);
         let sweeper_stopped = stopped.clone();
         background.spawn(async move { workers.sweep_until(sweeper_stopped).await });
+        background.spawn(Arc::clone(&self.config_centre).follow(stopped.clone()));
 
         let mut servers = tokio::task::JoinSet::new();
         tracing::info!(address = %self.listener.local_addr()?, "serving the api");
@@ -327,7 +356,14 @@ async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 /// Every degradation switch, and the feature each one turns off.
 pub const INTAKE_SWITCH: &str = "flash_sale_intake";
 pub const PRODUCT_DETAIL_SWITCH: &str = "product_detail_live";
-const SWITCHES: &[&str] = &[NOTIFICATION_SWITCH, INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH];
+/// Off: the order consumer holds back (maintenance of the store); the
+/// queue keeps every accepted request meanwhile.
+pub const CONSUMER_SWITCH: &str = "order_consumer";
+const SWITCHES: &[&str] = &[NOTIFICATION_SWITCH, INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH, CONSUMER_SWITCH];
+
+/// The clock skew allowed between nodes when one node's timestamps are
+/// compared with another's (the reservation reaper).
+const CLOCK_SKEW_MAX: Duration = Duration::from_secs(1);
 
 /// The start-up settings with the run-time changes stored by the config
 /// centre applied; a stored document that no longer validates is ignored.

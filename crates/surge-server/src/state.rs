@@ -14,6 +14,7 @@ use surge_guard::switch::{SwitchHandle, Switchboard};
 use surge_store::ops::SwitchStore;
 
 use crate::auth::Keys;
+use crate::config_centre::ConfigCentre;
 use crate::limits::IntakeLimits;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -37,6 +38,8 @@ pub struct Parts {
     pub product_detail_switch: SwitchHandle,
     /// Settings changeable at run time.
     pub live: Arc<LiveConfig>,
+    /// Tells the other nodes of a change and follows theirs.
+    pub config_centre: Arc<ConfigCentre>,
     pub keys: Keys,
     pub metrics: Arc<Metrics>,
     /// The product reads' cache over the store.

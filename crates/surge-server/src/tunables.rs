@@ -131,6 +131,22 @@ impl LiveConfig {
         Ok(tunables)
     }
 
+    /// Applies a stored document that another node saved (the config
+    /// centre's reload); one that no longer validates is ignored.
+    pub async fn adopt(&self, stored: &str) {
+        let _one_at_a_time = self.updating.lock().await;
+        let current = self.settings.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match Tunables::restore(&current, stored) {
+            Ok(restored) if restored != current => {
+                self.apply_live(&restored);
+                *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = restored;
+                tracing::info!("run-time settings changed through another node");
+            }
+            Ok(_) => {}
+            Err(why) => tracing::warn!(%why, "ignoring stored run-time settings"),
+        }
+    }
+
     fn apply_live(&self, settings: &Settings) {
         self.intake_limits.reconfigure(settings.flash_sale.per_user_rate, settings.flash_sale.per_sale_rate);
         let overload = &settings.overload;

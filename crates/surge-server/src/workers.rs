@@ -9,6 +9,7 @@ use surge_domain::flashsale::{FlashSales, OrderQueue};
 use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
 use surge_domain::store::StoreError;
+use surge_guard::switch::SwitchHandle;
 use tokio::sync::watch;
 
 use crate::limits::IntakeLimits;
@@ -23,8 +24,18 @@ const SWEEP_BATCH: u32 = 500;
 pub struct Workers {
     pub orders: Arc<Orders>,
     pub flash_sales: Arc<FlashSales>,
-    /// Open reservations older than this are reaped (shared ledger only).
+    /// Open reservations older than this are reaped (shared ledger only),
+    /// once the queue proves their request is not in it.
     pub reservation_timeout: Duration,
+    /// The longest from a reservation to its append: the request budget
+    /// plus the clock skew allowed between nodes.
+    pub intake_max: Duration,
+    /// `order_consumer`: off → the consumer holds back once its current
+    /// step ends (within `POLL_WAIT`); the queue keeps every request and the
+    /// orders are written when it is on again.
+    pub consumer_switch: SwitchHandle,
+    /// Accepted requests that ended `FAILED` (`surge_orders_failed_total`).
+    pub failed_orders: metrics::Counter,
     pub queue: Arc<dyn OrderQueue>,
     pub notifier: Arc<dyn Notifier>,
     pub intake_limits: Arc<IntakeLimits>,
@@ -38,23 +49,31 @@ impl Workers {
     pub async fn drain(&self) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
-            let handled = self
+            let consumed = self
                 .orders
                 .consume(self.queue.as_ref(), self.notifier.as_ref(), self.consumer_batch, Duration::ZERO)
                 .await?;
-            if handled == 0 {
+            self.failed_orders.increment(consumed.failed as u64);
+            if consumed.handled == 0 {
                 return Ok(total);
             }
-            total += handled;
+            total += consumed.handled;
         }
     }
 
     pub async fn consume_until(&self, mut stopped: watch::Receiver<bool>) {
         while !*stopped.borrow_and_update() {
+            if !self.consumer_switch.is_enabled() {
+                tokio::time::sleep(POLL_WAIT).await;
+                continue;
+            }
             let step = self.orders.consume(self.queue.as_ref(), self.notifier.as_ref(), self.consumer_batch, POLL_WAIT);
-            if let Err(error) = step.await {
-                tracing::error!(%error, "order consumer step failed; retrying");
-                tokio::time::sleep(ERROR_PAUSE).await;
+            match step.await {
+                Ok(consumed) => self.failed_orders.increment(consumed.failed as u64),
+                Err(error) => {
+                    tracing::error!(%error, "order consumer step failed; retrying");
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
             }
         }
     }
@@ -71,7 +90,7 @@ impl Workers {
                 _ = tick.tick() => false,
             };
             if reaping {
-                match self.flash_sales.reap_reservations(self.reservation_timeout).await {
+                match self.flash_sales.reap_reservations(self.reservation_timeout, self.intake_max).await {
                     Ok(released) if released > 0 => tracing::warn!(released, "released stale reservations"),
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "reservation reaper failed"),

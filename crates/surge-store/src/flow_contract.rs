@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use surge_domain::flashsale::{
-    Deduction, Delivery, FlashSale, IntakeError, IntakeKeys, KeyedDeduction, OrderQueue, Reservation, StockLedger,
+    Deduction, Delivery, FlashSale, IntakeError, IntakeKeys, KeyedDeduction, OrderQueue, OrderRequested, Reservation,
+    StockLedger,
 };
 use surge_domain::order::{PendingOrders, SaleHoldings};
 use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
@@ -204,6 +205,16 @@ async fn stale_reservations_are_found_and_a_reaped_one_is_deducted_again_when_it
         ledger.settle(id, &[late]).await.expect("settle");
         assert_eq!(ledger.stock_left(id).await, Ok(Some(2)), "{name}: the written order holds its unit again");
         assert_eq!(ledger.stale_reservations(id, Duration::ZERO).await, Ok(vec![]), "{name}");
+
+        // Reaped, and its unit sold to someone else meanwhile: a settle
+        // never takes the stock below zero.
+        let reaped = reserve(UserId::new(2), 2);
+        assert!(matches!(ledger.try_deduct(id, reaped, 2).await, Ok(Deduction::Done { .. })), "{name}");
+        ledger.release(id, reaped).await.expect("reap");
+        let resold = reserve(UserId::new(3), 2);
+        assert!(matches!(ledger.try_deduct(id, resold, 2).await, Ok(Deduction::Done { stock_left: 0 })), "{name}");
+        ledger.settle(id, &[reaped]).await.expect("settle");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(0)), "{name}: never below zero");
     }
 }
 
@@ -414,9 +425,13 @@ fn ids(deliveries: &[Delivery]) -> Vec<i64> {
 async fn the_queue_delivers_every_event_and_acknowledged_ones_never_again() {
     let (queues, _dir, nats) = queues().await;
     for (name, queue) in queues {
+        assert_eq!(queue.oldest_unacked_ms().await.expect("oldest"), None, "{name}: nothing appended");
         for id in 1..=5 {
-            queue.append(&order_requested(id, 1, id)).await.expect("append");
+            let request = OrderRequested { requested_at_ms: 1_000 * id, ..order_requested(id, 1, id) };
+            queue.append(&request).await.expect("append");
         }
+        // What the reaper reads: the oldest request not acknowledged.
+        assert_eq!(queue.oldest_unacked_ms().await.expect("oldest"), Some(1_000), "{name}");
         let first = poll_for(queue.as_ref(), 3, Duration::from_secs(20)).await;
         assert_eq!(first.len(), 3, "{name}");
         let last = first.iter().map(|d| d.offset).max().expect("offsets");
@@ -433,6 +448,16 @@ async fn the_queue_delivers_every_event_and_acknowledged_ones_never_again() {
         queue.ack(again.iter().map(|d| d.offset).max().expect("offsets")).await.expect("ack");
         let empty = queue.poll(10, Duration::from_millis(300)).await.expect("poll");
         assert!(empty.is_empty(), "{name}: {empty:?}");
+        // Everything acknowledged (a Kafka commit lands a moment later).
+        let mut oldest = Some(0);
+        for _ in 0..50 {
+            oldest = queue.oldest_unacked_ms().await.expect("oldest");
+            if oldest.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(oldest, None, "{name}: every request acknowledged");
     }
     drop_stream(&nats).await;
 }

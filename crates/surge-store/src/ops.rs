@@ -27,3 +27,13 @@ pub trait ConfigStore: Send + Sync + 'static {
     async fn load_config(&self, name: &str) -> Result<Option<String>, StoreError>;
     async fn save_config(&self, name: &str, value: &str) -> Result<(), StoreError>;
 }
+
+/// The version of the switches and run-time settings every node shares
+/// (distributed mode): bumped after each change, polled by every node.
+#[async_trait]
+pub trait SettingsVersion: Send + Sync + 'static {
+    /// A change was saved: the next version, announced to the other nodes.
+    async fn bump(&self) -> Result<u64, StoreError>;
+    /// The latest version (0 before any change).
+    async fn current(&self) -> Result<u64, StoreError>;
+}

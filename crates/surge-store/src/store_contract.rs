@@ -315,6 +315,7 @@ async fn requests_past_a_bound_become_failed_orders_never_oversold_ones<B: Backe
     let outcome = store.create_requested(&batch, now_ms()).await.expect("create");
     assert!(outcome.rejected.is_empty());
     assert_eq!(ids(&outcome.created), vec![1, 3], "the second order of buyer 1 and the third unit fail");
+    assert_eq!(outcome.failed, vec![OrderId::new(2), OrderId::new(4)], "and are reported");
     for failed in [2, 4] {
         let order = OrderStore::get(&store, OrderId::new(failed)).await.expect("get").expect("written");
         assert_eq!(order.status, OrderStatus::Failed);
@@ -353,7 +354,7 @@ async fn a_buyer_row_never_starts_above_the_limit<B: Backend>(backend: &B) {
     let sale = with_sale(&store, 10, 2).await;
     let greedy = OrderRequested { quantity: 3, amount_cents: 3, ..request(1, 1) };
     let outcome = store.create_requested(&[greedy], now_ms()).await.expect("create");
-    assert_eq!(outcome, CreatedOrders::default());
+    assert_eq!(outcome, CreatedOrders { failed: vec![OrderId::new(1)], ..CreatedOrders::default() });
     assert_eq!(status_of(&store, 1).await, OrderStatus::Failed);
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings"), SaleHoldings::default());
     // Two units is the limit exactly.

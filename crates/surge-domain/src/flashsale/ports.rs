@@ -131,7 +131,9 @@ pub struct Delivery {
 /// The durable queue between intake and the order consumer.
 #[async_trait]
 pub trait OrderQueue: Send + Sync + 'static {
-    /// Returns once the event is durable (it survives `kill -9`).
+    /// Returns once the event is durable (it survives `kill -9`). An error
+    /// is `Indeterminate` when the event may have landed (its
+    /// acknowledgement was lost), `Unavailable` when it surely did not.
     async fn append(&self, request: &OrderRequested) -> Result<(), StoreError>;
 
     /// Up to `max` unacknowledged events in order, waiting up to `wait` for
@@ -141,6 +143,11 @@ pub trait OrderQueue: Send + Sync + 'static {
 
     /// Everything up to and including `offset` is processed.
     async fn ack(&self, offset: u64) -> Result<(), StoreError>;
+
+    /// `requested_at_ms` of the oldest request appended and not yet
+    /// acknowledged, `None` when every appended request is acknowledged.
+    /// What the reaper needs to prove a request is not in the queue.
+    async fn oldest_unacked_ms(&self) -> Result<Option<i64>, StoreError>;
 
     /// One round trip to the broker, for readiness. An embedded queue has
     /// no broker and is always reachable.

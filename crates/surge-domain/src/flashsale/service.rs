@@ -188,6 +188,13 @@ impl FlashSales {
             };
             let deduction = Deduction::Done { stock_left };
             let outcome = self.after_deduction(live, reservation, deduction, Some(key)).await;
+            if matches!(outcome, Err(IntakeError::Unavailable(StoreError::Indeterminate(_)))) {
+                // The request may be in the queue: the claim stays in flight,
+                // so a retry with the key waits for its order instead of
+                // making a second one. The consumer settles it when it
+                // writes the order; otherwise it expires with the reservation.
+                return outcome;
+            }
             let settled = self.ports.keys.settle_claim(sale.id, user, key, reservation.order, outcome.is_ok()).await;
             if let Err(error) = settled {
                 // The claim expires on its own; the order (if any) is durable.
@@ -231,11 +238,20 @@ impl FlashSales {
             idempotency_key: idempotency_key.map(str::to_owned),
             requested_at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
         };
-        if let Err(error) = self.enqueue(&request).await {
-            self.released(sale.id, reservation).await?;
-            return Err(error.into());
+        match self.enqueue(&request).await {
+            Ok(()) => Ok(request.order_id),
+            // It may have landed: its order may yet be written, so its stock
+            // stays reserved; the reaper gives it back once the queue proves
+            // it is not there.
+            Err(error @ StoreError::Indeterminate(_)) => {
+                tracing::warn!(order_id = %order_id, %error, "append unconfirmed; the reservation stays for the reaper");
+                Err(error.into())
+            }
+            Err(error) => {
+                self.released(sale.id, reservation).await?;
+                Err(error.into())
+            }
         }
-        Ok(request.order_id)
     }
 
     /// The sold-out flag only spares the ledger calls: failing to set it
@@ -258,11 +274,16 @@ impl FlashSales {
 
     async fn enqueue(&self, request: &OrderRequested) -> Result<(), StoreError> {
         self.ports.pending.insert(request).await?;
-        if let Err(error) = self.ports.queue.append(request).await {
-            let _ = self.ports.pending.remove(&[request.order_id]).await;
-            return Err(error);
+        match self.ports.queue.append(request).await {
+            Ok(()) => Ok(()),
+            // Landed or not, the view says PENDING until the order is
+            // written or the entry expires.
+            Err(error @ StoreError::Indeterminate(_)) => Err(error),
+            Err(error) => {
+                let _ = self.ports.pending.remove(&[request.order_id]).await;
+                Err(error)
+            }
         }
-        Ok(())
     }
 
     /// A request was given up after its deduction (failed append, refused
@@ -308,25 +329,59 @@ impl FlashSales {
     }
 
     /// Releases reservations open for longer than `older_than` whose order
-    /// was never written (the node that took them died, or never learnt
-    /// whether its append landed), and closes those whose order exists.
-    /// Returns how many were released.
-    pub async fn reap_reservations(&self, older_than: std::time::Duration) -> Result<usize, StoreError> {
+    /// was never written and whose request is provably not in the queue
+    /// (the node that took them died before its append, or its append never
+    /// landed), and closes those whose order exists. Returns how many were
+    /// released.
+    ///
+    /// Age alone proves nothing: a consumer held back keeps requests in the
+    /// queue for as long as it likes, and giving their stock back would sell
+    /// it twice (an acknowledged order then ends FAILED). A request is
+    /// appended within `intake_max` of its reservation (the request's
+    /// budget, plus clock skew between nodes), so a reservation older than
+    /// the oldest unacknowledged request by more than that has no request in
+    /// the queue: it was processed (its order exists, or the consumer gave
+    /// its stock back) or never appended.
+    pub async fn reap_reservations(
+        &self,
+        older_than: std::time::Duration,
+        intake_max: std::time::Duration,
+    ) -> Result<usize, StoreError> {
         let sales: Vec<SaleId> = self.live.read().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
         let mut released = 0;
+        let mut provable: Option<std::time::Duration> = None;
         for sale in sales {
-            for reservation in self.ports.ledger.stale_reservations(sale, older_than).await? {
+            if self.ports.ledger.stale_reservations(sale, older_than).await?.is_empty() {
+                continue;
+            }
+            let old_enough = match provable {
+                Some(age) => age,
+                None => *provable.insert(older_than.max(self.age_not_in_queue(intake_max).await?)),
+            };
+            for reservation in self.ports.ledger.stale_reservations(sale, old_enough).await? {
                 if self.ports.orders.get(reservation.order).await?.is_some() {
                     self.ports.ledger.settle(sale, &[reservation]).await?;
                 } else {
                     tracing::warn!(order_id = %reservation.order, sale_id = %sale,
-                        "releasing a reservation whose order was never written");
+                        "releasing a reservation whose request is not in the queue and whose order was never written");
                     self.released(sale, reservation).await?;
                     released += 1;
                 }
             }
         }
         Ok(released)
+    }
+
+    /// How old a reservation must be for its request to be provably out of
+    /// the queue: older than the oldest unacknowledged request by
+    /// `intake_max`. Zero when the queue holds nothing unacknowledged.
+    async fn age_not_in_queue(&self, intake_max: std::time::Duration) -> Result<std::time::Duration, StoreError> {
+        let Some(oldest_ms) = self.ports.queue.oldest_unacked_ms().await? else {
+            return Ok(std::time::Duration::ZERO);
+        };
+        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let before_ms = oldest_ms - intake_max.as_millis() as i64;
+        Ok(std::time::Duration::from_millis(now_ms.saturating_sub(before_ms).max(0) as u64))
     }
 
     /// Clears the sold-out flag of every sale whose stock came back on the

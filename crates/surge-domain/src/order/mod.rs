@@ -5,7 +5,7 @@ mod service;
 mod status;
 
 pub use ports::{CreatedOrders, OrderPage, OrderScope, OrderStore, PendingOrders, SaleHoldings};
-pub use service::{OrderError, Orders};
+pub use service::{Consumed, OrderError, Orders};
 pub use status::{IllegalTransition, OrderEvent, OrderStatus};
 
 use serde::Serialize;

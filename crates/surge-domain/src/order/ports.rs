@@ -31,6 +31,10 @@ pub struct CreatedOrders {
     /// Requests refused because another order already holds their
     /// (sale, buyer, idempotency key): their stock must go back.
     pub rejected: Vec<OrderRequested>,
+    /// Accepted requests written `FAILED`: their order would have broken a
+    /// sale's bounds (the ledger sold a unit twice). Never expected; each
+    /// is logged and counted.
+    pub failed: Vec<OrderId>,
 }
 
 /// Stock a sale's live orders hold, in total and per buyer.

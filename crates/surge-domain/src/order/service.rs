@@ -34,6 +34,15 @@ impl From<IllegalTransition> for OrderError {
     }
 }
 
+/// What one consumer step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Consumed {
+    /// Queued requests handled (written, found written before, refused).
+    pub handled: usize,
+    /// Of them, accepted requests written `FAILED`.
+    pub failed: usize,
+}
+
 pub struct Orders {
     orders: Arc<dyn OrderStore>,
     pending: Arc<dyn PendingOrders>,
@@ -139,22 +148,28 @@ impl Orders {
     }
 
     /// One consumer step: take accepted requests off the queue, write their
-    /// orders, acknowledge, then notify. Returns how many events it handled.
-    /// Notification is spawned off: it never fails or slows the order.
+    /// orders, acknowledge, then notify. Returns how many events it handled
+    /// and how many of them ended `FAILED`. Notification is spawned off: it
+    /// never fails or slows the order.
     pub async fn consume(
         &self,
         queue: &dyn OrderQueue,
         notifier: &dyn Notifier,
         batch_max: usize,
         wait: Duration,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Consumed, StoreError> {
         let deliveries = queue.poll(batch_max, wait).await?;
         let Some(last) = deliveries.last().map(|d| d.offset) else {
-            return Ok(0);
+            return Ok(Consumed::default());
         };
         let requests: Vec<_> = deliveries.into_iter().map(|d| d.request).collect();
         let pay_by = OffsetDateTime::now_utc() + self.payment_timeout;
         let outcome = self.orders.create_requested(&requests, pay_by).await?;
+        for failed in &outcome.failed {
+            // An acknowledged (202) request that did not become an order:
+            // the guarantee this platform exists for was broken. Loud.
+            tracing::error!(order_id = %failed, "an accepted order ended FAILED: its sale's units were sold twice");
+        }
         for refused in &outcome.rejected {
             // Cannot happen while intake runs to completion; if it does, the
             // stock at least goes back instead of being stranded.
@@ -172,6 +187,6 @@ impl Orders {
         for order in &outcome.created {
             notifier.order_created(order);
         }
-        Ok(requests.len())
+        Ok(Consumed { handled: requests.len(), failed: outcome.failed.len() })
     }
 }

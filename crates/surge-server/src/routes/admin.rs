@@ -46,6 +46,7 @@ async fn set_config(
     }
     let updated = state.live.update(&patch).await?;
     tracing::warn!(%admin, patch = %patch, "run-time settings changed by hand");
+    state.config_centre.announce().await;
     Ok(Json(updated))
 }
 
@@ -134,5 +135,6 @@ async fn set_switch(
     };
     let switch = switch.map_err(|unknown| ApiError::not_found(unknown.to_string()))?;
     tracing::warn!(%admin, switch = %name, enabled = body.enabled, reason = %body.reason, "switch set by hand");
+    state.config_centre.announce().await;
     Ok(Json(switch.into()))
 }

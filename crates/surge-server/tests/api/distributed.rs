@@ -412,6 +412,58 @@ impl Deployment {
         Driven { acknowledged, statuses, unavailable }
     }
 
+    /// One attempt by each of `users`, 16 at a time round the nodes, with a
+    /// key each; the ids of the acknowledged ones.
+    async fn buy(&self, sale: &str, users: std::ops::RangeInclusive<u64>) -> Vec<String> {
+        let attempts = users.map(|user| {
+            let request = self
+                .client
+                .post(format!("{}/v1/flash-sales/{sale}/orders", self.bases[user as usize % 3]))
+                .bearer_auth(self.token(Role::Customer, &user.to_string()))
+                .header("Idempotency-Key", format!("buy-{user}"))
+                .json(&json!({}));
+            async move {
+                let response = request.send().await.expect("req");
+                let status = response.status();
+                assert!([202, 409, 429].contains(&status.as_u16()), "intake answered {status}");
+                if status != StatusCode::ACCEPTED {
+                    return None;
+                }
+                let body: Value = response.json().await.expect("json");
+                Some(body["order_id"].as_str().expect("id").to_owned())
+            }
+        });
+        stream::iter(attempts).buffer_unordered(16).filter_map(|id| async move { id }).collect().await
+    }
+
+    /// Sets a switch through `node` and waits (bounded) until every node
+    /// has it.
+    async fn switch_everywhere(&self, node: usize, name: &str, body: Value) {
+        let set = self
+            .client
+            .put(format!("{}/v1/admin/switches/{name}", self.bases[node]))
+            .bearer_auth(self.token(Role::Admin, "ops"))
+            .json(&body)
+            .send()
+            .await
+            .expect("req");
+        assert_eq!(set.status(), StatusCode::OK);
+        let want = body["enabled"].clone();
+        for _ in 0..100 {
+            let mut agree = true;
+            for n in 0..3 {
+                let list: Value = self.get(n, "/v1/admin/switches").await.json().await.expect("json");
+                let items = list["items"].as_array().expect("items");
+                agree &= items.iter().any(|s| s["name"] == name && s["enabled"] == want);
+            }
+            if agree {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("switch {name} did not reach every node");
+    }
+
     /// Buys what is left of the sale, one fresh buyer at a time, so that the
     /// sold-out checks always run. Returns the orders.
     async fn sell_the_rest(&self, sale: &str) -> Vec<String> {
@@ -825,4 +877,121 @@ async fn a_product_change_through_one_node_is_read_through_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_kafka_keep_every_guarantee_when_postgres_restarts() {
     sale_through(Fault::RestartPostgres, true).await;
+}
+
+/// The config centre across nodes: a switch or a run-time setting changed
+/// through one node is what every node serves within a second, and every
+/// node's `GET /v1/admin/switches` agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_or_a_setting_changed_through_one_node_reaches_every_node_within_a_second() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let broker = Broker::Nats("nats://127.0.0.1:4222".to_owned());
+    let deployment = Deployment::start(broker, &[]).await;
+    let sale = deployment.create_sale().await;
+    let admin = deployment.token(Role::Admin, "ops");
+    let put = |node: usize, path: &str, body: Value| {
+        deployment.client.put(format!("{}{path}", deployment.bases[node])).bearer_auth(&admin).json(&body).send()
+    };
+    // What a node says of the switch: (enabled, mode, reason).
+    let deployment = &deployment;
+    let switch_on = |node: usize| async move {
+        let list: Value = deployment.get(node, "/v1/admin/switches").await.json().await.expect("json");
+        let switch = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|s| s["name"] == "flash_sale_intake")
+            .expect("the intake switch")
+            .clone();
+        (switch["enabled"].clone(), switch["mode"].clone(), switch["reason"].clone())
+    };
+    // Waits, up to a second, until every node shows `want`.
+    let everywhere = async |what: &str, want: (Value, Value, Value)| {
+        let started = std::time::Instant::now();
+        loop {
+            let seen = [switch_on(0).await, switch_on(1).await, switch_on(2).await];
+            if seen.iter().all(|s| *s == want) {
+                println!("{what}: every node within {:?}", started.elapsed());
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(1), "{what}: not on every node within 1 s: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let off = put(0, "/v1/admin/switches/flash_sale_intake", json!({"enabled": false, "reason": "cross-node"})).await;
+    assert_eq!(off.expect("req").status(), StatusCode::OK);
+    everywhere("intake switched off through node 1", (json!(false), json!("manual"), json!("cross-node"))).await;
+    // Node 3 acts on it: intake is degraded there too.
+    let buyer = deployment.token(Role::Customer, "5");
+    let intake = deployment
+        .client
+        .post(format!("{}/v1/flash-sales/{sale}/orders", deployment.bases[2]))
+        .bearer_auth(&buyer)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(intake.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(intake.json::<Value>().await.expect("json")["error"]["code"], "degraded");
+
+    let back =
+        put(2, "/v1/admin/switches/flash_sale_intake", json!({"enabled": true, "reason": "", "mode": "auto"})).await;
+    assert_eq!(back.expect("req").status(), StatusCode::OK);
+    let auto = switch_on(2).await;
+    assert_eq!((&auto.0, &auto.1), (&json!(true), &json!("auto")));
+    everywhere("intake handed back through node 3", auto).await;
+
+    // A run-time setting changed through node 2 is every node's.
+    let changed = put(1, "/v1/admin/config", json!({"flash_sale": {"per_user_rate": 3}})).await;
+    assert_eq!(changed.expect("req").status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    loop {
+        let mut rates = Vec::new();
+        for node in 0..3 {
+            let config: Value = deployment.get(node, "/v1/admin/config").await.json().await.expect("json");
+            rates.push(config["flash_sale"]["per_user_rate"].clone());
+        }
+        if rates.iter().all(|rate| *rate == 3) {
+            println!("per_user_rate changed through node 2: every node within {:?}", started.elapsed());
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "not on every node within 1 s: {rates:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    deployment.drop_stream().await;
+}
+
+/// The consumer held back (`order_consumer` off on every node) for longer
+/// than the reservation timeout while the sale goes on. Reservations whose
+/// requests wait in the queue are not reaped (the queue's oldest
+/// unacknowledged request proves they may be there), so no unit sells
+/// twice: every 202 becomes a CREATED order, none ends FAILED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_202_becomes_an_order_when_the_consumer_is_held_back_past_the_reservation_timeout() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let deployment = Deployment::start(Broker::Nats("nats://127.0.0.1:4222".to_owned()), &[]).await;
+    let sale = deployment.create_sale().await;
+    deployment.switch_everywhere(0, "order_consumer", json!({"enabled": false, "reason": "held back"})).await;
+    // A consumer step already waiting for requests (up to 100 ms) ends first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut acknowledged = deployment.buy(&sale, 1..=200).await;
+    assert_eq!(acknowledged.len(), 200, "the first 200 buyers are accepted");
+    // Past the reservation timeout (10 s), with reaper passes every 2.5 s.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let order = &acknowledged[0];
+    let still: Value = deployment.get(1, &format!("/v1/orders/{order}")).await.json().await.expect("json");
+    assert_eq!(still["status"], "PENDING", "the consumer was held back");
+    // The sale goes on: reaped units would sell a second time here.
+    acknowledged.extend(deployment.buy(&sale, 201..=1_000).await);
+    eprintln!("{} acknowledged with the consumer held back", acknowledged.len());
+    assert!(acknowledged.len() as i64 <= STOCK, "{} accepted for {STOCK} units", acknowledged.len());
+
+    deployment.switch_everywhere(1, "order_consumer", json!({"enabled": true, "reason": "", "mode": "auto"})).await;
+    deployment.verify(&sale, &acknowledged).await;
+    for node in 0..3 {
+        assert_eq!(deployment.metric(node, "surge_orders_failed_total").await, 0.0, "node {}", node + 1);
+    }
+    deployment.drop_stream().await;
 }

@@ -117,6 +117,7 @@ fn use_distributed_backends(settings: &mut Settings, data_dir: &Path) -> OwnBack
     settings.store.max_connections = 8;
     settings.redis.urls = vec!["redis://127.0.0.1:7000".to_owned(), "redis://127.0.0.1:7001".to_owned()];
     settings.redis.cluster = true;
+    settings.redis.wait_replicas = 1;
     settings.redis.namespace = format!("surge-test-{tag}");
     settings.queue.nats_url = Some(TEST_NATS_URL.to_owned());
     settings.queue.stream = format!("SURGE_TEST_{tag}");

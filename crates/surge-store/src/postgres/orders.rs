@@ -123,9 +123,13 @@ async fn create_all(
     let written = in_request_order(rows.into_iter().map(Order::try_from).collect::<Result<_, _>>()?, requests);
     let rejected = refused_by_key(&mut tx, requests, &written).await?;
     // Only orders written now move the counters (redelivery moves nothing).
-    let created = if moved_all(&mut tx, &written).await? { written } else { move_one_by_one(&mut tx, written).await? };
+    let (created, failed) = if moved_all(&mut tx, &written).await? {
+        (written, Vec::new())
+    } else {
+        move_one_by_one(&mut tx, written).await?
+    };
     tx.commit().await?;
-    Ok(CreatedOrders { created, rejected })
+    Ok(CreatedOrders { created, rejected, failed })
 }
 
 /// Inserts the batch as `CREATED` orders in ascending id order (so that two
@@ -276,16 +280,18 @@ async fn add_to_sale(conn: &mut PgConnection, sale: i64, quantity: i64) -> Resul
 /// the SQLite adapter writes them one by one. The sale's `sold` and the
 /// buyer's `bought` move only within their bounds; an order that would break
 /// either (which the ledger should have made impossible) is written `FAILED`
-/// rather than overselling, and logged. Returns the orders left `CREATED`.
+/// rather than overselling, and logged. Returns the orders left `CREATED`
+/// and the ids of those written `FAILED`.
 ///
 /// Every buyer row is locked first, in key order, and the sale row only
 /// after: the order in which the fast path and the cancel path take them.
 async fn move_one_by_one(
     tx: &mut Transaction<'static, Postgres>,
     written: Vec<Order>,
-) -> Result<Vec<Order>, sqlx::Error> {
+) -> Result<(Vec<Order>, Vec<OrderId>), sqlx::Error> {
     lock_buyers(tx, &CounterMoves::of(&written)).await?;
     let mut created = Vec::with_capacity(written.len());
+    let mut failed = Vec::new();
     for order in written {
         let Some(sale) = order.flash_sale_id else {
             created.push(order);
@@ -307,8 +313,9 @@ async fn move_one_by_one(
             .bind(order.id.get())
             .execute(&mut **tx)
             .await?;
+        failed.push(order.id);
     }
-    Ok(created)
+    Ok((created, failed))
 }
 
 /// Makes sure every buyer row of the batch exists and holds its lock, in

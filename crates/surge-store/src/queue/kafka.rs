@@ -19,7 +19,8 @@ use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -60,6 +61,8 @@ impl Default for KafkaQueueConfig {
 pub struct KafkaQueue {
     producer: FutureProducer,
     consumer: StreamConsumer,
+    brokers: String,
+    group: String,
     topic: String,
     publish_timeout: Duration,
     next: AtomicU64,
@@ -103,6 +106,8 @@ impl KafkaQueue {
         Ok(Self {
             producer,
             consumer,
+            brokers: config.brokers.clone(),
+            group: config.group.clone(),
             topic: config.topic.clone(),
             publish_timeout: config.publish_timeout,
             next: AtomicU64::new(1),
@@ -144,7 +149,26 @@ impl OrderQueue for KafkaQueue {
         let payload = serde_json::to_vec(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let key = request.order_id.get().to_string();
         let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        self.producer.send(record, self.publish_timeout).await.map(drop).map_err(|(error, _)| unavailable(error))
+        self.producer.send(record, self.publish_timeout).await.map(drop).map_err(|(error, _)| match error {
+            // Refused before it left this node.
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull | RDKafkaErrorCode::MessageSizeTooLarge) => {
+                unavailable(error)
+            }
+            // Sent, or maybe sent: a timed-out produce may have landed.
+            _ => StoreError::Indeterminate(format!("kafka: {error}")),
+        })
+    }
+
+    /// Per partition, the message at the group's committed offset (the
+    /// first not acknowledged); the oldest of them. Blocking client calls,
+    /// so off the runtime's threads, on a probe consumer of the same group
+    /// that joins nothing.
+    async fn oldest_unacked_ms(&self) -> Result<Option<i64>, StoreError> {
+        let (brokers, group, topic, timeout) =
+            (self.brokers.clone(), self.group.clone(), self.topic.clone(), self.publish_timeout);
+        tokio::task::spawn_blocking(move || oldest_unacked_ms(&brokers, &group, &topic, timeout))
+            .await
+            .map_err(unavailable)?
     }
 
     async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {
@@ -205,6 +229,49 @@ impl OrderQueue for KafkaQueue {
             .map_err(unavailable)?
             .map_err(unavailable)
     }
+}
+
+fn oldest_unacked_ms(brokers: &str, group: &str, topic: &str, timeout: Duration) -> Result<Option<i64>, StoreError> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(unavailable)?;
+    let metadata = probe.fetch_metadata(Some(topic), timeout).map_err(unavailable)?;
+    let mut partitions = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        partitions.add_partition(topic, partition.id());
+    }
+    let committed = probe.committed_offsets(partitions, timeout).map_err(unavailable)?;
+    let mut oldest: Option<i64> = None;
+    for element in committed.elements() {
+        let (low, high) = probe.fetch_watermarks(topic, element.partition(), timeout).map_err(unavailable)?;
+        let first = match element.offset() {
+            Offset::Offset(offset) => offset.max(low),
+            _ => low, // never committed: everything still there is unacknowledged
+        };
+        if first >= high {
+            continue;
+        }
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset(topic, element.partition(), Offset::Offset(first)).map_err(unavailable)?;
+        probe.assign(&at).map_err(unavailable)?;
+        let message = match probe.poll(timeout) {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => return Err(unavailable(error)),
+            None => return Err(StoreError::Unavailable("kafka: no answer reading the first unacknowledged".into())),
+        };
+        // An unreadable event is dropped by the consumer: its own time serves.
+        let at_ms = message
+            .payload()
+            .and_then(|payload| serde_json::from_slice::<OrderRequested>(payload).ok())
+            .map(|request| request.requested_at_ms)
+            .or_else(|| message.timestamp().to_millis())
+            .unwrap_or(0);
+        oldest = Some(oldest.map_or(at_ms, |oldest| oldest.min(at_ms)));
+    }
+    Ok(oldest)
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {

@@ -113,6 +113,22 @@ impl OrderQueue for LogQueue {
         committed.await.map_err(|_| StoreError::Unavailable("queue writer stopped".to_owned()))?
     }
 
+    async fn oldest_unacked_ms(&self) -> Result<Option<i64>, StoreError> {
+        let payload: Option<String> =
+            sqlx::query_scalar("SELECT payload FROM events WHERE seq > $1 ORDER BY seq LIMIT 1")
+                .bind(self.acked_offset())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        payload
+            .map(|payload| {
+                serde_json::from_str::<OrderRequested>(&payload)
+                    .map(|request| request.requested_at_ms)
+                    .map_err(|e| StoreError::Unavailable(format!("queue: unreadable event: {e}")))
+            })
+            .transpose()
+    }
+
     async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {
         let mut waited = false;
         loop {

@@ -59,6 +59,7 @@ impl Default for NatsQueueConfig {
 pub struct NatsQueue {
     client: async_nats::Client,
     context: jetstream::Context,
+    stream: stream::Stream,
     consumer: PullConsumer,
     subject: String,
     /// Fetched and not yet acknowledged, by stream sequence.
@@ -99,7 +100,7 @@ impl NatsQueue {
             )
             .await
             .map_err(unavailable)?;
-        Ok(Self { client, context, consumer, subject, unacked: Mutex::default() })
+        Ok(Self { client, context, stream, consumer, subject, unacked: Mutex::default() })
     }
 
     fn take(&self, messages: Vec<Message>) -> Vec<Delivery> {
@@ -160,7 +161,28 @@ impl OrderQueue for NatsQueue {
         let payload = serde_json::to_vec(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let message = PublishMessage::build().payload(payload.into()).message_id(request.order_id.get().to_string());
         let ack = self.context.send_publish(self.subject.clone(), message).await.map_err(unavailable)?;
-        ack.await.map(drop).map_err(unavailable)
+        // Sent: without its PubAck nobody can say whether it landed.
+        ack.await.map(drop).map_err(|error| StoreError::Indeterminate(format!("nats: {error}")))
+    }
+
+    /// The request past the consumer's ack floor: the first one not
+    /// acknowledged (every one below the floor is).
+    async fn oldest_unacked_ms(&self) -> Result<Option<i64>, StoreError> {
+        let info = self.consumer.get_info().await.map_err(unavailable)?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return Ok(None);
+        }
+        let mut sequence = info.ack_floor.stream_sequence + 1;
+        // A poison event (terminated, never acknowledged) is stepped over.
+        for _ in 0..16 {
+            let message =
+                self.stream.get_first_raw_message_by_subject(&self.subject, sequence).await.map_err(unavailable)?;
+            match serde_json::from_slice::<OrderRequested>(&message.payload) {
+                Ok(request) => return Ok(Some(request.requested_at_ms)),
+                Err(_) => sequence = message.sequence + 1,
+            }
+        }
+        Err(StoreError::Unavailable("nats: no readable request past the ack floor".to_owned()))
     }
 
     async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {

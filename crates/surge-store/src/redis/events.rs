@@ -4,7 +4,10 @@
 //! - a product was written: every node evicts it from its in-process cache;
 //! - a sale sold out: every node sets its sold-out flag and stops sending
 //!   deductions for it;
-//! - a sold-out sale got stock back: every node clears the flag.
+//! - a sold-out sale got stock back: every node clears the flag;
+//! - a switch or a run-time setting changed: every node reloads them from
+//!   the store (the config centre); the settings' version in Redis lets a
+//!   node that missed the event find out by polling.
 //!
 //! Pub/sub delivers at most once: a node that was disconnected misses what
 //! was published meanwhile. So a (re)subscription is reported to the
@@ -23,12 +26,15 @@ use tokio::task::JoinHandle;
 
 use super::{RedisConn, unavailable};
 
-/// What changed, as carried on the channel (`p:<id>`, `s:<id>`, `r:<id>`).
+/// What changed, as carried on the channel (`p:<id>`, `s:<id>`, `r:<id>`,
+/// `c:<version>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     ProductChanged(ProductId),
     SoldOut(SaleId),
     Restocked(SaleId),
+    /// Switches or run-time settings changed; this is their new version.
+    SettingsChanged(u64),
 }
 
 impl Event {
@@ -37,6 +43,7 @@ impl Event {
             Self::ProductChanged(id) => format!("p:{}", id.get()),
             Self::SoldOut(id) => format!("s:{}", id.get()),
             Self::Restocked(id) => format!("r:{}", id.get()),
+            Self::SettingsChanged(version) => format!("c:{version}"),
         }
     }
 }
@@ -46,6 +53,10 @@ impl FromStr for Event {
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         let (kind, id) = raw.split_once(':').ok_or_else(|| format!("no kind in event {raw:?}"))?;
+        if kind == "c" {
+            let version = id.parse().map_err(|_| format!("bad version in event {raw:?}"))?;
+            return Ok(Self::SettingsChanged(version));
+        }
         let id: i64 = id.parse().map_err(|_| format!("bad id in event {raw:?}"))?;
         match kind {
             "p" => Ok(Self::ProductChanged(ProductId::new(id))),
@@ -102,6 +113,39 @@ impl RedisEvents {
 
 fn channel(namespace: &str) -> String {
     format!("{namespace}:events")
+}
+
+/// The version of the deployment's switches and run-time settings: a
+/// counter in Redis that every change through any node bumps (and
+/// announces), and every node polls, so a missed event is caught up.
+#[derive(Clone)]
+pub struct RedisSettingsVersion {
+    conn: RedisConn,
+    key: String,
+    events: RedisEvents,
+}
+
+impl RedisSettingsVersion {
+    pub fn new(conn: RedisConn, namespace: &str) -> Self {
+        Self { key: format!("{namespace}:settings-version"), events: RedisEvents::new(conn.clone(), namespace), conn }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ops::SettingsVersion for RedisSettingsVersion {
+    async fn bump(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let version: u64 = redis::cmd("INCR").arg(&self.key).query_async(&mut conn).await.map_err(unavailable)?;
+        self.events.announce(Event::SettingsChanged(version));
+        Ok(version)
+    }
+
+    async fn current(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let version: Option<u64> =
+            redis::cmd("GET").arg(&self.key).query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(version.unwrap_or(0))
+    }
 }
 
 /// How often a quiet subscription is checked with a PING; a server that

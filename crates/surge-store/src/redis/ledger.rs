@@ -80,23 +80,28 @@ redis.call('HSET', KEYS[3], ARGV[3], 'x:' .. ARGV[4])
 
 /// KEYS: stock, buyers, reservations. ARGV: (order, user, quantity)
 /// triples. Closes each open reservation; one released before (a
-/// tombstone) is deducted again, since its order exists; one already
-/// closed (a retried settle) is left alone. Returns how many were deducted
-/// again.
+/// tombstone) is deducted again, since its order exists, but never below
+/// zero: what is missing means the units were sold twice, which the order
+/// store's bounds catch and the reconciliation repairs. One already closed
+/// (a retried settle) is left alone. Returns {deducted again, units short}.
 const SETTLE: &str = r"
-local again = 0
+local again, short = 0, 0
 for i = 1, #ARGV, 3 do
   local state = redis.call('HGET', KEYS[3], ARGV[i])
   if state then
     redis.call('HDEL', KEYS[3], ARGV[i])
     if string.sub(state, 1, 2) == 'x:' and redis.call('EXISTS', KEYS[1]) == 1 then
-      redis.call('DECRBY', KEYS[1], ARGV[i + 2])
-      redis.call('HINCRBY', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+      local want = tonumber(ARGV[i + 2])
+      local left = tonumber(redis.call('GET', KEYS[1]))
+      local take = math.min(want, math.max(left, 0))
+      if take > 0 then redis.call('DECRBY', KEYS[1], take) end
+      redis.call('HINCRBY', KEYS[2], ARGV[i + 1], want)
       again = again + 1
+      short = short + (want - take)
     end
   end
 end
-return again
+return {again, short}
 ";
 
 /// How long intake refuses a sale at once after its master lacked replicas.
@@ -397,9 +402,12 @@ impl StockLedger for RedisLedger {
             for reservation in chunk {
                 invocation.arg(reservation.order.get()).arg(reservation.user.get()).arg(reservation.quantity);
             }
-            let again: i64 = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+            let (again, short): (i64, i64) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
             if again > 0 {
                 tracing::warn!(sale_id = %sale, again, "orders written after their reservation was reaped");
+            }
+            if short > 0 {
+                tracing::error!(sale_id = %sale, short, "units sold twice: stock left would have gone below zero");
             }
         }
         Ok(())

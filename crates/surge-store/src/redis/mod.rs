@@ -19,7 +19,7 @@ mod pending;
 mod rate;
 
 pub use catalog::RedisCatalog;
-pub use events::{Event, RedisEvents, Signal, subscribe};
+pub use events::{Event, RedisEvents, RedisSettingsVersion, Signal, subscribe};
 pub use keys::RedisIntakeKeys;
 pub use ledger::{Durability, RedisLedger};
 pub use pending::RedisPending;

@@ -30,7 +30,8 @@ impl OrderStore for SqliteStore {
             match create_one(&mut tx, request, pay_by).await? {
                 Written::Created(order) => outcome.created.push(order),
                 Written::Rejected => outcome.rejected.push(request.clone()),
-                Written::Existing | Written::Failed => {}
+                Written::Failed => outcome.failed.push(request.order_id),
+                Written::Existing => {}
             }
         }
         tx.commit().await.map_err(store_error)?;
@@ -224,7 +225,7 @@ async fn create_batch(
         }
     }
     tx.commit().await.map_err(store_error)?;
-    Ok(Some(CreatedOrders { created, rejected }))
+    Ok(Some(CreatedOrders { created, rejected, failed: Vec::new() }))
 }
 
 /// Requests neither written now nor already present by id: another order
