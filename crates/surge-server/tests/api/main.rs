@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod distributed;
 mod flashsale;
+mod fuzz;
 mod helpers;
 mod input;
 mod notify;
