@@ -148,18 +148,21 @@ impl Application {
         let ids = Arc::new(IdGenerator::new(settings.node_id).map_err(anyhow::Error::msg)?);
 
         let sale_settings = &settings.flash_sale;
-        let flash_sales = Arc::new(FlashSales::new(
-            FlashSalePorts {
-                sales: Arc::clone(&backend.sales),
-                catalog: Arc::clone(&store),
-                ledger: Arc::clone(&backend.ledger),
-                queue: Arc::clone(&backend.queue),
-                orders: Arc::clone(&backend.orders),
-                pending: Arc::clone(&backend.pending),
-                keys: Arc::clone(&backend.keys),
-            },
-            Arc::clone(&ids),
-        ));
+        let flash_sales = Arc::new(
+            FlashSales::new(
+                FlashSalePorts {
+                    sales: Arc::clone(&backend.sales),
+                    catalog: Arc::clone(&store),
+                    ledger: Arc::clone(&backend.ledger),
+                    queue: Arc::clone(&backend.queue),
+                    orders: Arc::clone(&backend.orders),
+                    pending: Arc::clone(&backend.pending),
+                    keys: Arc::clone(&backend.keys),
+                },
+                Arc::clone(&ids),
+            )
+            .with_intake_max(settings.http.request_budget + CLOCK_SKEW_MAX),
+        );
         let orders = Arc::new(Orders::new(
             Arc::clone(&backend.orders),
             Arc::clone(&backend.pending),
@@ -178,7 +181,6 @@ impl Application {
             orders: Arc::clone(&orders),
             flash_sales: Arc::clone(&flash_sales),
             reservation_timeout: sale_settings.reservation_timeout,
-            intake_max: settings.http.request_budget + CLOCK_SKEW_MAX,
             consumer_switch: switches.handle(CONSUMER_SWITCH)?,
             failed_orders: metrics.counter(ORDERS_FAILED, &[]),
             queue: Arc::clone(&backend.queue),

@@ -27,9 +27,6 @@ pub struct Workers {
     /// Open reservations older than this are reaped (shared ledger only),
     /// once the queue proves their request is not in it.
     pub reservation_timeout: Duration,
-    /// The longest from a reservation to its append: the request budget
-    /// plus the clock skew allowed between nodes.
-    pub intake_max: Duration,
     /// `order_consumer`: off → the consumer holds back once its current
     /// step ends (within `POLL_WAIT`); the queue keeps every request and the
     /// orders are written when it is on again.
@@ -90,7 +87,7 @@ impl Workers {
                 _ = tick.tick() => false,
             };
             if reaping {
-                match self.flash_sales.reap_reservations(self.reservation_timeout, self.intake_max).await {
+                match self.flash_sales.reap_reservations(self.reservation_timeout).await {
                     Ok(released) if released > 0 => tracing::warn!(released, "released stale reservations"),
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "reservation reaper failed"),

@@ -2,8 +2,9 @@
 //! bottom, each step a named call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -57,6 +58,28 @@ pub struct SaleView {
 struct LiveSale {
     sale: FlashSale,
     sold_out: AtomicBool,
+    /// When this node first found the ledger without the sale's counters
+    /// (Unix ms; 0: not lost), and when it last tried to rebuild them.
+    lost_since_ms: AtomicI64,
+    rebuild_tried_ms: AtomicI64,
+}
+
+impl LiveSale {
+    fn new(sale: FlashSale, sold_out: bool) -> Self {
+        Self {
+            sale,
+            sold_out: AtomicBool::new(sold_out),
+            lost_since_ms: AtomicI64::new(0),
+            rebuild_tried_ms: AtomicI64::new(0),
+        }
+    }
+}
+
+/// How often one node tries to rebuild one sale's lost counters.
+const REBUILD_EVERY_MS: i64 = 250;
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The adapters the flash-sale path runs on.
@@ -74,11 +97,20 @@ pub struct FlashSales {
     ports: FlashSalePorts,
     ids: Arc<IdGenerator>,
     live: RwLock<HashMap<SaleId, Arc<LiveSale>>>,
+    /// The longest from a deduction to its append landing (the request
+    /// budget plus the clock skew between nodes).
+    intake_max: Duration,
 }
 
 impl FlashSales {
     pub fn new(ports: FlashSalePorts, ids: Arc<IdGenerator>) -> Self {
-        Self { ports, ids, live: RwLock::default() }
+        Self { ports, ids, live: RwLock::default(), intake_max: Duration::from_secs(11) }
+    }
+
+    /// See the field; the default suits the default request budget.
+    pub fn with_intake_max(mut self, intake_max: Duration) -> Self {
+        self.intake_max = intake_max;
+        self
     }
 
     pub async fn create(&self, actor: &Actor, new: NewSale) -> Result<FlashSale, SaleError> {
@@ -106,7 +138,14 @@ impl FlashSales {
 
     pub async fn view(&self, id: SaleId) -> Result<SaleView, SaleError> {
         let live = self.live_sale(id).await?.ok_or(SaleError::NotFound("flash sale"))?;
-        let stock_left = self.ports.ledger.stock_left(id).await?.unwrap_or(0);
+        let stock_left = match self.ports.ledger.stock_left(id).await? {
+            Some(left) => left,
+            // Lost from the ledger: rebuilt as soon as that is safe.
+            None if live.sale.is_open(OffsetDateTime::now_utc()) && self.rebuild_lost(&live).await? => {
+                self.ports.ledger.stock_left(id).await?.unwrap_or(0)
+            }
+            None => 0,
+        };
         let status = live.sale.status(OffsetDateTime::now_utc(), stock_left);
         Ok(SaleView { sale: live.sale.clone(), stock_left, status })
     }
@@ -225,7 +264,13 @@ impl FlashSales {
                 return Err(IntakeError::SoldOut);
             }
             Deduction::LimitExceeded => return Err(IntakeError::LimitExceeded),
-            Deduction::NotLoaded => return Err(IntakeError::NotActive),
+            // The sale is open (checked before), so its counters were lost
+            // (a flush, a failover that lost writes): the buyer retries once
+            // they are rebuilt.
+            Deduction::NotLoaded => {
+                self.rebuild_lost(live).await?;
+                return Err(StoreError::Unavailable("the sale's stock counters are being rebuilt".to_owned()).into());
+            }
         }
         let request = OrderRequested {
             order_id,
@@ -342,21 +387,17 @@ impl FlashSales {
     /// the oldest unacknowledged request by more than that has no request in
     /// the queue: it was processed (its order exists, or the consumer gave
     /// its stock back) or never appended.
-    pub async fn reap_reservations(
-        &self,
-        older_than: std::time::Duration,
-        intake_max: std::time::Duration,
-    ) -> Result<usize, StoreError> {
+    pub async fn reap_reservations(&self, older_than: Duration) -> Result<usize, StoreError> {
         let sales: Vec<SaleId> = self.live.read().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
         let mut released = 0;
-        let mut provable: Option<std::time::Duration> = None;
+        let mut provable: Option<Duration> = None;
         for sale in sales {
             if self.ports.ledger.stale_reservations(sale, older_than).await?.is_empty() {
                 continue;
             }
             let old_enough = match provable {
                 Some(age) => age,
-                None => *provable.insert(older_than.max(self.age_not_in_queue(intake_max).await?)),
+                None => *provable.insert(older_than.max(self.age_not_in_queue().await?)),
             };
             for reservation in self.ports.ledger.stale_reservations(sale, old_enough).await? {
                 if self.ports.orders.get(reservation.order).await?.is_some() {
@@ -375,13 +416,12 @@ impl FlashSales {
     /// How old a reservation must be for its request to be provably out of
     /// the queue: older than the oldest unacknowledged request by
     /// `intake_max`. Zero when the queue holds nothing unacknowledged.
-    async fn age_not_in_queue(&self, intake_max: std::time::Duration) -> Result<std::time::Duration, StoreError> {
+    async fn age_not_in_queue(&self) -> Result<Duration, StoreError> {
         let Some(oldest_ms) = self.ports.queue.oldest_unacked_ms().await? else {
-            return Ok(std::time::Duration::ZERO);
+            return Ok(Duration::ZERO);
         };
-        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-        let before_ms = oldest_ms - intake_max.as_millis() as i64;
-        Ok(std::time::Duration::from_millis(now_ms.saturating_sub(before_ms).max(0) as u64))
+        let before_ms = oldest_ms - self.intake_max.as_millis() as i64;
+        Ok(Duration::from_millis(now_ms().saturating_sub(before_ms).max(0) as u64))
     }
 
     /// Clears the sold-out flag of every sale whose stock came back on the
@@ -399,8 +439,17 @@ impl FlashSales {
             .collect();
         let mut cleared = 0;
         for live in flagged {
-            if self.ports.ledger.stock_left(live.sale.id).await?.is_some_and(|left| left > 0) {
+            let left = self.ports.ledger.stock_left(live.sale.id).await?;
+            if left.is_some_and(|left| left > 0) {
                 live.sold_out.store(false, Ordering::SeqCst);
+                cleared += 1;
+                continue;
+            }
+            // Lost from the ledger: a flagged sale sends no deduction that
+            // would notice, so the sweep rebuilds it (a give-back that found
+            // no counters is counted in again this way).
+            let lost = left.is_none() && live.sale.is_open(OffsetDateTime::now_utc());
+            if lost && self.rebuild_lost(&live).await? && !live.sold_out.load(Ordering::SeqCst) {
                 cleared += 1;
             }
         }
@@ -455,13 +504,55 @@ impl FlashSales {
         Ok(count)
     }
 
+    /// Rebuilds the counters of an open sale that the ledger lost, from the
+    /// order store, once that is safe: the store's holdings must include
+    /// every request accepted before the loss, so every such request must
+    /// have reached the queue (`intake_max` has passed since the loss was
+    /// first seen) and the queue must hold none of them (its oldest
+    /// unacknowledged request is newer than the loss by `intake_max`).
+    /// Until then intake answers 503. The sale's intake keys are reloaded
+    /// too. Returns whether the counters are back.
+    async fn rebuild_lost(&self, live: &LiveSale) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let _ = live.lost_since_ms.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        let since = live.lost_since_ms.load(Ordering::SeqCst);
+        // One try per sale per REBUILD_EVERY_MS on this node, whoever asks.
+        let tried = live.rebuild_tried_ms.load(Ordering::SeqCst);
+        if now - tried < REBUILD_EVERY_MS
+            || live.rebuild_tried_ms.compare_exchange(tried, now, Ordering::SeqCst, Ordering::SeqCst).is_err()
+        {
+            return Ok(false);
+        }
+        // A request deducted before the loss may still be on its way to the
+        // queue for up to `intake_max`; after that it is in the queue or
+        // written.
+        let intake_max_ms = self.intake_max.as_millis() as i64;
+        if now < since + intake_max_ms {
+            return Ok(false);
+        }
+        let queued_before_loss =
+            self.ports.queue.oldest_unacked_ms().await?.is_some_and(|oldest| oldest <= since + intake_max_ms);
+        if queued_before_loss {
+            return Ok(false);
+        }
+        let id = live.sale.id;
+        let holdings = self.ports.orders.sale_holdings(id).await?;
+        let keyed = self.ports.orders.keyed_orders(id).await?;
+        self.ports.keys.preload(id, keyed).await;
+        self.ports.ledger.load_if_absent(&live.sale, &holdings).await?;
+        live.lost_since_ms.store(0, Ordering::SeqCst);
+        live.sold_out.store(holdings.sold >= live.sale.stock, Ordering::SeqCst);
+        tracing::warn!(sale_id = %id, sold = holdings.sold, "rebuilt the sale's lost stock counters from the orders");
+        Ok(true)
+    }
+
     /// Loads the sale's counters unless the ledger has them: a shared ledger
     /// (Redis) holds deductions still in the queue, which the store's
     /// holdings don't show yet.
     async fn warm(&self, sale: FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError> {
         self.ports.ledger.load_if_absent(&sale, holdings).await?;
         let sold_out = holdings.sold >= sale.stock;
-        let live = Arc::new(LiveSale { sale, sold_out: AtomicBool::new(sold_out) });
+        let live = Arc::new(LiveSale::new(sale, sold_out));
         self.live.write().unwrap_or_else(PoisonError::into_inner).insert(live.sale.id, live);
         Ok(())
     }
@@ -483,7 +574,8 @@ impl FlashSales {
         let keyed = self.ports.orders.keyed_orders(id).await?;
         self.ports.keys.preload(id, keyed).await;
         self.ports.ledger.load_if_absent(&sale, &holdings).await?;
-        let live = Arc::new(LiveSale { sold_out: AtomicBool::new(holdings.sold >= sale.stock), sale });
+        let sold_out = holdings.sold >= sale.stock;
+        let live = Arc::new(LiveSale::new(sale, sold_out));
         let mut registry = self.live.write().unwrap_or_else(PoisonError::into_inner);
         Ok(Some(Arc::clone(registry.entry(id).or_insert(live))))
     }

@@ -135,6 +135,9 @@ enum Fault {
     /// The same master hangs (`SIGSTOP`): its connections stay open and
     /// answer nothing, until its replica takes over; then it resumes.
     FreezeRedisMaster,
+    /// Every key of the deployment in Redis vanishes at once (as after a
+    /// `FLUSHALL`, scoped to the test's namespace).
+    LoseRedisKeys,
 }
 
 /// `redis-cli -p port args...`, given up after 2 s (a frozen node never
@@ -290,6 +293,11 @@ impl Deployment {
         let node = start_node(&self.shared, n, &self.dirs[n], port);
         wait_ready(&self.client, &node.base).await;
         self.nodes[n] = node;
+    }
+
+    /// The deployment's Redis namespace.
+    fn namespace(&self) -> String {
+        self.shared.iter().find(|(k, _)| k == "SURGE_REDIS__NAMESPACE").map(|(_, v)| v.clone()).expect("namespace")
     }
 
     fn token(&self, role: Role, sub: &str) -> String {
@@ -646,6 +654,38 @@ async fn sale_through(fault: Fault, kafka: bool) {
             Fault::FreezeRedisMaster => {
                 strike_sale_master(&sale, "-STOP").await;
             }
+            Fault::LoseRedisKeys => {
+                let namespace = deployment.namespace();
+                // The sale's counters, buyers and reservations go at once, as
+                // a FLUSHALL of the node that holds their slot does...
+                let ledger: Vec<String> =
+                    ["stock", "buyers", "reserved"].iter().map(|what| format!("{namespace}:{{s:{sale}}}:{what}")).collect();
+                let status = Command::new("redis-cli")
+                    .args(["-c", "-p", "7000", "DEL"])
+                    .args(&ledger)
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("redis-cli runs");
+                assert!(status.success(), "deleting the sale's ledger keys");
+                // ...then everything else of the deployment (intake keys,
+                // pending views, the settings version). Each node deletes the
+                // keys it holds (a replica refuses, its master deletes them).
+                for port in 7000..=7005 {
+                    let wipe = format!(
+                        "redis-cli -p {port} --scan --pattern '{namespace}*' | sed 's/^/DEL /' | timeout 10 redis-cli -p {port} >/dev/null 2>&1"
+                    );
+                    let status = Command::new("sh").args(["-c", &wipe]).status().expect("sh runs");
+                    assert!(status.success(), "wiping {namespace} on {port}");
+                }
+                let left: usize = (7000..=7005)
+                    .map(|port| {
+                        let count = format!("redis-cli -p {port} --scan --pattern '{namespace}*' | wc -l");
+                        let out = Command::new("sh").args(["-c", &count]).output().expect("sh runs");
+                        String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap_or(0)
+                    })
+                    .sum();
+                eprintln!("every key of {namespace} deleted mid-sale; {left} keys there now");
+            }
             Fault::RestartPostgres => {
                 let status = Command::new("pg_ctlcluster")
                     .args(["--skip-systemctl-redirect", &postgres_version(), "main", "restart", "-m", "fast"])
@@ -769,6 +809,15 @@ async fn three_nodes_keep_every_guarantee_when_a_redis_master_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_keep_every_guarantee_when_a_redis_master_hangs() {
     sale_through(Fault::FreezeRedisMaster, false).await;
+}
+
+/// Redis loses the sale's counters, reservations, intake keys and pending
+/// views mid-sale: intake answers 503 until the queue holds nothing from
+/// before the loss, then the counters are rebuilt from the orders and the
+/// sale goes on with exact counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_every_guarantee_when_redis_loses_every_key() {
+    sale_through(Fault::LoseRedisKeys, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
