@@ -42,6 +42,10 @@ pub struct Settings {
     pub notify: NotifySettings,
     pub overload: OverloadSettings,
     pub rate: RateSettings,
+    /// The breakers on the store, Redis and the queue's broker, fed by a
+    /// probe every 250 ms; an open one turns intake (and, for the store and
+    /// Redis, live product details) `auto` off.
+    pub dependency_breaker: BreakerSettings,
     pub log: LogSettings,
 }
 
@@ -62,6 +66,7 @@ impl Default for Settings {
             notify: NotifySettings::default(),
             overload: OverloadSettings::default(),
             rate: RateSettings::default(),
+            dependency_breaker: BreakerSettings::for_dependencies(),
             log: LogSettings::default(),
         }
     }
@@ -476,6 +481,18 @@ impl Default for BreakerSettings {
 }
 
 impl BreakerSettings {
+    /// Probes come four a second: three failures in a row (under a second)
+    /// open the breaker; it probes again after two seconds.
+    pub fn for_dependencies() -> Self {
+        Self {
+            consecutive_failures: 3,
+            min_calls: 20,
+            open_for: Duration::from_secs(2),
+            slow_call: Duration::from_millis(400),
+            ..Self::default()
+        }
+    }
+
     pub fn config(&self) -> surge_guard::breaker::BreakerConfig {
         use surge_guard::breaker::TripRule;
         surge_guard::breaker::BreakerConfig {
@@ -689,6 +706,9 @@ impl Settings {
             ("notify.breaker.slow_call", self.notify.breaker.slow_call, 10 * MINUTE),
             ("notify.breaker.window", self.notify.breaker.window, HOUR),
             ("notify.breaker.open_for", self.notify.breaker.open_for, HOUR),
+            ("dependency_breaker.slow_call", self.dependency_breaker.slow_call, 10 * MINUTE),
+            ("dependency_breaker.window", self.dependency_breaker.window, HOUR),
+            ("dependency_breaker.open_for", self.dependency_breaker.open_for, HOUR),
             ("overload.adaptive_target_latency", self.overload.adaptive_target_latency, MINUTE),
         ];
         for (setting, value, max) in durations {
@@ -696,7 +716,14 @@ impl Settings {
                 return Err(format!("{setting} must be at most {}", humantime::format_duration(max)));
             }
         }
-        let sizes: [(&str, u64, u64); 20] = [
+        let sizes: [(&str, u64, u64); 23] = [
+            (
+                "dependency_breaker.consecutive_failures",
+                u64::from(self.dependency_breaker.consecutive_failures),
+                100_000,
+            ),
+            ("dependency_breaker.min_calls", u64::from(self.dependency_breaker.min_calls), 1_000_000),
+            ("dependency_breaker.probes", u64::from(self.dependency_breaker.probes), 1_000),
             ("http.max_connections", self.http.max_connections as u64, 1_000_000),
             ("cache.capacity", self.cache.capacity, 100_000_000),
             ("store.max_connections", u64::from(self.store.max_connections), 1_000),
@@ -794,6 +821,7 @@ impl Settings {
             return Err("notify.queue_capacity must be at least 1".to_owned());
         }
         self.notify.breaker.validate("notify.breaker")?;
+        self.dependency_breaker.validate("dependency_breaker")?;
         self.notify.retry.validate("notify.retry")?;
         if self.rate.product_read_per_sec > 0 && self.rate.product_read_burst == 0 {
             return Err("rate.product_read_burst must be at least 1 when rate.product_read_per_sec is set".to_owned());

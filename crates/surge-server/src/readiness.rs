@@ -59,22 +59,31 @@ impl Readiness {
         self.probes.push(Probe { name, call: Box::new(call) });
     }
 
+    /// The names of the dependencies probed.
+    pub fn dependencies(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.probes.iter().map(|probe| probe.name)
+    }
+
+    /// One dependency's round trip (the driver's error is logged, not
+    /// returned); `Err` for a name not probed here.
+    pub async fn check_one(&self, name: &str) -> Result<(), &'static str> {
+        let probe = self.probes.iter().find(|probe| probe.name == name).ok_or("unknown")?;
+        match tokio::time::timeout(self.timeout, (probe.call)()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::warn!(dependency = probe.name, %error, "not ready");
+                Err("unavailable")
+            }
+            Err(_) => {
+                tracing::warn!(dependency = probe.name, timeout = ?self.timeout, "not ready: no answer");
+                Err("no answer")
+            }
+        }
+    }
+
     /// Every dependency's state, probed concurrently.
     pub async fn check(&self) -> Vec<Check> {
-        let checks = self.probes.iter().map(|probe| async move {
-            let state = match tokio::time::timeout(self.timeout, (probe.call)()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => {
-                    tracing::warn!(dependency = probe.name, %error, "not ready");
-                    Err("unavailable")
-                }
-                Err(_) => {
-                    tracing::warn!(dependency = probe.name, timeout = ?self.timeout, "not ready: no answer");
-                    Err("no answer")
-                }
-            };
-            (probe.name, state)
-        });
+        let checks = self.probes.iter().map(|probe| async move { (probe.name, self.check_one(probe.name).await) });
         futures::future::join_all(checks).await
     }
 }

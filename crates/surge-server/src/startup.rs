@@ -29,6 +29,7 @@ use crate::auth::{Keys, load_or_create_secret};
 use crate::backend::Backend;
 use crate::config::Settings;
 use crate::config_centre::ConfigCentre;
+use crate::dependency_guard::DependencyGuard;
 use crate::limits::IntakeLimits;
 use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, EVENTS, Metrics, NOTIFICATIONS, ORDERS_FAILED};
 use crate::readiness::Readiness;
@@ -50,6 +51,7 @@ pub struct Application {
     backend: Arc<Backend>,
     workers: Arc<Workers>,
     config_centre: Arc<ConfigCentre>,
+    dependency_guard: Arc<DependencyGuard>,
     /// The subscription to the other nodes' events (distributed mode).
     events: Option<Subscription>,
 }
@@ -238,6 +240,9 @@ impl Application {
                 listener.on(signal);
             }))
         });
+        let readiness = Arc::new(Readiness::of(&backend, READY_PROBE_TIMEOUT));
+        let dependency_guard =
+            Arc::new(DependencyGuard::new(Arc::clone(&readiness), &settings.dependency_breaker, &switches, &metrics));
         let state = AppState::new(Parts {
             live,
             config_centre: Arc::clone(&config_centre),
@@ -253,7 +258,7 @@ impl Application {
             keys: Keys::new(&secret, &settings.auth),
             metrics,
             store,
-            readiness: Arc::new(Readiness::of(&backend, READY_PROBE_TIMEOUT)),
+            readiness: Arc::clone(&readiness),
         });
 
         let limits = EdgeLimits {
@@ -292,6 +297,7 @@ impl Application {
             backend,
             workers,
             config_centre,
+            dependency_guard,
             events,
         })
     }
@@ -316,6 +322,7 @@ impl Application {
         let sweeper_stopped = stopped.clone();
         background.spawn(async move { workers.sweep_until(sweeper_stopped).await });
         background.spawn(Arc::clone(&self.config_centre).follow(stopped.clone()));
+        background.spawn(Arc::clone(&self.dependency_guard).run(stopped.clone()));
 
         let mut servers = tokio::task::JoinSet::new();
         tracing::info!(address = %self.listener.local_addr()?, "serving the api");

@@ -114,6 +114,51 @@ impl Drop for OwnNats {
     }
 }
 
+/// A standalone Redis of the test's own (nothing kept on disk), that the
+/// test may stop and start again on the same port.
+struct OwnRedis {
+    port: u16,
+    process: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let mut redis = Self { port: free_port(), process: None };
+        redis.resume();
+        redis
+    }
+
+    fn resume(&mut self) {
+        let process = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.process = Some(process);
+        for _ in 0..100 {
+            if redis_cli(self.port, &["ping"]).trim() == "PONG" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not come up");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The queue the nodes share.
 #[derive(Debug, Clone)]
 enum Broker {
@@ -1042,5 +1087,81 @@ async fn every_202_becomes_an_order_when_the_consumer_is_held_back_past_the_rese
     for node in 0..3 {
         assert_eq!(deployment.metric(node, "surge_orders_failed_total").await, 0.0, "node {}", node + 1);
     }
+    deployment.drop_stream().await;
+}
+
+/// Redis dies: every node's Redis breaker opens within a second or so and
+/// turns intake and live product details `auto` off (a fast 503 `degraded`
+/// instead of requests waiting for timeouts); when Redis is back the
+/// breaker closes and both come back on by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_opens_its_breaker_and_intake_degrades_until_it_is_back() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let mut redis = OwnRedis::start();
+    let urls = format!(r#"["redis://127.0.0.1:{}"]"#, redis.port);
+    let standalone =
+        [("SURGE_REDIS__URLS", urls.as_str()), ("SURGE_REDIS__CLUSTER", "false"), ("SURGE_REDIS__WAIT_REPLICAS", "0")];
+    let deployment = Deployment::start(Broker::Nats("nats://127.0.0.1:4222".to_owned()), &standalone).await;
+    let sale = deployment.create_sale().await;
+    let place = |node: usize, user: u64| {
+        deployment
+            .client
+            .post(format!("{}/v1/flash-sales/{sale}/orders", deployment.bases[node]))
+            .bearer_auth(deployment.token(Role::Customer, &user.to_string()))
+            .json(&json!({}))
+            .send()
+    };
+    assert_eq!(place(0, 1).await.expect("req").status(), StatusCode::ACCEPTED);
+    let switch_of = async |node: usize, name: &str| {
+        let list: Value = deployment.get(node, "/v1/admin/switches").await.json().await.expect("json");
+        list["items"].as_array().expect("items").iter().find(|s| s["name"] == name).expect("switch").clone()
+    };
+
+    redis.kill();
+    let started = std::time::Instant::now();
+    loop {
+        let intake = switch_of(1, "flash_sale_intake").await;
+        let details = switch_of(1, "product_detail_live").await;
+        if intake["enabled"] == false && details["enabled"] == false {
+            assert_eq!(intake["mode"], "auto");
+            assert!(intake["reason"].as_str().expect("reason").contains("redis"), "{intake}");
+            println!("Redis dead: intake and live details off after {:?}", started.elapsed());
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the breaker never opened: {intake}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = place(1, 2).await.expect("req");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.json::<Value>().await.expect("json")["error"]["code"], "degraded");
+    // Open, or half-open while a probe is out.
+    assert!(deployment.metric(1, r#"surge_breaker_state{breaker="redis"}"#).await >= 1.0, "the breaker is not closed");
+
+    redis.resume();
+    let started = std::time::Instant::now();
+    loop {
+        let mut on = true;
+        for node in 0..3 {
+            on &= switch_of(node, "flash_sale_intake").await["enabled"] == true;
+        }
+        if on {
+            println!("Redis back: intake on again after {:?}", started.elapsed());
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "intake never came back on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The restarted Redis is empty: the sale's counters are rebuilt from
+    // the orders first (a few 503s), then it sells again.
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let status = place(2, 3).await.expect("req").status();
+        seen.push(status.as_u16());
+        if status == StatusCode::ACCEPTED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen.last(), Some(&202), "{seen:?}");
     deployment.drop_stream().await;
 }
