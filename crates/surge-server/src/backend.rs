@@ -150,6 +150,7 @@ impl Backend {
                     ack_wait: queue.ack_wait,
                     publish_timeout: queue.publish_timeout,
                     replicas: queue.replicas,
+                    max_age: queue.max_age,
                 };
                 (Arc::new(NatsQueue::open(&config).await.context("connecting to NATS JetStream")?), None)
             }

@@ -247,6 +247,10 @@ pub struct QueueSettings {
     /// Longest wait for the broker to confirm one append.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// NATS: how long the stream keeps a request (its disk bound), when
+    /// this node creates it.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
 }
 
 impl Default for QueueSettings {
@@ -261,6 +265,7 @@ impl Default for QueueSettings {
             consumer: "orders".to_owned(),
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(2),
+            max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -669,6 +674,12 @@ impl Settings {
         if self.store.acquire_timeout.is_zero() || self.store.acquire_timeout >= self.http.request_budget {
             return Err("store.acquire_timeout must be above zero and shorter than http.request_budget".to_owned());
         }
+        // A request must outlive the time it may wait for its order.
+        if self.queue.max_age < self.flash_sale.reservation_timeout.max(Duration::from_secs(3600)) {
+            return Err(
+                "queue.max_age must be at least an hour and longer than flash_sale.reservation_timeout".to_owned()
+            );
+        }
         if self.flash_sale.reservation_timeout <= self.http.request_budget {
             return Err("flash_sale.reservation_timeout must be longer than http.request_budget".to_owned());
         }
@@ -699,6 +710,7 @@ impl Settings {
             ("cache.second_delete_delay", self.cache.second_delete_delay, HOUR),
             ("redis.key_ttl", self.redis.key_ttl, 90 * DAY),
             ("queue.ack_wait", self.queue.ack_wait, HOUR),
+            ("queue.max_age", self.queue.max_age, 365 * DAY),
             ("flash_sale.payment_timeout", self.flash_sale.payment_timeout, 7 * DAY),
             ("flash_sale.sweep_interval", self.flash_sale.sweep_interval, HOUR),
             ("flash_sale.reservation_timeout", self.flash_sale.reservation_timeout, 7 * DAY),
@@ -1006,6 +1018,41 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    /// The timeout funnel's start-up check: every downstream wait is
+    /// shorter than the request budget that contains it.
+    #[test]
+    fn a_downstream_timeout_as_long_as_the_request_budget_is_refused() {
+        let distributed = |jail: &mut Jail| {
+            jail.set_env("SURGE_STORE__URL", "postgres://127.0.0.1/surge");
+            jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+            jail.set_env("SURGE_REDIS__URLS", "[redis://127.0.0.1:6379]");
+            jail.set_env("SURGE_HTTP__REQUEST_BUDGET", "4s");
+        };
+        for (variable, setting) in [
+            ("SURGE_REDIS__RESPONSE_TIMEOUT", "redis.response_timeout"),
+            ("SURGE_QUEUE__PUBLISH_TIMEOUT", "queue.publish_timeout"),
+            ("SURGE_STORE__ACQUIRE_TIMEOUT", "store.acquire_timeout"),
+            ("SURGE_NOTIFY__TIMEOUT", "notify.timeout"),
+            ("SURGE_OVERLOAD__BULKHEAD_MAX_WAIT", "overload.bulkhead_max_wait"),
+        ] {
+            Jail::expect_with(|jail| {
+                distributed(jail);
+                load(None).map_err(|e| e.to_string())?;
+                jail.set_env(variable, "4s");
+                let error = load(None).expect_err(variable).to_string();
+                assert!(error.contains(setting) && error.contains("http.request_budget"), "{variable}: {error}");
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.set_env("SURGE_HTTP__REQUEST_BUDGET", "4s");
+            jail.set_env("SURGE_STORE__BUSY_TIMEOUT", "4s");
+            let error = load(None).expect_err("sqlite busy timeout").to_string();
+            assert!(error.contains("store.busy_timeout"), "{error}");
+            Ok(())
+        });
     }
 
     #[test]

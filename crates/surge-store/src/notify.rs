@@ -144,6 +144,8 @@ async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> 
                 .post(url)
                 .timeout(*timeout)
                 .header("Idempotency-Key", format!("order-{}", order.id))
+                // The timeout funnel: the webhook knows how long it has.
+                .header("X-Request-Deadline-Ms", timeout.as_millis().to_string())
                 .json(&body)
                 .send()
                 .await

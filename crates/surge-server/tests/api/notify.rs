@@ -16,9 +16,12 @@ async fn receiver(status: StatusCode) -> (String, Arc<Mutex<Vec<Value>>>) {
     let kept = Arc::clone(&received);
     let app = axum::Router::new().route(
         "/hook",
-        post(move |Json(body): Json<Value>| {
+        post(move |headers: axum::http::HeaderMap, Json(mut body): Json<Value>| {
             let kept = Arc::clone(&kept);
             async move {
+                // The deadline the webhook was given, kept beside the body.
+                let deadline = headers.get("x-request-deadline-ms").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                body["_deadline_ms"] = json!(deadline);
                 kept.lock().expect("lock").push(body);
                 status
             }
@@ -49,6 +52,7 @@ async fn a_created_order_is_posted_to_the_webhook() {
     assert_eq!(received[0]["event"], "order_created");
     assert_eq!(received[0]["order"]["id"], id.as_str());
     assert_eq!(received[0]["order"]["status"], "CREATED");
+    assert_eq!(received[0]["_deadline_ms"], "2000", "the webhook is told its deadline (notify.timeout)");
 }
 
 #[tokio::test]

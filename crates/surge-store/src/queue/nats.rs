@@ -41,6 +41,10 @@ pub struct NatsQueueConfig {
     /// Copies of the stream across a NATS cluster's servers, when this node
     /// creates it (a PubAck then means a majority of them hold the request).
     pub replicas: u8,
+    /// How long the stream keeps a request, when this node creates it: a
+    /// bound on its disk, far past any consumer lag (an older request is
+    /// long written or given up).
+    pub max_age: Duration,
 }
 
 impl Default for NatsQueueConfig {
@@ -52,6 +56,7 @@ impl Default for NatsQueueConfig {
             ack_wait: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(2),
             replicas: 1,
+            max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -83,6 +88,7 @@ impl NatsQueue {
                 storage: StorageType::File,
                 duplicate_window: Duration::from_secs(120),
                 num_replicas: usize::from(config.replicas),
+                max_age: config.max_age,
                 ..Default::default()
             })
             .await
