@@ -19,14 +19,14 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Running { #[pin] inner: F, #[pin] sleep: Sleep },
+        Running { #[pin] inner: F, #[pin] sleep: Sleep, deadline: Deadline },
         Rejected { error: Option<BoxError> },
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(super) fn running(inner: F, deadline: Deadline) -> Self {
-        Self { state: State::Running { inner, sleep: sleep_until(deadline.instant()) } }
+        Self { state: State::Running { inner, sleep: sleep_until(deadline.instant()), deadline } }
     }
 
     pub(super) fn rejected(error: BoxError) -> Self {
@@ -46,8 +46,9 @@ where
             StateProj::Rejected { error } => {
                 Poll::Ready(Err(error.take().unwrap_or_else(|| Box::new(DeadlineExpired))))
             }
-            StateProj::Running { inner, sleep } => {
-                if let Poll::Ready(result) = inner.poll(cx) {
+            StateProj::Running { inner, sleep, deadline } => {
+                // The handler sees its deadline (`deadline::current`) while polled.
+                if let Poll::Ready(result) = super::poll_within(*deadline, || inner.poll(cx)) {
                     return Poll::Ready(result.map_err(Into::into));
                 }
                 sleep.poll(cx).map(|()| Err(DeadlineExpired.into()))

@@ -24,6 +24,29 @@ use tower::Service;
 
 use crate::BoxError;
 
+tokio::task_local! {
+    /// The deadline of the request whose handler is being polled.
+    static CURRENT: Deadline;
+}
+
+/// The deadline of the request this task is serving, if any: set while the
+/// request's handler runs under [`RequestDeadline`]. Work spawned off the
+/// request (a background task) has none and keeps its own timeouts.
+pub fn current() -> Option<Deadline> {
+    CURRENT.try_with(|deadline| *deadline).ok()
+}
+
+/// The time a downstream call may take: `min(time left, own)` inside a
+/// request, `own` outside one. Every adapter's call goes through this, so
+/// downstream timeouts shrink with the request's budget.
+pub fn budget_for_call(own: std::time::Duration) -> std::time::Duration {
+    current().map_or(own, |deadline| deadline.budget_for(own))
+}
+
+pub(crate) fn poll_within<T>(deadline: Deadline, poll: impl FnOnce() -> T) -> T {
+    CURRENT.sync_scope(deadline, poll)
+}
+
 /// The header a caller uses to pass its remaining budget, in milliseconds.
 pub const DEADLINE_HEADER: &str = "x-request-deadline-ms";
 

@@ -102,3 +102,23 @@ fn downstream_budget_never_exceeds_what_is_left() {
         assert_eq!(deadline.header_value(), "50");
     });
 }
+
+/// The timeout funnel downstream: inside the handler, every call's budget is
+/// `min(time left, its own timeout)`; outside a request, its own.
+#[tokio::test(start_paused = true)]
+async fn downstream_calls_inside_the_handler_get_what_is_left_of_the_deadline() {
+    let service = DeadlineLayer::new(Duration::from_secs(2)).layer(service_fn(|_request: Request<()>| async {
+        let at_start = budget_for_call(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let later = budget_for_call(Duration::from_secs(5));
+        let short_own = budget_for_call(Duration::from_millis(100));
+        Ok::<_, Infallible>((current().is_some(), at_start, later, short_own))
+    }));
+    let (inside, at_start, later, short_own) = service.oneshot(request(Some("1000"))).await.expect("within budget");
+    assert!(inside);
+    assert_eq!(at_start, Duration::from_millis(1_000), "the client's 1 s, not the call's own 5 s");
+    assert_eq!(later, Duration::from_millis(400), "what is left after 600 ms of work");
+    assert_eq!(short_own, Duration::from_millis(100), "a call's own shorter timeout stands");
+    assert_eq!(current(), None, "outside a request there is no deadline");
+    assert_eq!(budget_for_call(Duration::from_millis(300)), Duration::from_millis(300));
+}

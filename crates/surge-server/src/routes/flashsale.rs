@@ -148,7 +148,10 @@ async fn place_order(
     let key = idempotency_key(&headers)?.map(str::to_owned);
     // Once begun, intake runs to the end even if the client goes away or the
     // deadline passes: a deduction without its durable append (or an append
-    // without its idempotency record) must never be left behind.
+    // without its idempotency record) must never be left behind. So its
+    // steps run under their own timeouts (each shorter than the request
+    // budget, checked at start-up), not the client's deadline: the spawned
+    // task does not carry it (`surge_guard::deadline::current` is `None`).
     let flash_sales = Arc::clone(&state.flash_sales);
     let intake = tokio::spawn(async move { flash_sales.place_order(&actor, sale, quantity, key.as_deref()).await });
     let order_id = intake.await.map_err(|_| ApiError::internal())??;

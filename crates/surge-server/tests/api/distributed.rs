@@ -1165,3 +1165,42 @@ async fn a_dead_redis_opens_its_breaker_and_intake_degrades_until_it_is_back() {
     assert_eq!(seen.last(), Some(&202), "{seen:?}");
     deployment.drop_stream().await;
 }
+
+/// The timeout funnel: Redis hangs (`CLIENT PAUSE`), and a product read
+/// that must go through its shared cache tier answers 504 at the client's
+/// deadline; the Redis command gets what is left of it, not its own 500 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_a_read_its_deadline_not_more() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let redis = OwnRedis::start();
+    let urls = format!(r#"["redis://127.0.0.1:{}"]"#, redis.port);
+    let standalone = [
+        ("SURGE_REDIS__URLS", urls.as_str()),
+        ("SURGE_REDIS__CLUSTER", "false"),
+        ("SURGE_REDIS__WAIT_REPLICAS", "0"),
+        ("SURGE_REDIS__RESPONSE_TIMEOUT", "2s"),
+    ];
+    let deployment = Deployment::start(Broker::Nats("nats://127.0.0.1:4222".to_owned()), &standalone).await;
+    let merchant = deployment.token(Role::Merchant, "1");
+    let product = deployment
+        .post(0, "/v1/products", &merchant, json!({"sku": "SLOW", "name": "Slow", "price_cents": 1, "stock": 1}))
+        .await;
+    let id = product["id"].as_str().expect("id").to_owned();
+    // Node 2 has not read it: its read goes to the Redis tier.
+    redis_cli(redis.port, &["client", "pause", "3000", "all"]);
+    let started = std::time::Instant::now();
+    let response = deployment
+        .client
+        .get(format!("{}/v1/products/{id}", deployment.bases[1]))
+        .header("X-Request-Deadline-Ms", "300")
+        .send()
+        .await
+        .expect("req");
+    let took = started.elapsed();
+    println!("a read through a hung Redis with a 300 ms deadline: {} in {took:?}", response.status());
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(response.json::<Value>().await.expect("json")["error"]["code"], "deadline_exceeded");
+    // The deadline, give or take the machine: not the 2 s Redis timeout.
+    assert!(took < Duration::from_millis(300 + 250), "{took:?}");
+    deployment.drop_stream().await;
+}

@@ -149,7 +149,12 @@ impl OrderQueue for KafkaQueue {
         let payload = serde_json::to_vec(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let key = request.order_id.get().to_string();
         let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        self.producer.send(record, self.publish_timeout).await.map(drop).map_err(|(error, _)| match error {
+        // Waited for no longer than the request has left.
+        let wait = surge_guard::deadline::budget_for_call(self.publish_timeout);
+        let Ok(sent) = tokio::time::timeout(wait, self.producer.send(record, wait)).await else {
+            return Err(StoreError::Indeterminate("kafka: no ack within the request's deadline".to_owned()));
+        };
+        sent.map(drop).map_err(|(error, _)| match error {
             // Refused before it left this node.
             KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull | RDKafkaErrorCode::MessageSizeTooLarge) => {
                 unavailable(error)

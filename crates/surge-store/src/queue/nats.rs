@@ -63,6 +63,7 @@ impl Default for NatsQueueConfig {
 
 pub struct NatsQueue {
     client: async_nats::Client,
+    publish_timeout: Duration,
     context: jetstream::Context,
     stream: stream::Stream,
     consumer: PullConsumer,
@@ -106,7 +107,8 @@ impl NatsQueue {
             )
             .await
             .map_err(unavailable)?;
-        Ok(Self { client, context, stream, consumer, subject, unacked: Mutex::default() })
+        let publish_timeout = config.publish_timeout;
+        Ok(Self { client, publish_timeout, context, stream, consumer, subject, unacked: Mutex::default() })
     }
 
     fn take(&self, messages: Vec<Message>) -> Vec<Delivery> {
@@ -167,8 +169,13 @@ impl OrderQueue for NatsQueue {
         let payload = serde_json::to_vec(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let message = PublishMessage::build().payload(payload.into()).message_id(request.order_id.get().to_string());
         let ack = self.context.send_publish(self.subject.clone(), message).await.map_err(unavailable)?;
-        // Sent: without its PubAck nobody can say whether it landed.
-        ack.await.map(drop).map_err(|error| StoreError::Indeterminate(format!("nats: {error}")))
+        // Sent: without its PubAck nobody can say whether it landed. Waited
+        // for no longer than the request has left.
+        let wait = surge_guard::deadline::budget_for_call(self.publish_timeout);
+        match tokio::time::timeout(wait, ack).await {
+            Ok(acked) => acked.map(drop).map_err(|error| StoreError::Indeterminate(format!("nats: {error}"))),
+            Err(_) => Err(StoreError::Indeterminate("nats: no PubAck within the request's deadline".to_owned())),
+        }
     }
 
     /// The request past the consumer's ack floor: the first one not

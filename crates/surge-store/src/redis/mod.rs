@@ -202,8 +202,11 @@ impl RedisConn {
 }
 
 impl ConnectionLike for RedisConn {
+    /// Inside a request, a command waits no longer than the request's
+    /// deadline (the connection's own response timeout still bounds it).
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
+        let deadline = surge_guard::deadline::current();
+        let command: RedisFuture<'a, Value> = match self {
             Self::Standalone(conn) => conn.req_packed_command(cmd),
             Self::Cluster(cluster) => {
                 let cluster = Arc::clone(cluster);
@@ -215,6 +218,17 @@ impl ConnectionLike for RedisConn {
                     result
                 })
             }
+        };
+        match deadline {
+            None => command,
+            Some(deadline) => Box::pin(async move {
+                tokio::time::timeout(deadline.remaining(), command).await.unwrap_or_else(|_| {
+                    Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the request's deadline passed",
+                    )))
+                })
+            }),
         }
     }
 
