@@ -1167,8 +1167,8 @@ async fn a_dead_redis_opens_its_breaker_and_intake_degrades_until_it_is_back() {
 }
 
 /// The timeout funnel: Redis hangs (`CLIENT PAUSE`), and a product read
-/// that must go through its shared cache tier answers 504 at the client's
-/// deadline; the Redis command gets what is left of it, not its own 500 ms.
+/// that must go through its shared cache tier is answered at the client's
+/// deadline: the Redis command gets what is left of it, not its own 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_redis_costs_a_read_its_deadline_not_more() {
     let _one_at_a_time = SERIAL.lock().await;
@@ -1198,8 +1198,15 @@ async fn a_hung_redis_costs_a_read_its_deadline_not_more() {
         .expect("req");
     let took = started.elapsed();
     println!("a read through a hung Redis with a 300 ms deadline: {} in {took:?}", response.status());
-    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(response.json::<Value>().await.expect("json")["error"]["code"], "deadline_exceeded");
+    // The Redis call is cut at the deadline; then either the deadline layer
+    // answers 504 or the read's fallback to PostgreSQL (a few ms) wins.
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    match status {
+        StatusCode::GATEWAY_TIMEOUT => assert_eq!(body["error"]["code"], "deadline_exceeded"),
+        StatusCode::OK => assert_eq!(body["id"], id.as_str(), "the fallback read the product"),
+        other => panic!("a read through a hung Redis answered {other}: {body}"),
+    }
     // The deadline, give or take the machine: not the 2 s Redis timeout.
     assert!(took < Duration::from_millis(300 + 250), "{took:?}");
     deployment.drop_stream().await;
