@@ -96,18 +96,8 @@ fn no_input_to_any_write_route_is_a_5xx_or_writes_a_half_order() {
     // Whatever was accepted, the sale's books balance: no half-written order.
     runtime.block_on(async {
         let view = app.sale(&sale).await;
-        let orders: Value = app
-            .client
-            .get(app.url("/v1/orders?limit=500"))
-            .bearer_auth(app.admin())
-            .send()
-            .await
-            .expect("req")
-            .json()
-            .await
-            .expect("json");
-        let items = orders["items"].as_array().expect("items");
-        for item in items {
+        let items = app.all_orders().await;
+        for item in &items {
             app.settled_order(item["id"].as_str().expect("id")).await;
         }
         let held = items.iter().filter(|o| o["status"] == "CREATED" || o["status"] == "PENDING").count() as i64;
