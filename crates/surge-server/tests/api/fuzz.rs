@@ -6,7 +6,6 @@
 
 use proptest::prelude::*;
 use reqwest::StatusCode;
-use serde_json::Value;
 
 use crate::helpers::{TestApp, spawn_app};
 
