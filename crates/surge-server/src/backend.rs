@@ -89,11 +89,16 @@ impl Backend {
                     Arc::new(MemoryPending::default()),
                 )
             } else {
+                let tls_ca_pem = match &redis.tls_ca_file {
+                    Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+                    None => None,
+                };
                 let config = RedisConfig {
                     urls: redis.urls.clone(),
                     cluster: redis.cluster,
                     namespace: redis.namespace.clone(),
                     response_timeout: redis.response_timeout,
+                    tls_ca_pem,
                     ..RedisConfig::default()
                 };
                 let conn = RedisConn::connect(&config).await.context("connecting to redis")?;

@@ -201,6 +201,10 @@ pub struct RedisSettings {
     pub wait_replicas: u32,
     #[serde(with = "humantime_serde")]
     pub wait_timeout: Duration,
+    /// For `rediss://` URLs: the PEM file of the CA that signed the
+    /// servers' certificates; without it the system's trust store is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisSettings {
@@ -213,6 +217,7 @@ impl Default for RedisSettings {
             key_ttl: Duration::from_secs(7 * 24 * 3600),
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(100),
+            tls_ca_file: None,
         }
     }
 }
@@ -621,8 +626,13 @@ impl Settings {
             Some(_) => return Err("store.url must be a postgres:// URL".to_owned()),
             None => false,
         };
-        if let Some(url) = self.redis.urls.iter().find(|url| !url.starts_with("redis://")) {
-            return Err(format!("redis.urls must be redis:// URLs, not {}", surge_store::without_credentials(url)));
+        if let Some(url) =
+            self.redis.urls.iter().find(|url| !url.starts_with("redis://") && !url.starts_with("rediss://"))
+        {
+            return Err(format!(
+                "redis.urls must be redis:// or rediss:// (TLS) URLs, not {}",
+                surge_store::without_credentials(url)
+            ));
         }
         if self.queue.nats_url.as_deref().is_some_and(|url| !url.starts_with("nats://")) {
             return Err("queue.nats_url must be a nats:// URL".to_owned());

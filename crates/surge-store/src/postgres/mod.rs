@@ -191,6 +191,23 @@ mod tests {
         Ok(())
     }
 
+    /// TLS is compiled in: `sslmode=require` connects encrypted (the local
+    /// server has `ssl = on`), and the server says the session is TLS.
+    #[tokio::test]
+    async fn sslmode_require_connects_over_tls() {
+        let db = TestDatabase::create().await;
+        let plain = db.config();
+        let separator = if plain.url.contains('?') { '&' } else { '?' };
+        let config = PgConfig { url: format!("{}{separator}sslmode=require", plain.url), ..plain };
+        let store = PgStore::open(&config).await.expect("a TLS connection");
+        let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.pool)
+            .await
+            .expect("pg_stat_ssl");
+        assert!(ssl, "the session is encrypted");
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_transaction_aborted_by_a_conflict_runs_again_a_bounded_number_of_times() {
         let db = TestDatabase::create().await;

@@ -49,6 +49,9 @@ pub struct RedisConfig {
     /// instead of holding intake.
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
+    /// PEM of the CA that signed the servers' certificates, for `rediss://`
+    /// URLs; without it the system's trust store is used.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for RedisConfig {
@@ -59,6 +62,7 @@ impl Default for RedisConfig {
             namespace: "surge".to_owned(),
             response_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
+            tls_ca_pem: None,
         }
     }
 }
@@ -153,13 +157,16 @@ impl RedisConn {
         if config.urls.is_empty() {
             return Err(StoreError::Unavailable("no redis url configured".to_owned()));
         }
+        let certificates = || redis::TlsCertificates { client_tls: None, root_cert: config.tls_ca_pem.clone() };
         if config.cluster {
-            let client = ClusterClient::builder(config.urls.clone())
+            let mut builder = ClusterClient::builder(config.urls.clone())
                 .connection_timeout(config.connect_timeout)
                 .response_timeout(config.response_timeout)
-                .retries(6)
-                .build()
-                .map_err(unavailable)?;
+                .retries(6);
+            if config.tls_ca_pem.is_some() {
+                builder = builder.certs(certificates());
+            }
+            let client = builder.build().map_err(unavailable)?;
             let connection = client.get_async_connection().await.map_err(unavailable)?;
             Ok(Self::Cluster(Arc::new(HealingCluster {
                 client,
@@ -168,7 +175,12 @@ impl RedisConn {
                 rebuilding: AtomicBool::new(false),
             })))
         } else {
-            let client = redis::Client::open(config.urls[0].as_str()).map_err(unavailable)?;
+            let url = config.urls[0].as_str();
+            let client = match config.tls_ca_pem {
+                Some(_) => redis::Client::build_with_tls(url, certificates()),
+                None => redis::Client::open(url),
+            }
+            .map_err(unavailable)?;
             let manager_config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.response_timeout))
@@ -274,6 +286,70 @@ fn unavailable(error: redis::RedisError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// TLS is compiled in: a `rediss://` URL reaches a Redis that speaks
+    /// only TLS, trusting the configured CA (`redis.tls_ca_file`). The
+    /// server and its self-signed certificate are the test's own
+    /// (`openssl`, `redis-server --tls-port`).
+    #[tokio::test]
+    async fn a_rediss_url_talks_tls_to_a_tls_only_redis() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        // A CA, and a server certificate for 127.0.0.1 signed by it.
+        let script = "set -e
+            openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=surge-test-ca -keyout ca.key -out ca.pem
+            openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+            printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > server.ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out cert.pem";
+        let made = std::process::Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl runs");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let mut server = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .args(["--tls-port", &port.to_string(), "--tls-cert-file"])
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let config = RedisConfig {
+            urls: vec![format!("rediss://127.0.0.1:{port}")],
+            tls_ca_pem: Some(std::fs::read(&ca).expect("ca")),
+            ..RedisConfig::default()
+        };
+        let mut connected = Err(StoreError::Unavailable("never tried".to_owned()));
+        for _ in 0..20 {
+            connected = RedisConn::connect(&config).await;
+            if connected.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let result = match connected {
+            Ok(conn) => conn.ping().await,
+            Err(error) => Err(error),
+        };
+        let _ = server.kill();
+        let _ = server.wait();
+        result.expect("PING over TLS");
+    }
 
     #[test]
     fn a_connection_is_rebuilt_after_a_burst_of_failures_and_not_again_at_once() {
