@@ -34,7 +34,7 @@ pub struct ConfigCentre {
     version: Option<Arc<dyn SettingsVersion>>,
     /// The version this node has loaded.
     applied: AtomicU64,
-    /// One reload at a time.
+    /// One reload, or one change through this node, at a time.
     reloading: tokio::sync::Mutex<()>,
 }
 
@@ -55,6 +55,13 @@ impl ConfigCentre {
             applied: AtomicU64::new(0),
             reloading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Held by a change through this node while it saves and applies, so a
+    /// reload (which reads the store, then applies) can't interleave with
+    /// it and put back what it just changed.
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.reloading.lock().await
     }
 
     /// A change through this node was saved and applied here: tell the

@@ -44,7 +44,9 @@ async fn set_config(
     if !patch.is_object() {
         return Err(ApiError::bad_request("send a JSON object with the settings to change"));
     }
+    let exclusive = state.config_centre.exclusive().await;
     let updated = state.live.update(&patch).await?;
+    drop(exclusive);
     tracing::warn!(%admin, patch = %patch, "run-time settings changed by hand");
     state.config_centre.announce().await;
     Ok(Json(updated))
@@ -120,6 +122,7 @@ async fn set_switch(
     if !known {
         return Err(ApiError::not_found(format!("no switch named {name}")));
     }
+    let exclusive = state.config_centre.exclusive().await;
     let switch = match body.mode.as_deref() {
         None | Some("manual") => {
             let stored = StoredSwitch { name: name.clone(), enabled: body.enabled, reason: body.reason.clone() };
@@ -133,6 +136,7 @@ async fn set_switch(
         Some("auto") => return Err(ApiError::bad_request("mode auto hands the switch back enabled")),
         Some(_) => return Err(ApiError::bad_request("mode is manual or auto")),
     };
+    drop(exclusive);
     let switch = switch.map_err(|unknown| ApiError::not_found(unknown.to_string()))?;
     tracing::warn!(%admin, switch = %name, enabled = body.enabled, reason = %body.reason, "switch set by hand");
     state.config_centre.announce().await;
