@@ -496,10 +496,8 @@ impl FlashSales {
         let sales = self.ports.sales.list_unended(OffsetDateTime::now_utc()).await?;
         let count = sales.len();
         for sale in sales {
-            let holdings = self.ports.orders.sale_holdings(sale.id).await?;
-            let keyed = self.ports.orders.keyed_orders(sale.id).await?;
-            self.ports.keys.preload(sale.id, keyed).await;
-            self.warm(sale, &holdings).await?;
+            let holdings = self.load_from_orders(&sale).await?;
+            self.register(sale, &holdings);
         }
         Ok(count)
     }
@@ -536,25 +534,30 @@ impl FlashSales {
             return Ok(false);
         }
         let id = live.sale.id;
-        let holdings = self.ports.orders.sale_holdings(id).await?;
-        let keyed = self.ports.orders.keyed_orders(id).await?;
-        self.ports.keys.preload(id, keyed).await;
-        self.ports.ledger.load_if_absent(&live.sale, &holdings).await?;
+        let holdings = self.load_from_orders(&live.sale).await?;
         live.lost_since_ms.store(0, Ordering::SeqCst);
         live.sold_out.store(holdings.sold >= live.sale.stock, Ordering::SeqCst);
         tracing::warn!(sale_id = %id, sold = holdings.sold, "rebuilt the sale's lost stock counters from the orders");
         Ok(true)
     }
 
-    /// Loads the sale's counters unless the ledger has them: a shared ledger
-    /// (Redis) holds deductions still in the queue, which the store's
+    /// The sale's holdings from the order store, with its intake keys
+    /// loaded and its counters loaded unless the ledger has them: a shared
+    /// ledger (Redis) holds deductions still in the queue, which the store's
     /// holdings don't show yet.
-    async fn warm(&self, sale: FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError> {
-        self.ports.ledger.load_if_absent(&sale, holdings).await?;
+    async fn load_from_orders(&self, sale: &FlashSale) -> Result<SaleHoldings, StoreError> {
+        let holdings = self.ports.orders.sale_holdings(sale.id).await?;
+        let keyed = self.ports.orders.keyed_orders(sale.id).await?;
+        self.ports.keys.preload(sale.id, keyed).await;
+        self.ports.ledger.load_if_absent(sale, &holdings).await?;
+        Ok(holdings)
+    }
+
+    /// Serves the sale on this node from now on.
+    fn register(&self, sale: FlashSale, holdings: &SaleHoldings) {
         let sold_out = holdings.sold >= sale.stock;
         let live = Arc::new(LiveSale::new(sale, sold_out));
         self.live.write().unwrap_or_else(PoisonError::into_inner).insert(live.sale.id, live);
-        Ok(())
     }
 
     fn cached(&self, id: SaleId) -> Option<Arc<LiveSale>> {
@@ -570,10 +573,7 @@ impl FlashSales {
         let Some(sale) = self.ports.sales.get(id).await? else {
             return Ok(None);
         };
-        let holdings = self.ports.orders.sale_holdings(id).await?;
-        let keyed = self.ports.orders.keyed_orders(id).await?;
-        self.ports.keys.preload(id, keyed).await;
-        self.ports.ledger.load_if_absent(&sale, &holdings).await?;
+        let holdings = self.load_from_orders(&sale).await?;
         let sold_out = holdings.sold >= sale.stock;
         let live = Arc::new(LiveSale::new(sale, sold_out));
         let mut registry = self.live.write().unwrap_or_else(PoisonError::into_inner);
