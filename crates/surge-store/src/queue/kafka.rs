@@ -6,13 +6,15 @@
 //!
 //! The port's offsets are this node's own delivery sequence: each maps to a
 //! (partition, offset), and `ack(n)` commits, per partition, past the
-//! highest offset delivered up to `n`. A batch the consumer failed to
-//! process is fetched again: the next poll seeks its partitions back to the
-//! first unacknowledged offset.
+//! highest offset delivered up to `n`, and returns once the broker holds
+//! the commit: a rebalance after it (a node joining or leaving the group)
+//! resumes past it, so an acknowledged event is not delivered again. A
+//! batch the consumer failed to process is fetched again: the next poll
+//! seeks its partitions back to the first unacknowledged offset.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,7 +62,7 @@ impl Default for KafkaQueueConfig {
 
 pub struct KafkaQueue {
     producer: FutureProducer,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     brokers: String,
     group: String,
     topic: String,
@@ -105,7 +107,7 @@ impl KafkaQueue {
         consumer.subscribe(&[&config.topic]).map_err(unavailable)?;
         Ok(Self {
             producer,
-            consumer,
+            consumer: Arc::new(consumer),
             brokers: config.brokers.clone(),
             group: config.group.clone(),
             topic: config.topic.clone(),
@@ -219,8 +221,14 @@ impl OrderQueue for KafkaQueue {
         for (partition, next) in past {
             commits.add_partition_offset(&self.topic, partition, Offset::Offset(next)).map_err(unavailable)?;
         }
-        // Async: a lost commit is a redelivery, which the order store absorbs.
-        self.consumer.commit(&commits, CommitMode::Async).map_err(unavailable)
+        // Synchronous (a blocking call, so off the runtime's threads): once
+        // `ack` returns, a rebalance resumes past these events. A commit
+        // lost to a crash is a redelivery, which the order store absorbs.
+        let consumer = Arc::clone(&self.consumer);
+        tokio::task::spawn_blocking(move || consumer.commit(&commits, CommitMode::Sync))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
     }
 
     /// The topic's metadata from a broker (a blocking call, so off the
