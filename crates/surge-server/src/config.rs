@@ -425,6 +425,10 @@ pub struct OverloadSettings {
     pub core_concurrency: usize,
     /// Concurrent non-core calls (listings): shed first.
     pub non_core_concurrency: usize,
+    /// Concurrent reads of a flash sale (`GET /v1/flash-sales/{id}`, open
+    /// to anyone): a pool of their own, so a flood of them takes no slot
+    /// from intake.
+    pub sale_read_concurrency: usize,
     /// How long a call waits for a bulkhead slot before it is shed.
     #[serde(with = "humantime_serde")]
     pub bulkhead_max_wait: Duration,
@@ -443,6 +447,7 @@ impl Default for OverloadSettings {
             enabled: true,
             core_concurrency: 1024,
             non_core_concurrency: 64,
+            sale_read_concurrency: 64,
             bulkhead_max_wait: Duration::from_millis(50),
             adaptive_initial: 1024,
             adaptive_min: 32,
@@ -738,7 +743,7 @@ impl Settings {
                 return Err(format!("{setting} must be at most {}", humantime::format_duration(max)));
             }
         }
-        let sizes: [(&str, u64, u64); 23] = [
+        let sizes: [(&str, u64, u64); 24] = [
             (
                 "dependency_breaker.consecutive_failures",
                 u64::from(self.dependency_breaker.consecutive_failures),
@@ -766,6 +771,7 @@ impl Settings {
             ("rate.product_read_burst", u64::from(self.rate.product_read_burst), 100_000_000),
             ("overload.core_concurrency", self.overload.core_concurrency as u64, 1_000_000),
             ("overload.non_core_concurrency", self.overload.non_core_concurrency as u64, 1_000_000),
+            ("overload.sale_read_concurrency", self.overload.sale_read_concurrency as u64, 1_000_000),
         ];
         for (setting, value, max) in sizes {
             if value > max {
@@ -849,8 +855,10 @@ impl Settings {
             return Err("rate.product_read_burst must be at least 1 when rate.product_read_per_sec is set".to_owned());
         }
         let overload = &self.overload;
-        if overload.core_concurrency == 0 || overload.non_core_concurrency == 0 {
-            return Err("overload.core_concurrency and overload.non_core_concurrency must be at least 1".to_owned());
+        if overload.core_concurrency == 0 || overload.non_core_concurrency == 0 || overload.sale_read_concurrency == 0 {
+            return Err("overload.core_concurrency, overload.non_core_concurrency and overload.sale_read_concurrency \
+                        must be at least 1"
+                .to_owned());
         }
         if overload.adaptive_min == 0 || overload.adaptive_min > overload.adaptive_max {
             return Err("overload.adaptive_min must be between 1 and overload.adaptive_max".to_owned());

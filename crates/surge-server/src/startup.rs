@@ -202,6 +202,11 @@ impl Application {
         let guards = OverloadGuards {
             core: Arc::new(Bulkhead::new("core", overload.core_concurrency, overload.bulkhead_max_wait)),
             non_core: Arc::new(Bulkhead::new("non_core", overload.non_core_concurrency, overload.bulkhead_max_wait)),
+            sale_reads: Arc::new(Bulkhead::new(
+                "sale_reads",
+                overload.sale_read_concurrency,
+                overload.bulkhead_max_wait,
+            )),
             node: Arc::new(AdaptiveLimit::new(aimd(settings))),
             enabled: overload.enabled,
             product_reads: (settings.rate.product_read_per_sec > 0).then(|| {

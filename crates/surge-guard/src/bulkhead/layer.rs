@@ -1,9 +1,16 @@
 //! Any [`Admission`] as a tower layer: admit or shed, then report.
+//!
+//! The slot is held until the call is over: its response, or the drop of
+//! its future (a deadline or a client gone), which counts as failed, and
+//! past either while work spawned from the call holds the request's
+//! [`SlotHold`].
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -49,12 +56,76 @@ impl<S: Clone, A, C: Clone> Clone for Shed<S, A, C> {
     }
 }
 
+/// An admitted call's slot, in the request's extensions: work the call
+/// spawns to run past its response (an intake or a cancel that must
+/// finish) keeps a clone, and the slot comes back when the last is gone.
+#[derive(Clone)]
+pub struct SlotHold {
+    _admitted: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for SlotHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlotHold")
+    }
+}
+
+/// A request that can carry its [`SlotHold`] to the handler.
+pub trait CarrySlot {
+    fn carry(&mut self, hold: SlotHold);
+}
+
+impl<B> CarrySlot for http::Request<B> {
+    fn carry(&mut self, hold: SlotHold) {
+        self.extensions_mut().insert(hold);
+    }
+}
+
+/// Plain values (tests, internal services) carry nothing.
+impl CarrySlot for () {
+    fn carry(&mut self, _hold: SlotHold) {}
+}
+
+/// The ticket of an admitted call; dropped, it finishes the call with the
+/// outcome recorded at its response, or as failed when it had none.
+struct Admitted<A: Admission> {
+    admission: Arc<A>,
+    ticket: Mutex<Option<A::Ticket>>,
+    started: Instant,
+    outcome: OnceLock<(Duration, bool)>,
+}
+
+impl<A: Admission> Admitted<A> {
+    fn new(admission: Arc<A>, ticket: A::Ticket) -> Arc<Self> {
+        Arc::new(Self {
+            admission,
+            ticket: Mutex::new(Some(ticket)),
+            started: Instant::now(),
+            outcome: OnceLock::new(),
+        })
+    }
+
+    fn answered(&self, failed: bool) {
+        let _ = self.outcome.set((self.started.elapsed(), failed));
+    }
+}
+
+impl<A: Admission> Drop for Admitted<A> {
+    fn drop(&mut self) {
+        let ticket = self.ticket.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(ticket) = ticket {
+            let (latency, failed) = self.outcome.get().copied().unwrap_or_else(|| (self.started.elapsed(), true));
+            self.admission.finish(ticket, latency, failed);
+        }
+    }
+}
+
 impl<S, R, A, C> Service<R> for Shed<S, A, C>
 where
     S: Service<R> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
-    R: Send + 'static,
+    R: CarrySlot + Send + 'static,
     A: Admission,
     C: Fn(&Result<S::Response, BoxError>) -> bool + Clone + Send + 'static,
 {
@@ -66,17 +137,18 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: R) -> Self::Future {
+    fn call(&mut self, mut request: R) -> Self::Future {
         let admission = Arc::clone(&self.admission);
         let failed = self.failed.clone();
         match admission.try_admit() {
             // Decided at once (the usual case): call the readied service.
             Some(Ok(ticket)) => {
+                let admitted = Admitted::new(admission, ticket);
+                request.carry(SlotHold { _admitted: Arc::clone(&admitted) as Arc<dyn Any + Send + Sync> });
                 let call = self.inner.call(request);
                 Box::pin(async move {
-                    let started = Instant::now();
                     let result = call.await.map_err(Into::into);
-                    admission.finish(ticket, started.elapsed(), failed(&result));
+                    admitted.answered(failed(&result));
                     result
                 })
             }
@@ -86,9 +158,10 @@ where
                 let inner = self.inner.clone();
                 Box::pin(async move {
                     let ticket = admission.admit().await?;
-                    let started = Instant::now();
+                    let admitted = Admitted::new(admission, ticket);
+                    request.carry(SlotHold { _admitted: Arc::clone(&admitted) as Arc<dyn Any + Send + Sync> });
                     let result = inner.oneshot(request).await.map_err(Into::into);
-                    admission.finish(ticket, started.elapsed(), failed(&result));
+                    admitted.answered(failed(&result));
                     result
                 })
             }

@@ -17,7 +17,7 @@ mod layer;
 #[cfg(test)]
 mod tests;
 
-pub use layer::{Shed, ShedLayer};
+pub use layer::{CarrySlot, Shed, ShedLayer, SlotHold};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -111,3 +111,48 @@ async fn a_pool_refusing_after_the_node_admitted_gives_the_node_slot_back() {
     both.finish(held, Duration::from_millis(1), false);
     assert_eq!(node.in_flight(), 0);
 }
+
+/// A call cut off (its deadline, a client gone) drops its future: the
+/// node's slot must come back, or each one would shrink the node for good.
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_midway_gives_its_slots_back_and_counts_as_failed() {
+    let node = Arc::new(AdaptiveLimit::new(aimd()));
+    let pool = Arc::new(Bulkhead::new("core", 1, Duration::ZERO));
+    let both = Arc::new(Both { first: Arc::clone(&node), then: Arc::clone(&pool) });
+    let never = service_fn(|_: ()| std::future::pending::<Result<(), Infallible>>());
+    let service = ShedLayer::new(both, |_: &Result<(), crate::BoxError>| false).layer(never);
+    let cut_off = tokio::time::timeout(Duration::from_millis(10), service.clone().oneshot(())).await;
+    assert!(cut_off.is_err(), "the call never answers");
+    assert_eq!(node.in_flight(), 0, "the node slot came back");
+    assert_eq!(pool.available(), 1, "the pool slot came back");
+    assert_eq!(node.limit(), 2, "a call cut off is a sign of overload: the limit of 4 halved");
+}
+
+/// Work spawned from a call (an intake that must finish) holds the call's
+/// slots past its response, through the request's `SlotHold`.
+#[tokio::test(start_paused = true)]
+async fn work_spawned_with_the_slot_hold_keeps_the_slot_until_it_ends() {
+    let pool = Arc::new(Bulkhead::new("core", 1, Duration::ZERO));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let done_rx = Arc::new(tokio::sync::Mutex::new(Some(done_rx)));
+    let spawning = service_fn(move |request: http::Request<()>| {
+        let done_rx = Arc::clone(&done_rx);
+        async move {
+            let hold = request.extensions().get::<SlotHold>().cloned().expect("the layer put a hold");
+            let done = done_rx.lock().await.take().expect("called once");
+            tokio::spawn(async move {
+                let _ = done.await;
+                drop(hold);
+            });
+            Ok::<_, Infallible>(())
+        }
+    });
+    let service = ShedLayer::new(Arc::clone(&pool), |_: &Result<(), crate::BoxError>| false).layer(spawning);
+    service.clone().oneshot(http::Request::new(())).await.expect("answered");
+    assert_eq!(pool.available(), 0, "the spawned work holds the slot after the response");
+    done_tx.send(()).expect("the spawned work waits");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.available(), 1, "the slot came back when the work ended");
+}

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use surge_domain::flashsale::{NewSale, Quantity, SaleStatus, SaleView};
 use surge_domain::{Actor, Cents, OrderId, ProductId, SaleId};
+use surge_guard::bulkhead::SlotHold;
 use surge_store::redis::Admission;
 use time::OffsetDateTime;
 
@@ -20,12 +21,10 @@ use crate::state::AppState;
 
 /// All core work.
 pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
-    guards.core_routes(
-        Router::new()
-            .route("/v1/flash-sales", post(create_sale))
-            .route("/v1/flash-sales/{id}", get(get_sale))
-            .route("/v1/flash-sales/{id}/orders", post(place_order)),
-    )
+    Router::new()
+        .route("/v1/flash-sales", guards.core(post(create_sale)))
+        .route("/v1/flash-sales/{id}", guards.sale_read(get(get_sale)))
+        .route("/v1/flash-sales/{id}/orders", guards.core(post(place_order)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +123,7 @@ async fn place_order(
     Caller(actor): Caller,
     PathId(sale): PathId<SaleId>,
     headers: HeaderMap,
+    slot: Option<Extension<SlotHold>>,
     ApiJson(body): ApiJson<IntakeBody>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let Actor::Customer(user) = &actor else {
@@ -152,8 +152,13 @@ async fn place_order(
     // steps run under their own timeouts (each shorter than the request
     // budget, checked at start-up), not the client's deadline: the spawned
     // task does not carry it (`surge_guard::deadline::current` is `None`).
+    // It holds the request's bulkhead slot until it ends, so intakes cut
+    // off by their deadline still count against the pool.
     let flash_sales = Arc::clone(&state.flash_sales);
-    let intake = tokio::spawn(async move { flash_sales.place_order(&actor, sale, quantity, key.as_deref()).await });
+    let intake = tokio::spawn(async move {
+        let _slot = slot;
+        flash_sales.place_order(&actor, sale, quantity, key.as_deref()).await
+    });
     let order_id = intake.await.map_err(|_| ApiError::internal())??;
     Ok((StatusCode::ACCEPTED, Json(Accepted { order_id, status: "PENDING" })))
 }

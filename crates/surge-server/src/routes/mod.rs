@@ -45,6 +45,8 @@ pub struct EdgeLimits {
 pub struct OverloadGuards {
     pub core: Arc<Bulkhead>,
     pub non_core: Arc<Bulkhead>,
+    /// Reads of a flash sale, which anyone may send.
+    pub sale_reads: Arc<Bulkhead>,
     pub node: Arc<AdaptiveLimit>,
     /// `overload.enabled`: off only to measure what the guards cost.
     pub enabled: bool,
@@ -64,6 +66,12 @@ impl OverloadGuards {
         if self.enabled { route.layer(shed(&admission)) } else { route }
     }
 
+    /// The node limit, then the sale-read pool: one layer.
+    pub fn sale_read(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        let admission = Arc::new(Both { first: Arc::clone(&self.node), then: Arc::clone(&self.sale_reads) });
+        if self.enabled { route.layer(shed(&admission)) } else { route }
+    }
+
     fn core_admission(&self) -> Arc<Both<AdaptiveLimit, Bulkhead>> {
         Arc::new(Both { first: Arc::clone(&self.node), then: Arc::clone(&self.core) })
     }
@@ -77,10 +85,6 @@ impl OverloadGuards {
         route.layer(ServiceBuilder::new().layer(HandleErrorLayer::new(edge_error_now as EdgeErrorFn)).layer(
             RateLimitLayer::new(Arc::clone(bucket), product_of as fn(&Request<axum::body::Body>) -> Option<String>),
         ))
-    }
-
-    pub fn core_routes(&self, routes: Router<AppState>) -> Router<AppState> {
-        if self.enabled { routes.layer(shed(&self.core_admission())) } else { routes }
     }
 }
 

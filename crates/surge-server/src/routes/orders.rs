@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use surge_domain::OrderId;
 use surge_domain::catalog::PageRequest;
 use surge_domain::order::Order;
+use surge_guard::bulkhead::SlotHold;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -68,13 +69,18 @@ async fn pay_order(
 }
 
 /// Runs to the end even if the caller goes away: the stock of a cancelled
-/// order must reach the ledger.
+/// order must reach the ledger. It holds the request's bulkhead slot until
+/// then.
 async fn cancel_order(
     State(state): State<AppState>,
     Caller(actor): Caller,
     PathId(id): PathId<OrderId>,
+    slot: Option<Extension<SlotHold>>,
 ) -> Result<Json<Order>, ApiError> {
     let orders = Arc::clone(&state.orders);
-    let cancel = tokio::spawn(async move { orders.cancel(&actor, id).await });
+    let cancel = tokio::spawn(async move {
+        let _slot = slot;
+        orders.cancel(&actor, id).await
+    });
     Ok(Json(cancel.await.map_err(|_| ApiError::internal())??))
 }
