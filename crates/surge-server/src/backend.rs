@@ -10,6 +10,7 @@ use surge_domain::StoreError;
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
 use surge_domain::order::{OrderStore, PendingOrders};
+use surge_store::cache::{CachedSales, SaleCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
 use surge_store::ops::{ConfigStore, SwitchStore};
 use surge_store::postgres::{PgConfig, PgStore};
@@ -77,6 +78,9 @@ impl Backend {
             Relational::Sqlite(store) => StorePorts::of(Arc::new(store.clone())),
             Relational::Postgres(store) => StorePorts::of(Arc::new(store.clone())),
         };
+        // Anyone may read a sale: lookups are served from memory, unknown
+        // ids included.
+        let sales: Arc<dyn SaleStore> = Arc::new(CachedSales::new(sales, &SaleCacheConfig::default()));
 
         let redis = &settings.redis;
         let mut cluster_user_limit = None;

@@ -36,6 +36,7 @@ pub const NOTIFICATIONS: &str = "surge_notifications_total";
 pub const BREAKER_STATE: &str = "surge_breaker_state";
 pub const EVENTS: &str = "surge_events_received_total";
 pub const ORDERS_FAILED: &str = "surge_orders_failed_total";
+pub const SALES_SERVED: &str = "surge_flash_sales_served";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -86,6 +87,16 @@ impl Metrics {
             "Events from other nodes by kind (product_changed, sold_out, restocked, subscribed)".into(),
         );
         r.describe_gauge(BREAKER_STATE.into(), None, "Circuit breaker state: 0 closed, 1 open, 2 half-open".into());
+        r.describe_gauge(
+            SALES_SERVED.into(),
+            None,
+            "Flash sales this node holds in memory: every one not ended, and ended ones until they are forgotten"
+                .into(),
+        );
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> metrics::Gauge {
+        self.recorder.register_gauge(&key(name, labels), &METADATA)
     }
 
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {

@@ -31,7 +31,7 @@ use crate::config::Settings;
 use crate::config_centre::ConfigCentre;
 use crate::dependency_guard::DependencyGuard;
 use crate::limits::IntakeLimits;
-use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, EVENTS, Metrics, NOTIFICATIONS, ORDERS_FAILED};
+use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, EVENTS, Metrics, NOTIFICATIONS, ORDERS_FAILED, SALES_SERVED};
 use crate::readiness::Readiness;
 use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::serve::{ConnectionLimits, serve};
@@ -185,6 +185,7 @@ impl Application {
             reservation_timeout: sale_settings.reservation_timeout,
             consumer_switch: switches.handle(CONSUMER_SWITCH)?,
             failed_orders: metrics.counter(ORDERS_FAILED, &[]),
+            sales_served: metrics.gauge(SALES_SERVED, &[]),
             queue: Arc::clone(&backend.queue),
             notifier: notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker)),
             intake_limits: Arc::clone(&intake_limits),

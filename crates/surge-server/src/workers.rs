@@ -25,7 +25,8 @@ pub struct Workers {
     pub orders: Arc<Orders>,
     pub flash_sales: Arc<FlashSales>,
     /// Open reservations older than this are reaped (shared ledger only),
-    /// once the queue proves their request is not in it.
+    /// once the queue proves their request is not in it. A sale that ended
+    /// this long ago is forgotten (its counters and keys leave memory).
     pub reservation_timeout: Duration,
     /// `order_consumer`: off → the consumer holds back once its current
     /// step ends (within `POLL_WAIT`); the queue keeps every request and the
@@ -33,6 +34,8 @@ pub struct Workers {
     pub consumer_switch: SwitchHandle,
     /// Accepted requests that ended `FAILED` (`surge_orders_failed_total`).
     pub failed_orders: metrics::Counter,
+    /// Sales held in memory (`surge_flash_sales_served`).
+    pub sales_served: metrics::Gauge,
     pub queue: Arc<dyn OrderQueue>,
     pub notifier: Arc<dyn Notifier>,
     pub intake_limits: Arc<IntakeLimits>,
@@ -92,6 +95,12 @@ impl Workers {
                     Ok(_) => {}
                     Err(error) => tracing::error!(%error, "reservation reaper failed"),
                 }
+                match self.flash_sales.forget_ended(self.reservation_timeout).await {
+                    Ok(forgotten) if forgotten > 0 => tracing::info!(forgotten, "forgot ended flash sales"),
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "ended flash sales not forgotten"),
+                }
+                self.sales_served.set(self.flash_sales.served() as f64);
                 continue;
             }
             match self.orders.expire_unpaid(SWEEP_BATCH).await {

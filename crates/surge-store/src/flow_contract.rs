@@ -140,6 +140,40 @@ async fn ledger_loads_holdings_and_never_overwrites_counters_in_use() {
     }
 }
 
+/// A sale of many buyers is loaded in chunks (never one command that holds
+/// Redis up), and every buyer arrives, the last chunk's too; a load
+/// replaces the buyers before it. A forgotten sale leaves this process at
+/// once and a shared ledger later (its keys expire).
+#[tokio::test]
+async fn a_sale_of_many_buyers_loads_whole_and_a_forgotten_one_goes() {
+    for (name, ledger) in ledgers().await {
+        let id = SaleId::new(31);
+        let per_user: Vec<(UserId, u32)> = (1..=2_500).map(|user| (UserId::new(user), 1)).collect();
+        ledger.load(&sale(31, 3_000), &SaleHoldings { sold: 2_500, per_user }).await.expect("load");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(500)), "{name}");
+        for user in [1, 1_000, 1_001, 2_500] {
+            let again = ledger.try_deduct(id, reserve(UserId::new(user), 1), 1).await;
+            assert_eq!(again, Ok(Deduction::LimitExceeded), "{name}: buyer {user} holds its unit");
+        }
+        let new_buyer = ledger.try_deduct(id, reserve(UserId::new(2_501), 1), 1).await;
+        assert_eq!(new_buyer, Ok(Deduction::Done { stock_left: 499 }), "{name}");
+
+        let fewer = SaleHoldings { sold: 1, per_user: vec![(UserId::new(9), 1)] };
+        ledger.load(&sale(31, 3_000), &fewer).await.expect("load again");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(2_999)), "{name}");
+        let replaced = ledger.try_deduct(id, reserve(UserId::new(2_500), 1), 1).await;
+        assert_eq!(replaced, Ok(Deduction::Done { stock_left: 2_998 }), "{name}: the earlier buyers were replaced");
+
+        ledger.forget(id).await.expect("forget");
+        let left = ledger.stock_left(id).await.expect("stock left");
+        if name == "memory" {
+            assert_eq!(left, None, "{name}: gone from the process");
+        } else {
+            assert_eq!(left, Some(2_998), "{name}: kept a while for nodes finishing the sale");
+        }
+    }
+}
+
 #[tokio::test]
 async fn concurrent_deductions_never_oversell() {
     for (name, ledger) in ledgers().await {

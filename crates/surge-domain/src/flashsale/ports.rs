@@ -119,6 +119,11 @@ pub trait StockLedger: Send + Sync + 'static {
     async fn restore(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError>;
 
     async fn stock_left(&self, sale: SaleId) -> Result<Option<i64>, StoreError>;
+
+    /// The sale is over and its last orders are in: its counters can go
+    /// (from this process now, from a shared ledger after a while, for
+    /// nodes that still look).
+    async fn forget(&self, sale: SaleId) -> Result<(), StoreError>;
 }
 
 /// One event as delivered by the queue, with its position.
@@ -215,4 +220,8 @@ pub trait IntakeKeys: Send + Sync + 'static {
 
     /// Remembers keys that produced orders (start-up recovery).
     async fn preload(&self, sale: SaleId, keyed: Vec<(UserId, String, OrderId)>);
+
+    /// The sale is over: its keys can go (a repeat is refused as ended
+    /// before any key is asked).
+    async fn forget(&self, sale: SaleId);
 }

@@ -78,6 +78,9 @@ impl LiveSale {
 /// How often one node tries to rebuild one sale's lost counters.
 const REBUILD_EVERY_MS: i64 = 250;
 
+/// Forgotten sales whose last stock figure this node keeps, at most.
+const ENDED_KEPT: usize = 4_096;
+
 fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
@@ -96,7 +99,11 @@ pub struct FlashSalePorts {
 pub struct FlashSales {
     ports: FlashSalePorts,
     ids: Arc<IdGenerator>,
+    /// Sales this node serves: every sale not ended (and, for a while,
+    /// those that ended), with their counters in the ledger.
     live: RwLock<HashMap<SaleId, Arc<LiveSale>>>,
+    /// The stock a forgotten sale ended with (bounded by [`ENDED_KEPT`]).
+    ended: RwLock<HashMap<SaleId, i64>>,
     /// The longest from a deduction to its append landing (the request
     /// budget plus the clock skew between nodes).
     intake_max: Duration,
@@ -104,7 +111,7 @@ pub struct FlashSales {
 
 impl FlashSales {
     pub fn new(ports: FlashSalePorts, ids: Arc<IdGenerator>) -> Self {
-        Self { ports, ids, live: RwLock::default(), intake_max: Duration::from_secs(11) }
+        Self { ports, ids, live: RwLock::default(), ended: RwLock::default(), intake_max: Duration::from_secs(11) }
     }
 
     /// See the field; the default suits the default request budget.
@@ -138,12 +145,14 @@ impl FlashSales {
 
     pub async fn view(&self, id: SaleId) -> Result<SaleView, SaleError> {
         let live = self.live_sale(id).await?.ok_or(SaleError::NotFound("flash sale"))?;
+        let now = OffsetDateTime::now_utc();
         let stock_left = match self.ports.ledger.stock_left(id).await? {
             Some(left) => left,
             // Lost from the ledger: rebuilt as soon as that is safe.
-            None if live.sale.is_open(OffsetDateTime::now_utc()) && self.rebuild_lost(&live).await? => {
+            None if live.sale.is_open(now) && self.rebuild_lost(&live).await? => {
                 self.ports.ledger.stock_left(id).await?.unwrap_or(0)
             }
+            None if now >= live.sale.ends_at => self.ended_with(&live.sale).await?,
             None => 0,
         };
         let status = live.sale.status(OffsetDateTime::now_utc(), stock_left);
@@ -456,6 +465,64 @@ impl FlashSales {
         Ok(cleared)
     }
 
+    /// Stops serving sales that ended more than `grace` ago (time for the
+    /// queue to deliver their last requests and for the reaper to close
+    /// their reservations): their counters and intake keys go, and only
+    /// the stock they ended with stays, in a bounded map. A request that
+    /// names one afterwards reads the sale from the store and is refused
+    /// as ended; nothing is loaded for it again. Returns how many went.
+    pub async fn forget_ended(&self, grace: Duration) -> Result<usize, StoreError> {
+        let cutoff = OffsetDateTime::now_utc() - grace;
+        let over: Vec<SaleId> = self
+            .live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|live| live.sale.ends_at <= cutoff)
+            .map(|live| live.sale.id)
+            .collect();
+        for &sale in &over {
+            if let Some(left) = self.ports.ledger.stock_left(sale).await? {
+                self.remember_ended(sale, left);
+            }
+            self.ports.ledger.forget(sale).await?;
+            self.ports.keys.forget(sale).await;
+            let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
+            live.remove(&sale);
+            live.shrink_to_fit();
+        }
+        Ok(over.len())
+    }
+
+    /// Sales this node serves (a gauge: it falls as ended ones go).
+    pub fn served(&self) -> usize {
+        self.live.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// The stock an ended sale no ledger holds any more ended with: kept
+    /// when it was forgotten, or counted from its orders.
+    async fn ended_with(&self, sale: &FlashSale) -> Result<i64, StoreError> {
+        if let Some(left) = self.ended.read().unwrap_or_else(PoisonError::into_inner).get(&sale.id) {
+            return Ok(*left);
+        }
+        let sold = self.ports.orders.sale_holdings(sale.id).await?.sold;
+        let left = (sale.stock - sold).max(0);
+        self.remember_ended(sale.id, left);
+        Ok(left)
+    }
+
+    fn remember_ended(&self, sale: SaleId, left: i64) {
+        let mut ended = self.ended.write().unwrap_or_else(PoisonError::into_inner);
+        if ended.len() >= ENDED_KEPT && !ended.contains_key(&sale) {
+            // Any one makes room: a figure not kept is counted again.
+            let evicted = ended.keys().next().copied();
+            if let Some(evicted) = evicted {
+                ended.remove(&evicted);
+            }
+        }
+        ended.insert(sale, left);
+    }
+
     /// Another node saw the sale sell out (an event): this node stops
     /// sending deductions for it too, unless the ledger already has stock
     /// again (an event can arrive late). Sales this node doesn't serve yet
@@ -565,7 +632,7 @@ impl FlashSales {
     }
 
     /// The sale from this node's registry, or from the store (a sale created
-    /// on another node, or one that ended before this node started).
+    /// on another node, or one that ended: such a one is not registered).
     async fn live_sale(&self, id: SaleId) -> Result<Option<Arc<LiveSale>>, StoreError> {
         if let Some(live) = self.cached(id) {
             return Ok(Some(live));
@@ -573,6 +640,10 @@ impl FlashSales {
         let Some(sale) = self.ports.sales.get(id).await? else {
             return Ok(None);
         };
+        if OffsetDateTime::now_utc() >= sale.ends_at {
+            // Over: nothing to serve, so nothing is loaded or kept.
+            return Ok(Some(Arc::new(LiveSale::new(sale, true))));
+        }
         let holdings = self.load_from_orders(&sale).await?;
         let sold_out = holdings.sold >= sale.stock;
         let live = Arc::new(LiveSale::new(sale, sold_out));

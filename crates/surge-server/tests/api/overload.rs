@@ -112,3 +112,128 @@ async fn repeated_floods_do_not_grow_memory() {
     let growth = rss_kib[4].saturating_sub(rss_kib[0]);
     assert!(growth < 32 * 1024, "resident memory grew by {growth} KiB from the first flood to the fifth");
 }
+
+/// Sales that end leave memory: once `flash_sale.reservation_timeout` has
+/// passed since their end, their counters and intake keys go (the
+/// `surge_flash_sales_served` gauge falls to zero), a request that names
+/// one is refused without loading it again, its page still shows the stock
+/// it ended with, and a second round of 200 sales leaves resident memory
+/// within 10% of where the first left it.
+#[tokio::test]
+async fn sales_that_end_leave_memory() {
+    use surge_server::auth::{Keys, Role, load_or_create_secret};
+    use surge_server::config::AuthSettings;
+
+    const SALES: usize = 200;
+    const BUYERS: u64 = 20;
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let surge = ChildSurge::start(
+        &dir,
+        free_port(),
+        &[("SURGE_FLASH_SALE__PER_USER_RATE", "100000"), ("SURGE_FLASH_SALE__RESERVATION_TIMEOUT", "11s")],
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, &surge.base).await;
+    let keys = Keys::new(
+        &load_or_create_secret(&AuthSettings::default(), dir.path()).expect("secret"),
+        &AuthSettings::default(),
+    );
+    let token = |role, sub: &str| keys.mint(role, sub, Duration::from_secs(600)).expect("mint");
+    let (admin, merchant) = (token(Role::Admin, "ops"), token(Role::Merchant, "1"));
+    let buyers: Vec<String> = (1..=BUYERS).map(|user| token(Role::Customer, &user.to_string())).collect();
+    let base = surge.base.clone();
+    let product: Value = client
+        .post(format!("{base}/v1/products"))
+        .bearer_auth(&merchant)
+        .json(&serde_json::json!({"sku": "ENDS", "name": "Ends", "price_cents": 100, "stock": 1}))
+        .send()
+        .await
+        .expect("product")
+        .json()
+        .await
+        .expect("json");
+    let served = || async {
+        let text = client.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+        text.lines().find_map(|line| line.strip_prefix("surge_flash_sales_served ")?.trim().parse::<f64>().ok())
+    };
+
+    let mut rss_kib = Vec::new();
+    let mut last_sale = String::new();
+    for round in 0..2 {
+        let now = time::OffsetDateTime::now_utc();
+        let mut sales = Vec::new();
+        for _ in 0..SALES {
+            let sale: Value = client
+                .post(format!("{base}/v1/flash-sales"))
+                .bearer_auth(&admin)
+                .json(&serde_json::json!({"product_id": product["id"], "stock": 50, "price_cents": 50,
+                    "starts_at": crate::helpers::rfc3339(now),
+                    "ends_at": crate::helpers::rfc3339(now + time::Duration::seconds(8)), "per_user_limit": 1}))
+                .send()
+                .await
+                .expect("sale")
+                .json()
+                .await
+                .expect("json");
+            sales.push(sale["id"].as_str().expect("sale id").to_owned());
+        }
+        // Every buyer takes one unit of every sale, with a key: counters
+        // and keys for each.
+        for sale in &sales {
+            let placed = join_all(buyers.iter().enumerate().map(|(n, buyer)| {
+                client
+                    .post(format!("{base}/v1/flash-sales/{sale}/orders"))
+                    .bearer_auth(buyer)
+                    .header("Idempotency-Key", format!("round-{round}-buyer-{n}"))
+                    .json(&serde_json::json!({}))
+                    .send()
+            }))
+            .await;
+            for response in placed {
+                assert_eq!(response.expect("intake").status(), StatusCode::ACCEPTED, "sale {sale}");
+            }
+        }
+        // The gauge is set at each sweep (every 11 s / 4).
+        let mut serving = None;
+        for _ in 0..50 {
+            serving = served().await;
+            if serving.is_some_and(|n| n >= SALES as f64) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(serving.is_some_and(|n| n >= SALES as f64), "round {round}: every sale is served ({serving:?})");
+        // Ended at +8 s, forgotten 11 s later at the next sweep.
+        let mut left = None;
+        for _ in 0..400 {
+            left = served().await;
+            if left == Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(left, Some(0.0), "round {round}: ended sales left memory");
+        rss_kib.push(surge.memory_kib("VmRSS"));
+        last_sale = sales.pop().expect("a sale");
+    }
+
+    // A forgotten sale is still readable, with the stock it ended with, and
+    // a request for it is refused without loading it back.
+    let page: Value =
+        client.get(format!("{base}/v1/flash-sales/{last_sale}")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(page["status"], "ended", "{page}");
+    assert_eq!(page["stock_left"], 50 - BUYERS as i64, "{page}");
+    let late = client
+        .post(format!("{base}/v1/flash-sales/{last_sale}/orders"))
+        .bearer_auth(&buyers[0])
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("late intake");
+    assert_eq!(late.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(served().await, Some(0.0), "nothing was loaded for the ended sale");
+
+    println!("RSS after each round of {SALES} ended sales (KiB): {rss_kib:?}");
+    let (first, second) = (rss_kib[0] as f64, rss_kib[1] as f64);
+    assert!(second <= first * 1.10, "resident memory grew from {first} KiB to {second} KiB over the second round");
+}

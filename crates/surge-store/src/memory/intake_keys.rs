@@ -2,8 +2,9 @@
 //! Callers with the same key share the cell, so the second waits for the
 //! first; a failed intake leaves the cell empty, the next caller tries
 //! itself, and an empty cell nobody waits on is dropped (so rejected
-//! attempts don't pile up). Cells that hold an order stay: they are bounded
-//! by the stock of the sales, and reloaded from the order store at start-up.
+//! attempts don't pile up). Cells that hold an order stay while their sale
+//! is served (bounded by its stock; reloaded from the order store at
+//! start-up) and go when it is forgotten.
 
 use std::sync::Arc;
 
@@ -55,5 +56,27 @@ impl IntakeKeys for MemoryIntakeKeys {
         for (user, key, order) in keyed {
             self.cells.entry((sale, user, key.into())).or_insert_with(|| Arc::new(OnceCell::new_with(Some(order))));
         }
+    }
+
+    async fn forget(&self, sale: SaleId) {
+        self.cells.retain(|(of, ..), _| *of != sale);
+        self.cells.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_forgotten_sale_takes_its_keys_and_leaves_the_others() {
+        let keys = MemoryIntakeKeys::default();
+        let (user, order) = (UserId::new(1), OrderId::new(10));
+        keys.preload(SaleId::new(1), vec![(user, "a".to_owned(), order), (user, "b".to_owned(), order)]).await;
+        keys.preload(SaleId::new(2), vec![(user, "a".to_owned(), order)]).await;
+        keys.forget(SaleId::new(1)).await;
+        assert_eq!(keys.len(), 1);
+        let kept = keys.replay(SaleId::new(2), user, "a").await;
+        assert_eq!(kept, Ok(Some(order)), "the other sale's key still names its order");
     }
 }

@@ -104,4 +104,11 @@ impl StockLedger for MemoryLedger {
     async fn stock_left(&self, sale: SaleId) -> Result<Option<i64>, StoreError> {
         Ok(self.counters(sale).map(|c| c.lock().unwrap_or_else(PoisonError::into_inner).left))
     }
+
+    async fn forget(&self, sale: SaleId) -> Result<(), StoreError> {
+        let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
+        sales.remove(&sale);
+        sales.shrink_to_fit();
+        Ok(())
+    }
 }

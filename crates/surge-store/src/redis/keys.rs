@@ -232,6 +232,9 @@ impl IntakeKeys for RedisIntakeKeys {
             }
         }
     }
+
+    /// Every key expires on its own (`ttl`).
+    async fn forget(&self, _sale: SaleId) {}
 }
 
 fn parse_order(held: &str) -> Result<OrderId, IntakeError> {

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use redis::Script;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,18 +26,38 @@ const TRY_DEDUCT: &str = include_str!("try_deduct.lua");
 /// The same for a keyed request, claiming its key (see the file).
 const TRY_DEDUCT_CLAIMING: &str = include_str!("try_deduct_claiming.lua");
 
-/// KEYS: stock, buyers, reservations. ARGV: only-if-absent (0/1), stock
-/// left, then (user, units) pairs. Returns 1 when loaded, 0 when left as it
-/// was.
+/// KEYS: stock, buyers, reservations, staged buyers. ARGV: only-if-absent
+/// (0/1), stock left, then (user, units) pairs. The buyers are the staged
+/// hash (filled in chunks before, see [`RedisLedger::load_counters`]) plus
+/// the pairs. Returns 1 when loaded, 0 when left as it was.
 const LOAD: &str = r"
-if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('DEL', KEYS[4])
+  return 0
+end
 redis.call('DEL', KEYS[2], KEYS[3])
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('RENAME', KEYS[4], KEYS[2])
+  redis.call('PERSIST', KEYS[2])
+end
 for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 ";
+
+/// Buyers sent per command when a sale is loaded: a sale of a million
+/// buyers must not become one command that blocks Redis (and every other
+/// sale on it) while it runs.
+const LOAD_CHUNK: usize = 1_000;
+
+/// A staged buyers hash left by a loader that died expires after this.
+const STAGING_TTL_MS: u64 = 60_000;
+
+/// A forgotten sale's keys stay this long for nodes still finishing it
+/// (a late cancel's give-back, a last look at its stock).
+const FORGOTTEN_TTL_MS: u64 = 3_600_000;
 
 /// Gives a buyer's units back to a loaded sale (KEYS: stock, buyers; ARGV:
 /// user, quantity); a buyer's units never go below zero. Returns the stock
@@ -267,13 +287,39 @@ impl RedisLedger {
         if_absent: bool,
     ) -> Result<(), StoreError> {
         let [stock, buyers, reserved] = self.keys(sale.id);
+        let staged = self.staging_key(sale.id);
+        let mut conn = self.conn.clone();
+        let inline: &[(UserId, u32)] = if holdings.per_user.len() <= LOAD_CHUNK {
+            &holdings.per_user
+        } else {
+            // Staged chunk by chunk, then swapped in by the script in one step.
+            for chunk in holdings.per_user.chunks(LOAD_CHUNK) {
+                let mut pipe = redis::pipe();
+                let mut hset = redis::cmd("HSET");
+                hset.arg(&staged);
+                for (user, units) in chunk {
+                    hset.arg(user.get()).arg(*units);
+                }
+                pipe.add_command(hset).ignore();
+                pipe.cmd("PEXPIRE").arg(&staged).arg(STAGING_TTL_MS).ignore();
+                pipe.query_async::<()>(&mut conn).await.map_err(unavailable)?;
+            }
+            &[]
+        };
         let mut invocation = self.load.key(stock);
-        invocation.key(buyers).key(reserved).arg(u8::from(if_absent)).arg((sale.stock - holdings.sold).max(0));
-        for (user, units) in &holdings.per_user {
+        invocation.key(buyers).key(reserved).key(staged);
+        invocation.arg(u8::from(if_absent)).arg((sale.stock - holdings.sold).max(0));
+        for (user, units) in inline {
             invocation.arg(user.get()).arg(*units);
         }
-        let mut conn = self.conn.clone();
         invocation.invoke_async::<i64>(&mut conn).await.map(drop).map_err(unavailable)
+    }
+
+    /// A hash of this load's own, in the sale's slot.
+    fn staging_key(&self, sale: SaleId) -> String {
+        static LOADS: AtomicU64 = AtomicU64::new(0);
+        let load = LOADS.fetch_add(1, Ordering::Relaxed);
+        sale_key(&self.namespace, sale, &format!("buyers-loading:{}:{}:{load}", std::process::id(), now_ms()))
     }
 }
 
@@ -470,6 +516,17 @@ impl StockLedger for RedisLedger {
         let [stock, ..] = self.keys(sale);
         let mut conn = self.conn.clone();
         redis::cmd("GET").arg(stock).query_async(&mut conn).await.map_err(unavailable)
+    }
+
+    async fn forget(&self, sale: SaleId) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for key in self.keys(sale) {
+            pipe.cmd("PEXPIRE").arg(key).arg(FORGOTTEN_TTL_MS).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)?;
+        self.rest_over(sale);
+        Ok(())
     }
 }
 
