@@ -43,6 +43,12 @@ pub fn budget_for_call(own: std::time::Duration) -> std::time::Duration {
     current().map_or(own, |deadline| deadline.budget_for(own))
 }
 
+/// Runs `work` with `deadline` as the [`current`] one: work that is not an
+/// HTTP request but has a deadline of its own (and tests of adapters).
+pub async fn within<F: std::future::Future>(deadline: Deadline, work: F) -> F::Output {
+    CURRENT.scope(deadline, work).await
+}
+
 pub(crate) fn poll_within<T>(deadline: Deadline, poll: impl FnOnce() -> T) -> T {
     CURRENT.sync_scope(deadline, poll)
 }

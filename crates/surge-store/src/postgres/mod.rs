@@ -10,7 +10,12 @@
 //! - a transaction locks rows in one order: orders by id, then buyer rows,
 //!   then sale rows (the cancel path in [`orders`] does the same);
 //! - should PostgreSQL still abort one as a deadlock or serialization failure,
-//!   it runs again from the start, a bounded number of times.
+//!   it runs again from the start, a bounded number of times;
+//! - a connection handed to a request carries the request's deadline as its
+//!   `statement_timeout`, so PostgreSQL itself stops a statement the caller
+//!   has stopped waiting for (a lock wait, a slow plan) instead of holding
+//!   the connection and the locks past it. Work outside a request (the
+//!   consumer, migrations) runs without one, as PostgreSQL's default.
 
 mod catalog;
 mod flashsale;
@@ -21,6 +26,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use sqlx::PgConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use surge_domain::StoreError;
 
@@ -66,6 +72,9 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            // Both run in the acquiring task, where the request's deadline is.
+            .after_connect(|conn, _| Box::pin(async move { bound_statements(conn).await }))
+            .before_acquire(|conn, _| Box::pin(async move { bound_statements(conn).await.map(|()| true) }))
             .connect(&config.url)
             .await
             .map_err(unavailable)?;
@@ -88,6 +97,20 @@ impl PgStore {
         .map_err(store_error)?;
         Ok(max.unwrap_or(0))
     }
+}
+
+/// The connection's `statement_timeout`: what the current request has left
+/// (at least 1 ms: 0 means no limit), or none outside a request.
+async fn bound_statements(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let limit_ms = match surge_guard::deadline::current() {
+        Some(deadline) => deadline.remaining().as_millis().max(1),
+        None => 0,
+    };
+    sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+        .bind(limit_ms.to_string())
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Maps a driver error into the port's error; unique violations are named by
@@ -238,6 +261,33 @@ mod tests {
         };
         assert!(matches!(with_conflict_retry("test", other_failure).await, Err(StoreError::Unavailable(_))));
         assert_eq!(attempts.load(Ordering::SeqCst), 1, "only conflicts are worth another attempt");
+        store.close().await;
+    }
+
+    /// The timeout funnel reaches PostgreSQL: a statement run for a request
+    /// is stopped by the server at the request's deadline, not when the lock
+    /// it waits for is let go; outside a request there is no limit.
+    #[tokio::test]
+    async fn a_statement_for_a_request_is_stopped_by_the_server_at_its_deadline() {
+        let db = TestDatabase::create().await;
+        let store = PgStore::open(&db.config()).await.expect("open");
+        let mut locker = store.pool.begin().await.expect("a second connection");
+        sqlx::query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE").execute(&mut *locker).await.expect("lock");
+
+        let deadline = surge_guard::deadline::Deadline::after(Duration::from_millis(300));
+        let blocked = surge_guard::deadline::within(deadline, store.max_id());
+        // The guard only keeps a broken build from hanging the suite.
+        let stopped = tokio::time::timeout(Duration::from_secs(30), blocked).await.expect("the server stopped it");
+        let error = stopped.expect_err("the read waits on the lock").to_string();
+        assert!(error.contains("statement timeout"), "{error}");
+
+        locker.rollback().await.expect("unlock");
+        let free = store.max_id().await;
+        assert_eq!(free, Ok(0), "the same read, outside a request, after the lock");
+        let mut conn = store.pool.acquire().await.expect("acquire");
+        let limit: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(&mut *conn).await.expect("show");
+        assert_eq!(limit, "0", "no limit is left behind for work outside a request");
+        drop(conn);
         store.close().await;
     }
 
