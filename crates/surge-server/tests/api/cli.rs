@@ -180,3 +180,32 @@ async fn admin_changes_are_logged_with_the_admins_subject() {
     assert!(audit.iter().any(|line| line.contains("switch set by hand")), "{audit:?}");
     assert!(audit.iter().any(|line| line.contains("run-time settings changed by hand")), "{audit:?}");
 }
+
+/// A node that cannot reach a dependency stops with an error that names
+/// it, and never with the password of its URL (PostgreSQL refusing the
+/// login, Redis refusing the password, NATS not there).
+#[test]
+fn a_dependency_that_refuses_a_node_never_shows_its_password() {
+    const PASSWORD: &str = "hunter2-not-for-logs";
+    let dir = TempDir::new().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let database = crate::helpers::Database::create();
+    let secret = ("SURGE_AUTH__JWT_SECRET", "a-test-secret-of-at-least-32-bytes-long");
+    let store = database.url();
+    let bad_store = format!("postgres://nobody:{PASSWORD}@127.0.0.1:5432/nowhere");
+    let redis = format!("[redis://:{PASSWORD}@127.0.0.1:6379]");
+    let nats = format!("nats://surge:{PASSWORD}@127.0.0.1:1");
+    let cases: [(&str, Vec<(&str, &str)>); 3] = [
+        ("postgresql", vec![("SURGE_STORE__URL", &bad_store)]),
+        ("redis", vec![("SURGE_STORE__URL", &store), ("SURGE_REDIS__URLS", &redis)]),
+        ("nats", vec![("SURGE_STORE__URL", &store), ("SURGE_QUEUE__NATS_URL", &nats)]),
+    ];
+    for (dependency, mut env) in cases {
+        env.push(secret);
+        let output = surge(&["--data-dir", data_dir, "--listen", "127.0.0.1:0"], &env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{dependency}: the node started");
+        assert!(stderr.to_lowercase().contains(dependency), "{dependency}: {stderr}");
+        assert!(!stderr.contains(PASSWORD), "{dependency}: the password was printed: {stderr}");
+    }
+}
