@@ -108,6 +108,11 @@ impl Workers {
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "payment-timeout sweep failed"),
             }
+            match self.orders.retry_give_backs(SWEEP_BATCH).await {
+                Ok(settled) if settled > 0 => tracing::info!(settled, "gave back the stock of earlier cancels"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "give-back retry failed"),
+            }
             if let Err(error) = self.flash_sales.refresh_sold_out().await {
                 tracing::error!(%error, "sold-out flags not refreshed");
             }

@@ -93,7 +93,7 @@ fn reserve(user: UserId, quantity: u32) -> Reservation {
     Reservation { order: OrderId::new(rand::random::<i64>().abs()), user, quantity }
 }
 
-fn sale(id: i64, stock: i64) -> FlashSale {
+pub(crate) fn sale(id: i64, stock: i64) -> FlashSale {
     FlashSale {
         id: SaleId::new(id),
         product_id: ProductId::new(1),
@@ -115,18 +115,39 @@ async fn ledger_deductions_stop_at_the_stock_and_at_each_buyers_limit() {
         assert_eq!(ledger.try_deduct(id, reserve(alice, 1), 2).await, Ok(Deduction::LimitExceeded), "{name}");
         assert_eq!(ledger.try_deduct(id, reserve(bob, 2), 2).await, Ok(Deduction::SoldOut), "{name}");
         assert_eq!(ledger.try_deduct(id, reserve(bob, 1), 2).await, Ok(Deduction::Done { stock_left: 0 }), "{name}");
-        ledger.restore(id, alice, 2).await.expect("restore");
+        let cancelled = OrderId::new(77);
+        assert_eq!(ledger.restore(id, cancelled, alice, 2).await, Ok(true), "{name}");
         assert_eq!(ledger.stock_left(id).await, Ok(Some(2)), "{name}");
+        assert_eq!(ledger.restore(id, cancelled, alice, 2).await, Ok(true), "{name}: a repeat");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(2)), "{name}: an order's units come back once");
         assert_eq!(ledger.try_deduct(id, reserve(alice, 2), 2).await, Ok(Deduction::Done { stock_left: 0 }), "{name}");
         assert_eq!(ledger.try_deduct(SaleId::new(9), reserve(alice, 1), 2).await, Ok(Deduction::NotLoaded), "{name}");
         assert_eq!(ledger.stock_left(SaleId::new(9)).await, Ok(None), "{name}");
+        assert_eq!(ledger.restore(SaleId::new(9), cancelled, alice, 1).await, Ok(false), "{name}: not loaded");
+    }
+}
+
+/// Counters loaded from the orders take the give-backs still owed as done
+/// (their units are out of the holdings already): the retry that follows
+/// changes nothing, while an order cancelled after the snapshot still
+/// comes back.
+#[tokio::test]
+async fn a_load_counts_the_owed_give_backs_of_its_snapshot_as_returned() {
+    for (name, ledger) in ledgers().await {
+        let (id, alice, bob) = (SaleId::new(41), UserId::new(1), UserId::new(2));
+        let holdings = SaleHoldings { sold: 1, per_user: vec![(bob, 1)], returned: vec![OrderId::new(5)] };
+        ledger.load(&sale(41, 3), &holdings).await.expect("load");
+        assert_eq!(ledger.restore(id, OrderId::new(5), alice, 1).await, Ok(true), "{name}");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(2)), "{name}: counted at the load, not again");
+        assert_eq!(ledger.restore(id, OrderId::new(6), bob, 1).await, Ok(true), "{name}");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(3)), "{name}: cancelled after the snapshot: back");
     }
 }
 
 #[tokio::test]
 async fn ledger_loads_holdings_and_never_overwrites_counters_in_use() {
     for (name, ledger) in ledgers().await {
-        let holdings = SaleHoldings { sold: 2, per_user: vec![(UserId::new(1), 2)] };
+        let holdings = SaleHoldings { sold: 2, per_user: vec![(UserId::new(1), 2)], ..SaleHoldings::default() };
         ledger.load(&sale(1, 3), &holdings).await.expect("load");
         assert_eq!(ledger.stock_left(SaleId::new(1)).await, Ok(Some(1)), "{name}");
         let limited = ledger.try_deduct(SaleId::new(1), reserve(UserId::new(1), 1), 2).await;
@@ -149,7 +170,8 @@ async fn a_sale_of_many_buyers_loads_whole_and_a_forgotten_one_goes() {
     for (name, ledger) in ledgers().await {
         let id = SaleId::new(31);
         let per_user: Vec<(UserId, u32)> = (1..=2_500).map(|user| (UserId::new(user), 1)).collect();
-        ledger.load(&sale(31, 3_000), &SaleHoldings { sold: 2_500, per_user }).await.expect("load");
+        let holdings = SaleHoldings { sold: 2_500, per_user, ..SaleHoldings::default() };
+        ledger.load(&sale(31, 3_000), &holdings).await.expect("load");
         assert_eq!(ledger.stock_left(id).await, Ok(Some(500)), "{name}");
         for user in [1, 1_000, 1_001, 2_500] {
             let again = ledger.try_deduct(id, reserve(UserId::new(user), 1), 1).await;
@@ -158,7 +180,7 @@ async fn a_sale_of_many_buyers_loads_whole_and_a_forgotten_one_goes() {
         let new_buyer = ledger.try_deduct(id, reserve(UserId::new(2_501), 1), 1).await;
         assert_eq!(new_buyer, Ok(Deduction::Done { stock_left: 499 }), "{name}");
 
-        let fewer = SaleHoldings { sold: 1, per_user: vec![(UserId::new(9), 1)] };
+        let fewer = SaleHoldings { sold: 1, per_user: vec![(UserId::new(9), 1)], ..SaleHoldings::default() };
         ledger.load(&sale(31, 3_000), &fewer).await.expect("load again");
         assert_eq!(ledger.stock_left(id).await, Ok(Some(2_999)), "{name}");
         let replaced = ledger.try_deduct(id, reserve(UserId::new(2_500), 1), 1).await;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use surge_domain::catalog::{CatalogStore, NewProduct, ProductName, ProductPatch, Sku, Stock};
 use surge_domain::flashsale::{FlashSale, OrderRequested, SaleStore};
-use surge_domain::order::{CreatedOrders, OrderScope, OrderStatus, OrderStore, SaleHoldings};
+use surge_domain::order::{CreatedOrders, Order, OrderScope, OrderStatus, OrderStore, SaleHoldings};
 use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 use time::{Duration, OffsetDateTime};
 
@@ -322,7 +322,8 @@ async fn requests_past_a_bound_become_failed_orders_never_oversold_ones<B: Backe
         assert_eq!(order.pay_by, None, "a failed order has nothing to pay");
     }
     let holdings = store.sale_holdings(sale.id).await.expect("holdings");
-    assert_eq!(holdings, SaleHoldings { sold: 2, per_user: vec![(UserId::new(1), 1), (UserId::new(2), 1)] });
+    let held = vec![(UserId::new(1), 1), (UserId::new(2), 1)];
+    assert_eq!(holdings, SaleHoldings { sold: 2, per_user: held, returned: vec![] });
     // Redelivered, the failed orders stay failed and nothing moves.
     assert_eq!(store.create_requested(&batch, now_ms()).await.expect("again"), CreatedOrders::default());
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").sold, 2);
@@ -387,7 +388,19 @@ async fn a_transition_moves_only_from_the_expected_state_and_gives_stock_back<B:
     let cancelled = store.transition(OrderId::new(2), OrderStatus::Created, OrderStatus::Cancelled, cancelled_at).await;
     assert_eq!(cancelled.expect("cancel").expect("moved").status, OrderStatus::Cancelled);
     let holdings = store.sale_holdings(sale.id).await.expect("holdings");
-    assert_eq!(holdings, SaleHoldings { sold: 1, per_user: vec![(UserId::new(1), 1)] });
+    let owed = vec![OrderId::new(2)];
+    assert_eq!(holdings, SaleHoldings { sold: 1, per_user: vec![(UserId::new(1), 1)], returned: owed.clone() });
+
+    // The cancel owes the ledger its units (the outbox) until that is done;
+    // a pay or a ship owes nothing.
+    let owed_ids = |orders: Vec<Order>| orders.into_iter().map(|order| order.id).collect::<Vec<_>>();
+    let pending = store.give_backs_pending(cancelled_at, 10).await.expect("owed");
+    assert_eq!(owed_ids(pending), owed);
+    let too_new = store.give_backs_pending(at_ms(5_999), 10).await.expect("owed");
+    assert_eq!(owed_ids(too_new), vec![], "changed after the cutoff");
+    store.give_back_done(OrderId::new(2)).await.expect("done");
+    assert_eq!(owed_ids(store.give_backs_pending(cancelled_at, 10).await.expect("owed")), vec![]);
+    assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").returned, vec![]);
 
     // The buyer whose order was cancelled may buy again.
     let outcome = store.create_requested(&[request(3, 2)], now_ms()).await.expect("buy again");

@@ -115,8 +115,12 @@ pub trait StockLedger: Send + Sync + 'static {
     /// Reservations open for longer than `older_than`.
     async fn stale_reservations(&self, sale: SaleId, older_than: Duration) -> Result<Vec<Reservation>, StoreError>;
 
-    /// Gives back what a written order held (cancel, payment timeout).
-    async fn restore(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError>;
+    /// Gives back what a written order held (cancel, payment timeout),
+    /// once per order: a repeat (a retry whose first try landed after all,
+    /// an order the last load counted as returned) changes nothing.
+    /// `Ok(false)` when the sale's counters are not loaded: nothing was
+    /// given back.
+    async fn restore(&self, sale: SaleId, order: OrderId, user: UserId, quantity: u32) -> Result<bool, StoreError>;
 
     async fn stock_left(&self, sale: SaleId) -> Result<Option<i64>, StoreError>;
 

@@ -548,12 +548,28 @@ impl FlashSales {
         }
     }
 
-    /// Stock came back (cancel, timeout): the ledger gets it and the sale
-    /// can sell again.
-    pub async fn stock_returned(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {
-        self.ports.ledger.restore(sale, user, quantity).await?;
-        self.may_sell_again(sale);
-        Ok(())
+    /// An order's units came back (cancel, timeout): the ledger gets them,
+    /// once however often this runs, and the sale can sell again. Returns
+    /// whether the give-back is settled: done, or owed no more because the
+    /// sale is over. `false` while an open sale's counters are not loaded:
+    /// the counters are rebuilt (from a snapshot that may or may not count
+    /// this order returned), and the give-back is tried again after.
+    pub async fn stock_returned(
+        &self,
+        sale: SaleId,
+        order: OrderId,
+        user: UserId,
+        quantity: u32,
+    ) -> Result<bool, StoreError> {
+        if self.ports.ledger.restore(sale, order, user, quantity).await? {
+            self.may_sell_again(sale);
+            return Ok(true);
+        }
+        let open = match self.cached(sale) {
+            Some(live) => live.sale.is_open(OffsetDateTime::now_utc()),
+            None => self.ports.sales.get(sale).await?.is_some_and(|s| s.is_open(OffsetDateTime::now_utc())),
+        };
+        Ok(!open)
     }
 
     /// Rebuilds the ledger of every sale that has not ended from the orders

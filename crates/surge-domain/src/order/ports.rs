@@ -37,11 +37,15 @@ pub struct CreatedOrders {
     pub failed: Vec<OrderId>,
 }
 
-/// Stock a sale's live orders hold, in total and per buyer.
+/// Stock a sale's live orders hold, in total and per buyer, and the orders
+/// whose units left them (cancelled) but whose give-back to the ledger is
+/// still owed: a ledger loaded from these counts must take those units as
+/// returned already. One snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SaleHoldings {
     pub sold: i64,
     pub per_user: Vec<(UserId, u32)>,
+    pub returned: Vec<OrderId>,
 }
 
 #[async_trait]
@@ -74,6 +78,14 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// `CREATED` orders whose payment window closed before `now`.
     async fn unpaid_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError>;
+
+    /// Orders whose units left them (a transition out of a state that holds
+    /// stock) but are not yet back on the ledger, last changed before
+    /// `changed_before`: the give-back outbox. The transition marks them.
+    async fn give_backs_pending(&self, changed_before: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError>;
+
+    /// The ledger has the order's units back.
+    async fn give_back_done(&self, id: OrderId) -> Result<(), StoreError>;
 
     /// Every (buyer, idempotency key, order) of a sale, to reload the intake
     /// keys at start-up.

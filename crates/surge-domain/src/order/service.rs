@@ -43,6 +43,10 @@ pub struct Consumed {
     pub failed: usize,
 }
 
+/// How old an owed give-back must be before the sweeper retries it: the
+/// cancel that marked it has had its own try by then.
+const GIVE_BACK_GRACE: Duration = Duration::from_secs(5);
+
 pub struct Orders {
     orders: Arc<dyn OrderStore>,
     pending: Arc<dyn PendingOrders>,
@@ -126,13 +130,53 @@ impl Orders {
 
     /// CREATED → CANCELLED, then the stock goes back to the sale. `None` when
     /// the order was no longer CREATED (paid or cancelled meanwhile).
+    ///
+    /// The cancel commits with the give-back marked as owed (the outbox):
+    /// should the ledger fail now, or this node die before it is asked, the
+    /// sweeper gives the units back later ([`Self::retry_give_backs`]). The
+    /// cancel stands either way.
     async fn cancel_created(&self, order: &Order) -> Result<Option<Order>, StoreError> {
         let now = OffsetDateTime::now_utc();
         let cancelled = self.orders.transition(order.id, OrderStatus::Created, OrderStatus::Cancelled, now).await?;
-        if let (Some(_), Some(sale)) = (&cancelled, order.flash_sale_id) {
-            self.sales.stock_returned(sale, order.user_id, order.quantity).await?;
+        if cancelled.is_some() {
+            self.give_back(order).await;
         }
         Ok(cancelled)
+    }
+
+    /// Gives a cancelled order's units back to its sale and closes the owed
+    /// give-back; on failure it stays owed, for the sweeper.
+    async fn give_back(&self, order: &Order) {
+        let Some(sale) = order.flash_sale_id else { return };
+        match self.sales.stock_returned(sale, order.id, order.user_id, order.quantity).await {
+            Ok(true) => {
+                if let Err(error) = self.orders.give_back_done(order.id).await {
+                    // Given back already: a retry finds it so and closes it.
+                    tracing::warn!(order_id = %order.id, %error, "give-back done but not recorded; the sweeper will");
+                }
+            }
+            Ok(false) => tracing::info!(order_id = %order.id, "give-back waits for the sale's counters to be rebuilt"),
+            Err(error) => tracing::warn!(order_id = %order.id, %error, "give-back failed; the sweeper retries it"),
+        }
+    }
+
+    /// Retries the give-backs still owed (the ledger failed, or a node died
+    /// between a cancel and its give-back) that are older than
+    /// `GIVE_BACK_GRACE`, so the cancel's own try has finished. The ledger
+    /// takes each order's units once, so a try that landed after all costs
+    /// nothing. Returns how many are settled.
+    pub async fn retry_give_backs(&self, limit: u32) -> Result<usize, StoreError> {
+        let before = OffsetDateTime::now_utc() - GIVE_BACK_GRACE;
+        let owed = self.orders.give_backs_pending(before, limit).await?;
+        let mut settled = 0;
+        for order in &owed {
+            let Some(sale) = order.flash_sale_id else { continue };
+            if self.sales.stock_returned(sale, order.id, order.user_id, order.quantity).await? {
+                self.orders.give_back_done(order.id).await?;
+                settled += 1;
+            }
+        }
+        Ok(settled)
     }
 
     /// Cancels up to `limit` unpaid orders whose payment window closed.

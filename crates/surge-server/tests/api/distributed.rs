@@ -1211,3 +1211,63 @@ async fn a_hung_redis_costs_a_read_its_deadline_not_more() {
     assert!(took < Duration::from_millis(300 + 250), "{took:?}");
     deployment.drop_stream().await;
 }
+
+/// A cancel whose give-back Redis refuses (its scripts forbidden for a
+/// while by an ACL, so the command fails without running) still cancels;
+/// the give-back stays owed in the order's row and the sweeper gives the
+/// units back once Redis takes scripts again, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_back_redis_did_not_take_is_retried_and_counted_once() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let redis = OwnRedis::start();
+    let urls = format!(r#"["redis://127.0.0.1:{}"]"#, redis.port);
+    let standalone = [
+        ("SURGE_REDIS__URLS", urls.as_str()),
+        ("SURGE_REDIS__CLUSTER", "false"),
+        ("SURGE_REDIS__WAIT_REPLICAS", "0"),
+        ("SURGE_REDIS__RESPONSE_TIMEOUT", "500ms"),
+    ];
+    let deployment = Deployment::start(Broker::Nats("nats://127.0.0.1:4222".to_owned()), &standalone).await;
+    let sale = deployment.create_sale().await;
+    let buyer = deployment.token(Role::Customer, "7");
+    let accepted = deployment.post(0, &format!("/v1/flash-sales/{sale}/orders"), &buyer, json!({})).await;
+    let order = accepted["order_id"].as_str().expect("order id").to_owned();
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = deployment.get(0, &format!("/v1/orders/{order}")).await.json::<Value>().await.expect("json")["status"]
+            .clone();
+        if status == "CREATED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "CREATED");
+    let stock_left = async || {
+        let view: Value = deployment.get(1, &format!("/v1/flash-sales/{sale}")).await.json().await.expect("json");
+        view["stock_left"].as_i64().unwrap_or_else(|| panic!("{view}"))
+    };
+    assert_eq!(stock_left().await, STOCK - 1);
+
+    assert_eq!(redis_cli(redis.port, &["acl", "setuser", "default", "-evalsha", "-eval"]).trim(), "OK");
+    let cancelled = deployment.post(0, &format!("/v1/orders/{order}/cancel"), &buyer, json!({})).await;
+    assert_eq!(cancelled["status"], "CANCELLED", "the cancel stands without the give-back: {cancelled}");
+    // Past the sweeper's grace, the give-back is still refused: still owed.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(stock_left().await, STOCK - 1, "nothing came back while Redis refused");
+    assert_eq!(redis_cli(redis.port, &["acl", "setuser", "default", "+evalsha", "+eval"]).trim(), "OK");
+
+    // Back once Redis answers and the sweeper has retried (5 s grace).
+    let mut left = 0;
+    for _ in 0..300 {
+        left = stock_left().await;
+        if left == STOCK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, STOCK, "the cancelled unit came back");
+    // A few more sweeps: nothing comes back twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stock_left().await, STOCK, "the unit came back once");
+    deployment.drop_stream().await;
+}

@@ -92,10 +92,8 @@ impl SaleStore for CachedSales {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use surge_domain::{Cents, MerchantId, ProductId};
-    use time::macros::datetime;
-
     use super::*;
+    use crate::flow_contract::sale;
 
     /// A store that counts its reads.
     #[derive(Default)]
@@ -121,19 +119,6 @@ mod tests {
         }
     }
 
-    fn sale(id: i64) -> FlashSale {
-        FlashSale {
-            id: SaleId::new(id),
-            product_id: ProductId::new(1),
-            merchant_id: MerchantId::new(1),
-            stock: 10,
-            price_cents: Cents::from_trusted(100),
-            starts_at: datetime!(2030-01-01 10:00 UTC),
-            ends_at: datetime!(2030-01-01 11:00 UTC),
-            per_user_limit: 1,
-        }
-    }
-
     #[tokio::test]
     async fn an_unknown_id_asked_again_and_again_reaches_the_store_once() {
         let store = Arc::new(Counting::default());
@@ -149,8 +134,9 @@ mod tests {
         let store = Arc::new(Counting::default());
         let cached = CachedSales::new(store.clone(), &SaleCacheConfig::default());
         assert_eq!(cached.get(SaleId::new(7)).await, Ok(None), "not there yet");
-        cached.insert(&sale(7)).await.expect("insert");
-        assert_eq!(cached.get(SaleId::new(7)).await, Ok(Some(sale(7))), "the missing mark went with the insert");
+        let seven = sale(7, 10);
+        cached.insert(&seven).await.expect("insert");
+        assert_eq!(cached.get(SaleId::new(7)).await, Ok(Some(seven)), "the missing mark went with the insert");
         assert_eq!(store.reads.load(Ordering::SeqCst), 1, "only the first look reached the store");
     }
 
@@ -160,8 +146,9 @@ mod tests {
         let config = SaleCacheConfig { missing_ttl: Duration::from_millis(50), ..SaleCacheConfig::default() };
         let cached = CachedSales::new(store.clone(), &config);
         assert_eq!(cached.get(SaleId::new(9)).await, Ok(None));
-        store.insert(&sale(9)).await.expect("another node writes it");
+        let nine = sale(9, 10);
+        store.insert(&nine).await.expect("another node writes it");
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert_eq!(cached.get(SaleId::new(9)).await, Ok(Some(sale(9))));
+        assert_eq!(cached.get(SaleId::new(9)).await, Ok(Some(nine)));
     }
 }

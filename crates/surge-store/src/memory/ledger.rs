@@ -2,7 +2,7 @@
 //! one mutex, so that the check of both and the deduction are one step. It
 //! keeps no reservations: it is rebuilt from the orders at every start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
@@ -10,12 +10,24 @@ use std::time::Duration;
 
 use surge_domain::flashsale::{Deduction, FlashSale, Reservation, StockLedger};
 use surge_domain::order::SaleHoldings;
-use surge_domain::{SaleId, StoreError, UserId};
+use surge_domain::{OrderId, SaleId, StoreError, UserId};
 
 #[derive(Debug, Default)]
 struct Counters {
     left: i64,
     per_user: HashMap<UserId, u32>,
+    /// Orders whose units came back (or were counted back at the load).
+    returned: HashSet<OrderId>,
+}
+
+impl Counters {
+    fn of(sale: &FlashSale, holdings: &SaleHoldings) -> Self {
+        Self {
+            left: (sale.stock - holdings.sold).max(0),
+            per_user: holdings.per_user.iter().copied().collect(),
+            returned: holdings.returned.iter().copied().collect(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -32,22 +44,14 @@ impl MemoryLedger {
 #[async_trait]
 impl StockLedger for MemoryLedger {
     async fn load(&self, sale: &FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError> {
-        let counters = Counters {
-            left: (sale.stock - holdings.sold).max(0),
-            per_user: holdings.per_user.iter().copied().collect(),
-        };
-        self.sales.write().unwrap_or_else(PoisonError::into_inner).insert(sale.id, Arc::new(Mutex::new(counters)));
+        let counters = Arc::new(Mutex::new(Counters::of(sale, holdings)));
+        self.sales.write().unwrap_or_else(PoisonError::into_inner).insert(sale.id, counters);
         Ok(())
     }
 
     async fn load_if_absent(&self, sale: &FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError> {
         let mut sales = self.sales.write().unwrap_or_else(PoisonError::into_inner);
-        sales.entry(sale.id).or_insert_with(|| {
-            Arc::new(Mutex::new(Counters {
-                left: (sale.stock - holdings.sold).max(0),
-                per_user: holdings.per_user.iter().copied().collect(),
-            }))
-        });
+        sales.entry(sale.id).or_insert_with(|| Arc::new(Mutex::new(Counters::of(sale, holdings))));
         Ok(())
     }
 
@@ -78,7 +82,8 @@ impl StockLedger for MemoryLedger {
     /// Nothing outlives this process, so nothing is reserved: a release is a
     /// plain restore.
     async fn release(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
-        self.restore(sale, reservation.user, reservation.quantity).await
+        let Reservation { order, user, quantity } = reservation;
+        self.restore(sale, order, user, quantity).await.map(drop)
     }
 
     async fn settle(&self, _sale: SaleId, _written: &[Reservation]) -> Result<(), StoreError> {
@@ -89,16 +94,19 @@ impl StockLedger for MemoryLedger {
         Ok(Vec::new())
     }
 
-    async fn restore(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {
+    async fn restore(&self, sale: SaleId, order: OrderId, user: UserId, quantity: u32) -> Result<bool, StoreError> {
         let Some(counters) = self.counters(sale) else {
-            return Ok(());
+            return Ok(false);
         };
         let mut counters = counters.lock().unwrap_or_else(PoisonError::into_inner);
+        if !counters.returned.insert(order) {
+            return Ok(true);
+        }
         counters.left += i64::from(quantity);
         if let Some(held) = counters.per_user.get_mut(&user) {
             *held = held.saturating_sub(quantity);
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn stock_left(&self, sale: SaleId) -> Result<Option<i64>, StoreError> {

@@ -80,6 +80,29 @@ impl OrderStore for PgStore {
         rows.into_iter().map(Order::try_from).collect()
     }
 
+    async fn give_backs_pending(&self, changed_before: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM orders WHERE give_back_pending = TRUE AND updated_at_ms <= $1 \
+             ORDER BY updated_at_ms LIMIT $2"
+        );
+        let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+            .bind(unix_ms(changed_before))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.into_iter().map(Order::try_from).collect()
+    }
+
+    async fn give_back_done(&self, id: OrderId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE orders SET give_back_pending = FALSE WHERE id = $1")
+            .bind(id.get())
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(store_error)
+    }
+
     async fn keyed_orders(&self, sale: SaleId) -> Result<Vec<(UserId, String, OrderId)>, StoreError> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT user_id, idempotency_key, id FROM orders \
@@ -92,21 +115,34 @@ impl OrderStore for PgStore {
         Ok(rows.into_iter().map(|(user, key, id)| (UserId::new(user), key, OrderId::new(id))).collect())
     }
 
-    /// One statement, so one snapshot: the total and the per-buyer counts
-    /// agree even while other nodes write.
+    /// One snapshot (a repeatable-read transaction): the total, the
+    /// per-buyer counts and the give-backs still owed agree even while other
+    /// nodes write.
     async fn sale_holdings(&self, sale: SaleId) -> Result<SaleHoldings, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
         let rows: Vec<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
             "SELECT s.sold, b.user_id, b.bought FROM flash_sales s \
              LEFT JOIN sale_buyers b ON b.sale_id = s.id AND b.bought > 0 \
              WHERE s.id = $1 ORDER BY b.user_id",
         )
         .bind(sale.get())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
+        let owed: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM orders WHERE flash_sale_id = $1 AND give_back_pending = TRUE")
+                .bind(sale.get())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
         let sold = rows.first().map_or(0, |(sold, _, _)| *sold);
         let per_user = rows.into_iter().filter_map(|(_, user, bought)| Some(holding((user?, bought?)))).collect();
-        Ok(SaleHoldings { sold, per_user })
+        Ok(SaleHoldings { sold, per_user, returned: owed.into_iter().map(OrderId::new).collect() })
     }
 }
 
@@ -387,7 +423,8 @@ async fn transition_once(
     let mut tx = pool.begin().await?;
     let sql = format!(
         "UPDATE orders SET status = $1, updated_at_ms = $2, \
-         pay_by_ms = CASE WHEN $1 = 'CREATED' THEN pay_by_ms ELSE NULL END \
+         pay_by_ms = CASE WHEN $1 = 'CREATED' THEN pay_by_ms ELSE NULL END, \
+         give_back_pending = CASE WHEN $5 AND flash_sale_id IS NOT NULL THEN TRUE ELSE give_back_pending END \
          WHERE id = $3 AND status = $4 RETURNING {COLUMNS}"
     );
     let row: Option<OrderRow> = sqlx::query_as(&sql)
@@ -395,6 +432,8 @@ async fn transition_once(
         .bind(unix_ms(now))
         .bind(id.get())
         .bind(from.as_str())
+        // Its units leave the order: the ledger is owed them.
+        .bind(from.holds_stock() && !to.holds_stock())
         .fetch_optional(&mut *tx)
         .await?;
     let Some(order) = row.map(Order::try_from).transpose()? else {

@@ -26,21 +26,27 @@ const TRY_DEDUCT: &str = include_str!("try_deduct.lua");
 /// The same for a keyed request, claiming its key (see the file).
 const TRY_DEDUCT_CLAIMING: &str = include_str!("try_deduct_claiming.lua");
 
-/// KEYS: stock, buyers, reservations, staged buyers. ARGV: only-if-absent
-/// (0/1), stock left, then (user, units) pairs. The buyers are the staged
-/// hash (filled in chunks before, see [`RedisLedger::load_counters`]) plus
-/// the pairs. Returns 1 when loaded, 0 when left as it was.
+/// KEYS: stock, buyers, reservations, staged buyers, returned orders. ARGV:
+/// only-if-absent (0/1), stock left, the number of returned orders, those
+/// orders, then (user, units) pairs. The buyers are the staged hash (filled
+/// in chunks before, see [`RedisLedger::load_counters`]) plus the pairs;
+/// the returned orders are those whose give-back the loaded counts already
+/// hold. Returns 1 when loaded, 0 when left as it was.
 const LOAD: &str = r"
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('DEL', KEYS[4])
   return 0
 end
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('RENAME', KEYS[4], KEYS[2])
   redis.call('PERSIST', KEYS[2])
 end
-for i = 3, #ARGV, 2 do
+local returned = tonumber(ARGV[3])
+for i = 4, 3 + returned do
+  redis.call('SADD', KEYS[5], ARGV[i])
+end
+for i = 4 + returned, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 redis.call('SET', KEYS[1], ARGV[2])
@@ -80,9 +86,18 @@ return left
     };
 }
 
-/// KEYS: stock, buyers. ARGV: user, quantity. Only a loaded sale is
-/// restored. Returns the stock left after, or -1 when not loaded.
-const RESTORE: &str = give_back!();
+/// KEYS: stock, buyers, returned orders. ARGV: user, quantity, order. Only
+/// a loaded sale is restored, and an order's units only once (the cluster
+/// client resends a command whose reply was lost, and a timed-out give-back
+/// may still run after its retry). Returns the stock left after, -1 when
+/// not loaded, -2 when the order's units were back already.
+const RESTORE: &str = concat!(
+    r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SADD', KEYS[3], ARGV[3]) == 0 then return -2 end
+",
+    give_back!()
+);
 
 /// KEYS: stock, buyers, reservations. ARGV: user, quantity, order, now.
 /// Gives the stock back only while the reservation is open, and leaves a
@@ -307,12 +322,21 @@ impl RedisLedger {
             &[]
         };
         let mut invocation = self.load.key(stock);
-        invocation.key(buyers).key(reserved).key(staged);
+        invocation.key(buyers).key(reserved).key(staged).key(self.returned_key(sale.id));
         invocation.arg(u8::from(if_absent)).arg((sale.stock - holdings.sold).max(0));
+        invocation.arg(holdings.returned.len());
+        for order in &holdings.returned {
+            invocation.arg(order.get());
+        }
         for (user, units) in inline {
             invocation.arg(user.get()).arg(*units);
         }
         invocation.invoke_async::<i64>(&mut conn).await.map(drop).map_err(unavailable)
+    }
+
+    /// The orders whose units came back, in the sale's slot.
+    fn returned_key(&self, sale: SaleId) -> String {
+        sale_key(&self.namespace, sale, "returned")
     }
 
     /// A hash of this load's own, in the sale's slot.
@@ -496,20 +520,28 @@ impl StockLedger for RedisLedger {
             .collect())
     }
 
-    async fn restore(&self, sale: SaleId, user: UserId, quantity: u32) -> Result<(), StoreError> {
+    async fn restore(&self, sale: SaleId, order: OrderId, user: UserId, quantity: u32) -> Result<bool, StoreError> {
         let [stock, buyers, _] = self.keys(sale);
         let mut conn = self.conn.clone();
         let left = self
             .restore
             .key(stock)
             .key(buyers)
+            .key(self.returned_key(sale))
             .arg(user.get())
             .arg(quantity)
+            .arg(order.get())
             .invoke_async::<i64>(&mut conn)
             .await
             .map_err(unavailable)?;
-        self.returned(sale, left, quantity);
-        Ok(())
+        match left {
+            -1 => Ok(false),
+            -2 => Ok(true),
+            left => {
+                self.returned(sale, left, quantity);
+                Ok(true)
+            }
+        }
     }
 
     async fn stock_left(&self, sale: SaleId) -> Result<Option<i64>, StoreError> {
@@ -520,7 +552,7 @@ impl StockLedger for RedisLedger {
 
     async fn forget(&self, sale: SaleId) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
-        for key in self.keys(sale) {
+        for key in self.keys(sale).into_iter().chain([self.returned_key(sale)]) {
             pipe.cmd("PEXPIRE").arg(key).arg(FORGOTTEN_TTL_MS).ignore();
         }
         let mut conn = self.conn.clone();

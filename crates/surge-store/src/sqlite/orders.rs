@@ -74,7 +74,8 @@ impl OrderStore for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let sql = format!(
             "UPDATE orders SET status = $1, updated_at_ms = $2, \
-             pay_by_ms = CASE WHEN $1 = 'CREATED' THEN pay_by_ms ELSE NULL END \
+             pay_by_ms = CASE WHEN $1 = 'CREATED' THEN pay_by_ms ELSE NULL END, \
+             give_back_pending = CASE WHEN $5 AND flash_sale_id IS NOT NULL THEN TRUE ELSE give_back_pending END \
              WHERE id = $3 AND status = $4 RETURNING {COLUMNS}"
         );
         let row: Option<OrderRow> = sqlx::query_as(&sql)
@@ -82,6 +83,8 @@ impl OrderStore for SqliteStore {
             .bind(unix_ms(now))
             .bind(id.get())
             .bind(from.as_str())
+            // Its units leave the order: the ledger is owed them.
+            .bind(from.holds_stock() && !to.holds_stock())
             .fetch_optional(&mut *tx)
             .await
             .map_err(store_error)?;
@@ -111,6 +114,29 @@ impl OrderStore for SqliteStore {
         rows.into_iter().map(Order::try_from).collect()
     }
 
+    async fn give_backs_pending(&self, changed_before: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM orders WHERE give_back_pending = TRUE AND updated_at_ms <= $1 \
+             ORDER BY updated_at_ms LIMIT $2"
+        );
+        let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+            .bind(unix_ms(changed_before))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.into_iter().map(Order::try_from).collect()
+    }
+
+    async fn give_back_done(&self, id: OrderId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE orders SET give_back_pending = FALSE WHERE id = $1")
+            .bind(id.get())
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(store_error)
+    }
+
     async fn keyed_orders(&self, sale: SaleId) -> Result<Vec<(UserId, String, OrderId)>, StoreError> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT user_id, idempotency_key, id FROM orders \
@@ -123,8 +149,8 @@ impl OrderStore for SqliteStore {
         Ok(rows.into_iter().map(|(user, key, id)| (UserId::new(user), key, OrderId::new(id))).collect())
     }
 
-    /// Both reads in one transaction: one snapshot, so the total and the
-    /// per-buyer counts agree.
+    /// The reads in one transaction: one snapshot, so the total, the
+    /// per-buyer counts and the give-backs still owed agree.
     async fn sale_holdings(&self, sale: SaleId) -> Result<SaleHoldings, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let sold: Option<i64> = sqlx::query_scalar("SELECT sold FROM flash_sales WHERE id = $1")
@@ -138,9 +164,16 @@ impl OrderStore for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(store_error)?;
+        let owed: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM orders WHERE flash_sale_id = $1 AND give_back_pending = TRUE")
+                .bind(sale.get())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         let per_user = buyers.into_iter().map(holding).collect();
-        Ok(SaleHoldings { sold: sold.unwrap_or(0), per_user })
+        let returned = owed.into_iter().map(OrderId::new).collect();
+        Ok(SaleHoldings { sold: sold.unwrap_or(0), per_user, returned })
     }
 }
 
