@@ -326,6 +326,10 @@ pub struct NotifySettings {
     /// POST order notifications here; without it they go to the log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// For an `https://` webhook: the PEM file of the CA that signed its
+    /// certificate, trusted besides the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Notifications waiting for delivery; beyond it they are dropped.
@@ -340,6 +344,7 @@ impl Default for NotifySettings {
     fn default() -> Self {
         Self {
             webhook_url: None,
+            tls_ca_file: None,
             timeout: Duration::from_secs(2),
             queue_capacity: 10_000,
             breaker: BreakerSettings::default(),

@@ -18,7 +18,7 @@ use surge_guard::rate::{Limiter, TokenBucket};
 use surge_guard::retry::{Retries, RetrySettings};
 use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
-use surge_store::notify::{NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier, SinkGuards};
+use surge_store::notify::{NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier, SinkGuards, webhook_client};
 use surge_store::ops::{ConfigStore, SettingsVersion};
 use surge_store::redis::{Event, RedisCatalog, RedisSettingsVersion, Signal, subscribe};
 use tokio::net::TcpListener;
@@ -187,7 +187,7 @@ impl Application {
             failed_orders: metrics.counter(ORDERS_FAILED, &[]),
             sales_served: metrics.gauge(SALES_SERVED, &[]),
             queue: Arc::clone(&backend.queue),
-            notifier: notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker)),
+            notifier: notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker))?,
             intake_limits: Arc::clone(&intake_limits),
             consumer_batch: sale_settings.consumer_batch,
             sweep_interval: sale_settings.sweep_interval,
@@ -421,9 +421,16 @@ fn notifier(
     metrics: &Arc<Metrics>,
     switches: &Arc<Switchboard>,
     breaker: Arc<CircuitBreaker>,
-) -> Arc<dyn Notifier> {
+) -> anyhow::Result<Arc<dyn Notifier>> {
     let sink = match &settings.notify.webhook_url {
-        Some(url) => NotifySink::Webhook { url: url.clone(), timeout: settings.notify.timeout },
+        Some(url) => {
+            let tls_ca_pem = match &settings.notify.tls_ca_file {
+                Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+                None => None,
+            };
+            webhook_client(tls_ca_pem.as_deref()).map_err(|why| anyhow::anyhow!("notify.tls_ca_file: {why}"))?;
+            NotifySink::Webhook { url: url.clone(), timeout: settings.notify.timeout, tls_ca_pem }
+        }
         None => NotifySink::Log,
     };
     let notify_metrics = NotifyMetrics {
@@ -441,7 +448,7 @@ fn notifier(
         Arc::new(TpsBudget::new(retry.budget_window, retry.budget_floor_per_sec, retry.budget_ratio)),
     );
     let guards = SinkGuards { breaker, switches: Arc::clone(switches), retries };
-    Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics, guards))
+    Ok(Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics, guards)))
 }
 
 fn product_cache(settings: &Settings) -> ProductCacheConfig {

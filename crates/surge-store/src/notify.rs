@@ -36,8 +36,25 @@ const OPEN_RECHECK_MAX: Duration = Duration::from_secs(1);
 pub enum NotifySink {
     /// Writes one structured log line per notification (the default).
     Log,
-    /// POSTs the order as JSON to this URL.
-    Webhook { url: String, timeout: Duration },
+    /// POSTs the order as JSON to this URL; an `https://` one trusts the
+    /// system's roots, and this CA (PEM) when given.
+    Webhook { url: String, timeout: Duration, tls_ca_pem: Option<Vec<u8>> },
+}
+
+/// The client a sink delivers through. Refuses a CA that is not PEM, so a
+/// node stops at start-up instead of failing every delivery.
+pub fn webhook_client(tls_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(pem) = tls_ca_pem {
+        let bundle = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("the webhook's CA: {e}"))?;
+        if bundle.is_empty() {
+            return Err("the webhook's CA holds no PEM certificate".to_owned());
+        }
+        for ca in bundle {
+            builder = builder.add_root_certificate(ca);
+        }
+    }
+    builder.build().map_err(|e| format!("the webhook client: {e}"))
 }
 
 #[derive(Clone)]
@@ -90,7 +107,15 @@ async fn deliver_all(
     metrics: NotifyMetrics,
     guards: SinkGuards,
 ) {
-    let client = reqwest::Client::new();
+    let ca = match &sink {
+        NotifySink::Webhook { tls_ca_pem, .. } => tls_ca_pem.as_deref(),
+        NotifySink::Log => None,
+    };
+    // Checked at start-up (`webhook_client`); a failure here is a bug.
+    let client = webhook_client(ca).unwrap_or_else(|error| {
+        tracing::error!(%error, "webhook client without its CA");
+        reqwest::Client::new()
+    });
     while let Some(order) = receiver.recv().await {
         let mut attempts = 0;
         loop {
@@ -138,7 +163,7 @@ async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> 
                 "notify: order created (sms)");
             Ok(())
         }
-        NotifySink::Webhook { url, timeout } => {
+        NotifySink::Webhook { url, timeout, .. } => {
             let body = serde_json::json!({ "event": "order_created", "order": order });
             let response = client
                 .post(url)
@@ -153,5 +178,117 @@ async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> 
                 .map_err(|e| e.without_url().to_string())?;
             if response.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", response.status())) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use surge_domain::order::OrderStatus;
+    use surge_domain::{MerchantId, OrderId, ProductId, UserId};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    use super::*;
+
+    /// An https receiver of one request on 127.0.0.1, with the test's own
+    /// certificate: hands back what it was sent.
+    async fn https_receiver(cert: &std::path::Path, key: &std::path::Path) -> (u16, tokio::task::JoinHandle<String>) {
+        let certs = CertificateDer::pem_file_iter(cert).expect("cert").collect::<Result<Vec<_>, _>>().expect("certs");
+        let key = PrivateKeyDer::from_pem_file(key).expect("key");
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("server config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let served = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut tls = acceptor.accept(tcp).await.expect("a TLS handshake");
+            let mut request = Vec::new();
+            let mut buffer = [0_u8; 4096];
+            // Headers, then as much body as they announce.
+            loop {
+                let read = tls.read(&mut buffer).await.expect("read");
+                request.extend_from_slice(&buffer[..read]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|line| {
+                            line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length || read == 0 {
+                        break;
+                    }
+                }
+                if read == 0 {
+                    break;
+                }
+            }
+            tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await.expect("answer");
+            let _ = tls.shutdown().await;
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        (port, served)
+    }
+
+    fn order() -> Order {
+        let now = time::OffsetDateTime::now_utc();
+        Order {
+            id: OrderId::new(4242),
+            user_id: UserId::new(7),
+            merchant_id: MerchantId::new(1),
+            product_id: ProductId::new(3),
+            flash_sale_id: None,
+            quantity: 1,
+            amount_cents: 50,
+            status: OrderStatus::Created,
+            created_at: now,
+            updated_at: now,
+            pay_by: None,
+        }
+    }
+
+    /// TLS is compiled in: an `https://` webhook is reached over TLS,
+    /// trusting the configured CA; without it the same delivery fails
+    /// (an unknown issuer), never silently.
+    #[tokio::test]
+    async fn an_https_webhook_is_reached_with_its_ca_and_refused_without() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, cert, key) = crate::testing::tls_certificates(dir.path());
+        let pem = std::fs::read(&ca).expect("ca");
+
+        let (port, served) = https_receiver(&cert, &key).await;
+        let sink = NotifySink::Webhook {
+            url: format!("https://127.0.0.1:{port}/hook"),
+            timeout: Duration::from_secs(5),
+            tls_ca_pem: Some(pem.clone()),
+        };
+        let client = webhook_client(Some(&pem)).expect("client");
+        deliver(&client, &sink, &order()).await.expect("delivered over TLS");
+        let request = served.await.expect("served");
+        assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
+        assert!(request.contains("\"id\":\"4242\""), "{request}");
+
+        let (port, _served) = https_receiver(&cert, &key).await;
+        let sink = NotifySink::Webhook {
+            url: format!("https://127.0.0.1:{port}/hook"),
+            timeout: Duration::from_secs(5),
+            tls_ca_pem: None,
+        };
+        let refused = deliver(&webhook_client(None).expect("client"), &sink, &order()).await;
+        assert!(refused.is_err(), "a certificate from an unknown CA was accepted");
+        assert!(webhook_client(Some(b"not a certificate")).is_err(), "a CA that is not PEM is refused");
     }
 }

@@ -188,3 +188,17 @@ pub(crate) fn new_product(product: &Product) -> NewProduct {
         stock: product.stock,
     }
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made by
+/// `openssl` in `dir`: returns the paths of the CA's PEM, the server's
+/// certificate and its key.
+pub(crate) fn tls_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let script = "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=surge-test-ca -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out cert.pem";
+    let made = std::process::Command::new("sh").args(["-c", script]).current_dir(dir).output().expect("openssl runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
+}

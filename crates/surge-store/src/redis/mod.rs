@@ -294,19 +294,7 @@ mod tests {
     #[tokio::test]
     async fn a_rediss_url_talks_tls_to_a_tls_only_redis() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        // A CA, and a server certificate for 127.0.0.1 signed by it.
-        let script = "set -e
-            openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=surge-test-ca -keyout ca.key -out ca.pem
-            openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
-            printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > server.ext
-            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out cert.pem";
-        let made = std::process::Command::new("sh")
-            .args(["-c", script])
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl runs");
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let (ca, cert, key) = crate::testing::tls_certificates(dir.path());
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
         let mut server = std::process::Command::new("redis-server")
             .args([
