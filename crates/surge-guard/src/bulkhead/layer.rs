@@ -1,9 +1,10 @@
 //! Any [`Admission`] as a tower layer: admit or shed, then report.
 //!
 //! The slot is held until the call is over: its response, or the drop of
-//! its future (a deadline or a client gone), which counts as failed, and
-//! past either while work spawned from the call holds the request's
-//! [`SlotHold`].
+//! its future (a deadline or a client gone), which counts as failed. On a
+//! layer made [`carrying`](ShedLayer::carrying), also past either while
+//! work spawned from the call holds the request's [`SlotHold`] (that costs
+//! an allocation or two per call, so only routes that spawn carry it).
 
 use std::any::Any;
 use std::future::Future;
@@ -22,17 +23,25 @@ use crate::BoxError;
 pub struct ShedLayer<A, C> {
     admission: Arc<A>,
     failed: C,
+    carry: bool,
 }
 
 impl<A, C: Clone> Clone for ShedLayer<A, C> {
     fn clone(&self) -> Self {
-        Self { admission: Arc::clone(&self.admission), failed: self.failed.clone() }
+        Self { admission: Arc::clone(&self.admission), failed: self.failed.clone(), carry: self.carry }
     }
 }
 
 impl<A, C> ShedLayer<A, C> {
     pub fn new(admission: Arc<A>, failed: C) -> Self {
-        Self { admission, failed }
+        Self { admission, failed, carry: false }
+    }
+
+    /// Puts a [`SlotHold`] in each admitted request, for handlers that
+    /// spawn work which must keep the slot.
+    pub fn carrying(mut self) -> Self {
+        self.carry = true;
+        self
     }
 }
 
@@ -40,7 +49,7 @@ impl<S, A, C: Clone> Layer<S> for ShedLayer<A, C> {
     type Service = Shed<S, A, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Shed { inner, admission: Arc::clone(&self.admission), failed: self.failed.clone() }
+        Shed { inner, admission: Arc::clone(&self.admission), failed: self.failed.clone(), carry: self.carry }
     }
 }
 
@@ -48,11 +57,17 @@ pub struct Shed<S, A, C> {
     inner: S,
     admission: Arc<A>,
     failed: C,
+    carry: bool,
 }
 
 impl<S: Clone, A, C: Clone> Clone for Shed<S, A, C> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), admission: Arc::clone(&self.admission), failed: self.failed.clone() }
+        Self {
+            inner: self.inner.clone(),
+            admission: Arc::clone(&self.admission),
+            failed: self.failed.clone(),
+            carry: self.carry,
+        }
     }
 }
 
@@ -96,17 +111,37 @@ struct Admitted<A: Admission> {
 }
 
 impl<A: Admission> Admitted<A> {
-    fn new(admission: Arc<A>, ticket: A::Ticket) -> Arc<Self> {
-        Arc::new(Self {
-            admission,
-            ticket: Mutex::new(Some(ticket)),
-            started: Instant::now(),
-            outcome: OnceLock::new(),
-        })
+    fn new(admission: Arc<A>, ticket: A::Ticket) -> Self {
+        Self { admission, ticket: Mutex::new(Some(ticket)), started: Instant::now(), outcome: OnceLock::new() }
+    }
+
+    /// Shared with the request, when the layer carries a hold.
+    fn held_by<R: CarrySlot>(self, request: &mut R, carry: bool) -> Held<A> {
+        if !carry {
+            return Held::Here(self);
+        }
+        let shared = Arc::new(self);
+        request.carry(SlotHold { _admitted: Arc::clone(&shared) as Arc<dyn Any + Send + Sync> });
+        Held::Shared(shared)
     }
 
     fn answered(&self, failed: bool) {
         let _ = self.outcome.set((self.started.elapsed(), failed));
+    }
+}
+
+/// An admitted call's ticket, owned by the call or shared with its hold.
+enum Held<A: Admission> {
+    Here(Admitted<A>),
+    Shared(Arc<Admitted<A>>),
+}
+
+impl<A: Admission> Held<A> {
+    fn answered(&self, failed: bool) {
+        match self {
+            Held::Here(admitted) => admitted.answered(failed),
+            Held::Shared(admitted) => admitted.answered(failed),
+        }
     }
 }
 
@@ -139,12 +174,11 @@ where
 
     fn call(&mut self, mut request: R) -> Self::Future {
         let admission = Arc::clone(&self.admission);
-        let failed = self.failed.clone();
+        let (failed, carry) = (self.failed.clone(), self.carry);
         match admission.try_admit() {
             // Decided at once (the usual case): call the readied service.
             Some(Ok(ticket)) => {
-                let admitted = Admitted::new(admission, ticket);
-                request.carry(SlotHold { _admitted: Arc::clone(&admitted) as Arc<dyn Any + Send + Sync> });
+                let admitted = Admitted::new(admission, ticket).held_by(&mut request, carry);
                 let call = self.inner.call(request);
                 Box::pin(async move {
                     let result = call.await.map_err(Into::into);
@@ -158,8 +192,7 @@ where
                 let inner = self.inner.clone();
                 Box::pin(async move {
                     let ticket = admission.admit().await?;
-                    let admitted = Admitted::new(admission, ticket);
-                    request.carry(SlotHold { _admitted: Arc::clone(&admitted) as Arc<dyn Any + Send + Sync> });
+                    let admitted = Admitted::new(admission, ticket).held_by(&mut request, carry);
                     let result = inner.oneshot(request).await.map_err(Into::into);
                     admitted.answered(failed(&result));
                     result

@@ -147,7 +147,7 @@ async fn work_spawned_with_the_slot_hold_keeps_the_slot_until_it_ends() {
             Ok::<_, Infallible>(())
         }
     });
-    let service = ShedLayer::new(Arc::clone(&pool), |_: &Result<(), crate::BoxError>| false).layer(spawning);
+    let service = ShedLayer::new(Arc::clone(&pool), |_: &Result<(), crate::BoxError>| false).carrying().layer(spawning);
     service.clone().oneshot(http::Request::new(())).await.expect("answered");
     assert_eq!(pool.available(), 0, "the spawned work holds the slot after the response");
     done_tx.send(()).expect("the spawned work waits");

@@ -24,7 +24,7 @@ pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
     Router::new()
         .route("/v1/flash-sales", guards.core(post(create_sale)))
         .route("/v1/flash-sales/{id}", guards.sale_read(get(get_sale)))
-        .route("/v1/flash-sales/{id}/orders", guards.core(post(place_order)))
+        .route("/v1/flash-sales/{id}/orders", guards.core_carrying(post(place_order)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -60,6 +60,12 @@ impl OverloadGuards {
         if self.enabled { route.layer(shed(&self.core_admission())) } else { route }
     }
 
+    /// The core guards for a handler that spawns work which must keep its
+    /// slot (intake, cancel): the request carries a `SlotHold`.
+    pub fn core_carrying(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        if self.enabled { route.layer(shed_carrying(&self.core_admission())) } else { route }
+    }
+
     /// The node limit, then the non-core pool: one layer.
     pub fn non_core(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
         let admission = Arc::new(Both { first: Arc::clone(&self.node), then: Arc::clone(&self.non_core) });
@@ -99,6 +105,13 @@ pub fn shed<A: Admission>(admission: &Arc<A>) -> ShedStack<A> {
     ServiceBuilder::new()
         .layer(HandleErrorLayer::new(edge_error_now as EdgeErrorFn))
         .layer(ShedLayer::new(Arc::clone(admission), server_failed as Classify))
+}
+
+/// [`shed`], with the slot carried to work the handler spawns.
+fn shed_carrying<A: Admission>(admission: &Arc<A>) -> ShedStack<A> {
+    ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(edge_error_now as EdgeErrorFn))
+        .layer(ShedLayer::new(Arc::clone(admission), server_failed as Classify).carrying())
 }
 
 /// Signs of overload for the adaptive limit: errors and missed deadlines.

@@ -23,7 +23,7 @@ pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
         .route("/v1/orders", guards.non_core(get(list_orders)))
         .route("/v1/orders/{id}", guards.core(get(get_order)))
         .route("/v1/orders/{id}/pay", guards.core(post(pay_order)))
-        .route("/v1/orders/{id}/cancel", guards.core(post(cancel_order)))
+        .route("/v1/orders/{id}/cancel", guards.core_carrying(post(cancel_order)))
 }
 
 #[derive(Debug, Deserialize)]
