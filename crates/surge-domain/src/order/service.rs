@@ -147,17 +147,26 @@ impl Orders {
     /// Gives a cancelled order's units back to its sale and closes the owed
     /// give-back; on failure it stays owed, for the sweeper.
     async fn give_back(&self, order: &Order) {
-        let Some(sale) = order.flash_sale_id else { return };
-        match self.sales.stock_returned(sale, order.id, order.user_id, order.quantity).await {
-            Ok(true) => {
-                if let Err(error) = self.orders.give_back_done(order.id).await {
-                    // Given back already: a retry finds it so and closes it.
-                    tracing::warn!(order_id = %order.id, %error, "give-back done but not recorded; the sweeper will");
-                }
-            }
-            Ok(false) => tracing::info!(order_id = %order.id, "give-back waits for the sale's counters to be rebuilt"),
-            Err(error) => tracing::warn!(order_id = %order.id, %error, "give-back failed; the sweeper retries it"),
+        if order.flash_sale_id.is_none() {
+            return; // no sale, nothing owed
         }
+        match self.settle_give_back(order).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(order_id = %order.id, "give-back waits for the sale's counters to be rebuilt"),
+            // Given back or not, the owed mark stays; a retry finds which.
+            Err(error) => tracing::warn!(order_id = %order.id, %error, "give-back not settled; the sweeper retries it"),
+        }
+    }
+
+    /// One try at an owed give-back: the units go back (once, however often
+    /// this runs), then the mark is cleared. Whether it is settled.
+    async fn settle_give_back(&self, order: &Order) -> Result<bool, StoreError> {
+        let Some(sale) = order.flash_sale_id else { return Ok(false) };
+        if !self.sales.stock_returned(sale, order.id, order.user_id, order.quantity).await? {
+            return Ok(false);
+        }
+        self.orders.give_back_done(order.id).await?;
+        Ok(true)
     }
 
     /// Retries the give-backs still owed (the ledger failed, or a node died
@@ -167,14 +176,9 @@ impl Orders {
     /// nothing. Returns how many are settled.
     pub async fn retry_give_backs(&self, limit: u32) -> Result<usize, StoreError> {
         let before = OffsetDateTime::now_utc() - GIVE_BACK_GRACE;
-        let owed = self.orders.give_backs_pending(before, limit).await?;
         let mut settled = 0;
-        for order in &owed {
-            let Some(sale) = order.flash_sale_id else { continue };
-            if self.sales.stock_returned(sale, order.id, order.user_id, order.quantity).await? {
-                self.orders.give_back_done(order.id).await?;
-                settled += 1;
-            }
+        for order in self.orders.give_backs_pending(before, limit).await? {
+            settled += usize::from(self.settle_give_back(&order).await?);
         }
         Ok(settled)
     }
