@@ -71,7 +71,7 @@ impl ConfigCentre {
         let Some(version) = &self.version else { return };
         match version.bump().await {
             Ok(bumped) => {
-                self.applied.fetch_max(bumped, Ordering::SeqCst);
+                self.applied.store(bumped, Ordering::SeqCst);
             }
             Err(error) => tracing::warn!(%error, "settings change not announced; other nodes reload it later"),
         }
@@ -79,17 +79,20 @@ impl ConfigCentre {
 
     /// Another node announced `version`.
     pub fn heard(self: &Arc<Self>, version: u64) {
-        if version > self.applied.load(Ordering::SeqCst) {
+        if version != self.applied.load(Ordering::SeqCst) {
             let centre = Arc::clone(self);
             tokio::spawn(async move { centre.catch_up().await });
         }
     }
 
-    /// Reloads if the shared version moved past what this node has.
+    /// Reloads if the shared version is not the one this node has: moved
+    /// on, or gone back (Redis lost it and counts again from the start, so
+    /// waiting for it to pass the old figure would miss every change until
+    /// then).
     pub async fn catch_up(&self) {
         let Some(version) = &self.version else { return };
         match version.current().await {
-            Ok(current) if current > self.applied.load(Ordering::SeqCst) => self.reload_as_of(current).await,
+            Ok(current) if current != self.applied.load(Ordering::SeqCst) => self.reload_as_of(current).await,
             Ok(_) => {}
             Err(error) => tracing::debug!(%error, "settings version not read"),
         }
@@ -121,7 +124,7 @@ impl ConfigCentre {
         let _one_at_a_time = self.reloading.lock().await;
         match self.reload().await {
             Ok(()) => {
-                self.applied.fetch_max(version, Ordering::SeqCst);
+                self.applied.store(version, Ordering::SeqCst);
             }
             Err(error) => tracing::warn!(%error, "settings not reloaded; trying again at the next poll"),
         }

@@ -157,6 +157,31 @@ macro_rules! sale_store {
                     sqlx::query_as(&sql).bind(unix_ms(now)).fetch_all(&self.pool).await.map_err(store_error)?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
+
+            async fn ledger_rebuilt_ms(&self, id: SaleId) -> Result<Option<i64>, StoreError> {
+                let rebuilt: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT ledger_rebuilt_ms FROM flash_sales WHERE id = $1")
+                        .bind(id.get())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(store_error)?;
+                Ok(rebuilt.flatten())
+            }
+
+            async fn record_ledger_rebuilt(&self, id: SaleId, at_ms: i64) -> Result<(), StoreError> {
+                // Never back in time: a node with a slow clock can't hide a
+                // later rebuild.
+                sqlx::query(
+                    "UPDATE flash_sales SET ledger_rebuilt_ms = $1 \
+                     WHERE id = $2 AND (ledger_rebuilt_ms IS NULL OR ledger_rebuilt_ms < $1)",
+                )
+                .bind(at_ms)
+                .bind(id.get())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(())
+            }
         }
     };
 }

@@ -109,6 +109,7 @@ contract!(
     a_product_update_changes_only_what_it_names,
     products_list_in_pages_by_id_and_by_merchant,
     a_sale_reads_back_and_lists_until_it_ends,
+    a_ledger_rebuild_is_recorded_and_never_moves_back,
     a_redelivered_batch_creates_nothing_twice,
     requests_past_a_bound_become_failed_orders_never_oversold_ones,
     a_second_order_under_one_idempotency_key_is_refused_not_lost_silently,
@@ -275,6 +276,20 @@ async fn a_sale_reads_back_and_lists_until_it_ends<B: Backend>(backend: &B) {
     assert_eq!(store.list_unended(now_ms()).await.expect("list"), vec![live.clone()]);
     assert_eq!(store.list_unended(at_ms(1_999)).await.expect("list"), vec![live.clone(), ended]);
     assert_eq!(store.list_unended(live.ends_at).await.expect("list"), vec![], "a sale ends at its end");
+}
+
+async fn a_ledger_rebuild_is_recorded_and_never_moves_back<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    let sale = with_sale(&store, 3, 2).await;
+    assert_eq!(store.ledger_rebuilt_ms(sale.id).await.expect("read"), None, "never rebuilt");
+    store.record_ledger_rebuilt(sale.id, 5_000).await.expect("record");
+    assert_eq!(store.ledger_rebuilt_ms(sale.id).await.expect("read"), Some(5_000));
+    // A node with a slower clock records an earlier time: the later stays.
+    store.record_ledger_rebuilt(sale.id, 4_000).await.expect("record");
+    assert_eq!(store.ledger_rebuilt_ms(sale.id).await.expect("read"), Some(5_000));
+    store.record_ledger_rebuilt(sale.id, 6_000).await.expect("record");
+    assert_eq!(store.ledger_rebuilt_ms(sale.id).await.expect("read"), Some(6_000));
+    assert_eq!(store.ledger_rebuilt_ms(SaleId::new(404)).await.expect("read"), None, "no such sale");
 }
 
 // ---- orders ----------------------------------------------------------------

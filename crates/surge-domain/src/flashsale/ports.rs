@@ -19,6 +19,11 @@ pub trait SaleStore: Send + Sync + 'static {
     async fn get(&self, id: SaleId) -> Result<Option<FlashSale>, StoreError>;
     /// Sales that have not ended at `now` (to pre-warm after a restart).
     async fn list_unended(&self, now: OffsetDateTime) -> Result<Vec<FlashSale>, StoreError>;
+    /// When a node last rebuilt the sale's counters in the shared ledger
+    /// (Unix ms), if ever.
+    async fn ledger_rebuilt_ms(&self, id: SaleId) -> Result<Option<i64>, StoreError>;
+    /// Records that the sale's counters were rebuilt at `at_ms`.
+    async fn record_ledger_rebuilt(&self, id: SaleId, at_ms: i64) -> Result<(), StoreError>;
 }
 
 /// The outcome of one atomic check-and-deduct.
@@ -69,6 +74,13 @@ pub struct Reservation {
 /// start, so it keeps no reservations.
 #[async_trait]
 pub trait StockLedger: Send + Sync + 'static {
+    /// Does the ledger outlive this process (Redis), so that counters
+    /// missing from it while a sale is open were lost, with deductions of
+    /// other nodes perhaps still on their way to the queue?
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// (Re)loads a sale's counters: stock left is `stock - holdings.sold`.
     /// Only for start-up, before any intake.
     async fn load(&self, sale: &FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError>;

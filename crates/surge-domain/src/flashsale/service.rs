@@ -137,9 +137,12 @@ impl FlashSales {
             per_user_limit: new.per_user_limit,
         };
         self.ports.sales.insert(&sale).await?;
-        // Through the same path as a request that names the new id: the
-        // ledger is loaded once, never over counters already in use.
-        self.live_sale(sale.id).await?;
+        // Loaded before anyone can name it: a node that finds an open
+        // sale's counters missing takes them as lost. Loaded only if
+        // absent, never over counters already in use.
+        let holdings = self.load_from_orders(&sale).await?;
+        let live = Arc::new(LiveSale::new(sale.clone(), holdings.sold >= sale.stock));
+        self.live.write().unwrap_or_else(PoisonError::into_inner).entry(sale.id).or_insert(live);
         Ok(sale)
     }
 
@@ -574,15 +577,36 @@ impl FlashSales {
 
     /// Rebuilds the ledger of every sale that has not ended from the orders
     /// in the store. Run at start-up, after the queue is drained, so that
-    /// the store holds every accepted order.
+    /// the store holds every accepted order of this node's own ledger; a
+    /// shared ledger's counters are kept, or rebuilt once that is safe
+    /// (see [`Self::first_look`]).
     pub async fn recover(&self) -> Result<usize, StoreError> {
         let sales = self.ports.sales.list_unended(OffsetDateTime::now_utc()).await?;
         let count = sales.len();
         for sale in sales {
-            let holdings = self.load_from_orders(&sale).await?;
-            self.register(sale, &holdings);
+            let live = self.first_look(sale).await?;
+            self.live.write().unwrap_or_else(PoisonError::into_inner).insert(live.sale.id, live);
         }
         Ok(count)
+    }
+
+    /// A sale this node serves from now on, with its counters loaded; or,
+    /// when a shared ledger lost them while the sale is open, left to
+    /// [`Self::rebuild_lost`]: other nodes' deductions from before the loss
+    /// may still be on their way to the queue, so the orders don't show
+    /// them yet.
+    async fn first_look(&self, sale: FlashSale) -> Result<Arc<LiveSale>, StoreError> {
+        let lost = self.ports.ledger.is_shared()
+            && sale.is_open(OffsetDateTime::now_utc())
+            && self.ports.ledger.stock_left(sale.id).await?.is_none();
+        if lost {
+            let live = LiveSale::new(sale, false);
+            live.lost_since_ms.store(now_ms(), Ordering::SeqCst);
+            return Ok(Arc::new(live));
+        }
+        let holdings = self.load_from_orders(&sale).await?;
+        let sold_out = holdings.sold >= sale.stock;
+        Ok(Arc::new(LiveSale::new(sale, sold_out)))
     }
 
     /// Rebuilds the counters of an open sale that the ledger lost, from the
@@ -593,6 +617,12 @@ impl FlashSales {
     /// unacknowledged request is newer than the loss by `intake_max`).
     /// Until then intake answers 503. The sale's intake keys are reloaded
     /// too. Returns whether the counters are back.
+    ///
+    /// The loss is timed from this node's first notice of it, which must
+    /// come after the counters were last rebuilt by any node: a notice of
+    /// an earlier loss, that another node's rebuild ended, would time a
+    /// second loss too early (and miss what was accepted in between). The
+    /// store records each rebuild, so such a notice is taken again.
     async fn rebuild_lost(&self, live: &LiveSale) -> Result<bool, StoreError> {
         let now = now_ms();
         let _ = live.lost_since_ms.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
@@ -604,10 +634,18 @@ impl FlashSales {
         {
             return Ok(false);
         }
+        let id = live.sale.id;
+        let intake_max_ms = self.intake_max.as_millis() as i64;
+        // Another node's clock wrote it: within `intake_max` (which holds
+        // the clock skew) a notice counts as stale, to be sure.
+        let rebuilt = self.ports.sales.ledger_rebuilt_ms(id).await?;
+        if rebuilt.is_some_and(|rebuilt| since <= rebuilt + intake_max_ms) {
+            live.lost_since_ms.store(now, Ordering::SeqCst);
+            return Ok(false);
+        }
         // A request deducted before the loss may still be on its way to the
         // queue for up to `intake_max`; after that it is in the queue or
         // written.
-        let intake_max_ms = self.intake_max.as_millis() as i64;
         if now < since + intake_max_ms {
             return Ok(false);
         }
@@ -616,11 +654,14 @@ impl FlashSales {
         if queued_before_loss {
             return Ok(false);
         }
-        let id = live.sale.id;
         let holdings = self.load_from_orders(&live.sale).await?;
         live.lost_since_ms.store(0, Ordering::SeqCst);
         live.sold_out.store(holdings.sold >= live.sale.stock, Ordering::SeqCst);
         tracing::warn!(sale_id = %id, sold = holdings.sold, "rebuilt the sale's lost stock counters from the orders");
+        // Recorded after the load (whoever loaded): the nodes that noticed
+        // this loss then know their notice old, even one that noticed it
+        // just before the counters came back.
+        self.ports.sales.record_ledger_rebuilt(id, now_ms()).await?;
         Ok(true)
     }
 
@@ -637,12 +678,6 @@ impl FlashSales {
     }
 
     /// Serves the sale on this node from now on.
-    fn register(&self, sale: FlashSale, holdings: &SaleHoldings) {
-        let sold_out = holdings.sold >= sale.stock;
-        let live = Arc::new(LiveSale::new(sale, sold_out));
-        self.live.write().unwrap_or_else(PoisonError::into_inner).insert(live.sale.id, live);
-    }
-
     fn cached(&self, id: SaleId) -> Option<Arc<LiveSale>> {
         self.live.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
     }
@@ -660,9 +695,7 @@ impl FlashSales {
             // Over: nothing to serve, so nothing is loaded or kept.
             return Ok(Some(Arc::new(LiveSale::new(sale, true))));
         }
-        let holdings = self.load_from_orders(&sale).await?;
-        let sold_out = holdings.sold >= sale.stock;
-        let live = Arc::new(LiveSale::new(sale, sold_out));
+        let live = self.first_look(sale).await?;
         let mut registry = self.live.write().unwrap_or_else(PoisonError::into_inner);
         Ok(Some(Arc::clone(registry.entry(id).or_insert(live))))
     }

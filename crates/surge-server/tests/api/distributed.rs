@@ -196,6 +196,16 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Every key of the test cluster goes, as a `FLUSHALL` of each master does
+/// (a replica refuses it, and follows its master). A sale's keys share a
+/// slot, so they go together: Redis loses a slot's keys at once, never its
+/// buyers without its stock.
+fn lose_every_key() {
+    for port in 7000..=7005 {
+        redis_cli(port, &["FLUSHALL"]);
+    }
+}
+
 /// Is the cluster whole: six nodes, none failing, three masters with a
 /// replica each? A master struck without a replica has nobody to take over.
 fn cluster_whole() -> bool {
@@ -701,27 +711,7 @@ async fn sale_through(fault: Fault, kafka: bool) {
             }
             Fault::LoseRedisKeys => {
                 let namespace = deployment.namespace();
-                // The sale's counters, buyers and reservations go at once, as
-                // a FLUSHALL of the node that holds their slot does...
-                let ledger: Vec<String> =
-                    ["stock", "buyers", "reserved"].iter().map(|what| format!("{namespace}:{{s:{sale}}}:{what}")).collect();
-                let status = Command::new("redis-cli")
-                    .args(["-c", "-p", "7000", "DEL"])
-                    .args(&ledger)
-                    .stdout(Stdio::null())
-                    .status()
-                    .expect("redis-cli runs");
-                assert!(status.success(), "deleting the sale's ledger keys");
-                // ...then everything else of the deployment (intake keys,
-                // pending views, the settings version). Each node deletes the
-                // keys it holds (a replica refuses, its master deletes them).
-                for port in 7000..=7005 {
-                    let wipe = format!(
-                        "redis-cli -p {port} --scan --pattern '{namespace}*' | sed 's/^/DEL /' | timeout 10 redis-cli -p {port} >/dev/null 2>&1"
-                    );
-                    let status = Command::new("sh").args(["-c", &wipe]).status().expect("sh runs");
-                    assert!(status.success(), "wiping {namespace} on {port}");
-                }
+                lose_every_key();
                 let left: usize = (7000..=7005)
                     .map(|port| {
                         let count = format!("redis-cli -p {port} --scan --pattern '{namespace}*' | wc -l");
@@ -729,7 +719,7 @@ async fn sale_through(fault: Fault, kafka: bool) {
                         String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap_or(0)
                     })
                     .sum();
-                eprintln!("every key of {namespace} deleted mid-sale; {left} keys there now");
+                eprintln!("every key of {namespace} lost mid-sale; {left} keys there now");
             }
             Fault::RestartPostgres => {
                 let status = Command::new("pg_ctlcluster")
@@ -863,6 +853,102 @@ async fn three_nodes_keep_every_guarantee_when_a_redis_master_hangs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_keep_every_guarantee_when_redis_loses_every_key() {
     sale_through(Fault::LoseRedisKeys, false).await;
+}
+
+/// Redis loses the counters twice: the second loss comes soon after one
+/// node rebuilt them from the first, while the orders accepted in between
+/// still wait in the queue. The other two nodes noticed the first loss and
+/// never rebuilt; they must time the second loss from a new notice, so none
+/// rebuilds before those orders are written, and their buyers can't buy
+/// their one unit a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_loss_of_the_counters_is_timed_from_its_own_notice() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let deployment = Deployment::start(Broker::Nats("nats://127.0.0.1:4222".to_owned()), &[]).await;
+    let sale = deployment.create_sale().await;
+    let mut acknowledged = deployment.buy(&sale, 1..=30).await;
+    assert_eq!(acknowledged.len(), 30);
+    let intake = |node: usize, user: u64, key: String| {
+        deployment
+            .client
+            .post(format!("{}/v1/flash-sales/{sale}/orders", deployment.bases[node]))
+            .bearer_auth(deployment.token(Role::Customer, &user.to_string()))
+            .header("Idempotency-Key", key)
+            .json(&json!({}))
+            .send()
+    };
+
+    // The first loss: nodes 2 and 3 notice it first, node 1 last (and then
+    // rebuilds, on a read of the sale, once that is safe).
+    lose_every_key();
+    for node in [1, 2, 0] {
+        let status = intake(node, 1_000 + node as u64, format!("notice-{node}")).await.expect("req").status();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "node {} noticed the loss", node + 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut rebuilt = false;
+    for _ in 0..300 {
+        let view: Value = deployment.get(0, &format!("/v1/flash-sales/{sale}")).await.json().await.expect("json");
+        if view["stock_left"].as_i64() == Some(STOCK - 30) {
+            rebuilt = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rebuilt, "node 1 rebuilt the counters from the 30 orders");
+
+    // Orders accepted after the rebuild, held in the queue...
+    deployment.switch_everywhere(0, "order_consumer", json!({"enabled": false, "reason": "held back"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut held = Vec::new();
+    for user in 31..=60u64 {
+        let response = intake(0, user, format!("buy-{user}")).await.expect("req");
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        held.push(response.json::<Value>().await.expect("json")["order_id"].as_str().expect("id").to_owned());
+    }
+    // ...and the counters lost again.
+    lose_every_key();
+    // For longer than a loss must wait (the request budget and the clock
+    // skew: 4 s), those buyers try again through the nodes that noticed the
+    // first loss. A node that timed this loss from that old notice would
+    // rebuild at once without their queued orders, and sell them a second
+    // unit each.
+    let until = std::time::Instant::now() + Duration::from_secs(7);
+    let mut seen: HashMap<u16, usize> = HashMap::new();
+    let mut round = 0;
+    while std::time::Instant::now() < until {
+        for user in 31..=60u64 {
+            let node = 1 + (user as usize % 2);
+            let status = intake(node, user, format!("again-{round}-{user}")).await.expect("req").status();
+            *seen.entry(status.as_u16()).or_default() += 1;
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("while the queue held the orders taken between the losses: {seen:?}");
+    assert_eq!(seen.get(&202), None, "a buyer got a second unit while their first was queued: {seen:?}");
+    assert!(seen.get(&503).is_some_and(|n| *n > 0), "intake refused while the counters could not be rebuilt");
+
+    deployment.switch_everywhere(1, "order_consumer", json!({"enabled": true, "reason": "", "mode": "auto"})).await;
+    acknowledged.extend(held);
+    deployment.verify(&sale, &acknowledged).await;
+    // Rebuilt with the queued orders: their buyers are at their limit.
+    let mut answer = Value::Null;
+    for attempt in 0..300 {
+        let response = intake(2, 31, format!("after-{attempt}")).await.expect("req");
+        if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+            answer =
+                json!({"status": response.status().as_u16(), "body": response.json::<Value>().await.expect("json")});
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer["status"], 409, "buyer 31 is at the limit once the counters are back: {answer}");
+    assert_eq!(answer["body"]["error"]["code"], "limit_exceeded", "{answer}");
+    for node in 0..3 {
+        assert_eq!(deployment.metric(node, "surge_orders_failed_total").await, 0.0, "node {}", node + 1);
+    }
+    deployment.drop_stream().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

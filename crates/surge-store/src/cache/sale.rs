@@ -86,6 +86,14 @@ impl SaleStore for CachedSales {
     async fn list_unended(&self, now: OffsetDateTime) -> Result<Vec<FlashSale>, StoreError> {
         self.inner.list_unended(now).await
     }
+
+    async fn ledger_rebuilt_ms(&self, id: SaleId) -> Result<Option<i64>, StoreError> {
+        self.inner.ledger_rebuilt_ms(id).await
+    }
+
+    async fn record_ledger_rebuilt(&self, id: SaleId, at_ms: i64) -> Result<(), StoreError> {
+        self.inner.record_ledger_rebuilt(id, at_ms).await
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +124,14 @@ mod tests {
 
         async fn list_unended(&self, _now: OffsetDateTime) -> Result<Vec<FlashSale>, StoreError> {
             Ok(Vec::new())
+        }
+
+        async fn ledger_rebuilt_ms(&self, _id: SaleId) -> Result<Option<i64>, StoreError> {
+            Ok(None)
+        }
+
+        async fn record_ledger_rebuilt(&self, _id: SaleId, _at_ms: i64) -> Result<(), StoreError> {
+            Ok(())
         }
     }
 

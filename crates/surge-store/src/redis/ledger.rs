@@ -349,6 +349,10 @@ impl RedisLedger {
 
 #[async_trait]
 impl StockLedger for RedisLedger {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn load(&self, sale: &FlashSale, holdings: &SaleHoldings) -> Result<(), StoreError> {
         self.load_counters(sale, holdings, false).await
     }
