@@ -292,6 +292,11 @@ pub struct FlashSaleSettings {
     /// (`http.request_budget`) and the consumer's worst lag.
     #[serde(with = "humantime_serde")]
     pub reservation_timeout: Duration,
+    /// How often each node compares the shared ledger's stock of every open
+    /// sale with the orders, and repairs a difference seen twice in a row
+    /// (shared ledger only).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
     pub consumer_batch: usize,
     /// Most appends one queue commit carries (group commit).
     pub queue_batch: usize,
@@ -311,6 +316,7 @@ impl Default for FlashSaleSettings {
             payment_timeout: Duration::from_secs(15 * 60),
             sweep_interval: Duration::from_secs(1),
             reservation_timeout: Duration::from_secs(5 * 60),
+            reconcile_interval: Duration::from_secs(30),
             consumer_batch: 512,
             queue_batch: 1024,
             per_user_rate: 10,
@@ -734,6 +740,7 @@ impl Settings {
             ("flash_sale.payment_timeout", self.flash_sale.payment_timeout, 7 * DAY),
             ("flash_sale.sweep_interval", self.flash_sale.sweep_interval, HOUR),
             ("flash_sale.reservation_timeout", self.flash_sale.reservation_timeout, 7 * DAY),
+            ("flash_sale.reconcile_interval", self.flash_sale.reconcile_interval, DAY),
             ("notify.retry.backoff_max", self.notify.retry.backoff_max, 5 * MINUTE),
             ("notify.breaker.slow_call", self.notify.breaker.slow_call, 10 * MINUTE),
             ("notify.breaker.window", self.notify.breaker.window, HOUR),
@@ -833,8 +840,10 @@ impl Settings {
             return Err("store.busy_timeout must be shorter than http.request_budget".to_owned());
         }
         let sale = &self.flash_sale;
-        if sale.payment_timeout.is_zero() || sale.sweep_interval.is_zero() {
-            return Err("flash_sale.payment_timeout and flash_sale.sweep_interval must be greater than zero".to_owned());
+        if sale.payment_timeout.is_zero() || sale.sweep_interval.is_zero() || sale.reconcile_interval.is_zero() {
+            return Err("flash_sale.payment_timeout, flash_sale.sweep_interval and flash_sale.reconcile_interval \
+                        must be greater than zero"
+                .to_owned());
         }
         if !(1..=10_000).contains(&sale.consumer_batch) || !(1..=10_000).contains(&sale.queue_batch) {
             return Err("flash_sale.consumer_batch and flash_sale.queue_batch must be between 1 and 10000".to_owned());

@@ -37,6 +37,8 @@ pub const BREAKER_STATE: &str = "surge_breaker_state";
 pub const EVENTS: &str = "surge_events_received_total";
 pub const ORDERS_FAILED: &str = "surge_orders_failed_total";
 pub const SALES_SERVED: &str = "surge_flash_sales_served";
+pub const LEDGER_DIFFERENCE: &str = "surge_ledger_difference_units";
+pub const LEDGER_REPAIRED: &str = "surge_ledger_repaired_units_total";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -87,6 +89,18 @@ impl Metrics {
             "Events from other nodes by kind (product_changed, sold_out, restocked, subscribed)".into(),
         );
         r.describe_gauge(BREAKER_STATE.into(), None, "Circuit breaker state: 0 closed, 1 open, 2 half-open".into());
+        r.describe_gauge(
+            LEDGER_DIFFERENCE.into(),
+            None,
+            "Units by which the shared ledger's stock differed from the orders at the last reconciliation, \
+             summed over open sales either way; should be 0"
+                .into(),
+        );
+        r.describe_counter(
+            LEDGER_REPAIRED.into(),
+            None,
+            "Units the reconciliation moved in the shared ledger's stock to match the orders".into(),
+        );
         r.describe_gauge(
             SALES_SERVED.into(),
             None,

@@ -31,7 +31,10 @@ use crate::config::Settings;
 use crate::config_centre::ConfigCentre;
 use crate::dependency_guard::DependencyGuard;
 use crate::limits::IntakeLimits;
-use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, EVENTS, Metrics, NOTIFICATIONS, ORDERS_FAILED, SALES_SERVED};
+use crate::metrics::{
+    CACHE_LOADS, CACHE_REQUESTS, EVENTS, LEDGER_DIFFERENCE, LEDGER_REPAIRED, Metrics, NOTIFICATIONS, ORDERS_FAILED,
+    SALES_SERVED,
+};
 use crate::readiness::Readiness;
 use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::serve::{ConnectionLimits, serve};
@@ -186,6 +189,9 @@ impl Application {
             consumer_switch: switches.handle(CONSUMER_SWITCH)?,
             failed_orders: metrics.counter(ORDERS_FAILED, &[]),
             sales_served: metrics.gauge(SALES_SERVED, &[]),
+            ledger_difference: metrics.gauge(LEDGER_DIFFERENCE, &[]),
+            ledger_repaired: metrics.counter(LEDGER_REPAIRED, &[]),
+            reconcile_interval: sale_settings.reconcile_interval,
             queue: Arc::clone(&backend.queue),
             notifier: notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker))?,
             intake_limits: Arc::clone(&intake_limits),

@@ -1,5 +1,5 @@
 //! Background work of a node: the order consumer, the payment-timeout
-//! sweeper and the reservation reaper. Both stop at the shutdown signal; the consumer then drains what
+//! sweeper, the reservation reaper and the ledger's reconciliation. Both stop at the shutdown signal; the consumer then drains what
 //! is left in the queue.
 
 use std::sync::Arc;
@@ -36,6 +36,12 @@ pub struct Workers {
     pub failed_orders: metrics::Counter,
     /// Sales held in memory (`surge_flash_sales_served`).
     pub sales_served: metrics::Gauge,
+    /// The last reconciliation's difference, and the units its repairs
+    /// moved (`surge_ledger_difference_units`,
+    /// `surge_ledger_repaired_units_total`).
+    pub ledger_difference: metrics::Gauge,
+    pub ledger_repaired: metrics::Counter,
+    pub reconcile_interval: Duration,
     pub queue: Arc<dyn OrderQueue>,
     pub notifier: Arc<dyn Notifier>,
     pub intake_limits: Arc<IntakeLimits>,
@@ -83,12 +89,25 @@ impl Workers {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reap = tokio::time::interval((self.reservation_timeout / 4).max(Duration::from_secs(1)));
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = tokio::time::interval(self.reconcile_interval);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let reaping = tokio::select! {
+            let (reaping, reconciling) = tokio::select! {
                 _ = stopped.wait_for(|stop| *stop) => return,
-                _ = reap.tick() => true,
-                _ = tick.tick() => false,
+                _ = reap.tick() => (true, false),
+                _ = reconcile.tick() => (false, true),
+                _ = tick.tick() => (false, false),
             };
+            if reconciling {
+                match self.flash_sales.reconcile().await {
+                    Ok(pass) => {
+                        self.ledger_difference.set(pass.difference as f64);
+                        self.ledger_repaired.increment(pass.repaired);
+                    }
+                    Err(error) => tracing::error!(%error, "ledger reconciliation failed"),
+                }
+                continue;
+            }
             if reaping {
                 match self.flash_sales.reap_reservations(self.reservation_timeout).await {
                     Ok(released) if released > 0 => tracing::warn!(released, "released stale reservations"),

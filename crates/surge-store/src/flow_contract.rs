@@ -245,6 +245,37 @@ async fn a_reservation_is_released_once_and_settled_orders_keep_their_stock() {
 }
 
 #[tokio::test]
+async fn a_snapshot_shows_stock_open_reservations_and_returns_and_an_adjust_needs_the_stock_seen() {
+    for (name, ledger) in shared_ledgers().await {
+        let id = SaleId::new(6);
+        assert_eq!(ledger.snapshot(id, &[]).await, Ok(None), "{name}: not loaded");
+        ledger.load(&sale(6, 10), &SaleHoldings::default()).await.expect("load");
+        let (open, released, settled) =
+            (reserve(UserId::new(1), 2), reserve(UserId::new(2), 1), reserve(UserId::new(3), 1));
+        for reservation in [open, released, settled] {
+            assert!(matches!(ledger.try_deduct(id, reservation, 2).await, Ok(Deduction::Done { .. })), "{name}");
+        }
+        ledger.release(id, released).await.expect("release");
+        ledger.settle(id, &[settled]).await.expect("settle");
+        let cancelled = OrderId::new(77);
+        assert_eq!(ledger.restore(id, cancelled, UserId::new(4), 1).await, Ok(true), "{name}");
+        let owed = [cancelled, OrderId::new(78)];
+        let seen = ledger.snapshot(id, &owed).await.expect("snapshot").expect("loaded");
+        // 10 - 2 (open) - 1 (settled) + 1 (given back) = 8.
+        assert_eq!(seen.stock_left, 8, "{name}");
+        assert_eq!(seen.open, vec![open], "{name}: only the open one (not released, not settled)");
+        assert_eq!(seen.returned, vec![cancelled], "{name}: of the owed, the one given back");
+
+        assert_eq!(ledger.adjust(id, 7, 2).await, Ok(false), "{name}: not the stock seen");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(8)), "{name}: unmoved");
+        assert_eq!(ledger.adjust(id, 8, -3).await, Ok(true), "{name}");
+        assert_eq!(ledger.stock_left(id).await, Ok(Some(5)), "{name}");
+        assert_eq!(ledger.adjust(SaleId::new(99), 0, 1).await, Ok(false), "{name}: not loaded, not created");
+        assert_eq!(ledger.stock_left(SaleId::new(99)).await, Ok(None), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn stale_reservations_are_found_and_a_reaped_one_is_deducted_again_when_its_order_lands() {
     for (name, ledger) in shared_ledgers().await {
         let id = SaleId::new(4);

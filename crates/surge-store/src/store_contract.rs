@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use surge_domain::catalog::{CatalogStore, NewProduct, ProductName, ProductPatch, Sku, Stock};
 use surge_domain::flashsale::{FlashSale, OrderRequested, SaleStore};
-use surge_domain::order::{CreatedOrders, Order, OrderScope, OrderStatus, OrderStore, SaleHoldings};
+use surge_domain::order::{CreatedOrders, Order, OrderScope, OrderStatus, OrderStore, SaleHoldings, SaleTally};
 use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 use time::{Duration, OffsetDateTime};
 
@@ -110,6 +110,7 @@ contract!(
     products_list_in_pages_by_id_and_by_merchant,
     a_sale_reads_back_and_lists_until_it_ends,
     a_ledger_rebuild_is_recorded_and_never_moves_back,
+    a_sale_tally_counts_sold_owed_and_which_orders_are_written,
     a_redelivered_batch_creates_nothing_twice,
     requests_past_a_bound_become_failed_orders_never_oversold_ones,
     a_second_order_under_one_idempotency_key_is_refused_not_lost_silently,
@@ -421,6 +422,26 @@ async fn a_transition_moves_only_from_the_expected_state_and_gives_stock_back<B:
     let outcome = store.create_requested(&[request(3, 2)], now_ms()).await.expect("buy again");
     assert_eq!(ids(&outcome.created), vec![3]);
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").sold, 2);
+}
+
+async fn a_sale_tally_counts_sold_owed_and_which_orders_are_written<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    let sale = with_sale(&store, 5, 2).await;
+    store.create_requested(&[request(1, 1), request(2, 2), request(3, 3)], now_ms()).await.expect("create");
+    let cancelled_at = at_ms(6_000);
+    store
+        .transition(OrderId::new(2), OrderStatus::Created, OrderStatus::Cancelled, cancelled_at)
+        .await
+        .expect("cancel");
+    let among = [OrderId::new(1), OrderId::new(3), OrderId::new(404)];
+    let tally = store.sale_tally(sale.id, &among).await.expect("tally");
+    let mut written = tally.written.clone();
+    written.sort_by_key(|order| order.get());
+    assert_eq!(tally.sold, 2, "three written, one cancelled");
+    assert_eq!(tally.owed, vec![(OrderId::new(2), 1)], "the cancel's give-back is owed");
+    assert_eq!(written, vec![OrderId::new(1), OrderId::new(3)], "of those asked, the written ones");
+    store.give_back_done(OrderId::new(2)).await.expect("done");
+    assert_eq!(store.sale_tally(sale.id, &[]).await.expect("tally"), SaleTally { sold: 2, ..SaleTally::default() });
 }
 
 async fn unpaid_expired_finds_created_orders_past_their_window<B: Backend>(backend: &B) {

@@ -9,7 +9,8 @@ mod sale;
 mod service;
 
 pub use ports::{
-    Deduction, Delivery, IntakeFuture, IntakeKeys, KeyedDeduction, OrderQueue, Reservation, SaleStore, StockLedger,
+    Deduction, Delivery, IntakeFuture, IntakeKeys, KeyedDeduction, LedgerSnapshot, OrderQueue, Reservation, SaleStore,
+    StockLedger,
 };
 pub use sale::{FlashSale, NewSale, OrderRequested, Quantity, SaleStatus};
-pub use service::{FlashSalePorts, FlashSales, IntakeError, SaleError, SaleView};
+pub use service::{FlashSalePorts, FlashSales, IntakeError, Reconciliation, SaleError, SaleView};

@@ -140,6 +140,33 @@ pub trait StockLedger: Send + Sync + 'static {
     /// (from this process now, from a shared ledger after a while, for
     /// nodes that still look).
     async fn forget(&self, sale: SaleId) -> Result<(), StoreError>;
+
+    /// A shared ledger's view of a sale at one instant, for a
+    /// reconciliation with the order store; `None` when its counters are
+    /// not loaded. `owed` are orders whose give-back the store still owes:
+    /// the snapshot says which of them the ledger has back. The in-process
+    /// ledger is rebuilt from the store at every start and is not
+    /// reconciled (`None`).
+    async fn snapshot(&self, _sale: SaleId, _owed: &[OrderId]) -> Result<Option<LedgerSnapshot>, StoreError> {
+        Ok(None)
+    }
+
+    /// Moves the stock left by `by`, only if it is still `seen` (nothing
+    /// was deducted or given back since it was read). Returns whether it
+    /// moved.
+    async fn adjust(&self, _sale: SaleId, _seen: i64, _by: i64) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+}
+
+/// See [`StockLedger::snapshot`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerSnapshot {
+    pub stock_left: i64,
+    /// Deducted, and not known written or given up.
+    pub open: Vec<Reservation>,
+    /// Of the orders asked about, those whose units are back.
+    pub returned: Vec<OrderId>,
 }
 
 /// One event as delivered by the queue, with its position.

@@ -48,6 +48,16 @@ pub struct SaleHoldings {
     pub returned: Vec<OrderId>,
 }
 
+/// What the order store holds of a sale, for a reconciliation with the
+/// ledger: the units sold, the give-backs still owed (order, units) and,
+/// of the orders asked about, those written. One snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SaleTally {
+    pub sold: i64,
+    pub owed: Vec<(OrderId, u32)>,
+    pub written: Vec<OrderId>,
+}
+
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
     /// Writes the orders of these requests as `CREATED`, skipping any that
@@ -93,6 +103,10 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// Stock held by the sale's live orders (for rebuilding the cache).
     async fn sale_holdings(&self, sale: SaleId) -> Result<SaleHoldings, StoreError>;
+
+    /// The sale's tally, with which of `among` are written (see
+    /// [`SaleTally`]).
+    async fn sale_tally(&self, sale: SaleId, among: &[OrderId]) -> Result<SaleTally, StoreError>;
 }
 
 /// Accepted requests whose order is not written yet, so that a read between

@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
 use surge_domain::flashsale::OrderRequested;
-use surge_domain::order::{CreatedOrders, Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings};
+use surge_domain::order::{
+    CreatedOrders, Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings, SaleTally,
+};
 use surge_domain::{OrderId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
@@ -143,6 +145,39 @@ impl OrderStore for PgStore {
         let sold = rows.first().map_or(0, |(sold, _, _)| *sold);
         let per_user = rows.into_iter().filter_map(|(_, user, bought)| Some(holding((user?, bought?)))).collect();
         Ok(SaleHoldings { sold, per_user, returned: owed.into_iter().map(OrderId::new).collect() })
+    }
+
+    async fn sale_tally(&self, sale: SaleId, among: &[OrderId]) -> Result<SaleTally, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let sold: Option<i64> = sqlx::query_scalar("SELECT sold FROM flash_sales WHERE id = $1")
+            .bind(sale.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let owed: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, quantity FROM orders WHERE flash_sale_id = $1 AND give_back_pending = TRUE ORDER BY id",
+        )
+        .bind(sale.get())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let among: Vec<i64> = among.iter().map(|order| order.get()).collect();
+        let written: Vec<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
+            .bind(among)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        let owed = owed.into_iter().map(|(order, units)| (OrderId::new(order), u32::try_from(units).unwrap_or(0)));
+        Ok(SaleTally {
+            sold: sold.unwrap_or(0),
+            owed: owed.collect(),
+            written: written.into_iter().map(OrderId::new).collect(),
+        })
     }
 }
 

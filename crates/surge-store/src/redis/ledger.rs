@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use surge_domain::flashsale::{Deduction, FlashSale, KeyedDeduction, Reservation, StockLedger};
+use surge_domain::flashsale::{Deduction, FlashSale, KeyedDeduction, LedgerSnapshot, Reservation, StockLedger};
 use surge_domain::order::SaleHoldings;
 use surge_domain::{OrderId, SaleId, StoreError, UserId};
 
@@ -139,6 +139,40 @@ end
 return {again, short}
 ";
 
+/// KEYS: stock, reservations, returned orders. ARGV: orders whose
+/// give-back the store owes. One instant of the sale: false when not
+/// loaded, else {stock left, the reservations (order, state, ...), for each
+/// owed order 1 if its units are back}.
+const SNAPSHOT: &str = r"
+local left = redis.call('GET', KEYS[1])
+if not left then return false end
+local back = {}
+for i = 1, #ARGV do
+  back[i] = redis.call('SISMEMBER', KEYS[3], ARGV[i])
+end
+return {left, redis.call('HGETALL', KEYS[2]), back}
+";
+
+/// KEYS: stock. ARGV: the stock left as last seen, the move. Moves the
+/// stock only if nothing changed it since. Returns the stock left after,
+/// or false.
+const ADJUST: &str = r"
+local left = redis.call('GET', KEYS[1])
+if not left or left ~= ARGV[1] then return false end
+return redis.call('INCRBY', KEYS[1], ARGV[2])
+";
+
+/// An open reservation as the ledger keeps it (`user:units:ms`), with when
+/// it was made; `None` for a tombstone (`x:ms`) or anything unreadable.
+fn open_reservation(order: i64, value: &str) -> Option<(Reservation, i64)> {
+    let mut parts = value.split(':').map(str::parse::<i64>);
+    let (Some(Ok(user)), Some(Ok(quantity)), Some(Ok(at))) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let quantity = u32::try_from(quantity).ok()?;
+    Some((Reservation { order: OrderId::new(order), user: UserId::new(user), quantity }, at))
+}
+
 /// How long intake refuses a sale at once after its master lacked replicas.
 const RESTING: Duration = Duration::from_secs(1);
 
@@ -155,6 +189,8 @@ pub struct RedisLedger {
     restore: Script,
     release: Script,
     settle: Script,
+    snapshot: Script,
+    adjust: Script,
     durability: Durability,
     /// Where sell-outs and returns of stock are announced to every node.
     events: Option<RedisEvents>,
@@ -192,6 +228,8 @@ impl RedisLedger {
             restore: Script::new(RESTORE),
             release: Script::new(RELEASE),
             settle: Script::new(SETTLE),
+            snapshot: Script::new(SNAPSHOT),
+            adjust: Script::new(ADJUST),
             events: None,
             claim_ttl: None,
             unreplicated: Mutex::default(),
@@ -508,20 +546,45 @@ impl StockLedger for RedisLedger {
         }
         Ok(open
             .into_iter()
-            .filter(|(_, value)| !value.starts_with("x:"))
-            .filter_map(|(order, value)| {
-                let mut parts = value.split(':').map(str::parse::<i64>);
-                let (Some(Ok(user)), Some(Ok(quantity)), Some(Ok(at))) = (parts.next(), parts.next(), parts.next())
-                else {
-                    return None;
-                };
-                (at < before).then(|| Reservation {
-                    order: OrderId::new(order),
-                    user: UserId::new(user),
-                    quantity: u32::try_from(quantity).unwrap_or(0),
-                })
-            })
+            .filter_map(|(order, value)| open_reservation(order, &value))
+            .filter(|(_, at)| *at < before)
+            .map(|(reservation, _)| reservation)
             .collect())
+    }
+
+    async fn snapshot(&self, sale: SaleId, owed: &[OrderId]) -> Result<Option<LedgerSnapshot>, StoreError> {
+        let [stock, _, reserved] = self.keys(sale);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.snapshot.key(stock);
+        invocation.key(reserved).key(self.returned_key(sale));
+        for order in owed {
+            invocation.arg(order.get());
+        }
+        let seen: Option<(i64, Vec<(i64, String)>, Vec<i64>)> =
+            invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(seen.map(|(stock_left, reservations, back)| LedgerSnapshot {
+            stock_left,
+            open: reservations
+                .into_iter()
+                .filter_map(|(order, value)| open_reservation(order, &value))
+                .map(|(reservation, _)| reservation)
+                .collect(),
+            returned: owed.iter().zip(back).filter(|(_, back)| *back == 1).map(|(order, _)| *order).collect(),
+        }))
+    }
+
+    async fn adjust(&self, sale: SaleId, seen: i64, by: i64) -> Result<bool, StoreError> {
+        let [stock, ..] = self.keys(sale);
+        let mut conn = self.conn.clone();
+        let left: Option<i64> =
+            self.adjust.key(stock).arg(seen).arg(by).invoke_async(&mut conn).await.map_err(unavailable)?;
+        if let Some(left) = left
+            && by > 0
+            && left > 0
+        {
+            self.announce(Event::Restocked(sale));
+        }
+        Ok(left.is_some())
     }
 
     async fn restore(&self, sale: SaleId, order: OrderId, user: UserId, quantity: u32) -> Result<bool, StoreError> {

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use surge_domain::flashsale::OrderRequested;
-use surge_domain::order::{CreatedOrders, Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings};
+use surge_domain::order::{
+    CreatedOrders, Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings, SaleTally,
+};
 use surge_domain::{OrderId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
@@ -174,6 +176,36 @@ impl OrderStore for SqliteStore {
         let per_user = buyers.into_iter().map(holding).collect();
         let returned = owed.into_iter().map(OrderId::new).collect();
         Ok(SaleHoldings { sold: sold.unwrap_or(0), per_user, returned })
+    }
+
+    async fn sale_tally(&self, sale: SaleId, among: &[OrderId]) -> Result<SaleTally, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let sold: Option<i64> = sqlx::query_scalar("SELECT sold FROM flash_sales WHERE id = $1")
+            .bind(sale.get())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let owed: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, quantity FROM orders WHERE flash_sale_id = $1 AND give_back_pending = TRUE ORDER BY id",
+        )
+        .bind(sale.get())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let mut written = Vec::new();
+        for chunk in among.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::new("SELECT id FROM orders WHERE id IN (");
+            let mut ids = query.separated(", ");
+            for order in chunk {
+                ids.push_bind(order.get());
+            }
+            query.push(")");
+            let found: Vec<i64> = query.build_query_scalar().fetch_all(&mut *tx).await.map_err(store_error)?;
+            written.extend(found.into_iter().map(OrderId::new));
+        }
+        tx.commit().await.map_err(store_error)?;
+        let owed = owed.into_iter().map(|(order, units)| (OrderId::new(order), u32::try_from(units).unwrap_or(0)));
+        Ok(SaleTally { sold: sold.unwrap_or(0), owed: owed.collect(), written })
     }
 }
 
