@@ -14,7 +14,7 @@ use surge_store::cache::{CachedSales, SaleCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
 use surge_store::ops::{ConfigStore, SwitchStore};
 use surge_store::postgres::{PgConfig, PgStore};
-use surge_store::queue::kafka::{KafkaQueue, KafkaQueueConfig};
+use surge_store::queue::kafka::{KafkaQueue, KafkaQueueConfig, KafkaTls};
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::queue::nats::{NatsQueue, NatsQueueConfig};
 use surge_store::redis::{
@@ -141,8 +141,15 @@ impl Backend {
                     replicas: queue_settings.replicas,
                     group: queue_settings.consumer.clone(),
                     publish_timeout: queue_settings.publish_timeout,
+                    tls: queue_settings
+                        .kafka_tls
+                        .then(|| KafkaTls { ca_file: queue_settings.kafka_tls_ca_file.clone() }),
                     ..KafkaQueueConfig::default()
                 };
+                if let Some(ca) = &queue_settings.kafka_tls_ca_file {
+                    // librdkafka would only say it can't verify the brokers.
+                    std::fs::read(ca).with_context(|| format!("reading queue.kafka_tls_ca_file {}", ca.display()))?;
+                }
                 (Arc::new(KafkaQueue::open(&config).await.context("connecting to the Kafka brokers")?), None)
             }
             None => {

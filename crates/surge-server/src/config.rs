@@ -233,6 +233,13 @@ pub struct QueueSettings {
     /// `host:port` of Kafka brokers, comma-separated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_brokers: Option<String>,
+    /// Kafka: speak TLS to the brokers, checking their certificates and
+    /// names against `kafka_tls_ca_file`, or the system's roots without it.
+    pub kafka_tls: bool,
+    /// Kafka over TLS: the PEM file of the CA that signed the brokers'
+    /// certificates (checked at start-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_tls_ca_file: Option<PathBuf>,
     /// NATS: the stream.
     pub stream: String,
     /// Kafka: the topic and, when this node creates it, its partitions.
@@ -263,6 +270,8 @@ impl Default for QueueSettings {
         Self {
             nats_url: None,
             kafka_brokers: None,
+            kafka_tls: false,
+            kafka_tls_ca_file: None,
             stream: "SURGE_ORDERS".to_owned(),
             topic: "surge.orders.requested".to_owned(),
             partitions: 6,
@@ -656,6 +665,12 @@ impl Settings {
         if self.queue.nats_url.is_some() && self.queue.kafka_brokers.is_some() {
             return Err("set queue.nats_url or queue.kafka_brokers, not both".to_owned());
         }
+        if self.queue.kafka_tls && self.queue.kafka_brokers.is_none() {
+            return Err("queue.kafka_tls needs queue.kafka_brokers".to_owned());
+        }
+        if self.queue.kafka_tls_ca_file.is_some() && !self.queue.kafka_tls {
+            return Err("queue.kafka_tls_ca_file needs queue.kafka_tls = true".to_owned());
+        }
         if !(1..=1024).contains(&self.queue.partitions) {
             return Err("queue.partitions must be between 1 and 1024".to_owned());
         }
@@ -1003,6 +1018,25 @@ mod tests {
             assert!(error.contains("at least 32 bytes"), "{error}");
             jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
             load(None).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn kafka_tls_settings_need_the_setting_they_refine() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SURGE_STORE__URL", "postgres://127.0.0.1/surge");
+            jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+            jail.set_env("SURGE_QUEUE__KAFKA_TLS", "true");
+            let error = load(None).expect_err("TLS to no brokers").to_string();
+            assert!(error.contains("queue.kafka_tls needs queue.kafka_brokers"), "{error}");
+            jail.set_env("SURGE_QUEUE__KAFKA_BROKERS", "127.0.0.1:9093");
+            let settings = load(None).map_err(|e| e.to_string())?;
+            assert!(settings.queue.kafka_tls);
+            jail.set_env("SURGE_QUEUE__KAFKA_TLS", "false");
+            jail.set_env("SURGE_QUEUE__KAFKA_TLS_CA_FILE", "/etc/surge/kafka-ca.pem");
+            let error = load(None).expect_err("a CA without TLS").to_string();
+            assert!(error.contains("queue.kafka_tls_ca_file needs queue.kafka_tls = true"), "{error}");
             Ok(())
         });
     }

@@ -183,33 +183,19 @@ async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use surge_domain::order::OrderStatus;
     use surge_domain::{MerchantId, OrderId, ProductId, UserId};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::TlsAcceptor;
-    use tokio_rustls::rustls::ServerConfig;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     use super::*;
 
     /// An https receiver of one request on 127.0.0.1, with the test's own
     /// certificate: hands back what it was sent.
     async fn https_receiver(cert: &std::path::Path, key: &std::path::Path) -> (u16, tokio::task::JoinHandle<String>) {
-        let certs = CertificateDer::pem_file_iter(cert).expect("cert").collect::<Result<Vec<_>, _>>().expect("certs");
-        let key = PrivateKeyDer::from_pem_file(key).expect("key");
-        let config =
-            ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("versions")
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .expect("server config");
+        let acceptor = crate::testing::tls_acceptor(cert, key);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
         let served = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.expect("accept");
             let mut tls = acceptor.accept(tcp).await.expect("a TLS handshake");

@@ -202,3 +202,45 @@ pub(crate) fn tls_certificates(dir: &std::path::Path) -> (std::path::PathBuf, st
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
 }
+
+/// A TLS server side with the certificate and key of [`tls_certificates`].
+pub(crate) fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs = CertificateDer::pem_file_iter(cert).expect("cert").collect::<Result<Vec<_>, _>>().expect("certs");
+    let key = PrivateKeyDer::from_pem_file(key).expect("key");
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
+/// A TLS front on `front` for the plaintext server on `behind`: every
+/// connection's handshake is made with `acceptor`, then its bytes pass
+/// through both ways, until the returned task is aborted.
+pub(crate) async fn tls_front(
+    acceptor: tokio_rustls::TlsAcceptor,
+    front: &str,
+    behind: &str,
+) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(front).await.expect("the TLS front's port is free");
+    let behind = behind.to_owned();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, behind) = (acceptor.clone(), behind.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate hangs up in
+                // the handshake: nothing to pass on.
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&behind).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    })
+}

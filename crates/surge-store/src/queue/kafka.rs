@@ -44,6 +44,17 @@ pub struct KafkaQueueConfig {
     pub publish_timeout: Duration,
     /// A node that stops heartbeating loses its partitions after this.
     pub session_timeout: Duration,
+    /// Speak TLS to the brokers; `None`: plaintext.
+    pub tls: Option<KafkaTls>,
+}
+
+/// TLS to the brokers (librdkafka's `security.protocol = ssl`, on
+/// OpenSSL): their certificates and host names are checked against
+/// `ca_file`, or against the system's roots without it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaTls {
+    /// PEM file of the CA that signed the brokers' certificates.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for KafkaQueueConfig {
@@ -56,14 +67,29 @@ impl Default for KafkaQueueConfig {
             group: "surge-orders".to_owned(),
             publish_timeout: Duration::from_secs(2),
             session_timeout: Duration::from_secs(6),
+            tls: None,
         }
     }
+}
+
+/// What every client of the queue shares: the brokers, and TLS when asked.
+fn client_config(config: &KafkaQueueConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    if let Some(tls) = &config.tls {
+        client.set("security.protocol", "ssl").set("ssl.endpoint.identification.algorithm", "https");
+        if let Some(ca) = &tls.ca_file {
+            client.set("ssl.ca.location", ca.to_string_lossy());
+        }
+    }
+    client
 }
 
 pub struct KafkaQueue {
     producer: FutureProducer,
     consumer: Arc<StreamConsumer>,
-    brokers: String,
+    /// The brokers and how to reach them, for the offsets probe.
+    client: ClientConfig,
     group: String,
     topic: String,
     publish_timeout: Duration,
@@ -76,27 +102,31 @@ impl KafkaQueue {
     /// Connects, creates the topic if missing and joins the group.
     pub async fn open(config: &KafkaQueueConfig) -> Result<Self, StoreError> {
         let timeout_ms = config.publish_timeout.as_millis().to_string();
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &config.brokers).create().map_err(unavailable)?;
+        let client = client_config(config);
+        let admin: AdminClient<DefaultClientContext> = client.create().map_err(unavailable)?;
         let topic =
             NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(i32::from(config.replicas)));
-        let options = AdminOptions::new().operation_timeout(Some(config.publish_timeout));
+        // Both bounds: a broker that never answers (down, or a TLS handshake
+        // that fails) is an error within the publish timeout.
+        let options = AdminOptions::new()
+            .operation_timeout(Some(config.publish_timeout))
+            .request_timeout(Some(config.publish_timeout));
         for result in admin.create_topics([&topic], &options).await.map_err(unavailable)? {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => return Err(StoreError::Unavailable(format!("kafka: creating {topic}: {code}"))),
             }
         }
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let producer: FutureProducer = client
+            .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", &timeout_ms)
             .set("linger.ms", "1")
             .create()
             .map_err(unavailable)?;
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let consumer: StreamConsumer = client
+            .clone()
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
@@ -108,7 +138,7 @@ impl KafkaQueue {
         Ok(Self {
             producer,
             consumer: Arc::new(consumer),
-            brokers: config.brokers.clone(),
+            client,
             group: config.group.clone(),
             topic: config.topic.clone(),
             publish_timeout: config.publish_timeout,
@@ -171,9 +201,9 @@ impl OrderQueue for KafkaQueue {
     /// so off the runtime's threads, on a probe consumer of the same group
     /// that joins nothing.
     async fn oldest_unacked_ms(&self) -> Result<Option<i64>, StoreError> {
-        let (brokers, group, topic, timeout) =
-            (self.brokers.clone(), self.group.clone(), self.topic.clone(), self.publish_timeout);
-        tokio::task::spawn_blocking(move || oldest_unacked_ms(&brokers, &group, &topic, timeout))
+        let (client, group, topic, timeout) =
+            (self.client.clone(), self.group.clone(), self.topic.clone(), self.publish_timeout);
+        tokio::task::spawn_blocking(move || oldest_unacked_ms(client, &group, &topic, timeout))
             .await
             .map_err(unavailable)?
     }
@@ -244,13 +274,14 @@ impl OrderQueue for KafkaQueue {
     }
 }
 
-fn oldest_unacked_ms(brokers: &str, group: &str, topic: &str, timeout: Duration) -> Result<Option<i64>, StoreError> {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(unavailable)?;
+fn oldest_unacked_ms(
+    mut client: ClientConfig,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<i64>, StoreError> {
+    let probe: BaseConsumer =
+        client.set("group.id", group).set("enable.auto.commit", "false").create().map_err(unavailable)?;
     let metadata = probe.fetch_metadata(Some(topic), timeout).map_err(unavailable)?;
     let mut partitions = TopicPartitionList::new();
     for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
@@ -289,4 +320,55 @@ fn oldest_unacked_ms(brokers: &str, group: &str, topic: &str, timeout: Duration)
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("kafka: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow_contract::kafka_config;
+    use crate::testing::{order_requested, tls_acceptor, tls_certificates, tls_front};
+
+    /// scripts/kafka's broker for this test, and where it tells clients to
+    /// reach it: the test's TLS front.
+    fn behind_and_front() -> (String, String) {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        (var("SURGE_TEST_KAFKA_TLS_BEHIND", "127.0.0.1:19093"), var("SURGE_TEST_KAFKA_TLS_BROKERS", "127.0.0.1:19094"))
+    }
+
+    #[tokio::test]
+    async fn over_tls_requests_go_through_and_a_broker_not_trusted_or_plaintext_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, cert, key) = tls_certificates(dir.path());
+        let (behind, front) = behind_and_front();
+        let server = tls_front(tls_acceptor(&cert, &key), &front, &behind).await;
+        let config =
+            KafkaQueueConfig { brokers: front.clone(), tls: Some(KafkaTls { ca_file: Some(ca) }), ..kafka_config() };
+        let queue = KafkaQueue::open(&config).await.expect("open over TLS");
+        let request = order_requested(1, 1, 1);
+        queue.append(&request).await.expect("append over TLS");
+        let mut delivered = Vec::new();
+        for _ in 0..50 {
+            delivered.extend(queue.poll(10, Duration::from_millis(200)).await.expect("poll over TLS"));
+            if !delivered.is_empty() {
+                break;
+            }
+        }
+        let ids: Vec<_> = delivered.iter().map(|delivery| delivery.request.order_id).collect();
+        assert_eq!(ids, vec![request.order_id], "delivered over TLS");
+        queue.ack(delivered[0].offset).await.expect("ack over TLS");
+
+        // Trusting only the system's roots, the test's CA is unknown: an
+        // error, never a fallback to plaintext.
+        let quick = Duration::from_secs(1);
+        let system_roots = KafkaQueueConfig {
+            brokers: front.clone(),
+            tls: Some(KafkaTls::default()),
+            publish_timeout: quick,
+            ..kafka_config()
+        };
+        assert!(KafkaQueue::open(&system_roots).await.is_err(), "a broker whose certificate is not trusted");
+        let plaintext = KafkaQueueConfig { brokers: front, publish_timeout: quick, ..kafka_config() };
+        assert!(KafkaQueue::open(&plaintext).await.is_err(), "plaintext to a TLS port");
+        server.abort();
+    }
 }
