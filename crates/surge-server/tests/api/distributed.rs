@@ -68,9 +68,14 @@ impl OwnNats {
     }
 
     fn resume(&mut self) {
+        // The server's log, kept beside the nodes' for a failing test.
+        let logs = std::env::temp_dir().join("surge-test-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
         let process = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.store.path())
+            .arg("-l")
+            .arg(logs.join(format!("nats-{}.log", self.port)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -134,23 +134,39 @@ impl NatsQueue {
         deliveries
     }
 
+    /// One pull of up to `max` messages, waiting up to `wait` for the
+    /// first. Bounded on this side too: a pull whose server went away
+    /// (stopped, restarted) is never answered, and the client would wait
+    /// for a no-wait pull's answer forever, which stops the consumer for
+    /// good. What arrived by the bound is kept.
     async fn fetch(&self, max: usize, wait: Option<Duration>) -> Result<Vec<Message>, StoreError> {
-        let mut messages = match wait {
-            None => self.consumer.fetch().max_messages(max).messages().await.map_err(unavailable)?.boxed(),
-            Some(wait) => {
-                self.consumer.batch().max_messages(max).expires(wait).messages().await.map_err(unavailable)?.boxed()
+        let bound = tokio::time::Instant::now() + wait.unwrap_or_default() + self.publish_timeout;
+        let unanswered = || StoreError::Unavailable("nats: a pull got no answer".to_owned());
+        let pull = async {
+            match wait {
+                None => {
+                    self.consumer.fetch().max_messages(max).messages().await.map_err(unavailable).map(|m| m.boxed())
+                }
+                Some(wait) => self
+                    .consumer
+                    .batch()
+                    .max_messages(max)
+                    .expires(wait)
+                    .messages()
+                    .await
+                    .map_err(unavailable)
+                    .map(|m| m.boxed()),
             }
         };
+        let mut messages = tokio::time::timeout_at(bound, pull).await.map_err(|_| unanswered())??;
         let mut fetched = Vec::new();
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(message) => fetched.push(message),
-                Err(error) => {
-                    if fetched.is_empty() {
-                        return Err(unavailable(error));
-                    }
-                    break;
-                }
+        loop {
+            match tokio::time::timeout_at(bound, messages.next()).await {
+                Ok(Some(Ok(message))) => fetched.push(message),
+                Ok(None) => break,
+                Ok(Some(Err(error))) if fetched.is_empty() => return Err(unavailable(error)),
+                Err(_) if fetched.is_empty() => return Err(unanswered()),
+                Ok(Some(Err(_))) | Err(_) => break,
             }
         }
         Ok(fetched)
@@ -246,4 +262,84 @@ impl OrderQueue for NatsQueue {
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("nats: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+    use crate::flow_contract::nats_config;
+
+    /// A NATS server of the test's own, frozen (`SIGSTOP`) on request: its
+    /// connections stay open and nothing is answered.
+    struct OwnNats {
+        process: std::process::Child,
+        port: u16,
+        _store: tempfile::TempDir,
+    }
+
+    impl OwnNats {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+            let store = tempfile::tempdir().expect("tempdir");
+            let process = Command::new("nats-server")
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(store.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server starts");
+            // Owned at once, so that a panic below still stops it.
+            let server = Self { process, port, _store: store };
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("nats-server did not come up");
+        }
+
+        fn signal(&self, signal: &str) {
+            let sent = Command::new("kill").args([signal, &self.process.id().to_string()]).status().expect("kill");
+            assert!(sent.success());
+        }
+    }
+
+    impl Drop for OwnNats {
+        fn drop(&mut self) {
+            self.signal("-CONT");
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poll_to_a_server_that_stopped_answering_fails_within_its_bound_instead_of_hanging() {
+        let server = OwnNats::start();
+        let config = NatsQueueConfig {
+            url: format!("nats://127.0.0.1:{}", server.port),
+            publish_timeout: Duration::from_millis(500),
+            ..nats_config()
+        };
+        let queue = NatsQueue::open(&config).await.expect("open");
+        assert_eq!(queue.poll(10, Duration::ZERO).await.map(|d| d.len()), Ok(0), "an empty queue answers");
+        server.signal("-STOP");
+        for wait in [Duration::ZERO, Duration::from_millis(100)] {
+            let polled = tokio::time::timeout(Duration::from_secs(10), queue.poll(10, wait)).await;
+            let polled = polled.unwrap_or_else(|_| panic!("a poll waiting {wait:?} hung"));
+            assert!(polled.is_err(), "nothing answered, so an error: {polled:?}");
+        }
+        server.signal("-CONT");
+        let mut answered = Err(StoreError::Unavailable("not yet".to_owned()));
+        for _ in 0..50 {
+            answered = queue.poll(10, Duration::ZERO).await.map(|d| d.len());
+            if answered.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(answered, Ok(0), "answering again once the server is back");
+    }
 }
