@@ -82,95 +82,8 @@ impl Backend {
         // ids included.
         let sales: Arc<dyn SaleStore> = Arc::new(CachedSales::new(sales, &SaleCacheConfig::default()));
 
-        let redis = &settings.redis;
-        let mut cluster_user_limit = None;
-        let mut shared_redis = None;
-        let (ledger, keys, pending): (Arc<dyn StockLedger>, Arc<dyn IntakeKeys>, Arc<dyn PendingOrders>) =
-            if redis.urls.is_empty() {
-                (
-                    Arc::new(MemoryLedger::default()),
-                    Arc::new(MemoryIntakeKeys::default()),
-                    Arc::new(MemoryPending::default()),
-                )
-            } else {
-                let tls_ca_pem = match &redis.tls_ca_file {
-                    Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
-                    None => None,
-                };
-                let config = RedisConfig {
-                    urls: redis.urls.clone(),
-                    cluster: redis.cluster,
-                    namespace: redis.namespace.clone(),
-                    response_timeout: redis.response_timeout,
-                    tls_ca_pem,
-                    ..RedisConfig::default()
-                };
-                let conn = RedisConn::connect(&config).await.context("connecting to redis")?;
-                let claim_ttl = settings.http.request_budget;
-                let rate = settings.flash_sale.cluster_per_user_rate;
-                if rate > 0 {
-                    let bucket = Algorithm::TokenBucket { capacity: rate, per_sec: f64::from(rate) };
-                    let limiter = RedisRateLimiter::new(conn.clone(), &redis.namespace, "intake-user", bucket);
-                    cluster_user_limit = Some(Arc::new(limiter));
-                }
-                shared_redis = Some(conn.clone());
-                (
-                    Arc::new(
-                        RedisLedger::with_durability(
-                            conn.clone(),
-                            &redis.namespace,
-                            Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout },
-                        )
-                        .with_events(RedisEvents::new(conn.clone(), &redis.namespace))
-                        // A claim lives as long as its reservation: a node
-                        // that dies mid-request frees both at once.
-                        .with_claims(settings.flash_sale.reservation_timeout),
-                    ),
-                    Arc::new(RedisIntakeKeys::new(conn.clone(), &redis.namespace, claim_ttl, redis.key_ttl)),
-                    Arc::new(RedisPending::new(conn, &redis.namespace, settings.flash_sale.payment_timeout)),
-                )
-            };
-
-        let queue_settings = &settings.queue;
-        let (queue, log): (Arc<dyn OrderQueue>, Option<Arc<LogQueue>>) = match &queue_settings.nats_url {
-            None if queue_settings.kafka_brokers.is_some() => {
-                let config = KafkaQueueConfig {
-                    brokers: queue_settings.kafka_brokers.clone().unwrap_or_default(),
-                    topic: queue_settings.topic.clone(),
-                    partitions: queue_settings.partitions,
-                    replicas: queue_settings.replicas,
-                    group: queue_settings.consumer.clone(),
-                    publish_timeout: queue_settings.publish_timeout,
-                    tls: queue_settings
-                        .kafka_tls
-                        .then(|| KafkaTls { ca_file: queue_settings.kafka_tls_ca_file.clone() }),
-                    ..KafkaQueueConfig::default()
-                };
-                if let Some(ca) = &queue_settings.kafka_tls_ca_file {
-                    // librdkafka would only say it can't verify the brokers.
-                    std::fs::read(ca).with_context(|| format!("reading queue.kafka_tls_ca_file {}", ca.display()))?;
-                }
-                (Arc::new(KafkaQueue::open(&config).await.context("connecting to the Kafka brokers")?), None)
-            }
-            None => {
-                let config = LogQueueConfig { batch_max: settings.flash_sale.queue_batch, ..LogQueueConfig::default() };
-                let log = Arc::new(LogQueue::open(&settings.data_dir, config).await.context("opening the queue")?);
-                (log.clone(), Some(log))
-            }
-            Some(url) => {
-                let queue = &settings.queue;
-                let config = NatsQueueConfig {
-                    url: url.clone(),
-                    stream: queue.stream.clone(),
-                    consumer: queue.consumer.clone(),
-                    ack_wait: queue.ack_wait,
-                    publish_timeout: queue.publish_timeout,
-                    replicas: queue.replicas,
-                    max_age: queue.max_age,
-                };
-                (Arc::new(NatsQueue::open(&config).await.context("connecting to NATS JetStream")?), None)
-            }
-        };
+        let SharedState { ledger, keys, pending, cluster_user_limit, redis } = open_shared_state(settings).await?;
+        let (queue, log) = open_queue(settings).await?;
         Ok(Self {
             catalog,
             sales,
@@ -182,7 +95,7 @@ impl Backend {
             pending,
             queue,
             cluster_user_limit,
-            redis: shared_redis,
+            redis,
             relational,
             log,
         })
@@ -211,6 +124,112 @@ impl Backend {
             Relational::Postgres(store) => store.close().await,
         }
     }
+}
+
+/// What the nodes share besides the store: the stock ledger, the intake
+/// keys and the pending views, in Redis when `redis.urls` are set, else in
+/// this process.
+struct SharedState {
+    ledger: Arc<dyn StockLedger>,
+    keys: Arc<dyn IntakeKeys>,
+    pending: Arc<dyn PendingOrders>,
+    /// Cluster-wide per-customer intake limit, when configured.
+    cluster_user_limit: Option<Arc<RedisRateLimiter>>,
+    redis: Option<RedisConn>,
+}
+
+async fn open_shared_state(settings: &Settings) -> anyhow::Result<SharedState> {
+    let redis = &settings.redis;
+    let mut cluster_user_limit = None;
+    let mut shared_redis = None;
+    let (ledger, keys, pending): (Arc<dyn StockLedger>, Arc<dyn IntakeKeys>, Arc<dyn PendingOrders>) = if redis
+        .urls
+        .is_empty()
+    {
+        (Arc::new(MemoryLedger::default()), Arc::new(MemoryIntakeKeys::default()), Arc::new(MemoryPending::default()))
+    } else {
+        let tls_ca_pem = match &redis.tls_ca_file {
+            Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+            None => None,
+        };
+        let config = RedisConfig {
+            urls: redis.urls.clone(),
+            cluster: redis.cluster,
+            namespace: redis.namespace.clone(),
+            response_timeout: redis.response_timeout,
+            tls_ca_pem,
+            ..RedisConfig::default()
+        };
+        let conn = RedisConn::connect(&config).await.context("connecting to redis")?;
+        let claim_ttl = settings.http.request_budget;
+        let rate = settings.flash_sale.cluster_per_user_rate;
+        if rate > 0 {
+            let bucket = Algorithm::TokenBucket { capacity: rate, per_sec: f64::from(rate) };
+            let limiter = RedisRateLimiter::new(conn.clone(), &redis.namespace, "intake-user", bucket);
+            cluster_user_limit = Some(Arc::new(limiter));
+        }
+        shared_redis = Some(conn.clone());
+        (
+            Arc::new(
+                RedisLedger::with_durability(
+                    conn.clone(),
+                    &redis.namespace,
+                    Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout },
+                )
+                .with_events(RedisEvents::new(conn.clone(), &redis.namespace))
+                // A claim lives as long as its reservation: a node
+                // that dies mid-request frees both at once.
+                .with_claims(settings.flash_sale.reservation_timeout),
+            ),
+            Arc::new(RedisIntakeKeys::new(conn.clone(), &redis.namespace, claim_ttl, redis.key_ttl)),
+            Arc::new(RedisPending::new(conn, &redis.namespace, settings.flash_sale.payment_timeout)),
+        )
+    };
+    Ok(SharedState { ledger, keys, pending, cluster_user_limit, redis: shared_redis })
+}
+
+/// The queue between intake and the consumer: a Kafka-protocol broker,
+/// NATS JetStream, or the embedded log (which is also returned, to be
+/// drained and closed).
+async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn OrderQueue>, Option<Arc<LogQueue>>)> {
+    let queue_settings = &settings.queue;
+    Ok(match &queue_settings.nats_url {
+        None if queue_settings.kafka_brokers.is_some() => {
+            let config = KafkaQueueConfig {
+                brokers: queue_settings.kafka_brokers.clone().unwrap_or_default(),
+                topic: queue_settings.topic.clone(),
+                partitions: queue_settings.partitions,
+                replicas: queue_settings.replicas,
+                group: queue_settings.consumer.clone(),
+                publish_timeout: queue_settings.publish_timeout,
+                tls: queue_settings.kafka_tls.then(|| KafkaTls { ca_file: queue_settings.kafka_tls_ca_file.clone() }),
+                ..KafkaQueueConfig::default()
+            };
+            if let Some(ca) = &queue_settings.kafka_tls_ca_file {
+                // librdkafka would only say it can't verify the brokers.
+                std::fs::read(ca).with_context(|| format!("reading queue.kafka_tls_ca_file {}", ca.display()))?;
+            }
+            (Arc::new(KafkaQueue::open(&config).await.context("connecting to the Kafka brokers")?), None)
+        }
+        None => {
+            let config = LogQueueConfig { batch_max: settings.flash_sale.queue_batch, ..LogQueueConfig::default() };
+            let log = Arc::new(LogQueue::open(&settings.data_dir, config).await.context("opening the queue")?);
+            (log.clone(), Some(log))
+        }
+        Some(url) => {
+            let queue = &settings.queue;
+            let config = NatsQueueConfig {
+                url: url.clone(),
+                stream: queue.stream.clone(),
+                consumer: queue.consumer.clone(),
+                ack_wait: queue.ack_wait,
+                publish_timeout: queue.publish_timeout,
+                replicas: queue.replicas,
+                max_age: queue.max_age,
+            };
+            (Arc::new(NatsQueue::open(&config).await.context("connecting to NATS JetStream")?), None)
+        }
+    })
 }
 
 async fn open_relational(settings: &Settings) -> anyhow::Result<Relational> {

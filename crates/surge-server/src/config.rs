@@ -151,6 +151,18 @@ impl Default for CacheSettings {
     }
 }
 
+impl From<&CacheSettings> for surge_store::cache::ProductCacheConfig {
+    fn from(cache: &CacheSettings) -> Self {
+        Self {
+            capacity: cache.capacity,
+            ttl: cache.ttl,
+            ttl_jitter: cache.ttl_jitter,
+            negative_ttl: cache.negative_ttl,
+            second_delete_delay: cache.second_delete_delay,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {

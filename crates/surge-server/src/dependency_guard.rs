@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::config::BreakerSettings;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::startup::{INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH};
+use crate::switches::{INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH};
 
 /// How often each dependency is probed, and how long a probe may take
 /// before it counts as a failure (a hung server fails as fast as a dead one).

@@ -9,42 +9,141 @@ use serde::Serialize;
 use surge_domain::StoreError;
 use surge_domain::catalog::CatalogError;
 
+/// Every error code the API answers with, and its one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    DuplicateSku,
+    SoldOut,
+    LimitExceeded,
+    NotActive,
+    InvalidState,
+    RateLimited,
+    Internal,
+    Unavailable,
+    Overloaded,
+    Degraded,
+    NotReady,
+    DeadlineExceeded,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 19] = {
+        use ErrorCode::*;
+        [
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            DuplicateSku,
+            SoldOut,
+            LimitExceeded,
+            NotActive,
+            InvalidState,
+            RateLimited,
+            Internal,
+            Unavailable,
+            Overloaded,
+            Degraded,
+            NotReady,
+            DeadlineExceeded,
+        ]
+    };
+
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            BadRequest => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            DuplicateSku | SoldOut | LimitExceeded => StatusCode::CONFLICT,
+            NotActive | InvalidState => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Unavailable | Overloaded | Degraded | NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The code as the body carries it (`API.md`).
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            BadRequest => "bad_request",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            DuplicateSku => "duplicate_sku",
+            SoldOut => "sold_out",
+            LimitExceeded => "limit_exceeded",
+            NotActive => "not_active",
+            InvalidState => "invalid_state",
+            RateLimited => "rate_limited",
+            Internal => "internal",
+            Unavailable => "unavailable",
+            Overloaded => "overloaded",
+            Degraded => "degraded",
+            NotReady => "not_ready",
+            DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Seconds, sent as `Retry-After` on 429 and 503.
     pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_secs: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after_secs: None }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(ErrorCode::BadRequest, message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(ErrorCode::NotFound, message)
     }
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        Self::new(ErrorCode::PayloadTooLarge, message)
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+        Self::new(ErrorCode::UnsupportedMediaType, message)
     }
 
     /// A dependency is down; the cause is logged, the client told to retry.
@@ -52,7 +151,7 @@ impl ApiError {
         tracing::error!(error = %cause, "dependency unavailable");
         Self {
             retry_after_secs: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a dependency is unavailable, retry later")
+            ..Self::new(ErrorCode::Unavailable, "a dependency is unavailable, retry later")
         }
     }
 
@@ -60,21 +159,21 @@ impl ApiError {
     pub fn overloaded(retry_after_secs: u64) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the service is overloaded; retry later")
+            ..Self::new(ErrorCode::Overloaded, "the service is overloaded; retry later")
         }
     }
 
     /// A feature is switched to its fallback (by hand or by a breaker).
     pub fn degraded(message: impl Into<String>) -> Self {
-        Self { retry_after_secs: Some(5), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "degraded", message) }
+        Self { retry_after_secs: Some(5), ..Self::new(ErrorCode::Degraded, message) }
     }
 
     pub fn deadline_exceeded() -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", "the request's deadline passed")
+        Self::new(ErrorCode::DeadlineExceeded, "the request's deadline passed")
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(ErrorCode::Internal, "internal error")
     }
 }
 
@@ -91,8 +190,8 @@ struct Inner<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: Inner { code: self.code, message: &self.message } };
-        let mut response = (self.status, Json(body)).into_response();
+        let body = Body { error: Inner { code: self.code.as_str(), message: &self.message } };
+        let mut response = (self.code.status(), Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -105,11 +204,9 @@ impl From<CatalogError> for ApiError {
         match error {
             CatalogError::NotFound => ApiError::not_found("no such product"),
             CatalogError::Forbidden(why) => ApiError::forbidden(why),
-            CatalogError::DuplicateSku => ApiError::new(
-                StatusCode::CONFLICT,
-                "duplicate_sku",
-                "this merchant already has a product with that sku",
-            ),
+            CatalogError::DuplicateSku => {
+                ApiError::new(ErrorCode::DuplicateSku, "this merchant already has a product with that sku")
+            }
             CatalogError::Invalid(why) => ApiError::bad_request(why),
             CatalogError::NotCached => {
                 ApiError::degraded("product details are served from the cache only; retry later")
@@ -137,13 +234,9 @@ impl From<surge_domain::flashsale::IntakeError> for ApiError {
         match error {
             IntakeError::Forbidden => ApiError::forbidden("only customers place orders"),
             IntakeError::NotFound => ApiError::not_found("no such flash sale"),
-            IntakeError::NotActive => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_active", "the flash sale is not active")
-            }
-            IntakeError::SoldOut => ApiError::new(StatusCode::CONFLICT, "sold_out", "the flash sale is sold out"),
-            IntakeError::LimitExceeded => {
-                ApiError::new(StatusCode::CONFLICT, "limit_exceeded", "this would pass the per-user limit")
-            }
+            IntakeError::NotActive => ApiError::new(ErrorCode::NotActive, "the flash sale is not active"),
+            IntakeError::SoldOut => ApiError::new(ErrorCode::SoldOut, "the flash sale is sold out"),
+            IntakeError::LimitExceeded => ApiError::new(ErrorCode::LimitExceeded, "this would pass the per-user limit"),
             IntakeError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }
@@ -155,7 +248,7 @@ impl From<surge_domain::order::OrderError> for ApiError {
         match error {
             OrderError::NotFound => ApiError::not_found("no such order"),
             OrderError::Forbidden(why) => ApiError::forbidden(why),
-            OrderError::InvalidState(why) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_state", why),
+            OrderError::InvalidState(why) => ApiError::new(ErrorCode::InvalidState, why),
             OrderError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }
@@ -165,7 +258,26 @@ impl ApiError {
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later")
+            ..Self::new(ErrorCode::RateLimited, "too many requests; retry later")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clients match on the code: each is documented, and one code never
+    /// answers with two statuses or spells another's name.
+    #[test]
+    fn every_error_code_is_documented_and_has_one_error_status() {
+        let documents = [include_str!("../../../docs/api.md"), include_str!("../../../README.md")].concat();
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let name = code.as_str();
+            assert!(seen.insert(name), "{name} twice");
+            assert!(code.status().is_client_error() || code.status().is_server_error(), "{name}");
+            assert!(documents.contains(name), "{name} is in neither docs/api.md nor the README");
         }
     }
 }

@@ -10,40 +10,41 @@ use axum::Router;
 use surge_domain::IdGenerator;
 use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
-use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
-use surge_guard::breaker::{BreakerState, CircuitBreaker, Observer};
-use surge_guard::bulkhead::{AdaptiveLimit, Bulkhead};
-use surge_guard::rate::{Limiter, TokenBucket};
-use surge_guard::retry::{Retries, RetrySettings};
+use surge_guard::breaker::CircuitBreaker;
 use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
-use surge_store::notify::{NOTIFICATION_SWITCH, NotifyMetrics, NotifySink, QueuedNotifier, SinkGuards, webhook_client};
 use surge_store::ops::{ConfigStore, SettingsVersion};
-use surge_store::redis::{Event, RedisCatalog, RedisSettingsVersion, Signal, subscribe};
+use surge_store::redis::{RedisCatalog, RedisSettingsVersion};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::retry::budget::TpsBudget;
 
 use crate::auth::{Keys, load_or_create_secret};
 use crate::backend::Backend;
 use crate::config::Settings;
 use crate::config_centre::ConfigCentre;
 use crate::dependency_guard::DependencyGuard;
+use crate::events::{EventListener, Subscription};
 use crate::limits::IntakeLimits;
 use crate::metrics::{
-    CACHE_LOADS, CACHE_REQUESTS, EVENTS, LEDGER_DIFFERENCE, LEDGER_REPAIRED, Metrics, NOTIFICATIONS, ORDERS_FAILED,
-    SALES_SERVED,
+    CACHE_LOADS, CACHE_REQUESTS, LEDGER_DIFFERENCE, LEDGER_REPAIRED, Metrics, ORDERS_FAILED, SALES_SERVED,
 };
+use crate::notifications;
 use crate::readiness::Readiness;
 use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::serve::{ConnectionLimits, serve};
 use crate::state::{AppState, Parts};
-use crate::tunables::{LiveConfig, TUNABLES, Tunables, aimd};
+use crate::switches::{self, CONSUMER_SWITCH, INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH};
+use crate::tunables::{LiveConfig, TUNABLES, Tunables};
 use crate::workers::Workers;
 
 /// How long readiness waits for a dependency before calling it down.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The clock skew allowed between nodes when one node's timestamps are
+/// compared with another's (the reservation reaper, a lost ledger's
+/// rebuild).
+const CLOCK_SKEW_MAX: Duration = Duration::from_secs(1);
 
 pub struct Application {
     listener: TcpListener,
@@ -59,58 +60,20 @@ pub struct Application {
     events: Option<Subscription>,
 }
 
-/// A background task that ends with its owner.
-struct Subscription(tokio::task::JoinHandle<()>);
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// The product catalog as handlers read it: each node's memory, over Redis
+/// in the distributed mode, over the store.
+struct CatalogTiers {
+    /// The node's own tier, which other nodes' events evict from.
+    local: Arc<CachedCatalog<dyn CatalogStore>>,
+    /// What handlers and the sale context read through (`local`).
+    read: Arc<dyn CatalogStore>,
 }
 
-/// Applies the other nodes' events to this node's local state.
-struct EventListener {
-    catalog: Arc<CachedCatalog<dyn CatalogStore>>,
+/// The business contexts, wired to their adapters.
+struct Contexts {
     flash_sales: Arc<FlashSales>,
-    config_centre: Arc<ConfigCentre>,
-    metrics: Arc<Metrics>,
-}
-
-impl EventListener {
-    fn on(&self, signal: Signal) {
-        let kind = match signal {
-            Signal::Subscribed => {
-                // Whatever changed while unsubscribed went unheard.
-                self.catalog.forget_all();
-                let centre = Arc::clone(&self.config_centre);
-                tokio::spawn(async move { centre.catch_up().await });
-                "subscribed"
-            }
-            Signal::Event(Event::SettingsChanged(version)) => {
-                self.config_centre.heard(version);
-                "settings_changed"
-            }
-            Signal::Event(Event::ProductChanged(id)) => {
-                let catalog = Arc::clone(&self.catalog);
-                tokio::spawn(async move { catalog.forget(id).await });
-                "product_changed"
-            }
-            Signal::Event(Event::SoldOut(sale)) => {
-                let flash_sales = Arc::clone(&self.flash_sales);
-                tokio::spawn(async move {
-                    if let Err(error) = flash_sales.sold_out_elsewhere(sale).await {
-                        tracing::debug!(%error, sale_id = %sale, "sold-out event not applied");
-                    }
-                });
-                "sold_out"
-            }
-            Signal::Event(Event::Restocked(sale)) => {
-                self.flash_sales.restocked_elsewhere(sale);
-                "restocked"
-            }
-        };
-        self.metrics.counter(EVENTS, &[("event", kind)]).increment(1);
-    }
+    orders: Arc<Orders>,
+    intake_limits: Arc<IntakeLimits>,
 }
 
 impl Application {
@@ -126,131 +89,35 @@ impl Application {
         let backend = Backend::open(configured).await?;
         let settings = &with_stored_tunables(configured, backend.config.as_ref()).await?;
         let metrics = Arc::new(Metrics::new());
-
-        let cache_metrics = CacheMetrics {
-            hits: metrics.counter(CACHE_REQUESTS, &[("cache", "product"), ("result", "hit")]),
-            misses: metrics.counter(CACHE_REQUESTS, &[("cache", "product"), ("result", "miss")]),
-            loads: metrics.counter(CACHE_LOADS, &[("cache", "product")]),
-        };
-        // Two tiers in the distributed mode: each node's memory over the
-        // shared Redis over PostgreSQL.
-        let shared_tier: Arc<dyn CatalogStore> = match &backend.redis {
-            Some(conn) => Arc::new(RedisCatalog::new(
-                Arc::clone(&backend.catalog),
-                conn.clone(),
-                &settings.redis.namespace,
-                &product_cache(settings),
-                CacheMetrics {
-                    hits: metrics.counter(CACHE_REQUESTS, &[("cache", "product_redis"), ("result", "hit")]),
-                    misses: metrics.counter(CACHE_REQUESTS, &[("cache", "product_redis"), ("result", "miss")]),
-                    loads: metrics.counter(CACHE_LOADS, &[("cache", "product_redis")]),
-                },
-            )),
-            None => Arc::clone(&backend.catalog),
-        };
-        let cached = Arc::new(CachedCatalog::new(shared_tier, &product_cache(settings), cache_metrics));
-        let store: Arc<dyn CatalogStore> = cached.clone();
         let ids = Arc::new(IdGenerator::new(settings.node_id).map_err(anyhow::Error::msg)?);
 
-        let sale_settings = &settings.flash_sale;
-        let flash_sales = Arc::new(
-            FlashSales::new(
-                FlashSalePorts {
-                    sales: Arc::clone(&backend.sales),
-                    catalog: Arc::clone(&store),
-                    ledger: Arc::clone(&backend.ledger),
-                    queue: Arc::clone(&backend.queue),
-                    orders: Arc::clone(&backend.orders),
-                    pending: Arc::clone(&backend.pending),
-                    keys: Arc::clone(&backend.keys),
-                },
-                Arc::clone(&ids),
-            )
-            .with_intake_max(settings.http.request_budget + CLOCK_SKEW_MAX),
-        );
-        let orders = Arc::new(Orders::new(
-            Arc::clone(&backend.orders),
-            Arc::clone(&backend.pending),
-            Arc::clone(&flash_sales),
-            sale_settings.payment_timeout,
-        ));
-        let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
-        let switches = Arc::new(Switchboard::new(SWITCHES));
-        for stored in backend.switches.load_switches().await.context("loading switches")? {
-            if let Err(unknown) = switches.set_manual(&stored.name, stored.enabled, &stored.reason) {
-                tracing::warn!(%unknown, "ignoring a stored switch this version does not have");
-            }
-        }
-        let notify_breaker = Arc::new(notify_breaker(settings, &metrics, &switches));
-        let workers = Arc::new(Workers {
-            orders: Arc::clone(&orders),
-            flash_sales: Arc::clone(&flash_sales),
-            reservation_timeout: sale_settings.reservation_timeout,
-            consumer_switch: switches.handle(CONSUMER_SWITCH)?,
-            failed_orders: metrics.counter(ORDERS_FAILED, &[]),
-            sales_served: metrics.gauge(SALES_SERVED, &[]),
-            ledger_difference: metrics.gauge(LEDGER_DIFFERENCE, &[]),
-            ledger_repaired: metrics.counter(LEDGER_REPAIRED, &[]),
-            reconcile_interval: sale_settings.reconcile_interval,
-            queue: Arc::clone(&backend.queue),
-            notifier: notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker))?,
-            intake_limits: Arc::clone(&intake_limits),
-            consumer_batch: sale_settings.consumer_batch,
-            sweep_interval: sale_settings.sweep_interval,
-        });
-        // Every accepted request becomes an order before the ledger is
-        // rebuilt from the orders: no oversell, no stranded stock.
-        let drained = if backend.shared_queue() { 0 } else { workers.drain().await.context("draining the queue")? };
-        let sales = flash_sales.recover().await.context("rebuilding the stock ledger")?;
-        ids.resume_after(backend.max_id().await.context("reading the largest id")?);
-        tracing::info!(drained, sales, "recovered flash sales");
+        let catalog = catalog_tiers(settings, &backend, &metrics);
+        let contexts = wire_contexts(settings, &backend, &catalog, &ids);
+        let switches = switches::load(backend.switches.as_ref()).await?;
+        let notify_breaker = Arc::new(switches::notify_breaker(settings, &metrics, &switches));
+        let workers =
+            Arc::new(workers(settings, &backend, &contexts, &switches, &metrics, Arc::clone(&notify_breaker))?);
+        recover(&backend, &workers, &contexts, &ids).await?;
 
-        let overload = &settings.overload;
-        let guards = OverloadGuards {
-            core: Arc::new(Bulkhead::new("core", overload.core_concurrency, overload.bulkhead_max_wait)),
-            non_core: Arc::new(Bulkhead::new("non_core", overload.non_core_concurrency, overload.bulkhead_max_wait)),
-            sale_reads: Arc::new(Bulkhead::new(
-                "sale_reads",
-                overload.sale_read_concurrency,
-                overload.bulkhead_max_wait,
-            )),
-            node: Arc::new(AdaptiveLimit::new(aimd(settings))),
-            enabled: overload.enabled,
-            product_reads: (settings.rate.product_read_per_sec > 0).then(|| {
-                Arc::new(TokenBucket::new(
-                    settings.rate.product_read_burst,
-                    f64::from(settings.rate.product_read_per_sec),
-                ))
-            }),
-        };
+        let guards = OverloadGuards::new(settings);
+        guards.keep_product_buckets_small();
         let live = Arc::new(LiveConfig {
             settings: std::sync::Mutex::new(settings.clone()),
-            intake_limits: Arc::clone(&intake_limits),
+            intake_limits: Arc::clone(&contexts.intake_limits),
             guards: guards.clone(),
             notify_breaker,
             store: Arc::clone(&backend.config),
             updating: tokio::sync::Mutex::new(()),
         });
-        let settings_version = backend.redis.as_ref().map(|conn| {
-            Arc::new(RedisSettingsVersion::new(conn.clone(), &settings.redis.namespace)) as Arc<dyn SettingsVersion>
-        });
-        let config_centre = Arc::new(ConfigCentre::new(
-            Arc::clone(&live),
-            Arc::clone(&switches),
-            Arc::clone(&backend.switches),
-            Arc::clone(&backend.config),
-            settings_version,
-        ));
+        let config_centre = Arc::new(config_centre(settings, &backend, &live, &switches));
         let events = backend.redis.as_ref().map(|_| {
-            let listener = EventListener {
-                catalog: cached,
-                flash_sales: Arc::clone(&flash_sales),
+            EventListener {
+                catalog: Arc::clone(&catalog.local),
+                flash_sales: Arc::clone(&contexts.flash_sales),
                 config_centre: Arc::clone(&config_centre),
-                metrics: metrics.clone(),
-            };
-            Subscription(subscribe(settings.redis.urls.clone(), &settings.redis.namespace, move |signal| {
-                listener.on(signal);
-            }))
+                metrics: Arc::clone(&metrics),
+            }
+            .listen(settings)
         });
         let readiness = Arc::new(Readiness::of(&backend, READY_PROBE_TIMEOUT));
         let dependency_guard =
@@ -258,10 +125,10 @@ impl Application {
         let state = AppState::new(Parts {
             live,
             config_centre: Arc::clone(&config_centre),
-            catalog: Catalog::new(Arc::clone(&store), ids),
-            flash_sales,
-            orders,
-            intake_limits,
+            catalog: Catalog::new(Arc::clone(&catalog.read), ids),
+            flash_sales: contexts.flash_sales,
+            orders: contexts.orders,
+            intake_limits: contexts.intake_limits,
             cluster_user_limit: backend.cluster_user_limit.clone(),
             intake_switch: switches.handle(INTAKE_SWITCH)?,
             product_detail_switch: switches.handle(PRODUCT_DETAIL_SWITCH)?,
@@ -269,44 +136,21 @@ impl Application {
             switch_store: Arc::clone(&backend.switches),
             keys: Keys::new(&secret, &settings.auth),
             metrics,
-            store,
-            readiness: Arc::clone(&readiness),
+            store: catalog.read,
+            readiness,
         });
 
-        let limits = EdgeLimits {
-            body_limit_bytes: settings.http.body_limit_bytes,
-            request_budget: settings.http.request_budget,
-        };
-        let listener = bind(settings.listen).await?;
-        let ops = match settings.ops_listen {
-            Some(address) => Some((bind(address).await?, routes::ops_router(state.clone(), limits))),
-            None => None,
-        };
-        if let Some(bucket) = &guards.product_reads {
-            // Full buckets are forgotten, so memory follows the hot set.
-            let bucket = Arc::downgrade(bucket);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                while let Some(bucket) = bucket.upgrade() {
-                    bucket.forget_idle(tokio::time::Instant::now());
-                    drop(bucket);
-                    tick.tick().await;
-                }
-            });
-        }
-        let router = routes::app(state, limits, &guards, ops.is_none());
-        let backend = Arc::new(backend);
-        let connection_limits = ConnectionLimits {
-            header_read_timeout: settings.http.header_read_timeout,
-            max_connections: settings.http.max_connections,
-        };
+        let (listener, router, ops) = bind_routes(settings, state, &guards).await?;
         Ok(Self {
             listener,
             router,
             ops,
             shutdown_grace: settings.http.shutdown_grace,
-            connection_limits,
-            backend,
+            connection_limits: ConnectionLimits {
+                header_read_timeout: settings.http.header_read_timeout,
+                max_connections: settings.http.max_connections,
+            },
+            backend: Arc::new(backend),
             workers,
             config_centre,
             dependency_guard,
@@ -327,12 +171,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let mut background = tokio::task::JoinSet::new();
-        let workers = Arc::clone(&self.workers);
-        let consumer_stopped = stopped.clone();
-        background.spawn(async move { workers.consume_until(consumer_stopped).await });
-        let workers = Arc::clone(&self.workers);
-        let sweeper_stopped = stopped.clone();
-        background.spawn(async move { workers.sweep_until(sweeper_stopped).await });
+        self.workers.spawn(&mut background, &stopped);
         background.spawn(Arc::clone(&self.config_centre).follow(stopped.clone()));
         background.spawn(Arc::clone(&self.dependency_guard).run(stopped.clone()));
 
@@ -370,21 +209,27 @@ impl Application {
     }
 }
 
+/// The API's listener and routes, and the operations endpoints' when they
+/// have a port of their own (`ops_listen`).
+async fn bind_routes(
+    settings: &Settings,
+    state: AppState,
+    guards: &OverloadGuards,
+) -> anyhow::Result<(TcpListener, Router, Option<(TcpListener, Router)>)> {
+    let limits =
+        EdgeLimits { body_limit_bytes: settings.http.body_limit_bytes, request_budget: settings.http.request_budget };
+    let listener = bind(settings.listen).await?;
+    let ops = match settings.ops_listen {
+        Some(address) => Some((bind(address).await?, routes::ops_router(state.clone(), limits))),
+        None => None,
+    };
+    let router = routes::app(state, limits, guards, ops.is_none());
+    Ok((listener, router, ops))
+}
+
 async fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address).await.with_context(|| format!("binding {address}"))
 }
-
-/// Every degradation switch, and the feature each one turns off.
-pub const INTAKE_SWITCH: &str = "flash_sale_intake";
-pub const PRODUCT_DETAIL_SWITCH: &str = "product_detail_live";
-/// Off: the order consumer holds back (maintenance of the store); the
-/// queue keeps every accepted request meanwhile.
-pub const CONSUMER_SWITCH: &str = "order_consumer";
-const SWITCHES: &[&str] = &[NOTIFICATION_SWITCH, INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH, CONSUMER_SWITCH];
-
-/// The clock skew allowed between nodes when one node's timestamps are
-/// compared with another's (the reservation reaper).
-const CLOCK_SKEW_MAX: Duration = Duration::from_secs(1);
 
 /// The start-up settings with the run-time changes stored by the config
 /// centre applied; a stored document that no longer validates is ignored.
@@ -401,71 +246,111 @@ async fn with_stored_tunables(settings: &Settings, store: &dyn ConfigStore) -> a
     }
 }
 
-/// The breaker in front of the notification sink; its state drives the
-/// `notification` switch and the breaker-state gauge.
-fn notify_breaker(settings: &Settings, metrics: &Arc<Metrics>, switches: &Arc<Switchboard>) -> CircuitBreaker {
-    let board = Arc::clone(switches);
-    let gauges = Arc::clone(metrics);
-    let observer: Observer = Arc::new(move |name, _from, to| {
-        gauges.breaker_state(name, to);
-        let reason = format!("breaker {name} is {}", to.as_str());
-        let verdict = match to {
-            BreakerState::Open => Some(false),
-            BreakerState::Closed => Some(true),
-            BreakerState::HalfOpen => None,
-        };
-        if let Some(enabled) = verdict {
-            let _ = board.set_auto(NOTIFICATION_SWITCH, enabled, &reason);
-        }
-    });
-    metrics.breaker_state(NOTIFICATION_SWITCH, BreakerState::Closed);
-    CircuitBreaker::new(NOTIFICATION_SWITCH, settings.notify.breaker.config()).with_observer(observer)
+/// Each node's memory over the shared Redis (distributed mode) over the
+/// store.
+fn catalog_tiers(settings: &Settings, backend: &Backend, metrics: &Metrics) -> CatalogTiers {
+    let config = ProductCacheConfig::from(&settings.cache);
+    let cache_metrics = |cache: &'static str| CacheMetrics {
+        hits: metrics.counter(CACHE_REQUESTS, &[("cache", cache), ("result", "hit")]),
+        misses: metrics.counter(CACHE_REQUESTS, &[("cache", cache), ("result", "miss")]),
+        loads: metrics.counter(CACHE_LOADS, &[("cache", cache)]),
+    };
+    let shared: Arc<dyn CatalogStore> = match &backend.redis {
+        Some(conn) => Arc::new(RedisCatalog::new(
+            Arc::clone(&backend.catalog),
+            conn.clone(),
+            &settings.redis.namespace,
+            &config,
+            cache_metrics("product_redis"),
+        )),
+        None => Arc::clone(&backend.catalog),
+    };
+    let local = Arc::new(CachedCatalog::new(shared, &config, cache_metrics("product")));
+    CatalogTiers { read: local.clone(), local }
 }
 
-fn notifier(
-    settings: &Settings,
-    metrics: &Arc<Metrics>,
-    switches: &Arc<Switchboard>,
-    breaker: Arc<CircuitBreaker>,
-) -> anyhow::Result<Arc<dyn Notifier>> {
-    let sink = match &settings.notify.webhook_url {
-        Some(url) => {
-            let tls_ca_pem = match &settings.notify.tls_ca_file {
-                Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
-                None => None,
-            };
-            webhook_client(tls_ca_pem.as_deref()).map_err(|why| anyhow::anyhow!("notify.tls_ca_file: {why}"))?;
-            NotifySink::Webhook { url: url.clone(), timeout: settings.notify.timeout, tls_ca_pem }
-        }
-        None => NotifySink::Log,
+/// The flash-sale and order contexts on the backend's adapters.
+fn wire_contexts(settings: &Settings, backend: &Backend, catalog: &CatalogTiers, ids: &Arc<IdGenerator>) -> Contexts {
+    let sale_settings = &settings.flash_sale;
+    let ports = FlashSalePorts {
+        sales: Arc::clone(&backend.sales),
+        catalog: Arc::clone(&catalog.read),
+        ledger: Arc::clone(&backend.ledger),
+        queue: Arc::clone(&backend.queue),
+        orders: Arc::clone(&backend.orders),
+        pending: Arc::clone(&backend.pending),
+        keys: Arc::clone(&backend.keys),
     };
-    let notify_metrics = NotifyMetrics {
-        sent: metrics.counter(NOTIFICATIONS, &[("result", "sent")]),
-        failed: metrics.counter(NOTIFICATIONS, &[("result", "failed")]),
-        dropped: metrics.counter(NOTIFICATIONS, &[("result", "dropped")]),
-    };
-    let retry = &settings.notify.retry;
-    let retries = Retries::new(
-        RetrySettings {
-            attempts_max: retry.attempts_max,
-            backoff_base: retry.backoff_base,
-            backoff_max: retry.backoff_max,
-        },
-        Arc::new(TpsBudget::new(retry.budget_window, retry.budget_floor_per_sec, retry.budget_ratio)),
+    let flash_sales = Arc::new(
+        FlashSales::new(ports, Arc::clone(ids)).with_intake_max(settings.http.request_budget + CLOCK_SKEW_MAX),
     );
-    let guards = SinkGuards { breaker, switches: Arc::clone(switches), retries };
-    Ok(Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics, guards)))
+    let orders = Arc::new(Orders::new(
+        Arc::clone(&backend.orders),
+        Arc::clone(&backend.pending),
+        Arc::clone(&flash_sales),
+        sale_settings.payment_timeout,
+    ));
+    let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
+    Contexts { flash_sales, orders, intake_limits }
 }
 
-fn product_cache(settings: &Settings) -> ProductCacheConfig {
-    let cache = &settings.cache;
-    ProductCacheConfig {
-        capacity: cache.capacity,
-        ttl: cache.ttl,
-        ttl_jitter: cache.ttl_jitter,
-        negative_ttl: cache.negative_ttl,
-        second_delete_delay: cache.second_delete_delay,
-    }
+/// The consumer, the sweeper, the reaper and the reconciliation.
+fn workers(
+    settings: &Settings,
+    backend: &Backend,
+    contexts: &Contexts,
+    switches: &Arc<Switchboard>,
+    metrics: &Arc<Metrics>,
+    notify_breaker: Arc<CircuitBreaker>,
+) -> anyhow::Result<Workers> {
+    let sale_settings = &settings.flash_sale;
+    Ok(Workers {
+        orders: Arc::clone(&contexts.orders),
+        flash_sales: Arc::clone(&contexts.flash_sales),
+        reservation_timeout: sale_settings.reservation_timeout,
+        consumer_switch: switches.handle(CONSUMER_SWITCH)?,
+        failed_orders: metrics.counter(ORDERS_FAILED, &[]),
+        sales_served: metrics.gauge(SALES_SERVED, &[]),
+        ledger_difference: metrics.gauge(LEDGER_DIFFERENCE, &[]),
+        ledger_repaired: metrics.counter(LEDGER_REPAIRED, &[]),
+        reconcile_interval: sale_settings.reconcile_interval,
+        queue: Arc::clone(&backend.queue),
+        notifier: notifications::notifier(settings, metrics, switches, notify_breaker)?,
+        intake_limits: Arc::clone(&contexts.intake_limits),
+        consumer_batch: sale_settings.consumer_batch,
+        sweep_interval: sale_settings.sweep_interval,
+    })
+}
+
+/// Every accepted request becomes an order before the ledger is rebuilt
+/// from the orders (no oversell, no stranded stock), and new ids follow
+/// the largest one written.
+async fn recover(backend: &Backend, workers: &Workers, contexts: &Contexts, ids: &IdGenerator) -> anyhow::Result<()> {
+    let drained = if backend.shared_queue() { 0 } else { workers.drain().await.context("draining the queue")? };
+    let sales = contexts.flash_sales.recover().await.context("rebuilding the stock ledger")?;
+    ids.resume_after(backend.max_id().await.context("reading the largest id")?);
+    tracing::info!(drained, sales, "recovered flash sales");
+    Ok(())
+}
+
+/// Switches and run-time settings, shared with the other nodes through the
+/// store and a version in Redis (distributed mode).
+fn config_centre(
+    settings: &Settings,
+    backend: &Backend,
+    live: &Arc<LiveConfig>,
+    switches: &Arc<Switchboard>,
+) -> ConfigCentre {
+    let version = backend.redis.as_ref().map(|conn| {
+        Arc::new(RedisSettingsVersion::new(conn.clone(), &settings.redis.namespace)) as Arc<dyn SettingsVersion>
+    });
+    ConfigCentre::new(
+        Arc::clone(live),
+        Arc::clone(switches),
+        Arc::clone(&backend.switches),
+        Arc::clone(&backend.config),
+        version,
+    )
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

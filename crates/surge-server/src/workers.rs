@@ -1,7 +1,9 @@
 //! Background work of a node: the order consumer, the payment-timeout
-//! sweeper, the reservation reaper and the ledger's reconciliation. Both stop at the shutdown signal; the consumer then drains what
-//! is left in the queue.
+//! sweeper, the reservation reaper and the ledger's reconciliation. Each
+//! stops at the shutdown signal; the consumer then drains what is left in
+//! the queue.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,44 +86,24 @@ impl Workers {
         }
     }
 
-    pub async fn sweep_until(&self, mut stopped: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.sweep_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reap = tokio::time::interval((self.reservation_timeout / 4).max(Duration::from_secs(1)));
-        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reconcile = tokio::time::interval(self.reconcile_interval);
-        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let (reaping, reconciling) = tokio::select! {
-                _ = stopped.wait_for(|stop| *stop) => return,
-                _ = reap.tick() => (true, false),
-                _ = reconcile.tick() => (false, true),
-                _ = tick.tick() => (false, false),
-            };
-            if reconciling {
-                match self.flash_sales.reconcile().await {
-                    Ok(pass) => {
-                        self.ledger_difference.set(pass.difference as f64);
-                        self.ledger_repaired.increment(pass.repaired);
-                    }
-                    Err(error) => tracing::error!(%error, "ledger reconciliation failed"),
-                }
-                continue;
-            }
-            if reaping {
-                match self.flash_sales.reap_reservations(self.reservation_timeout).await {
-                    Ok(released) if released > 0 => tracing::warn!(released, "released stale reservations"),
-                    Ok(_) => {}
-                    Err(error) => tracing::error!(%error, "reservation reaper failed"),
-                }
-                match self.flash_sales.forget_ended(self.reservation_timeout).await {
-                    Ok(forgotten) if forgotten > 0 => tracing::info!(forgotten, "forgot ended flash sales"),
-                    Ok(_) => {}
-                    Err(error) => tracing::error!(%error, "ended flash sales not forgotten"),
-                }
-                self.sales_served.set(self.flash_sales.served() as f64);
-                continue;
-            }
+    /// Starts the consumer, the sweeper, the reaper and the reconciliation
+    /// in `background`, each until `stopped`.
+    pub fn spawn(self: &Arc<Self>, background: &mut tokio::task::JoinSet<()>, stopped: &watch::Receiver<bool>) {
+        let (workers, until) = (Arc::clone(self), stopped.clone());
+        background.spawn(async move { workers.consume_until(until).await });
+        let (workers, until) = (Arc::clone(self), stopped.clone());
+        background.spawn(async move { workers.sweep_until(until).await });
+        let (workers, until) = (Arc::clone(self), stopped.clone());
+        background.spawn(async move { workers.reap_until(until).await });
+        let (workers, until) = (Arc::clone(self), stopped.clone());
+        background.spawn(async move { workers.reconcile_until(until).await });
+    }
+
+    /// The payment-timeout sweeper, every `sweep_interval`: cancels unpaid
+    /// orders past their window, retries owed give-backs, clears sold-out
+    /// flags whose sale has stock again, and trims the intake limiters.
+    pub async fn sweep_until(&self, stopped: watch::Receiver<bool>) {
+        every(self.sweep_interval, stopped, || async {
             match self.orders.expire_unpaid(SWEEP_BATCH).await {
                 Ok(cancelled) if cancelled > 0 => tracing::info!(cancelled, "cancelled unpaid orders"),
                 Ok(_) => {}
@@ -136,6 +118,60 @@ impl Workers {
                 tracing::error!(%error, "sold-out flags not refreshed");
             }
             self.intake_limits.shrink();
+        })
+        .await;
+    }
+
+    /// The reservation reaper, every quarter of `reservation_timeout` (at
+    /// least a second): releases reservations whose request is provably not
+    /// in the queue, and forgets sales that ended that long ago.
+    pub async fn reap_until(&self, stopped: watch::Receiver<bool>) {
+        let period = (self.reservation_timeout / 4).max(Duration::from_secs(1));
+        every(period, stopped, || async {
+            match self.flash_sales.reap_reservations(self.reservation_timeout).await {
+                Ok(released) if released > 0 => tracing::warn!(released, "released stale reservations"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "reservation reaper failed"),
+            }
+            match self.flash_sales.forget_ended(self.reservation_timeout).await {
+                Ok(forgotten) if forgotten > 0 => tracing::info!(forgotten, "forgot ended flash sales"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "ended flash sales not forgotten"),
+            }
+            self.sales_served.set(self.flash_sales.served() as f64);
+        })
+        .await;
+    }
+
+    /// The ledger's reconciliation with the orders, every
+    /// `reconcile_interval` (see `FlashSales::reconcile`).
+    pub async fn reconcile_until(&self, stopped: watch::Receiver<bool>) {
+        every(self.reconcile_interval, stopped, || async {
+            match self.flash_sales.reconcile().await {
+                Ok(pass) => {
+                    self.ledger_difference.set(pass.difference as f64);
+                    self.ledger_repaired.increment(pass.repaired);
+                }
+                Err(error) => tracing::error!(%error, "ledger reconciliation failed"),
+            }
+        })
+        .await;
+    }
+}
+
+/// Runs `step` every `period` (a late tick waits, it does not burst) until
+/// `stopped`.
+async fn every<F: Future<Output = ()>>(period: Duration, mut stopped: watch::Receiver<bool>, step: impl Fn() -> F) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let due = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => false,
+            _ = tick.tick() => true,
+        };
+        if !due {
+            return;
         }
+        step().await;
     }
 }

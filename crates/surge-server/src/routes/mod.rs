@@ -20,14 +20,14 @@ use std::sync::Arc;
 use surge_guard::BoxError;
 use surge_guard::bulkhead::{AdaptiveLimit, Admission, Both, Bulkhead, Overloaded, ShedLayer};
 use surge_guard::deadline::{DeadlineExpired, DeadlineLayer, DeadlineSpent, InvalidDeadlineHeader};
-use surge_guard::rate::{RateLimitLayer, RateLimited, TokenBucket};
+use surge_guard::rate::{Limiter, RateLimitLayer, RateLimited, TokenBucket};
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics;
 use crate::state::AppState;
 
@@ -55,6 +55,40 @@ pub struct OverloadGuards {
 }
 
 impl OverloadGuards {
+    /// The guards `overload` and `rate` configure.
+    pub fn new(settings: &crate::config::Settings) -> Self {
+        let overload = &settings.overload;
+        let pool = |name, concurrency| Arc::new(Bulkhead::new(name, concurrency, overload.bulkhead_max_wait));
+        Self {
+            core: pool("core", overload.core_concurrency),
+            non_core: pool("non_core", overload.non_core_concurrency),
+            sale_reads: pool("sale_reads", overload.sale_read_concurrency),
+            node: Arc::new(AdaptiveLimit::new(crate::tunables::aimd(settings))),
+            enabled: overload.enabled,
+            product_reads: (settings.rate.product_read_per_sec > 0).then(|| {
+                Arc::new(TokenBucket::new(
+                    settings.rate.product_read_burst,
+                    f64::from(settings.rate.product_read_per_sec),
+                ))
+            }),
+        }
+    }
+
+    /// Forgets full product-read buckets every second while the guards
+    /// live, so memory follows the hot set.
+    pub fn keep_product_buckets_small(&self) {
+        let Some(bucket) = &self.product_reads else { return };
+        let bucket = Arc::downgrade(bucket);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            while let Some(bucket) = bucket.upgrade() {
+                bucket.forget_idle(tokio::time::Instant::now());
+                drop(bucket);
+                tick.tick().await;
+            }
+        });
+    }
+
     /// The node limit, then the core pool: one layer.
     pub fn core(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
         if self.enabled { route.layer(shed(&self.core_admission())) } else { route }
@@ -146,7 +180,7 @@ fn finish(router: Router<AppState>, state: AppState, limits: EdgeLimits) -> Rout
         .route_layer(from_fn_with_state(state.clone(), metrics::track))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
         })
         .layer(
             ServiceBuilder::new()

@@ -1,13 +1,13 @@
 //! Liveness, readiness and metrics.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -25,10 +25,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     let down: Vec<String> =
         checks.iter().filter_map(|(name, state)| state.err().map(|why| format!("{name}: {why}"))).collect();
     if !down.is_empty() {
-        return Err(ApiError {
-            retry_after_secs: Some(1),
-            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", down.join(", "))
-        });
+        return Err(ApiError { retry_after_secs: Some(1), ..ApiError::new(ErrorCode::NotReady, down.join(", ")) });
     }
     let checks: serde_json::Map<String, serde_json::Value> =
         checks.into_iter().map(|(name, _)| (name.to_owned(), json!("ok"))).collect();
