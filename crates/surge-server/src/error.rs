@@ -9,100 +9,55 @@ use serde::Serialize;
 use surge_domain::StoreError;
 use surge_domain::catalog::CatalogError;
 
-/// Every error code the API answers with, and its one status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    BadRequest,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    DuplicateSku,
-    SoldOut,
-    LimitExceeded,
-    NotActive,
-    InvalidState,
-    RateLimited,
-    Internal,
-    Unavailable,
-    Overloaded,
-    Degraded,
-    NotReady,
-    DeadlineExceeded,
+/// Declares [`ErrorCode`] from one table: each code, its status and its
+/// name in the body.
+macro_rules! error_codes {
+    ($($code:ident => $status:ident, $name:literal;)+) => {
+        /// Every error code the API answers with, and its one status.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($code,)+
+        }
+
+        impl ErrorCode {
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$code,)+];
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorCode::$code => StatusCode::$status,)+
+                }
+            }
+
+            /// The code as the body carries it (`docs/api.md`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$code => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = {
-        use ErrorCode::*;
-        [
-            BadRequest,
-            Unauthorized,
-            Forbidden,
-            NotFound,
-            MethodNotAllowed,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            DuplicateSku,
-            SoldOut,
-            LimitExceeded,
-            NotActive,
-            InvalidState,
-            RateLimited,
-            Internal,
-            Unavailable,
-            Overloaded,
-            Degraded,
-            NotReady,
-            DeadlineExceeded,
-        ]
-    };
-
-    pub fn status(self) -> StatusCode {
-        use ErrorCode::*;
-        match self {
-            BadRequest => StatusCode::BAD_REQUEST,
-            Unauthorized => StatusCode::UNAUTHORIZED,
-            Forbidden => StatusCode::FORBIDDEN,
-            NotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            DuplicateSku | SoldOut | LimitExceeded => StatusCode::CONFLICT,
-            NotActive | InvalidState => StatusCode::UNPROCESSABLE_ENTITY,
-            RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Unavailable | Overloaded | Degraded | NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    /// The code as the body carries it (`API.md`).
-    pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            BadRequest => "bad_request",
-            Unauthorized => "unauthorized",
-            Forbidden => "forbidden",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            PayloadTooLarge => "payload_too_large",
-            UnsupportedMediaType => "unsupported_media_type",
-            DuplicateSku => "duplicate_sku",
-            SoldOut => "sold_out",
-            LimitExceeded => "limit_exceeded",
-            NotActive => "not_active",
-            InvalidState => "invalid_state",
-            RateLimited => "rate_limited",
-            Internal => "internal",
-            Unavailable => "unavailable",
-            Overloaded => "overloaded",
-            Degraded => "degraded",
-            NotReady => "not_ready",
-            DeadlineExceeded => "deadline_exceeded",
-        }
-    }
+error_codes! {
+    BadRequest => BAD_REQUEST, "bad_request";
+    Unauthorized => UNAUTHORIZED, "unauthorized";
+    Forbidden => FORBIDDEN, "forbidden";
+    NotFound => NOT_FOUND, "not_found";
+    MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";
+    PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large";
+    UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type";
+    DuplicateSku => CONFLICT, "duplicate_sku";
+    SoldOut => CONFLICT, "sold_out";
+    LimitExceeded => CONFLICT, "limit_exceeded";
+    NotActive => UNPROCESSABLE_ENTITY, "not_active";
+    InvalidState => UNPROCESSABLE_ENTITY, "invalid_state";
+    RateLimited => TOO_MANY_REQUESTS, "rate_limited";
+    Internal => INTERNAL_SERVER_ERROR, "internal";
+    Unavailable => SERVICE_UNAVAILABLE, "unavailable";
+    Overloaded => SERVICE_UNAVAILABLE, "overloaded";
+    Degraded => SERVICE_UNAVAILABLE, "degraded";
+    NotReady => SERVICE_UNAVAILABLE, "not_ready";
+    DeadlineExceeded => GATEWAY_TIMEOUT, "deadline_exceeded";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,7 +228,7 @@ mod tests {
     fn every_error_code_is_documented_and_has_one_error_status() {
         let documents = [include_str!("../../../docs/api.md"), include_str!("../../../README.md")].concat();
         let mut seen = std::collections::HashSet::new();
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             let name = code.as_str();
             assert!(seen.insert(name), "{name} twice");
             assert!(code.status().is_client_error() || code.status().is_server_error(), "{name}");

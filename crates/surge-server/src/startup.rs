@@ -101,14 +101,7 @@ impl Application {
 
         let guards = OverloadGuards::new(settings);
         guards.keep_product_buckets_small();
-        let live = Arc::new(LiveConfig {
-            settings: std::sync::Mutex::new(settings.clone()),
-            intake_limits: Arc::clone(&contexts.intake_limits),
-            guards: guards.clone(),
-            notify_breaker,
-            store: Arc::clone(&backend.config),
-            updating: tokio::sync::Mutex::new(()),
-        });
+        let live = Arc::new(live_config(settings, &backend, &contexts, &guards, notify_breaker));
         let config_centre = Arc::new(config_centre(settings, &backend, &live, &switches));
         let events = backend.redis.as_ref().map(|_| {
             EventListener {
@@ -331,6 +324,25 @@ async fn recover(backend: &Backend, workers: &Workers, contexts: &Contexts, ids:
     ids.resume_after(backend.max_id().await.context("reading the largest id")?);
     tracing::info!(drained, sales, "recovered flash sales");
     Ok(())
+}
+
+/// What run-time changes of the settings reach: the intake limits, the
+/// overload guards, the notification breaker; saved in the store.
+fn live_config(
+    settings: &Settings,
+    backend: &Backend,
+    contexts: &Contexts,
+    guards: &OverloadGuards,
+    notify_breaker: Arc<CircuitBreaker>,
+) -> LiveConfig {
+    LiveConfig {
+        settings: std::sync::Mutex::new(settings.clone()),
+        intake_limits: Arc::clone(&contexts.intake_limits),
+        guards: guards.clone(),
+        notify_breaker,
+        store: Arc::clone(&backend.config),
+        updating: tokio::sync::Mutex::new(()),
+    }
 }
 
 /// Switches and run-time settings, shared with the other nodes through the

@@ -254,4 +254,90 @@ macro_rules! ops_store {
     };
 }
 
-pub(crate) use {catalog_store, ops_store, sale_store};
+/// `OrderStore` for `$store` (a type with a `pool` field): the methods
+/// given, which differ between the stores, and the reads (and the owed
+/// mark's clearing) that read the same on both.
+macro_rules! order_store {
+    ($store:ty, { $($own:tt)* }) => {
+        #[async_trait]
+        impl OrderStore for $store {
+            $($own)*
+
+            async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+                let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1");
+                let row: Option<OrderRow> =
+                    sqlx::query_as(&sql).bind(id.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
+                row.map(Order::try_from).transpose()
+            }
+
+            async fn list(&self, scope: OrderScope, before: Option<OrderId>, limit: u32) -> Result<OrderPage, StoreError> {
+                let (filter, owner) = match scope {
+                    OrderScope::Customer(user) => ("user_id = $1", user.get()),
+                    OrderScope::Merchant(merchant) => ("merchant_id = $1", merchant.get()),
+                    OrderScope::All => ("$1 = $1", 0),
+                };
+                let sql = format!("SELECT {COLUMNS} FROM orders WHERE {filter} AND id < $2 ORDER BY id DESC LIMIT $3");
+                let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+                    .bind(owner)
+                    .bind(before.map_or(i64::MAX, OrderId::get))
+                    .bind(i64::from(limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let items = rows.into_iter().map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
+                let (items, next_before) = one_page(items, limit, |o| o.id);
+                Ok(OrderPage { items, next_before })
+            }
+
+            async fn unpaid_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError> {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM orders WHERE status = 'CREATED' AND pay_by_ms <= $1 ORDER BY pay_by_ms LIMIT $2"
+                );
+                let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+                    .bind(unix_ms(now))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                rows.into_iter().map(Order::try_from).collect()
+            }
+
+            async fn give_backs_pending(&self, changed_before: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError> {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM orders WHERE give_back_pending = TRUE AND updated_at_ms <= $1 \
+                     ORDER BY updated_at_ms LIMIT $2"
+                );
+                let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+                    .bind(unix_ms(changed_before))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                rows.into_iter().map(Order::try_from).collect()
+            }
+
+            async fn give_back_done(&self, id: OrderId) -> Result<(), StoreError> {
+                sqlx::query("UPDATE orders SET give_back_pending = FALSE WHERE id = $1")
+                    .bind(id.get())
+                    .execute(&self.pool)
+                    .await
+                    .map(drop)
+                    .map_err(store_error)
+            }
+
+            async fn keyed_orders(&self, sale: SaleId) -> Result<Vec<(UserId, String, OrderId)>, StoreError> {
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT user_id, idempotency_key, id FROM orders \
+                     WHERE flash_sale_id = $1 AND idempotency_key IS NOT NULL",
+                )
+                .bind(sale.get())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(rows.into_iter().map(|(user, key, id)| (UserId::new(user), key, OrderId::new(id))).collect())
+            }
+        }
+    };
+}
+
+pub(crate) use {catalog_store, ops_store, order_store, sale_store};

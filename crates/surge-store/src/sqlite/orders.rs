@@ -15,8 +15,9 @@ use time::OffsetDateTime;
 use super::{SqliteStore, store_error};
 use crate::rows::{CounterMoves, ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
 
-#[async_trait]
-impl OrderStore for SqliteStore {
+// The reads both stores share are written once (`crate::sql`); these
+// differ.
+crate::sql::order_store!(SqliteStore, {
     async fn create_requested(
         &self,
         requests: &[OrderRequested],
@@ -38,32 +39,6 @@ impl OrderStore for SqliteStore {
         }
         tx.commit().await.map_err(store_error)?;
         Ok(outcome)
-    }
-
-    async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1");
-        let row: Option<OrderRow> =
-            sqlx::query_as(&sql).bind(id.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
-        row.map(Order::try_from).transpose()
-    }
-
-    async fn list(&self, scope: OrderScope, before: Option<OrderId>, limit: u32) -> Result<OrderPage, StoreError> {
-        let (filter, owner) = match scope {
-            OrderScope::Customer(user) => ("user_id = $1", user.get()),
-            OrderScope::Merchant(merchant) => ("merchant_id = $1", merchant.get()),
-            OrderScope::All => ("$1 = $1", 0),
-        };
-        let sql = format!("SELECT {COLUMNS} FROM orders WHERE {filter} AND id < $2 ORDER BY id DESC LIMIT $3");
-        let rows: Vec<OrderRow> = sqlx::query_as(&sql)
-            .bind(owner)
-            .bind(before.map_or(i64::MAX, OrderId::get))
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        let items = rows.into_iter().map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
-        let (items, next_before) = one_page(items, limit, |o| o.id);
-        Ok(OrderPage { items, next_before })
     }
 
     async fn transition(
@@ -101,54 +76,6 @@ impl OrderStore for SqliteStore {
         }
         tx.commit().await.map_err(store_error)?;
         Ok(Some(order))
-    }
-
-    async fn unpaid_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM orders WHERE status = 'CREATED' AND pay_by_ms <= $1 ORDER BY pay_by_ms LIMIT $2"
-        );
-        let rows: Vec<OrderRow> = sqlx::query_as(&sql)
-            .bind(unix_ms(now))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        rows.into_iter().map(Order::try_from).collect()
-    }
-
-    async fn give_backs_pending(&self, changed_before: OffsetDateTime, limit: u32) -> Result<Vec<Order>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM orders WHERE give_back_pending = TRUE AND updated_at_ms <= $1 \
-             ORDER BY updated_at_ms LIMIT $2"
-        );
-        let rows: Vec<OrderRow> = sqlx::query_as(&sql)
-            .bind(unix_ms(changed_before))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        rows.into_iter().map(Order::try_from).collect()
-    }
-
-    async fn give_back_done(&self, id: OrderId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE orders SET give_back_pending = FALSE WHERE id = $1")
-            .bind(id.get())
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(store_error)
-    }
-
-    async fn keyed_orders(&self, sale: SaleId) -> Result<Vec<(UserId, String, OrderId)>, StoreError> {
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT user_id, idempotency_key, id FROM orders \
-             WHERE flash_sale_id = $1 AND idempotency_key IS NOT NULL",
-        )
-        .bind(sale.get())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(rows.into_iter().map(|(user, key, id)| (UserId::new(user), key, OrderId::new(id))).collect())
     }
 
     /// The reads in one transaction: one snapshot, so the total, the
@@ -207,7 +134,7 @@ impl OrderStore for SqliteStore {
         let owed = owed.into_iter().map(|(order, units)| (OrderId::new(order), u32::try_from(units).unwrap_or(0)));
         Ok(SaleTally { sold: sold.unwrap_or(0), owed: owed.collect(), written })
     }
-}
+});
 
 /// Rows per multi-row statement (12 parameters each).
 const ROWS_PER_STATEMENT: usize = 200;
