@@ -12,7 +12,6 @@ use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
 use surge_domain::order::{OrderStore, PendingOrders};
 use surge_store::cache::{CachedSales, SaleCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
-use surge_store::ops::{ConfigStore, SwitchStore};
 use surge_store::postgres::{PgConfig, PgStore};
 use surge_store::queue::kafka::{KafkaQueue, KafkaQueueConfig, KafkaTls};
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
@@ -21,6 +20,7 @@ use surge_store::redis::{
     Algorithm, Durability, RedisConfig, RedisConn, RedisEvents, RedisIntakeKeys, RedisLedger, RedisPending,
     RedisRateLimiter,
 };
+use surge_store::runtime_config::{ConfigStore, SwitchStore};
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
 
 use crate::config::Settings;

@@ -20,7 +20,6 @@ pub mod startup;
 pub mod state;
 pub mod switches;
 pub mod telemetry;
-pub mod tunables;
 pub mod workers;
 
 pub use config::Settings;

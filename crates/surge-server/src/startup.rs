@@ -14,8 +14,8 @@ use surge_domain::order::Orders;
 use surge_guard::breaker::CircuitBreaker;
 use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
-use surge_store::ops::{ConfigStore, SettingsVersion};
 use surge_store::redis::{RedisCatalog, RedisSettingsVersion};
+use surge_store::runtime_config::{ConfigStore, SettingsVersion};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -23,6 +23,7 @@ use crate::auth::{Keys, load_or_create_secret};
 use crate::backend::Backend;
 use crate::config::Settings;
 use crate::config_centre::ConfigCentre;
+use crate::config_centre::{LiveConfig, TUNABLES, Tunables};
 use crate::dependency_guard::DependencyGuard;
 use crate::events::{EventListener, Subscription};
 use crate::limits::IntakeLimits;
@@ -33,9 +34,8 @@ use crate::notifications;
 use crate::readiness::Readiness;
 use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::serve::{ConnectionLimits, serve};
-use crate::state::{AppState, Parts};
+use crate::state::{AppServices, AppState};
 use crate::switches::{self, CONSUMER_SWITCH, INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH};
-use crate::tunables::{LiveConfig, TUNABLES, Tunables};
 use crate::workers::Workers;
 
 /// How long readiness waits for a dependency before calling it down.
@@ -115,7 +115,7 @@ impl Application {
         let readiness = Arc::new(Readiness::of(&backend, READY_PROBE_TIMEOUT));
         let dependency_guard =
             Arc::new(DependencyGuard::new(Arc::clone(&readiness), &settings.dependency_breaker, &switches, &metrics));
-        let state = AppState::new(Parts {
+        let state = AppState::new(AppServices {
             live,
             config_centre: Arc::clone(&config_centre),
             catalog: Catalog::new(Arc::clone(&catalog.read), ids),

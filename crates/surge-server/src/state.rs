@@ -11,19 +11,19 @@ use surge_domain::flashsale::FlashSales;
 use surge_domain::order::Orders;
 
 use surge_guard::switch::{SwitchHandle, Switchboard};
-use surge_store::ops::SwitchStore;
+use surge_store::runtime_config::SwitchStore;
 
 use crate::auth::Keys;
 use crate::config_centre::ConfigCentre;
+use crate::config_centre::LiveConfig;
 use crate::limits::IntakeLimits;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::tunables::LiveConfig;
 
 #[derive(Clone)]
-pub struct AppState(Arc<Parts>);
+pub struct AppState(Arc<AppServices>);
 
-pub struct Parts {
+pub struct AppServices {
     pub catalog: Catalog,
     pub flash_sales: Arc<FlashSales>,
     pub orders: Arc<Orders>,
@@ -49,15 +49,15 @@ pub struct Parts {
 }
 
 impl AppState {
-    pub fn new(parts: Parts) -> Self {
+    pub fn new(parts: AppServices) -> Self {
         Self(Arc::new(parts))
     }
 }
 
 impl Deref for AppState {
-    type Target = Parts;
+    type Target = AppServices;
 
-    fn deref(&self) -> &Parts {
+    fn deref(&self) -> &AppServices {
         &self.0
     }
 }

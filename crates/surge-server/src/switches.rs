@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use surge_guard::breaker::{BreakerState, CircuitBreaker, Observer};
 use surge_guard::switch::Switchboard;
 use surge_store::notify::NOTIFICATION_SWITCH;
-use surge_store::ops::SwitchStore;
+use surge_store::runtime_config::SwitchStore;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;

@@ -9,16 +9,17 @@
 //! - `redis`: the same three shared by every node (distributed mode).
 //! - `queue`: queue adapters (`log`: the embedded durable log).
 //! - `notify`: notification sinks behind a bounded background queue.
-//! - `ops`: operational settings kept in the store (manual switches).
+//! - `runtime_config`: what operators change at run time, kept in the store
+//!   (manual switches, run-time settings) and its version across nodes.
 
 pub mod cache;
 pub mod memory;
 pub mod notify;
-pub mod ops;
 pub mod postgres;
 pub mod queue;
 pub mod redis;
 mod rows;
+pub mod runtime_config;
 mod sql;
 pub mod sqlite;
 

@@ -188,7 +188,7 @@ macro_rules! sale_store {
 
 /// `SwitchStore` and `ConfigStore` for `$store`: single-row upserts, so the
 /// last writer among the nodes wins.
-macro_rules! ops_store {
+macro_rules! runtime_config_store {
     ($store:ty) => {
         #[async_trait]
         impl SwitchStore for $store {
@@ -340,4 +340,4 @@ macro_rules! order_store {
     };
 }
 
-pub(crate) use {catalog_store, ops_store, order_store, sale_store};
+pub(crate) use {catalog_store, order_store, runtime_config_store, sale_store};

@@ -15,9 +15,9 @@ use surge_domain::order::{CreatedOrders, Order, OrderScope, OrderStatus, OrderSt
 use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 use time::{Duration, OffsetDateTime};
 
-use crate::ops::{ConfigStore, StoredSwitch, SwitchStore};
 use crate::postgres::PgStore;
 use crate::rows::{from_unix_ms, unix_ms};
+use crate::runtime_config::{ConfigStore, StoredSwitch, SwitchStore};
 use crate::sqlite::{SqliteConfig, SqliteStore};
 use crate::testing::{TestDatabase, order_requested};
 

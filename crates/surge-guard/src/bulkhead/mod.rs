@@ -56,12 +56,12 @@ pub trait Admission: Send + Sync + 'static {
 
 /// Two admissions as one (the node limit, then a pool): one layer, one
 /// boxed service per request instead of two.
-pub struct Both<A, B> {
+pub struct FirstThen<A, B> {
     pub first: Arc<A>,
     pub then: Arc<B>,
 }
 
-impl<A: Admission, B: Admission> Admission for Both<A, B> {
+impl<A: Admission, B: Admission> Admission for FirstThen<A, B> {
     type Ticket = (A::Ticket, B::Ticket);
 
     async fn admit(&self) -> Result<Self::Ticket, Overloaded> {

@@ -103,7 +103,7 @@ async fn the_adaptive_limit_takes_new_bounds_at_run_time() {
 async fn a_pool_refusing_after_the_node_admitted_gives_the_node_slot_back() {
     let node = Arc::new(AdaptiveLimit::new(aimd()));
     let pool = Arc::new(Bulkhead::new("non_core", 1, Duration::ZERO));
-    let both = Both { first: Arc::clone(&node), then: Arc::clone(&pool) };
+    let both = FirstThen { first: Arc::clone(&node), then: Arc::clone(&pool) };
     let held = both.try_admit().expect("decided").expect("admitted");
     assert_eq!(node.in_flight(), 1);
     assert!(both.try_admit().expect("decided").is_err(), "the pool is full");
@@ -118,7 +118,7 @@ async fn a_pool_refusing_after_the_node_admitted_gives_the_node_slot_back() {
 async fn a_call_dropped_midway_gives_its_slots_back_and_counts_as_failed() {
     let node = Arc::new(AdaptiveLimit::new(aimd()));
     let pool = Arc::new(Bulkhead::new("core", 1, Duration::ZERO));
-    let both = Arc::new(Both { first: Arc::clone(&node), then: Arc::clone(&pool) });
+    let both = Arc::new(FirstThen { first: Arc::clone(&node), then: Arc::clone(&pool) });
     let never = service_fn(|_: ()| std::future::pending::<Result<(), Infallible>>());
     let service = ShedLayer::new(both, |_: &Result<(), crate::BoxError>| false).layer(never);
     let cut_off = tokio::time::timeout(Duration::from_millis(10), service.clone().oneshot(())).await;

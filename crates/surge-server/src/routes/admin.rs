@@ -10,14 +10,14 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use surge_domain::Actor;
 use surge_guard::switch::{Mode, Switch};
-use surge_store::ops::StoredSwitch;
+use surge_store::runtime_config::StoredSwitch;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
+use crate::config_centre::Tunables;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, present};
 use crate::state::AppState;
-use crate::tunables::Tunables;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

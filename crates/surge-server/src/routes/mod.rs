@@ -18,7 +18,7 @@ use axum::routing::MethodRouter;
 use std::sync::Arc;
 
 use surge_guard::BoxError;
-use surge_guard::bulkhead::{AdaptiveLimit, Admission, Both, Bulkhead, Overloaded, ShedLayer};
+use surge_guard::bulkhead::{AdaptiveLimit, Admission, Bulkhead, FirstThen, Overloaded, ShedLayer};
 use surge_guard::deadline::{DeadlineExpired, DeadlineLayer, DeadlineSpent, InvalidDeadlineHeader};
 use surge_guard::rate::{Limiter, RateLimitLayer, RateLimited, TokenBucket};
 use tower::ServiceBuilder;
@@ -63,7 +63,7 @@ impl OverloadGuards {
             core: pool("core", overload.core_concurrency),
             non_core: pool("non_core", overload.non_core_concurrency),
             sale_reads: pool("sale_reads", overload.sale_read_concurrency),
-            node: Arc::new(AdaptiveLimit::new(crate::tunables::aimd(settings))),
+            node: Arc::new(AdaptiveLimit::new(crate::config_centre::aimd(settings))),
             enabled: overload.enabled,
             product_reads: (settings.rate.product_read_per_sec > 0).then(|| {
                 Arc::new(TokenBucket::new(
@@ -102,18 +102,18 @@ impl OverloadGuards {
 
     /// The node limit, then the non-core pool: one layer.
     pub fn non_core(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
-        let admission = Arc::new(Both { first: Arc::clone(&self.node), then: Arc::clone(&self.non_core) });
+        let admission = Arc::new(FirstThen { first: Arc::clone(&self.node), then: Arc::clone(&self.non_core) });
         if self.enabled { route.layer(shed(&admission)) } else { route }
     }
 
     /// The node limit, then the sale-read pool: one layer.
     pub fn sale_read(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
-        let admission = Arc::new(Both { first: Arc::clone(&self.node), then: Arc::clone(&self.sale_reads) });
+        let admission = Arc::new(FirstThen { first: Arc::clone(&self.node), then: Arc::clone(&self.sale_reads) });
         if self.enabled { route.layer(shed(&admission)) } else { route }
     }
 
-    fn core_admission(&self) -> Arc<Both<AdaptiveLimit, Bulkhead>> {
-        Arc::new(Both { first: Arc::clone(&self.node), then: Arc::clone(&self.core) })
+    fn core_admission(&self) -> Arc<FirstThen<AdaptiveLimit, Bulkhead>> {
+        Arc::new(FirstThen { first: Arc::clone(&self.node), then: Arc::clone(&self.core) })
     }
 
     /// Reads of one product: the core pool, and the per-product bucket.

@@ -19,8 +19,8 @@
 
 mod catalog;
 mod flashsale;
-mod ops;
 mod orders;
+mod runtime_config;
 
 use std::fmt;
 use std::future::Future;

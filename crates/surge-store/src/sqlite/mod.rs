@@ -6,8 +6,8 @@
 
 mod catalog;
 mod flashsale;
-mod ops;
 mod orders;
+mod runtime_config;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use surge_domain::StoreError;
 use surge_guard::switch::{Mode, Switchboard};
-use surge_store::ops::{ConfigStore, SettingsVersion, SwitchStore};
+use surge_store::runtime_config::{ConfigStore, SettingsVersion, SwitchStore};
 use tokio::sync::watch;
 
-use crate::tunables::{LiveConfig, TUNABLES};
+mod runtime;
+
+pub use runtime::{LiveConfig, TUNABLES, Tunables, aimd};
 
 /// How often a node looks at the settings' version.
 const POLL: Duration = Duration::from_millis(250);

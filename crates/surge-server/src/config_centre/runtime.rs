@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use surge_guard::breaker::CircuitBreaker;
 use surge_guard::bulkhead::AimdSettings;
-use surge_store::ops::ConfigStore;
+use surge_store::runtime_config::ConfigStore;
 
 use crate::config::{BreakerSettings, Settings};
 use crate::error::ApiError;

@@ -6,7 +6,7 @@ use surge_domain::StoreError;
 use time::OffsetDateTime;
 
 use super::{PgStore, store_error};
-use crate::ops::{ConfigStore, StoredSwitch, SwitchStore};
 use crate::rows::unix_ms;
+use crate::runtime_config::{ConfigStore, StoredSwitch, SwitchStore};
 
-crate::sql::ops_store!(PgStore);
+crate::sql::runtime_config_store!(PgStore);
