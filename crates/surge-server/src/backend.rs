@@ -10,6 +10,7 @@ use surge_domain::StoreError;
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
 use surge_domain::order::{OrderStore, PendingOrders};
+use surge_store::RelationalStore;
 use surge_store::cache::{CachedSales, SaleCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
 use surge_store::postgres::{PgConfig, PgStore};
@@ -41,7 +42,7 @@ pub struct Backend {
     /// The shared Redis, when there is one: the product cache's shared tier
     /// and the events every node listens to go through it.
     pub redis: Option<RedisConn>,
-    relational: Relational,
+    relational: Arc<dyn RelationalStore>,
     log: Option<Arc<LogQueue>>,
 }
 
@@ -55,29 +56,21 @@ struct StorePorts {
 }
 
 impl StorePorts {
-    fn of<S: CatalogStore + SaleStore + OrderStore + SwitchStore + ConfigStore>(store: Arc<S>) -> Self {
+    fn of(store: &Arc<dyn RelationalStore>) -> Self {
         Self {
             catalog: store.clone(),
             sales: store.clone(),
             orders: store.clone(),
             switches: store.clone(),
-            config: store,
+            config: store.clone(),
         }
     }
-}
-
-enum Relational {
-    Sqlite(SqliteStore),
-    Postgres(PgStore),
 }
 
 impl Backend {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let relational = open_relational(settings).await?;
-        let StorePorts { catalog, sales, orders, switches, config } = match &relational {
-            Relational::Sqlite(store) => StorePorts::of(Arc::new(store.clone())),
-            Relational::Postgres(store) => StorePorts::of(Arc::new(store.clone())),
-        };
+        let StorePorts { catalog, sales, orders, switches, config } = StorePorts::of(&relational);
         // Anyone may read a sale: lookups are served from memory, unknown
         // ids included.
         let sales: Arc<dyn SaleStore> = Arc::new(CachedSales::new(sales, &SaleCacheConfig::default()));
@@ -109,20 +102,14 @@ impl Backend {
 
     /// The largest id in any table that holds minted ids.
     pub async fn max_id(&self) -> Result<i64, StoreError> {
-        match &self.relational {
-            Relational::Sqlite(store) => store.max_id().await,
-            Relational::Postgres(store) => store.max_id().await,
-        }
+        self.relational.max_id().await
     }
 
     pub async fn close(&self) {
         if let Some(log) = &self.log {
             log.close().await;
         }
-        match &self.relational {
-            Relational::Sqlite(store) => store.close().await,
-            Relational::Postgres(store) => store.close().await,
-        }
+        self.relational.close().await;
     }
 }
 
@@ -232,17 +219,17 @@ async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn OrderQueue>,
     })
 }
 
-async fn open_relational(settings: &Settings) -> anyhow::Result<Relational> {
+async fn open_relational(settings: &Settings) -> anyhow::Result<Arc<dyn RelationalStore>> {
     let store = &settings.store;
     Ok(match &store.url {
-        None => Relational::Sqlite(open_sqlite(settings).await?),
+        None => Arc::new(open_sqlite(settings).await?),
         Some(url) => {
             let config = PgConfig {
                 url: url.expose().to_owned(),
                 max_connections: store.max_connections,
                 acquire_timeout: store.acquire_timeout,
             };
-            Relational::Postgres(PgStore::open(&config).await.context("opening PostgreSQL")?)
+            Arc::new(PgStore::open(&config).await.context("opening PostgreSQL")?)
         }
     })
 }
@@ -258,9 +245,6 @@ pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<SqliteStore> {
 
 /// Runs the migrations of whichever store the settings name (`surge migrate`).
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    match open_relational(settings).await? {
-        Relational::Sqlite(store) => store.close().await,
-        Relational::Postgres(store) => store.close().await,
-    }
+    open_relational(settings).await?.close().await;
     Ok(())
 }

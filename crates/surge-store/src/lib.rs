@@ -32,6 +32,22 @@ pub fn without_credentials(url: &str) -> String {
     }
 }
 
+/// A relational store: every port it implements, and what the node does
+/// with the store as a whole (the two adapters answer alike, so the node
+/// holds either as one `dyn`).
+#[async_trait::async_trait]
+pub trait RelationalStore:
+    surge_domain::catalog::CatalogStore
+    + surge_domain::flashsale::SaleStore
+    + surge_domain::order::OrderStore
+    + runtime_config::SwitchStore
+    + runtime_config::ConfigStore
+{
+    /// The largest id in any table that holds minted ids (0 when empty).
+    async fn max_id(&self) -> Result<i64, surge_domain::StoreError>;
+    async fn close(&self);
+}
+
 #[cfg(test)]
 mod flow_contract;
 #[cfg(test)]

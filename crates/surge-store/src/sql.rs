@@ -340,4 +340,27 @@ macro_rules! order_store {
     };
 }
 
-pub(crate) use {catalog_store, order_store, runtime_config_store, sale_store};
+/// `RelationalStore` for `$store` (a type with a `pool` field).
+macro_rules! relational_store {
+    ($store:ty) => {
+        #[async_trait]
+        impl crate::RelationalStore for $store {
+            async fn max_id(&self) -> Result<i64, StoreError> {
+                let max: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(id) FROM (SELECT MAX(id) AS id FROM products UNION ALL SELECT MAX(id) FROM flash_sales \
+                     UNION ALL SELECT MAX(id) FROM orders) AS minted",
+                )
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(max.unwrap_or(0))
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+        }
+    };
+}
+
+pub(crate) use {catalog_store, order_store, relational_store, runtime_config_store, sale_store};

@@ -21,31 +21,8 @@ use crate::runtime_config::{ConfigStore, StoredSwitch, SwitchStore};
 use crate::sqlite::{SqliteConfig, SqliteStore};
 use crate::testing::{TestDatabase, order_requested};
 
-/// Every port a relational adapter implements, and its inherent `max_id`.
-trait Store: CatalogStore + SaleStore + OrderStore + SwitchStore + ConfigStore {
-    async fn max_id(&self) -> Result<i64, StoreError>;
-    async fn close(&self);
-}
-
-impl Store for SqliteStore {
-    async fn max_id(&self) -> Result<i64, StoreError> {
-        SqliteStore::max_id(self).await
-    }
-
-    async fn close(&self) {
-        SqliteStore::close(self).await;
-    }
-}
-
-impl Store for PgStore {
-    async fn max_id(&self) -> Result<i64, StoreError> {
-        PgStore::max_id(self).await
-    }
-
-    async fn close(&self) {
-        PgStore::close(self).await;
-    }
-}
+/// Every port a relational adapter implements, and the store as a whole.
+use crate::RelationalStore as Store;
 
 /// Where a case's data lives. Each `open` is another handle on the same data:
 /// a restart, or (on PostgreSQL) another node.

@@ -81,22 +81,6 @@ impl PgStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self { pool })
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    /// The largest id in any table that holds minted ids (0 when empty).
-    pub async fn max_id(&self) -> Result<i64, StoreError> {
-        let max: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(id) FROM (SELECT MAX(id) AS id FROM products UNION ALL SELECT MAX(id) FROM flash_sales \
-             UNION ALL SELECT MAX(id) FROM orders) AS minted",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(max.unwrap_or(0))
-    }
 }
 
 /// The connection's `statement_timeout`: what the current request has left
@@ -205,6 +189,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+    use crate::RelationalStore;
     use crate::testing::TestDatabase;
 
     /// Fails the statement with this SQLSTATE, as PostgreSQL would.

@@ -1,5 +1,5 @@
-//! `SwitchStore` and `ConfigStore` on PostgreSQL (the statements are in
-//! `crate::sql`).
+//! `SwitchStore`, `ConfigStore` and `RelationalStore` (the store as a whole)
+//! on PostgreSQL (the statements are in `crate::sql`).
 
 use async_trait::async_trait;
 use surge_domain::StoreError;
@@ -10,3 +10,4 @@ use crate::rows::unix_ms;
 use crate::runtime_config::{ConfigStore, StoredSwitch, SwitchStore};
 
 crate::sql::runtime_config_store!(PgStore);
+crate::sql::relational_store!(PgStore);

@@ -59,22 +59,6 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self { pool })
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    /// The largest id in any table that holds minted ids (0 when empty).
-    pub async fn max_id(&self) -> Result<i64, StoreError> {
-        let max: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(id) FROM (SELECT MAX(id) AS id FROM products UNION ALL SELECT MAX(id) FROM flash_sales \
-             UNION ALL SELECT MAX(id) FROM orders)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(max.unwrap_or(0))
-    }
 }
 
 /// Maps a driver error into the port's error; unique violations are named by
