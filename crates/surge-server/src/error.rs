@@ -192,6 +192,10 @@ impl From<surge_domain::flashsale::IntakeError> for ApiError {
             IntakeError::NotActive => ApiError::new(ErrorCode::NotActive, "the flash sale is not active"),
             IntakeError::SoldOut => ApiError::new(ErrorCode::SoldOut, "the flash sale is sold out"),
             IntakeError::LimitExceeded => ApiError::new(ErrorCode::LimitExceeded, "this would pass the per-user limit"),
+            error @ (IntakeError::KeyContended | IntakeError::CountersRebuilding) => {
+                tracing::warn!(%error, "intake refused for now");
+                Self { retry_after_secs: Some(1), ..ApiError::new(ErrorCode::Unavailable, error.to_string()) }
+            }
             IntakeError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }
@@ -203,7 +207,9 @@ impl From<surge_domain::order::OrderError> for ApiError {
         match error {
             OrderError::NotFound => ApiError::not_found("no such order"),
             OrderError::Forbidden(why) => ApiError::forbidden(why),
-            OrderError::InvalidState(why) => ApiError::new(ErrorCode::InvalidState, why),
+            error @ (OrderError::IllegalTransition { .. }
+            | OrderError::PaymentWindowClosed
+            | OrderError::ChangedMeanwhile) => ApiError::new(ErrorCode::InvalidState, error.to_string()),
             OrderError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }

@@ -41,6 +41,14 @@ pub enum IntakeError {
     SoldOut,
     #[error("per-user limit reached")]
     LimitExceeded,
+    /// Requests with this idempotency key kept failing while another held
+    /// it; the client retries later.
+    #[error("requests with this idempotency key keep failing")]
+    KeyContended,
+    /// The sale's counters were lost and are not rebuilt yet (see
+    /// `FlashSales::rebuild_lost`); the client retries later.
+    #[error("the sale's stock counters are being rebuilt")]
+    CountersRebuilding,
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }
@@ -268,7 +276,7 @@ impl FlashSales {
             }
             return outcome;
         }
-        Err(StoreError::Unavailable("requests with this idempotency key keep failing".to_owned()).into())
+        Err(IntakeError::KeyContended)
     }
 
     /// What follows the deduction: a refusal is answered (and a sell-out
@@ -296,7 +304,7 @@ impl FlashSales {
             // they are rebuilt.
             Deduction::NotLoaded => {
                 self.rebuild_lost(live).await?;
-                return Err(StoreError::Unavailable("the sale's stock counters are being rebuilt".to_owned()).into());
+                return Err(IntakeError::CountersRebuilding);
             }
         }
         let request = OrderRequested {

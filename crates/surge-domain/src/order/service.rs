@@ -22,15 +22,22 @@ pub enum OrderError {
     NotFound,
     #[error("{0}")]
     Forbidden(&'static str),
-    #[error("{0}")]
-    InvalidState(String),
+    /// The order's state does not allow the event (cancel a paid order,
+    /// pay a cancelled one).
+    #[error("order is {}", from.as_str())]
+    IllegalTransition { from: OrderStatus, event: OrderEvent },
+    #[error("the payment window has closed")]
+    PaymentWindowClosed,
+    /// Another request moved the order between the read and the write.
+    #[error("order changed meanwhile; read it again")]
+    ChangedMeanwhile,
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }
 
 impl From<IllegalTransition> for OrderError {
     fn from(error: IllegalTransition) -> Self {
-        OrderError::InvalidState(format!("order is {}", error.from.as_str()))
+        OrderError::IllegalTransition { from: error.from, event: error.event }
     }
 }
 
@@ -104,12 +111,9 @@ impl Orders {
         let now = OffsetDateTime::now_utc();
         let paid = order.status.apply(OrderEvent::Pay)?;
         if order.pay_by.is_some_and(|deadline| deadline <= now) {
-            return Err(OrderError::InvalidState("the payment window has closed".to_owned()));
+            return Err(OrderError::PaymentWindowClosed);
         }
-        self.orders
-            .transition(id, order.status, paid, now)
-            .await?
-            .ok_or_else(|| OrderError::InvalidState("order changed meanwhile; read it again".to_owned()))
+        self.orders.transition(id, order.status, paid, now).await?.ok_or(OrderError::ChangedMeanwhile)
     }
 
     pub async fn cancel(&self, actor: &Actor, id: OrderId) -> Result<Order, OrderError> {
@@ -123,9 +127,7 @@ impl Orders {
             return Err(OrderError::Forbidden("only the buyer or an admin cancels an order"));
         }
         order.status.apply(OrderEvent::Cancel)?;
-        self.cancel_created(&order)
-            .await?
-            .ok_or_else(|| OrderError::InvalidState("order changed meanwhile; read it again".to_owned()))
+        self.cancel_created(&order).await?.ok_or(OrderError::ChangedMeanwhile)
     }
 
     /// CREATED → CANCELLED, then the stock goes back to the sale. `None` when
