@@ -687,18 +687,23 @@ impl FlashSales {
         Ok(count)
     }
 
-    /// A sale this node serves from now on, with its counters loaded; or,
-    /// when a shared ledger lost them while the sale is open, left to
-    /// [`Self::rebuild_lost`]: other nodes' deductions from before the loss
+    /// A sale this node serves from now on. A shared ledger's counters of a
+    /// sale that has started are never loaded here: other nodes may be
+    /// deducting, so counters that are there are in use, and counters that
+    /// are missing were lost (other nodes' deductions from before the loss
     /// may still be on their way to the queue, so the orders don't show
-    /// them yet.
+    /// them yet): those are left to [`Self::rebuild_lost`]. Checking, then
+    /// loading if absent, would race a loss that comes in between.
     async fn first_look(&self, sale: FlashSale) -> Result<Arc<LiveSale>, StoreError> {
-        let lost = self.ports.ledger.is_shared()
-            && sale.is_open(OffsetDateTime::now_utc())
-            && self.ports.ledger.stock_left(sale.id).await?.is_none();
-        if lost {
-            let live = LiveSale::new(sale, false);
-            live.lost_since_ms.store(now_ms(), Ordering::SeqCst);
+        if self.ports.ledger.is_shared() && OffsetDateTime::now_utc() >= sale.starts_at {
+            let live = match self.ports.ledger.stock_left(sale.id).await? {
+                Some(left) => LiveSale::new(sale, left <= 0),
+                None => {
+                    let live = LiveSale::new(sale, false);
+                    live.lost_since_ms.store(now_ms(), Ordering::SeqCst);
+                    live
+                }
+            };
             return Ok(Arc::new(live));
         }
         let holdings = self.load_from_orders(&sale).await?;
