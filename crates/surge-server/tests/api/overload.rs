@@ -117,8 +117,8 @@ async fn repeated_floods_do_not_grow_memory() {
 /// passed since their end, their counters and intake keys go (the
 /// `surge_flash_sales_served` gauge falls to zero), a request that names
 /// one is refused without loading it again, its page still shows the stock
-/// it ended with, and a second round of 200 sales leaves resident memory
-/// within 10% of where the first left it.
+/// it ended with, and a third round of 200 sales leaves resident memory
+/// within 10% of where the second left it (the first warms bounded caches).
 #[tokio::test]
 async fn sales_that_end_leave_memory() {
     use surge_server::auth::{Keys, Role, load_or_create_secret};
@@ -159,7 +159,7 @@ async fn sales_that_end_leave_memory() {
 
     let mut rss_kib = Vec::new();
     let mut last_sale = String::new();
-    for round in 0..2 {
+    for round in 0..3 {
         let now = time::OffsetDateTime::now_utc();
         let mut sales = Vec::new();
         for _ in 0..SALES {
@@ -234,6 +234,9 @@ async fn sales_that_end_leave_memory() {
     assert_eq!(served().await, Some(0.0), "nothing was loaded for the ended sale");
 
     println!("RSS after each round of {SALES} ended sales (KiB): {rss_kib:?}");
-    let (first, second) = (rss_kib[0] as f64, rss_kib[1] as f64);
-    assert!(second <= first * 1.10, "resident memory grew from {first} KiB to {second} KiB over the second round");
+    // The first round warms what is bounded but starts empty (SQLite's
+    // page cache per connection, the allocator's arenas, the sale cache):
+    // memory is measured from there.
+    let (warm, last) = (rss_kib[1] as f64, rss_kib[2] as f64);
+    assert!(last <= warm * 1.10, "resident memory grew from {warm} KiB to {last} KiB over the third round");
 }
