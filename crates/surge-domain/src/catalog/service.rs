@@ -4,12 +4,12 @@
 use super::ports::{CatalogStore, ProductPage};
 use super::product::{NewProduct, Product, ProductName, ProductPatch, Sku, Stock};
 use crate::actor::Actor;
+use crate::clock::Clock;
 use crate::ids::{IdGenerator, MerchantId, ProductId};
 use crate::money::Cents;
 use crate::store::StoreError;
 use std::sync::Arc;
 use thiserror::Error;
-use time::OffsetDateTime;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum CatalogError {
@@ -71,11 +71,12 @@ impl PageRequest {
 pub struct Catalog {
     store: Arc<dyn CatalogStore>,
     ids: Arc<IdGenerator>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Catalog {
-    pub fn new(store: Arc<dyn CatalogStore>, ids: Arc<IdGenerator>) -> Self {
-        Self { store, ids }
+    pub fn new(store: Arc<dyn CatalogStore>, ids: Arc<IdGenerator>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, ids, clock }
     }
 
     /// Creates a product. With an idempotency key, a repeat of the request
@@ -110,7 +111,7 @@ impl Catalog {
             return Ok(earlier);
         }
         let id = ProductId::new(self.ids.next_id());
-        match self.store.insert(id, &new, idempotency_key, now()).await {
+        match self.store.insert(id, &new, idempotency_key, self.clock.now()).await {
             Ok(product) => Ok(product),
             Err(StoreError::Duplicate(what)) => {
                 // A concurrent twin may have won the race with the same key.
@@ -141,12 +142,12 @@ impl Catalog {
 
     pub async fn patch(&self, actor: &Actor, id: ProductId, patch: ProductPatch) -> Result<Product, CatalogError> {
         self.authorize_change(actor, id).await?;
-        self.store.update(id, &patch, now()).await?.ok_or(CatalogError::NotFound)
+        self.store.update(id, &patch, self.clock.now()).await?.ok_or(CatalogError::NotFound)
     }
 
     pub async fn set_stock(&self, actor: &Actor, id: ProductId, stock: Stock) -> Result<Product, CatalogError> {
         self.authorize_change(actor, id).await?;
-        self.store.set_stock(id, stock, now()).await?.ok_or(CatalogError::NotFound)
+        self.store.set_stock(id, stock, self.clock.now()).await?.ok_or(CatalogError::NotFound)
     }
 
     pub async fn list(&self, merchant: Option<MerchantId>, page: PageRequest) -> Result<ProductPage, CatalogError> {
@@ -161,8 +162,4 @@ impl Catalog {
         }
         Ok(())
     }
-}
-
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
 }

@@ -60,13 +60,15 @@ pub struct SaleTally {
 
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
-    /// Writes the orders of these requests as `CREATED`, skipping any that
-    /// exist already (so redelivery is harmless), and adds their quantities
-    /// to their sales' sold counts, all in one transaction.
+    /// Writes the orders of these requests as `CREATED` at `now`, payable
+    /// until `pay_by`, skipping any that exist already (so redelivery is
+    /// harmless), and adds their quantities to their sales' sold counts, all
+    /// in one transaction.
     async fn create_requested(
         &self,
         requests: &[OrderRequested],
         pay_by: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<CreatedOrders, StoreError>;
 
     async fn get(&self, id: OrderId) -> Result<Option<Order>, StoreError>;

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use time::OffsetDateTime;
 
 use super::Order;
 use super::ports::{OrderPage, OrderScope, OrderStore, PendingOrders};
 use super::status::{IllegalTransition, OrderEvent, OrderStatus};
 use crate::actor::Actor;
+use crate::clock::Clock;
 use crate::flashsale::{FlashSales, OrderQueue, Reservation};
 use crate::ids::OrderId;
 use crate::notification::Notifier;
@@ -59,6 +59,7 @@ pub struct Orders {
     pending: Arc<dyn PendingOrders>,
     sales: Arc<FlashSales>,
     payment_timeout: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl Orders {
@@ -67,8 +68,9 @@ impl Orders {
         pending: Arc<dyn PendingOrders>,
         sales: Arc<FlashSales>,
         payment_timeout: Duration,
+        clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { orders, pending, sales, payment_timeout }
+        Self { orders, pending, sales, payment_timeout, clock }
     }
 
     /// The order, or its `PENDING` view while the consumer has not written it.
@@ -108,7 +110,7 @@ impl Orders {
         if !matches!(actor, Actor::Customer(user) if *user == order.user_id) {
             return Err(OrderError::Forbidden("only the buyer pays an order"));
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let paid = order.status.apply(OrderEvent::Pay)?;
         if order.pay_by.is_some_and(|deadline| deadline <= now) {
             return Err(OrderError::PaymentWindowClosed);
@@ -138,7 +140,7 @@ impl Orders {
     /// sweeper gives the units back later ([`Self::retry_give_backs`]). The
     /// cancel stands either way.
     async fn cancel_created(&self, order: &Order) -> Result<Option<Order>, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let cancelled = self.orders.transition(order.id, OrderStatus::Created, OrderStatus::Cancelled, now).await?;
         if cancelled.is_some() {
             self.give_back(order).await;
@@ -177,7 +179,7 @@ impl Orders {
     /// takes each order's units once, so a try that landed after all costs
     /// nothing. Returns how many are settled.
     pub async fn retry_give_backs(&self, limit: u32) -> Result<usize, StoreError> {
-        let before = OffsetDateTime::now_utc() - GIVE_BACK_GRACE;
+        let before = self.clock.now() - GIVE_BACK_GRACE;
         let mut settled = 0;
         for order in self.orders.give_backs_pending(before, limit).await? {
             settled += usize::from(self.settle_give_back(&order).await?);
@@ -187,7 +189,7 @@ impl Orders {
 
     /// Cancels up to `limit` unpaid orders whose payment window closed.
     pub async fn expire_unpaid(&self, limit: u32) -> Result<usize, StoreError> {
-        let expired = self.orders.unpaid_expired(OffsetDateTime::now_utc(), limit).await?;
+        let expired = self.orders.unpaid_expired(self.clock.now(), limit).await?;
         let mut cancelled = 0;
         for order in &expired {
             if self.cancel_created(order).await?.is_some() {
@@ -213,8 +215,8 @@ impl Orders {
             return Ok(Consumed::default());
         };
         let requests: Vec<_> = deliveries.into_iter().map(|d| d.request).collect();
-        let pay_by = OffsetDateTime::now_utc() + self.payment_timeout;
-        let outcome = self.orders.create_requested(&requests, pay_by).await?;
+        let now = self.clock.now();
+        let outcome = self.orders.create_requested(&requests, now + self.payment_timeout, now).await?;
         for failed in &outcome.failed {
             // An acknowledged (202) request that did not become an order:
             // the guarantee this platform exists for was broken. Loud.

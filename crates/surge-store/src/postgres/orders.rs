@@ -30,8 +30,9 @@ crate::sql::order_store!(PgStore, {
         &self,
         requests: &[OrderRequested],
         pay_by: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<CreatedOrders, StoreError> {
-        with_conflict_retry("create_requested", || create_all(&self.pool, requests, pay_by)).await
+        with_conflict_retry("create_requested", || create_all(&self.pool, requests, pay_by, now)).await
     }
 
     async fn transition(
@@ -115,9 +116,10 @@ async fn create_all(
     pool: &PgPool,
     requests: &[OrderRequested],
     pay_by: OffsetDateTime,
+    now: OffsetDateTime,
 ) -> Result<CreatedOrders, TxError> {
     let mut tx = pool.begin().await?;
-    let rows = insert_orders(&mut tx, requests, pay_by).await?;
+    let rows = insert_orders(&mut tx, requests, pay_by, now).await?;
     let written = in_request_order(rows.into_iter().map(Order::try_from).collect::<Result<_, _>>()?, requests);
     let rejected = refused_by_key(&mut tx, requests, &written).await?;
     // Only orders written now move the counters (redelivery moves nothing).
@@ -141,6 +143,7 @@ async fn insert_orders(
     tx: &mut Transaction<'static, Postgres>,
     requests: &[OrderRequested],
     pay_by: OffsetDateTime,
+    now: OffsetDateTime,
 ) -> Result<Vec<OrderRow>, sqlx::Error> {
     let mut seen_ids = HashSet::new();
     let mut seen_keys = HashSet::new();
@@ -173,7 +176,7 @@ async fn insert_orders(
         .bind(column(|r| r.amount_cents))
         .bind(keys)
         .bind(unix_ms(pay_by))
-        .bind(unix_ms(OffsetDateTime::now_utc()))
+        .bind(unix_ms(now))
         .fetch_all(&mut **tx)
         .await
 }

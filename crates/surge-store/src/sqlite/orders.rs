@@ -22,15 +22,16 @@ crate::sql::order_store!(SqliteStore, {
         &self,
         requests: &[OrderRequested],
         pay_by: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<CreatedOrders, StoreError> {
-        if let Some(outcome) = create_batch(&self.pool, requests, pay_by).await? {
+        if let Some(outcome) = create_batch(&self.pool, requests, pay_by, now).await? {
             return Ok(outcome);
         }
         // A bound would break somewhere in the batch: find where, one by one.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let mut outcome = CreatedOrders::default();
         for request in requests {
-            match create_one(&mut tx, request, pay_by).await? {
+            match create_one(&mut tx, request, pay_by, now).await? {
                 Written::Created(order) => outcome.created.push(order),
                 Written::Rejected => outcome.rejected.push(request.clone()),
                 Written::Failed => outcome.failed.push(request.order_id),
@@ -147,8 +148,9 @@ async fn create_batch(
     pool: &sqlx::SqlitePool,
     requests: &[OrderRequested],
     pay_by: OffsetDateTime,
+    now: OffsetDateTime,
 ) -> Result<Option<CreatedOrders>, StoreError> {
-    let now = unix_ms(OffsetDateTime::now_utc());
+    let now = unix_ms(now);
     let mut tx = pool.begin().await.map_err(store_error)?;
     let mut created = Vec::with_capacity(requests.len());
     for chunk in requests.chunks(ROWS_PER_STATEMENT) {
@@ -265,8 +267,8 @@ async fn create_one(
     tx: &mut Transaction<'static, Sqlite>,
     request: &OrderRequested,
     pay_by: OffsetDateTime,
+    now: OffsetDateTime,
 ) -> Result<Written, StoreError> {
-    let now = unix_ms(OffsetDateTime::now_utc());
     let sql = format!(
         "INSERT INTO orders (id, user_id, merchant_id, product_id, flash_sale_id, quantity, amount_cents, status, \
          idempotency_key, pay_by_ms, created_at_ms, updated_at_ms) \
@@ -283,7 +285,7 @@ async fn create_one(
         .bind(request.amount_cents)
         .bind(request.idempotency_key.as_deref())
         .bind(unix_ms(pay_by))
-        .bind(now)
+        .bind(unix_ms(now))
         .fetch_optional(&mut **tx)
         .await
         .map_err(store_error)?;
