@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use surge_domain::StoreError;
 use surge_domain::catalog::CatalogError;
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 /// Declares [`ErrorCode`] from one table: each code, its status and its
 /// name in the body.
@@ -132,20 +134,32 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error's body: `{"error": {"code", "message"}}`. Clients match on
+/// `code`; `message` is for people.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    #[schema(inline)]
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, ToSchema)]
+struct ErrorDetail<'a> {
+    #[schema(schema_with = code_schema)]
     code: &'a str,
     message: &'a str,
 }
 
+/// `code` is one of [`ErrorCode::ALL`]: the document lists them from the
+/// same table.
+fn code_schema() -> Object {
+    let codes = ErrorCode::ALL.iter().map(|code| code.as_str());
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(codes)).build()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: Inner { code: self.code.as_str(), message: &self.message } };
+        let body = ErrorBody { error: ErrorDetail { code: self.code.as_str(), message: &self.message } };
         let mut response = (self.code.status(), Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

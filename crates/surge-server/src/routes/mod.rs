@@ -5,16 +5,18 @@ mod catalog;
 mod flashsale;
 mod ops;
 mod orders;
+pub mod wire;
 
 use std::time::Duration;
 
-use axum::Router;
+use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodRouter;
+use axum::routing::{MethodRouter, get};
+use axum::{Extension, Router};
 use std::sync::Arc;
 
 use surge_guard::BoxError;
@@ -26,10 +28,11 @@ use tower::layer::util::{Identity, Stack};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics;
 use crate::state::AppState;
+use crate::{metrics, openapi};
 
 /// Limits the router applies to every request.
 #[derive(Debug, Clone, Copy)]
@@ -160,17 +163,42 @@ fn server_failed(result: &Result<Response, BoxError>) -> bool {
 /// The API router. With `include_ops`, the operations endpoints are served
 /// on it too; otherwise they live on their own listener ([`ops_router`]).
 pub fn app(state: AppState, limits: EdgeLimits, guards: &OverloadGuards, include_ops: bool) -> Router {
-    let api = catalog::routes(guards).merge(flashsale::routes(guards)).merge(orders::routes(guards));
-    let mut router = api.merge(admin::routes()).route("/openapi.json", axum::routing::get(openapi_document));
-    if include_ops {
-        router = router.merge(ops::routes());
-    }
+    let surface = surface(guards);
+    let router = if include_ops { surface.api.merge(surface.ops) } else { surface.api };
     finish(router, state, limits)
 }
 
 /// The operations router for a separate `ops_listen` address.
 pub fn ops_router(state: AppState, limits: EdgeLimits) -> Router {
-    finish(ops::routes(), state, limits)
+    finish(ops::routes().into(), state, limits)
+}
+
+/// Every route, and the OpenAPI document built from the same `routes!`
+/// calls: a handler is served exactly where its `#[utoipa::path]` says, and
+/// documented because it is served.
+struct Surface {
+    api: Router<AppState>,
+    /// Documented wherever they are served (the API or the ops listener).
+    ops: Router<AppState>,
+    #[cfg_attr(not(test), expect(dead_code, reason = "served as bytes; the tests check it against the routers"))]
+    document: utoipa::openapi::OpenApi,
+}
+
+fn surface(guards: &OverloadGuards) -> Surface {
+    let (api, mut document) = OpenApiRouter::with_openapi(openapi::header())
+        .merge(catalog::routes(guards))
+        .merge(flashsale::routes(guards))
+        .merge(orders::routes(guards))
+        .merge(admin::routes())
+        .split_for_parts();
+    let (ops, ops_document) = ops::routes().split_for_parts();
+    document.merge(ops_document);
+    let document = openapi::complete(document);
+    // Serialized once, in declaration order; `openapi::header` documents
+    // this route.
+    let served = Bytes::from(serde_json::to_vec(&document).expect("the OpenAPI document serializes"));
+    let api = api.route(openapi::PATH, get(openapi::openapi_json).layer(Extension(served)));
+    Surface { api, ops, document }
 }
 
 /// The middleware stack, outermost first: request id → trace → panic guard →
@@ -203,10 +231,6 @@ fn product_of(request: &Request<axum::body::Body>) -> Option<String> {
     is_id.then(|| id.to_owned())
 }
 
-async fn openapi_document() -> axum::Json<serde_json::Value> {
-    axum::Json(crate::openapi::document())
-}
-
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id)
@@ -236,4 +260,111 @@ fn edge_response(error: BoxError) -> Response {
     }
     tracing::error!(error = %error, "unhandled middleware error");
     ApiError::internal().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn surface() -> Surface {
+        super::surface(&OverloadGuards::new(&crate::config::Settings::default()))
+    }
+
+    fn json(document: &utoipa::openapi::OpenApi) -> serde_json::Value {
+        serde_json::to_value(document).expect("the document serializes")
+    }
+
+    /// `METHOD path` for every operation the document lists.
+    fn documented(document: &serde_json::Value) -> BTreeSet<String> {
+        let paths = document["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .flat_map(|(path, operations)| {
+                let methods = operations.as_object().expect("operations").keys();
+                methods.map(move |method| format!("{} {path}", method.to_uppercase()))
+            })
+            .collect()
+    }
+
+    /// `METHOD path` for every route a router serves, HEAD left out (axum
+    /// answers it for every GET). axum lists its routes only in its `Debug`
+    /// output: each route id with its method router (and `Allow` header),
+    /// then each route id with its path.
+    fn served_by(router: &Router<AppState>) -> BTreeSet<String> {
+        let listing = format!("{router:?}");
+        let routes = listing.split(", fallback_router: ").next().unwrap_or_default();
+        let mut allowed = std::collections::BTreeMap::new();
+        let mut paths = std::collections::BTreeMap::new();
+        for entry in routes.split("RouteId(").skip(1) {
+            let Some((id, rest)) = entry.split_once("): ") else { continue };
+            if let Some(path) = rest.strip_prefix('"') {
+                paths.insert(id.to_owned(), path.split('"').next().unwrap_or_default().to_owned());
+            } else if let Some((_, allow)) = rest.split_once("allow_header: Bytes(b\"") {
+                allowed.insert(id.to_owned(), allow.split('"').next().unwrap_or_default().to_owned());
+            }
+        }
+        assert_eq!(allowed.len(), paths.len(), "a method router per path in {listing}");
+        let mut served = BTreeSet::new();
+        for (id, path) in paths {
+            for method in allowed[&id].split(',').filter(|method| *method != "HEAD") {
+                served.insert(format!("{method} {path}"));
+            }
+        }
+        served
+    }
+
+    /// The router and the document come from the same `routes!` calls; this
+    /// holds it: nothing served undocumented, nothing documented unserved.
+    #[test]
+    fn the_document_lists_exactly_the_operations_the_routers_serve() {
+        let surface = surface();
+        let mut served = served_by(&surface.api);
+        let ops = served_by(&surface.ops);
+        assert!(ops.contains("GET /healthz") && ops.contains("GET /metrics"), "{ops:?}");
+        served.extend(ops);
+        let documented = documented(&json(&surface.document));
+        assert!(documented.len() >= 20, "{documented:?}");
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(undocumented.is_empty(), "served but not documented: {undocumented:?}");
+        assert!(unserved.is_empty(), "documented but not served: {unserved:?}");
+    }
+
+    /// Every link names an operation of the document, and one that takes an
+    /// `{id}` in its path.
+    #[test]
+    fn every_link_points_at_an_operation_with_an_id() {
+        let document = json(&surface().document);
+        let operations: Vec<(&String, &serde_json::Value)> = document["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| item.as_object().expect("operations").values().map(move |op| (path, op)))
+            .collect();
+        let mut seen = 0;
+        for (_, operation) in &operations {
+            let links = operation["responses"].as_object().expect("responses").values();
+            for link in links.filter_map(|response| response["links"].as_object()).flat_map(|l| l.values()) {
+                let target = link["operationId"].as_str().expect("operationId");
+                let path = operations.iter().find(|(_, op)| op["operationId"] == target).map(|(path, _)| path);
+                let path = path.unwrap_or_else(|| panic!("{target} names no operation"));
+                assert!(path.contains("{id}"), "{target} takes no id");
+                assert!(link["parameters"]["id"].as_str().is_some_and(|id| id.starts_with("$response.body#/")));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 8, "the links of a created product, a created sale and an accepted order");
+    }
+
+    /// utoipa-gen turns `min_properties` into `maxProperties`; the patch
+    /// schema gets its bound anyway.
+    #[test]
+    fn a_product_patch_needs_at_least_one_field() {
+        let document = json(&surface().document);
+        let patch = &document["components"]["schemas"]["ProductPatch"];
+        assert_eq!(patch["minProperties"], 1, "{patch}");
+        assert!(patch.get("maxProperties").is_none(), "{patch}");
+    }
 }

@@ -3,84 +3,225 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use surge_domain::OrderId;
 use surge_domain::catalog::PageRequest;
-use surge_domain::order::Order;
+use surge_domain::order::{Order, OrderStatus};
+use surge_domain::{MerchantId, OrderId, ProductId, SaleId, UserId};
 use surge_guard::bulkhead::SlotHold;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, PathId};
 use crate::routes::OverloadGuards;
+use crate::routes::wire::Id;
 use crate::state::AppState;
 
+const TAG: &str = "orders";
+
 /// One order's reads and moves are core; the listing is non-core.
-pub fn routes(guards: &OverloadGuards) -> Router<AppState> {
-    Router::new()
-        .route("/v1/orders", guards.non_core(get(list_orders)))
-        .route("/v1/orders/{id}", guards.core(get(get_order)))
-        .route("/v1/orders/{id}/pay", guards.core(post(pay_order)))
-        .route("/v1/orders/{id}/cancel", guards.core_carrying(post(cancel_order)))
+pub fn routes(guards: &OverloadGuards) -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_orders).map(|route| guards.non_core(route)))
+        .routes(routes!(get_order).map(|route| guards.core(route)))
+        .routes(routes!(pay_order).map(|route| guards.core(route)))
+        .routes(routes!(cancel_order).map(|route| guards.core_carrying(route)))
 }
 
-#[derive(Debug, Deserialize)]
+// The domain's order less what only the server needs (the payment
+// deadline).
+/// An order; a 202 order not yet written reads as `PENDING`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
+struct OrderBody {
+    #[schema(value_type = Id)]
+    id: OrderId,
+    #[schema(value_type = Id)]
+    user_id: UserId,
+    #[schema(value_type = Id)]
+    merchant_id: MerchantId,
+    #[schema(value_type = Id)]
+    product_id: ProductId,
+    /// `null` for an order that no flash sale made.
+    #[schema(value_type = Option<Id>, required = true)]
+    flash_sale_id: Option<SaleId>,
+    quantity: u32,
+    amount_cents: i64,
+    status: OrderStatusBody,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl From<Order> for OrderBody {
+    fn from(order: Order) -> Self {
+        let Order {
+            id,
+            user_id,
+            merchant_id,
+            product_id,
+            flash_sale_id,
+            quantity,
+            amount_cents,
+            status,
+            created_at,
+            updated_at,
+            pay_by: _,
+        } = order;
+        OrderBody {
+            id,
+            user_id,
+            merchant_id,
+            product_id,
+            flash_sale_id,
+            quantity,
+            amount_cents,
+            status: status.into(),
+            created_at,
+            updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = OrderStatus)]
+enum OrderStatusBody {
+    Pending,
+    Created,
+    Paid,
+    Fulfilling,
+    Delivered,
+    Cancelled,
+    ReturnRequested,
+    Returned,
+    Refunded,
+    Failed,
+}
+
+impl From<OrderStatus> for OrderStatusBody {
+    fn from(status: OrderStatus) -> Self {
+        match status {
+            OrderStatus::Pending => OrderStatusBody::Pending,
+            OrderStatus::Created => OrderStatusBody::Created,
+            OrderStatus::Paid => OrderStatusBody::Paid,
+            OrderStatus::Fulfilling => OrderStatusBody::Fulfilling,
+            OrderStatus::Delivered => OrderStatusBody::Delivered,
+            OrderStatus::Cancelled => OrderStatusBody::Cancelled,
+            OrderStatus::ReturnRequested => OrderStatusBody::ReturnRequested,
+            OrderStatus::Returned => OrderStatusBody::Returned,
+            OrderStatus::Refunded => OrderStatusBody::Refunded,
+            OrderStatus::Failed => OrderStatusBody::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 500, default = 50)]
     limit: Option<u32>,
+    /// `next_cursor` of the page before.
+    #[param(value_type = String, required = false, pattern = "^[0-9]{1,19}$")]
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct Page {
-    items: Vec<Order>,
+#[derive(Debug, Serialize, ToSchema)]
+struct OrderPage {
+    items: Vec<OrderBody>,
+    /// `null` on the last page.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
+/// An order (PENDING until written)
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = TAG, security(("bearer" = [])), params(("id" = inline(Id), Path)),
+    responses(
+        (status = 200, description = "the order", body = OrderBody),
+        (status = 404, description = "no such order, or not the caller's", body = ErrorBody),
+    ),
+)]
 async fn get_order(
     State(state): State<AppState>,
     Caller(actor): Caller,
     PathId(id): PathId<OrderId>,
-) -> Result<Json<Order>, ApiError> {
-    Ok(Json(state.orders.get(&actor, id).await?))
+) -> Result<Json<OrderBody>, ApiError> {
+    Ok(Json(state.orders.get(&actor, id).await?.into()))
 }
 
+/// Orders, newest first (customer: own; merchant: tenant's; admin: all)
+#[utoipa::path(get, path = "/v1/orders", tag = TAG, security(("bearer" = [])), params(ListQuery),
+    responses(
+        (status = 200, description = "a page", body = OrderPage),
+        (status = 401, description = "no valid token", body = ErrorBody),
+    ),
+)]
 async fn list_orders(
     State(state): State<AppState>,
     Caller(actor): Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<OrderPage>, ApiError> {
     let before = query.cursor.as_deref().map(str::parse::<OrderId>).transpose();
     let before = before.map_err(|_| ApiError::bad_request("cursor is not valid"))?;
     let page = PageRequest::parse(query.limit, None).map_err(ApiError::bad_request)?;
     let found = state.orders.list(&actor, before, page.limit).await?;
-    Ok(Json(Page { items: found.items, next_cursor: found.next_before.map(|id| id.to_string()) }))
+    Ok(Json(OrderPage {
+        items: found.items.into_iter().map(OrderBody::from).collect(),
+        next_cursor: found.next_before.map(|id| id.to_string()),
+    }))
 }
 
-/// Bodies of pay and cancel are ignored (`{}` or nothing).
+/// Pay (buyer)
+///
+/// The body is ignored (`{}` or nothing).
+#[utoipa::path(post, path = "/v1/orders/{id}/pay", tag = TAG, security(("bearer" = [])), params(("id" = inline(Id), Path)),
+    responses(
+        (status = 200, description = "the order", body = OrderBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "seen but not the caller's to move (a merchant paying)", body = ErrorBody),
+        (status = 404, description = "no such order, or not the caller's", body = ErrorBody),
+        (status = 422, description = "invalid_state", body = ErrorBody),
+    ),
+)]
 async fn pay_order(
     State(state): State<AppState>,
     Caller(actor): Caller,
     PathId(id): PathId<OrderId>,
-) -> Result<Json<Order>, ApiError> {
-    Ok(Json(state.orders.pay(&actor, id).await?))
+) -> Result<Json<OrderBody>, ApiError> {
+    Ok(Json(state.orders.pay(&actor, id).await?.into()))
 }
 
-/// Runs to the end even if the caller goes away: the stock of a cancelled
-/// order must reach the ledger. It holds the request's bulkhead slot until
-/// then.
+/// Cancel (buyer, admin); stock returned
+///
+/// The body is ignored (`{}` or nothing).
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = TAG, security(("bearer" = [])), params(("id" = inline(Id), Path)),
+    responses(
+        (status = 200, description = "the order", body = OrderBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "seen but not the caller's to move (a merchant paying)", body = ErrorBody),
+        (status = 404, description = "no such order, or not the caller's", body = ErrorBody),
+        (status = 422, description = "invalid_state", body = ErrorBody),
+    ),
+)]
 async fn cancel_order(
     State(state): State<AppState>,
     Caller(actor): Caller,
     PathId(id): PathId<OrderId>,
     slot: Option<Extension<SlotHold>>,
-) -> Result<Json<Order>, ApiError> {
+) -> Result<Json<OrderBody>, ApiError> {
+    // Runs to the end even if the caller goes away: the stock of a cancelled
+    // order must reach the ledger. It holds the request's bulkhead slot
+    // until then.
     let orders = Arc::clone(&state.orders);
     let cancel = tokio::spawn(async move {
         let _slot = slot;
         orders.cancel(&actor, id).await
     });
-    Ok(Json(cancel.await.map_err(|_| ApiError::internal())??))
+    Ok(Json(cancel.await.map_err(|_| ApiError::internal())??.into()))
 }

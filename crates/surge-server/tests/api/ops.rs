@@ -129,6 +129,56 @@ async fn every_operation_in_the_openapi_document_exists_and_answers_its_schema()
     assert!(successes >= 8, "success bodies checked: {checked:?}");
 }
 
+/// The other direction, over HTTP: on every documented path, each method the
+/// document does not list answers 405, so a path serves exactly its
+/// documented operations. (A path the document leaves out entirely is caught
+/// by `routes::tests::the_document_lists_exactly_the_operations_the_routers_serve`,
+/// which reads the router's own route table.)
+#[tokio::test]
+async fn every_documented_path_refuses_the_methods_it_does_not_document() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let document: serde_json::Value = app.get("/openapi.json").await.json().await.expect("json");
+    let paths = document["paths"].as_object().expect("paths");
+    let admin = app.admin();
+    let methods = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+    ];
+    let mut refused = 0;
+    for (path, operations) in paths {
+        let concrete = path.replace("{id}", "1").replace("{name}", "notification");
+        let documented = |method: &Method| operations.get(method.as_str().to_lowercase()).is_some();
+        for method in &methods {
+            // axum answers HEAD wherever GET is served.
+            let head_of_get = *method == Method::HEAD && documented(&Method::GET);
+            if documented(method) || head_of_get {
+                continue;
+            }
+            let response = app
+                .client
+                .request(method.clone(), app.url(&concrete))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is served but not documented"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 100, "{refused} undocumented methods tried");
+}
+
 /// Slowloris: connections that send half a request line and stall hold
 /// nothing a normal request needs, and are closed after the header-read
 /// timeout.
