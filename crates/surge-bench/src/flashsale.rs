@@ -287,13 +287,29 @@ async fn check(
         violations.push(format!("customer {user} holds {n} orders, limit {}", scenario.per_user_limit));
     }
 
-    // Every 202 becomes an order: wait (bounded) for the consumer.
+    violations.extend(orders_written(http, base, &admin, &ids).await?);
+    violations.extend(keys_replayed(http, base, sale, attempts, &accepted).await?);
+    // Stock left + orders = stock, where the server shows the sale.
+    let (status, view) = call(http, "GET", &format!("{base}/v1/flash-sales/{sale}"), &admin, None).await?;
+    if status == 200 {
+        let left = view["stock_left"].as_i64().unwrap_or(-1);
+        if left < 0 || left + ids.len() as i64 != scenario.stock {
+            violations.push(format!("stock_left {left} + {} orders != stock {}", ids.len(), scenario.stock));
+        }
+    }
+    Ok(violations)
+}
+
+/// Every 202 becomes an order: waits (bounded) for the consumer, and says
+/// which orders never appeared or ended other than `CREATED`.
+async fn orders_written(http: &Http, base: &str, admin: &str, ids: &HashSet<&str>) -> anyhow::Result<Vec<String>> {
+    let mut violations = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut waiting: Vec<&str> = ids.iter().copied().collect();
     while !waiting.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for id in waiting {
-            let (status, order) = call(http, "GET", &format!("{base}/v1/orders/{id}"), &admin, None).await?;
+            let (status, order) = call(http, "GET", &format!("{base}/v1/orders/{id}"), admin, None).await?;
             if status != 200 || order["status"] == "PENDING" {
                 still.push(id);
             } else if order["status"] != "CREATED" {
@@ -309,7 +325,18 @@ async fn check(
         violations.push(format!("{} accepted orders never appeared", waiting.len()));
     }
 
-    // The same key again gives the same order (a sample of 200).
+    Ok(violations)
+}
+
+/// The same key again gives the same order (a sample of 200).
+async fn keys_replayed(
+    http: &Http,
+    base: &str,
+    sale: &str,
+    attempts: &[Attempt],
+    accepted: &[&Sent],
+) -> anyhow::Result<Vec<String>> {
+    let mut violations = Vec::new();
     for s in accepted.iter().take(200) {
         let attempt = &attempts[s.index];
         let request = Request::post(format!("{base}/v1/flash-sales/{sale}/orders"))
@@ -327,13 +354,5 @@ async fn check(
         }
     }
 
-    // Stock left + orders = stock, where the server shows the sale.
-    let (status, view) = call(http, "GET", &format!("{base}/v1/flash-sales/{sale}"), &admin, None).await?;
-    if status == 200 {
-        let left = view["stock_left"].as_i64().unwrap_or(-1);
-        if left < 0 || left + ids.len() as i64 != scenario.stock {
-            violations.push(format!("stock_left {left} + {} orders != stock {}", ids.len(), scenario.stock));
-        }
-    }
     Ok(violations)
 }

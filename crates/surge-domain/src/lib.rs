@@ -7,14 +7,18 @@
 
 pub mod actor;
 pub mod catalog;
+pub mod clock;
+pub mod degradation;
 pub mod flashsale;
 pub mod ids;
 pub mod money;
 pub mod notification;
 pub mod order;
+pub mod runtime_config;
 pub mod store;
 
 pub use actor::Actor;
+pub use clock::{Clock, SystemClock};
 pub use ids::{IdGenerator, MerchantId, OrderId, ProductId, SaleId, UserId};
 pub use money::Cents;
 pub use store::StoreError;

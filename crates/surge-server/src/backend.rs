@@ -3,6 +3,7 @@
 //! mode (PostgreSQL, Redis or Redis Cluster, NATS JetStream or a Kafka-protocol
 //! broker), each port on its own. The rest of the app sees only the ports.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -10,21 +11,22 @@ use surge_domain::StoreError;
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
 use surge_domain::order::{OrderStore, PendingOrders};
+use surge_domain::runtime_config::{ConfigStore, SwitchStore};
+use surge_guard::rate::SharedLimiter;
 use surge_store::RelationalStore;
 use surge_store::cache::{CachedSales, SaleCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
-use surge_store::postgres::{PgConfig, PgStore};
-use surge_store::queue::kafka::{KafkaQueue, KafkaQueueConfig, KafkaTls};
+use surge_store::postgres::PgStore;
+use surge_store::queue::kafka::KafkaQueue;
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
-use surge_store::queue::nats::{NatsQueue, NatsQueueConfig};
+use surge_store::queue::nats::NatsQueue;
 use surge_store::redis::{
     Algorithm, Durability, RedisConfig, RedisConn, RedisEvents, RedisIntakeKeys, RedisLedger, RedisPending,
     RedisRateLimiter,
 };
-use surge_store::runtime_config::{ConfigStore, SwitchStore};
-use surge_store::sqlite::{SqliteConfig, SqliteStore};
+use surge_store::sqlite::SqliteStore;
 
-use crate::config::Settings;
+use crate::config::{QueueSettings, Settings, SqliteSettings, StoreSettings};
 
 /// Every port the contexts need, with what it takes to close them.
 pub struct Backend {
@@ -38,7 +40,7 @@ pub struct Backend {
     pub pending: Arc<dyn PendingOrders>,
     pub queue: Arc<dyn OrderQueue>,
     /// Cluster-wide per-customer intake limit, when configured.
-    pub cluster_user_limit: Option<Arc<RedisRateLimiter>>,
+    pub cluster_user_limit: Option<Arc<dyn SharedLimiter>>,
     /// The shared Redis, when there is one: the product cache's shared tier
     /// and the events every node listens to go through it.
     pub redis: Option<RedisConn>,
@@ -114,132 +116,96 @@ impl Backend {
 }
 
 /// What the nodes share besides the store: the stock ledger, the intake
-/// keys and the pending views, in Redis when `redis.urls` are set, else in
-/// this process.
+/// keys and the pending views, in Redis or in this process (`shared.kind`).
 struct SharedState {
     ledger: Arc<dyn StockLedger>,
     keys: Arc<dyn IntakeKeys>,
     pending: Arc<dyn PendingOrders>,
     /// Cluster-wide per-customer intake limit, when configured.
-    cluster_user_limit: Option<Arc<RedisRateLimiter>>,
+    cluster_user_limit: Option<Arc<dyn SharedLimiter>>,
     redis: Option<RedisConn>,
 }
 
 async fn open_shared_state(settings: &Settings) -> anyhow::Result<SharedState> {
-    let redis = &settings.redis;
-    let mut cluster_user_limit = None;
-    let mut shared_redis = None;
-    let (ledger, keys, pending): (Arc<dyn StockLedger>, Arc<dyn IntakeKeys>, Arc<dyn PendingOrders>) = if redis
-        .urls
-        .is_empty()
-    {
-        (Arc::new(MemoryLedger::default()), Arc::new(MemoryIntakeKeys::default()), Arc::new(MemoryPending::default()))
-    } else {
-        let tls_ca_pem = match &redis.tls_ca_file {
-            Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
-            None => None,
-        };
-        let config = RedisConfig {
-            urls: redis.urls.clone(),
-            cluster: redis.cluster,
-            namespace: redis.namespace.clone(),
-            response_timeout: redis.response_timeout,
-            tls_ca_pem,
-            ..RedisConfig::default()
-        };
-        let conn = RedisConn::connect(&config).await.context("connecting to redis")?;
-        let claim_ttl = settings.http.request_budget;
-        let rate = settings.flash_sale.cluster_per_user_rate;
-        if rate > 0 {
-            let bucket = Algorithm::TokenBucket { capacity: rate, per_sec: f64::from(rate) };
-            let limiter = RedisRateLimiter::new(conn.clone(), &redis.namespace, "intake-user", bucket);
-            cluster_user_limit = Some(Arc::new(limiter));
-        }
-        shared_redis = Some(conn.clone());
-        (
-            Arc::new(
-                RedisLedger::with_durability(
-                    conn.clone(),
-                    &redis.namespace,
-                    Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout },
-                )
-                .with_events(RedisEvents::new(conn.clone(), &redis.namespace))
-                // A claim lives as long as its reservation: a node
-                // that dies mid-request frees both at once.
-                .with_claims(settings.flash_sale.reservation_timeout),
-            ),
-            Arc::new(RedisIntakeKeys::new(conn.clone(), &redis.namespace, claim_ttl, redis.key_ttl)),
-            Arc::new(RedisPending::new(conn, &redis.namespace, settings.flash_sale.payment_timeout)),
-        )
+    let Some(redis) = settings.shared.redis() else {
+        return Ok(SharedState {
+            ledger: Arc::new(MemoryLedger::default()),
+            keys: Arc::new(MemoryIntakeKeys::default()),
+            pending: Arc::new(MemoryPending::default()),
+            cluster_user_limit: None,
+            redis: None,
+        });
     };
-    Ok(SharedState { ledger, keys, pending, cluster_user_limit, redis: shared_redis })
+    let tls_ca_pem = match &redis.tls_ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    let config = RedisConfig {
+        urls: redis.exposed_urls(),
+        cluster: redis.cluster,
+        namespace: redis.namespace.clone(),
+        response_timeout: redis.response_timeout,
+        tls_ca_pem,
+        ..RedisConfig::default()
+    };
+    let conn = RedisConn::connect(&config).await.context("connecting to redis")?;
+    let rate = settings.flash_sale.cluster_per_user_rate;
+    let cluster_user_limit = (rate > 0).then(|| {
+        let bucket = Algorithm::TokenBucket { capacity: rate, per_sec: f64::from(rate) };
+        Arc::new(RedisRateLimiter::new(conn.clone(), &redis.namespace, "intake-user", bucket)) as Arc<dyn SharedLimiter>
+    });
+    let durability = Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout };
+    let ledger = RedisLedger::with_durability(conn.clone(), &redis.namespace, durability)
+        .with_events(RedisEvents::new(conn.clone(), &redis.namespace))
+        // A claim lives as long as its reservation: a node that dies
+        // mid-request frees both at once.
+        .with_claims(settings.flash_sale.reservation_timeout);
+    let claim_ttl = settings.http.request_budget;
+    Ok(SharedState {
+        ledger: Arc::new(ledger),
+        keys: Arc::new(RedisIntakeKeys::new(conn.clone(), &redis.namespace, claim_ttl, redis.key_ttl)),
+        pending: Arc::new(RedisPending::new(conn.clone(), &redis.namespace, settings.flash_sale.payment_timeout)),
+        cluster_user_limit,
+        redis: Some(conn),
+    })
 }
 
 /// The queue between intake and the consumer: a Kafka-protocol broker,
 /// NATS JetStream, or the embedded log (which is also returned, to be
 /// drained and closed).
 async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn OrderQueue>, Option<Arc<LogQueue>>)> {
-    let queue_settings = &settings.queue;
-    Ok(match &queue_settings.nats_url {
-        None if queue_settings.kafka_brokers.is_some() => {
-            let config = KafkaQueueConfig {
-                brokers: queue_settings.kafka_brokers.clone().unwrap_or_default(),
-                topic: queue_settings.topic.clone(),
-                partitions: queue_settings.partitions,
-                replicas: queue_settings.replicas,
-                group: queue_settings.consumer.clone(),
-                publish_timeout: queue_settings.publish_timeout,
-                tls: queue_settings.kafka_tls.then(|| KafkaTls { ca_file: queue_settings.kafka_tls_ca_file.clone() }),
-                ..KafkaQueueConfig::default()
-            };
-            if let Some(ca) = &queue_settings.kafka_tls_ca_file {
-                // librdkafka would only say it can't verify the brokers.
-                std::fs::read(ca).with_context(|| format!("reading queue.kafka_tls_ca_file {}", ca.display()))?;
-            }
-            (Arc::new(KafkaQueue::open(&config).await.context("connecting to the Kafka brokers")?), None)
-        }
-        None => {
+    Ok(match &settings.queue {
+        QueueSettings::Log(_) => {
             let config = LogQueueConfig { batch_max: settings.flash_sale.queue_batch, ..LogQueueConfig::default() };
             let log = Arc::new(LogQueue::open(&settings.data_dir, config).await.context("opening the queue")?);
             (log.clone(), Some(log))
         }
-        Some(url) => {
-            let queue = &settings.queue;
-            let config = NatsQueueConfig {
-                url: url.clone(),
-                stream: queue.stream.clone(),
-                consumer: queue.consumer.clone(),
-                ack_wait: queue.ack_wait,
-                publish_timeout: queue.publish_timeout,
-                replicas: queue.replicas,
-                max_age: queue.max_age,
-            };
-            (Arc::new(NatsQueue::open(&config).await.context("connecting to NATS JetStream")?), None)
+        QueueSettings::Nats(nats) => {
+            let queue = NatsQueue::open(&nats.into()).await.context("connecting to NATS JetStream")?;
+            (Arc::new(queue), None)
+        }
+        QueueSettings::Kafka(kafka) => {
+            if let Some(ca) = &kafka.tls_ca_file {
+                // librdkafka would only say it can't verify the brokers.
+                std::fs::read(ca).with_context(|| format!("reading queue.tls_ca_file {}", ca.display()))?;
+            }
+            let queue = KafkaQueue::open(&kafka.into()).await.context("connecting to the Kafka brokers")?;
+            (Arc::new(queue), None)
         }
     })
 }
 
 async fn open_relational(settings: &Settings) -> anyhow::Result<Arc<dyn RelationalStore>> {
-    let store = &settings.store;
-    Ok(match &store.url {
-        None => Arc::new(open_sqlite(settings).await?),
-        Some(url) => {
-            let config = PgConfig {
-                url: url.expose().to_owned(),
-                max_connections: store.max_connections,
-                acquire_timeout: store.acquire_timeout,
-            };
-            Arc::new(PgStore::open(&config).await.context("opening PostgreSQL")?)
+    Ok(match &settings.store {
+        StoreSettings::Sqlite(sqlite) => Arc::new(open_sqlite(sqlite, &settings.data_dir).await?),
+        StoreSettings::Postgres(postgres) => {
+            Arc::new(PgStore::open(&postgres.into()).await.context("opening PostgreSQL")?)
         }
     })
 }
 
-pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<SqliteStore> {
-    let config = SqliteConfig {
-        max_connections: settings.store.max_connections,
-        busy_timeout: settings.store.busy_timeout,
-        ..SqliteConfig::in_dir(&settings.data_dir)
-    };
+pub async fn open_sqlite(sqlite: &SqliteSettings, data_dir: &Path) -> anyhow::Result<SqliteStore> {
+    let config = sqlite.config(data_dir);
     SqliteStore::open(&config).await.with_context(|| format!("opening {}", config.path.display()))
 }
 

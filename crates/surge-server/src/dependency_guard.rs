@@ -14,14 +14,14 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use surge_guard::breaker::{BreakerState, CircuitBreaker, Observer};
+use surge_domain::degradation::Feature;
+use surge_guard::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Observer};
 use surge_guard::switch::Switchboard;
 use tokio::sync::watch;
 
 use crate::config::BreakerSettings;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::switches::{INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH};
 
 /// How often each dependency is probed, and how long a probe may take
 /// before it counts as a failure (a hung server fails as fast as a dead one).
@@ -29,10 +29,10 @@ const PROBE_EVERY: Duration = Duration::from_millis(250);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The switches a dependency's open breaker turns off.
-fn switches_of(dependency: &str) -> &'static [&'static str] {
+fn switches_of(dependency: &str) -> &'static [Feature] {
     match dependency {
-        "store" | "redis" => &[INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH],
-        _ => &[INTAKE_SWITCH],
+        "store" | "redis" => &[Feature::FlashSaleIntake, Feature::ProductDetailLive],
+        _ => &[Feature::FlashSaleIntake],
     }
 }
 
@@ -63,14 +63,14 @@ impl DependencyGuard {
                         BreakerState::HalfOpen => return,
                     };
                     let mut holding = holding.lock().unwrap_or_else(PoisonError::into_inner);
-                    for switch in switches_of(dependency) {
+                    for switch in switches_of(dependency).iter().map(|feature| feature.name()) {
                         if open {
                             holding.insert((switch, dependency));
                             let reason = format!("breaker {name} is open");
                             let _ = board.set_auto(switch, false, &reason);
                         } else {
                             holding.remove(&(switch, dependency));
-                            if !holding.iter().any(|(held, _)| held == switch) {
+                            if !holding.iter().any(|(held, _)| *held == switch) {
                                 let _ = board.set_auto(switch, true, &format!("breaker {name} closed"));
                             }
                         }
@@ -78,7 +78,10 @@ impl DependencyGuard {
                     tracing::warn!(breaker = %name, state = to.as_str(), "dependency breaker changed");
                 });
                 metrics.breaker_state(dependency, BreakerState::Closed);
-                (dependency, Arc::new(CircuitBreaker::new(dependency, settings.config()).with_observer(observer)))
+                (
+                    dependency,
+                    Arc::new(CircuitBreaker::new(dependency, BreakerConfig::from(settings)).with_observer(observer)),
+                )
             })
             .collect();
         Self { readiness, breakers }

@@ -11,7 +11,7 @@ use surge_domain::flashsale::FlashSales;
 use surge_store::cache::CachedCatalog;
 use surge_store::redis::{Event, Signal, subscribe};
 
-use crate::config::Settings;
+use crate::config::RedisSettings;
 use crate::config_centre::ConfigCentre;
 use crate::metrics::{EVENTS, Metrics};
 
@@ -34,8 +34,8 @@ pub struct EventListener {
 
 impl EventListener {
     /// Subscribes to the deployment's events on its Redis.
-    pub fn listen(self, settings: &Settings) -> Subscription {
-        Subscription(subscribe(settings.redis.urls.clone(), &settings.redis.namespace, move |signal| self.on(signal)))
+    pub fn listen(self, redis: &RedisSettings) -> Subscription {
+        Subscription(subscribe(redis.exposed_urls(), &redis.namespace, move |signal| self.on(signal)))
     }
 
     fn on(&self, signal: Signal) {

@@ -1,20 +1,20 @@
-//! Intake rate limits: per customer and per sale, GCRA token buckets from
-//! `governor`. The general limiter layers arrive with the resilience work;
-//! these two guard the flash-sale intake now.
+//! Intake rate limits: per customer and per sale, GCRA token buckets
+//! (`surge_guard::rate::Gcra`, governor's), swapped whole when the config
+//! centre changes the rates.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use surge_domain::{SaleId, UserId};
+use surge_guard::rate::{Decision, Gcra, Limiter};
+use tokio::time::Instant;
 
 use crate::error::ApiError;
 
 /// The two limiters; swapped whole when the rates change at run time.
 struct Buckets {
-    per_user: DefaultKeyedRateLimiter<UserId>,
-    per_sale: DefaultKeyedRateLimiter<SaleId>,
+    per_user: Gcra<UserId>,
+    per_sale: Gcra<SaleId>,
 }
 
 pub struct IntakeLimits {
@@ -48,26 +48,26 @@ impl IntakeLimits {
 
 impl Buckets {
     fn new(per_user_per_sec: u32, per_sale_per_sec: u32) -> Self {
-        let quota = |n: u32| Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        let rate = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         Self {
-            per_user: RateLimiter::keyed(quota(per_user_per_sec)),
-            per_sale: RateLimiter::keyed(quota(per_sale_per_sec)),
+            per_user: Gcra::new(rate(per_user_per_sec), rate(per_user_per_sec)),
+            per_sale: Gcra::new(rate(per_sale_per_sec), rate(per_sale_per_sec)),
         }
     }
 
     fn check(&self, user: UserId, sale: SaleId) -> Result<(), ApiError> {
-        let refused = |not_until: governor::NotUntil<_>| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::rate_limited(wait.as_secs() + 1)
-        };
-        self.per_user.check_key(&user).map_err(refused)?;
-        self.per_sale.check_key(&sale).map_err(refused)?;
+        let now = Instant::now();
+        for decision in [self.per_user.decide(&user, now), self.per_sale.decide(&sale, now)] {
+            if let Decision::Reject { retry_after } = decision {
+                return Err(ApiError::rate_limited(retry_after.as_secs() + 1));
+            }
+        }
         Ok(())
     }
 
     fn shrink(&self) {
-        self.per_user.retain_recent();
-        self.per_sale.retain_recent();
-        self.per_user.shrink_to_fit();
+        let now = Instant::now();
+        self.per_user.forget_idle(now);
+        self.per_sale.forget_idle(now);
     }
 }

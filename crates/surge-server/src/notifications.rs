@@ -7,10 +7,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use surge_domain::notification::Notifier;
 use surge_guard::breaker::CircuitBreaker;
-use surge_guard::retry::{Retries, RetrySettings};
+use surge_guard::retry::Retries;
 use surge_guard::switch::Switchboard;
 use surge_store::notify::{NotifyMetrics, NotifySink, QueuedNotifier, SinkGuards, webhook_client};
-use tower::retry::budget::TpsBudget;
 
 use crate::config::Settings;
 use crate::metrics::{Metrics, NOTIFICATIONS};
@@ -28,7 +27,7 @@ pub fn notifier(
                 None => None,
             };
             webhook_client(tls_ca_pem.as_deref()).map_err(|why| anyhow::anyhow!("notify.tls_ca_file: {why}"))?;
-            NotifySink::Webhook { url: url.clone(), timeout: settings.notify.timeout, tls_ca_pem }
+            NotifySink::Webhook { url: url.expose().to_owned(), timeout: settings.notify.timeout, tls_ca_pem }
         }
         None => NotifySink::Log,
     };
@@ -37,15 +36,7 @@ pub fn notifier(
         failed: metrics.counter(NOTIFICATIONS, &[("result", "failed")]),
         dropped: metrics.counter(NOTIFICATIONS, &[("result", "dropped")]),
     };
-    let retry = &settings.notify.retry;
-    let retries = Retries::new(
-        RetrySettings {
-            attempts_max: retry.attempts_max,
-            backoff_base: retry.backoff_base,
-            backoff_max: retry.backoff_max,
-        },
-        Arc::new(TpsBudget::new(retry.budget_window, retry.budget_floor_per_sec, retry.budget_ratio)),
-    );
+    let retries = Retries::from(&settings.notify.retry);
     let guards = SinkGuards { breaker, switches: Arc::clone(switches), retries };
     Ok(Arc::new(QueuedNotifier::start(sink, settings.notify.queue_capacity, notify_metrics, guards)))
 }

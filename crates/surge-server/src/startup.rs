@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use surge_domain::IdGenerator;
 use surge_domain::catalog::{Catalog, CatalogStore};
+use surge_domain::degradation::Feature;
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
 use surge_domain::order::Orders;
+use surge_domain::runtime_config::{ConfigStore, SettingsVersion};
+use surge_domain::{Clock, IdGenerator, SystemClock};
 use surge_guard::breaker::CircuitBreaker;
 use surge_guard::switch::Switchboard;
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::redis::{RedisCatalog, RedisSettingsVersion};
-use surge_store::runtime_config::{ConfigStore, SettingsVersion};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -35,7 +36,7 @@ use crate::readiness::Readiness;
 use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::serve::{ConnectionLimits, serve};
 use crate::state::{AppServices, AppState};
-use crate::switches::{self, CONSUMER_SWITCH, INTAKE_SWITCH, PRODUCT_DETAIL_SWITCH};
+use crate::switches;
 use crate::workers::Workers;
 
 /// How long readiness waits for a dependency before calling it down.
@@ -81,7 +82,7 @@ impl Application {
     /// `configured` is what the layers of configuration say; run-time
     /// changes stored by the config centre are applied on top.
     pub async fn build(configured: &Settings) -> anyhow::Result<Self> {
-        configured.validate().map_err(anyhow::Error::msg)?;
+        configured.validate()?;
         std::fs::create_dir_all(&configured.data_dir)
             .with_context(|| format!("creating data_dir {}", configured.data_dir.display()))?;
         // No secret, no start: checked before any store is touched.
@@ -103,14 +104,14 @@ impl Application {
         guards.keep_product_buckets_small();
         let live = Arc::new(live_config(settings, &backend, &contexts, &guards, notify_breaker));
         let config_centre = Arc::new(config_centre(settings, &backend, &live, &switches));
-        let events = backend.redis.as_ref().map(|_| {
+        let events = settings.shared.redis().map(|redis| {
             EventListener {
                 catalog: Arc::clone(&catalog.local),
                 flash_sales: Arc::clone(&contexts.flash_sales),
                 config_centre: Arc::clone(&config_centre),
                 metrics: Arc::clone(&metrics),
             }
-            .listen(settings)
+            .listen(redis)
         });
         let readiness = Arc::new(Readiness::of(&backend, READY_PROBE_TIMEOUT));
         let dependency_guard =
@@ -118,13 +119,13 @@ impl Application {
         let state = AppState::new(AppServices {
             live,
             config_centre: Arc::clone(&config_centre),
-            catalog: Catalog::new(Arc::clone(&catalog.read), ids),
+            catalog: Catalog::new(Arc::clone(&catalog.read), ids, Arc::new(SystemClock)),
             flash_sales: contexts.flash_sales,
             orders: contexts.orders,
             intake_limits: contexts.intake_limits,
             cluster_user_limit: backend.cluster_user_limit.clone(),
-            intake_switch: switches.handle(INTAKE_SWITCH)?,
-            product_detail_switch: switches.handle(PRODUCT_DETAIL_SWITCH)?,
+            intake_switch: switches.handle(Feature::FlashSaleIntake)?,
+            product_detail_switch: switches.handle(Feature::ProductDetailLive)?,
             switches,
             switch_store: Arc::clone(&backend.switches),
             keys: Keys::new(&secret, &settings.auth),
@@ -248,11 +249,11 @@ fn catalog_tiers(settings: &Settings, backend: &Backend, metrics: &Metrics) -> C
         misses: metrics.counter(CACHE_REQUESTS, &[("cache", cache), ("result", "miss")]),
         loads: metrics.counter(CACHE_LOADS, &[("cache", cache)]),
     };
-    let shared: Arc<dyn CatalogStore> = match &backend.redis {
-        Some(conn) => Arc::new(RedisCatalog::new(
+    let shared: Arc<dyn CatalogStore> = match backend.redis.as_ref().zip(settings.shared.redis()) {
+        Some((conn, redis)) => Arc::new(RedisCatalog::new(
             Arc::clone(&backend.catalog),
             conn.clone(),
-            &settings.redis.namespace,
+            &redis.namespace,
             &config,
             cache_metrics("product_redis"),
         )),
@@ -274,14 +275,17 @@ fn wire_contexts(settings: &Settings, backend: &Backend, catalog: &CatalogTiers,
         pending: Arc::clone(&backend.pending),
         keys: Arc::clone(&backend.keys),
     };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let flash_sales = Arc::new(
-        FlashSales::new(ports, Arc::clone(ids)).with_intake_max(settings.http.request_budget + CLOCK_SKEW_MAX),
+        FlashSales::new(ports, Arc::clone(ids), Arc::clone(&clock))
+            .with_intake_max(settings.http.request_budget + CLOCK_SKEW_MAX),
     );
     let orders = Arc::new(Orders::new(
         Arc::clone(&backend.orders),
         Arc::clone(&backend.pending),
         Arc::clone(&flash_sales),
         sale_settings.payment_timeout,
+        clock,
     ));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
     Contexts { flash_sales, orders, intake_limits }
@@ -301,7 +305,7 @@ fn workers(
         orders: Arc::clone(&contexts.orders),
         flash_sales: Arc::clone(&contexts.flash_sales),
         reservation_timeout: sale_settings.reservation_timeout,
-        consumer_switch: switches.handle(CONSUMER_SWITCH)?,
+        consumer_switch: switches.handle(Feature::OrderConsumer)?,
         failed_orders: metrics.counter(ORDERS_FAILED, &[]),
         sales_served: metrics.gauge(SALES_SERVED, &[]),
         ledger_difference: metrics.gauge(LEDGER_DIFFERENCE, &[]),
@@ -353,8 +357,8 @@ fn config_centre(
     live: &Arc<LiveConfig>,
     switches: &Arc<Switchboard>,
 ) -> ConfigCentre {
-    let version = backend.redis.as_ref().map(|conn| {
-        Arc::new(RedisSettingsVersion::new(conn.clone(), &settings.redis.namespace)) as Arc<dyn SettingsVersion>
+    let version = backend.redis.as_ref().zip(settings.shared.redis()).map(|(conn, redis)| {
+        Arc::new(RedisSettingsVersion::new(conn.clone(), &redis.namespace)) as Arc<dyn SettingsVersion>
     });
     ConfigCentre::new(
         Arc::clone(live),

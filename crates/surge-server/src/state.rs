@@ -10,8 +10,8 @@ use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::flashsale::FlashSales;
 use surge_domain::order::Orders;
 
+use surge_domain::runtime_config::SwitchStore;
 use surge_guard::switch::{SwitchHandle, Switchboard};
-use surge_store::runtime_config::SwitchStore;
 
 use crate::auth::Keys;
 use crate::config_centre::ConfigCentre;
@@ -29,7 +29,7 @@ pub struct AppServices {
     pub orders: Arc<Orders>,
     pub intake_limits: Arc<IntakeLimits>,
     /// Per-customer intake limit shared by every node (Redis), if set.
-    pub cluster_user_limit: Option<Arc<surge_store::redis::RedisRateLimiter>>,
+    pub cluster_user_limit: Option<Arc<dyn surge_guard::rate::SharedLimiter>>,
     pub switches: Arc<Switchboard>,
     pub switch_store: Arc<dyn SwitchStore>,
     /// `flash_sale_intake`: off → intake answers 503 degraded.

@@ -19,7 +19,6 @@ pub mod postgres;
 pub mod queue;
 pub mod redis;
 mod rows;
-pub mod runtime_config;
 mod sql;
 pub mod sqlite;
 
@@ -40,8 +39,8 @@ pub trait RelationalStore:
     surge_domain::catalog::CatalogStore
     + surge_domain::flashsale::SaleStore
     + surge_domain::order::OrderStore
-    + runtime_config::SwitchStore
-    + runtime_config::ConfigStore
+    + surge_domain::runtime_config::SwitchStore
+    + surge_domain::runtime_config::ConfigStore
 {
     /// The largest id in any table that holds minted ids (0 when empty).
     async fn max_id(&self) -> Result<i64, surge_domain::StoreError>;

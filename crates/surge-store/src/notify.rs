@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::Counter;
+use surge_domain::degradation::Feature;
 use surge_domain::notification::Notifier;
 use surge_domain::order::Order;
 use surge_guard::breaker::CircuitBreaker;
@@ -24,8 +25,6 @@ use surge_guard::retry::Retries;
 use surge_guard::switch::{Mode, Switchboard};
 use tokio::sync::mpsc;
 
-/// The switch that turns notifications off.
-pub const NOTIFICATION_SWITCH: &str = "notification";
 /// How often a held worker looks at the switch again.
 const HOLD_RECHECK: Duration = Duration::from_millis(100);
 /// Longest single wait for an open breaker (it may close by hand).
@@ -153,7 +152,7 @@ async fn deliver_all(
 }
 
 fn held_by_operator(switches: &Switchboard) -> bool {
-    switches.list().iter().any(|s| s.name == NOTIFICATION_SWITCH && !s.enabled && s.mode == Mode::Manual)
+    switches.list().iter().any(|s| s.name == Feature::Notification.name() && !s.enabled && s.mode == Mode::Manual)
 }
 
 async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> Result<(), String> {

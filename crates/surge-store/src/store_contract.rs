@@ -17,9 +17,9 @@ use time::{Duration, OffsetDateTime};
 
 use crate::postgres::PgStore;
 use crate::rows::{from_unix_ms, unix_ms};
-use crate::runtime_config::{ConfigStore, StoredSwitch, SwitchStore};
 use crate::sqlite::{SqliteConfig, SqliteStore};
 use crate::testing::{TestDatabase, order_requested};
+use surge_domain::runtime_config::{ConfigStore, StoredSwitch, SwitchStore};
 
 /// Every port a relational adapter implements, and the store as a whole.
 use crate::RelationalStore as Store;
@@ -276,26 +276,27 @@ async fn a_redelivered_batch_creates_nothing_twice<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let sale = with_sale(&store, 5, 1).await;
     let batch = [request(1, 1), request(2, 2)];
-    let pay_by = now_ms();
-    let first = store.create_requested(&batch, pay_by).await.expect("first");
+    let (written_at, pay_by) = (at_ms(1_000), at_ms(2_000));
+    let first = store.create_requested(&batch, pay_by, written_at).await.expect("first");
     assert_eq!(ids(&first.created), vec![1, 2]);
     for order in &first.created {
         assert_eq!(order.status, OrderStatus::Created);
         assert_eq!(order.pay_by, Some(pay_by));
+        assert_eq!((order.created_at, order.updated_at), (written_at, written_at), "stamped with the time given");
         assert_eq!(OrderStore::get(&store, order.id).await.expect("get").as_ref(), Some(order));
     }
-    let again = store.create_requested(&batch, pay_by).await.expect("again");
+    let again = store.create_requested(&batch, pay_by, now_ms()).await.expect("again");
     assert_eq!(again, CreatedOrders::default(), "redelivery writes and refuses nothing");
     // A batch mixing old and new requests writes only the new ones.
-    let mixed = store.create_requested(&[request(2, 2), request(3, 3)], pay_by).await.expect("mixed");
+    let mixed = store.create_requested(&[request(2, 2), request(3, 3)], pay_by, now_ms()).await.expect("mixed");
     assert_eq!(ids(&mixed.created), vec![3]);
     assert!(mixed.rejected.is_empty());
     let holdings = store.sale_holdings(sale.id).await.expect("holdings");
     assert_eq!(holdings.sold, 3);
     assert_eq!(holdings.per_user, vec![(UserId::new(1), 1), (UserId::new(2), 1), (UserId::new(3), 1)]);
-    assert_eq!(store.create_requested(&[], pay_by).await.expect("empty"), CreatedOrders::default());
+    assert_eq!(store.create_requested(&[], pay_by, now_ms()).await.expect("empty"), CreatedOrders::default());
     // One event twice in a batch is one order.
-    let twice = store.create_requested(&[request(4, 4), request(4, 4)], pay_by).await.expect("twice");
+    let twice = store.create_requested(&[request(4, 4), request(4, 4)], pay_by, now_ms()).await.expect("twice");
     assert_eq!((ids(&twice.created), twice.rejected), (vec![4], vec![]));
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").sold, 4);
 }
@@ -305,7 +306,7 @@ async fn requests_past_a_bound_become_failed_orders_never_oversold_ones<B: Backe
     let sale = with_sale(&store, 2, 1).await;
     // The ledger would never let these through; the store holds anyway.
     let batch = [request(1, 1), request(2, 1), request(3, 2), request(4, 3)];
-    let outcome = store.create_requested(&batch, now_ms()).await.expect("create");
+    let outcome = store.create_requested(&batch, now_ms(), now_ms()).await.expect("create");
     assert!(outcome.rejected.is_empty());
     assert_eq!(ids(&outcome.created), vec![1, 3], "the second order of buyer 1 and the third unit fail");
     assert_eq!(outcome.failed, vec![OrderId::new(2), OrderId::new(4)], "and are reported");
@@ -318,7 +319,7 @@ async fn requests_past_a_bound_become_failed_orders_never_oversold_ones<B: Backe
     let held = vec![(UserId::new(1), 1), (UserId::new(2), 1)];
     assert_eq!(holdings, SaleHoldings { sold: 2, per_user: held, returned: vec![] });
     // Redelivered, the failed orders stay failed and nothing moves.
-    assert_eq!(store.create_requested(&batch, now_ms()).await.expect("again"), CreatedOrders::default());
+    assert_eq!(store.create_requested(&batch, now_ms(), now_ms()).await.expect("again"), CreatedOrders::default());
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").sold, 2);
 }
 
@@ -327,18 +328,18 @@ async fn a_second_order_under_one_idempotency_key_is_refused_not_lost_silently<B
     let sale = with_sale(&store, 5, 2).await;
     let keyed = |id| OrderRequested { idempotency_key: Some("k".into()), ..request(id, 1) };
     let pay_by = now_ms();
-    assert_eq!(ids(&store.create_requested(&[keyed(1)], pay_by).await.expect("first").created), vec![1]);
-    let outcome = store.create_requested(&[keyed(2), request(3, 2)], pay_by).await.expect("second");
+    assert_eq!(ids(&store.create_requested(&[keyed(1)], pay_by, now_ms()).await.expect("first").created), vec![1]);
+    let outcome = store.create_requested(&[keyed(2), request(3, 2)], pay_by, now_ms()).await.expect("second");
     assert_eq!(outcome.rejected, vec![keyed(2)]);
     assert_eq!(ids(&outcome.created), vec![3]);
     assert_eq!(OrderStore::get(&store, OrderId::new(2)).await.expect("get"), None);
     // The same key to another buyer, or to the same buyer without it, is free.
     let other = OrderRequested { idempotency_key: Some("k".into()), ..request(4, 2) };
-    let outcome = store.create_requested(&[other, request(5, 1)], pay_by).await.expect("third");
+    let outcome = store.create_requested(&[other, request(5, 1)], pay_by, now_ms()).await.expect("third");
     assert_eq!((ids(&outcome.created), outcome.rejected), (vec![4, 5], vec![]));
     // Within one batch the first request with a key wins, whatever the ids.
     let late_key = |id| OrderRequested { idempotency_key: Some("z".into()), ..request(id, 3) };
-    let outcome = store.create_requested(&[late_key(9), late_key(8)], pay_by).await.expect("fourth");
+    let outcome = store.create_requested(&[late_key(9), late_key(8)], pay_by, now_ms()).await.expect("fourth");
     assert_eq!((ids(&outcome.created), outcome.rejected), (vec![9], vec![late_key(8)]));
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").sold, 5, "refused requests hold nothing");
 }
@@ -347,20 +348,20 @@ async fn a_buyer_row_never_starts_above_the_limit<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let sale = with_sale(&store, 10, 2).await;
     let greedy = OrderRequested { quantity: 3, amount_cents: 3, ..request(1, 1) };
-    let outcome = store.create_requested(&[greedy], now_ms()).await.expect("create");
+    let outcome = store.create_requested(&[greedy], now_ms(), now_ms()).await.expect("create");
     assert_eq!(outcome, CreatedOrders { failed: vec![OrderId::new(1)], ..CreatedOrders::default() });
     assert_eq!(status_of(&store, 1).await, OrderStatus::Failed);
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings"), SaleHoldings::default());
     // Two units is the limit exactly.
     let two = OrderRequested { quantity: 2, amount_cents: 2, ..request(2, 1) };
-    assert_eq!(ids(&store.create_requested(&[two], now_ms()).await.expect("create").created), vec![2]);
+    assert_eq!(ids(&store.create_requested(&[two], now_ms(), now_ms()).await.expect("create").created), vec![2]);
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").per_user, vec![(UserId::new(1), 2)]);
 }
 
 async fn a_transition_moves_only_from_the_expected_state_and_gives_stock_back<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let sale = with_sale(&store, 5, 1).await;
-    store.create_requested(&[request(1, 1), request(2, 2)], now_ms()).await.expect("create");
+    store.create_requested(&[request(1, 1), request(2, 2)], now_ms(), now_ms()).await.expect("create");
     let (paid_at, cancelled_at) = (at_ms(5_000), at_ms(6_000));
 
     let paid = store.transition(OrderId::new(1), OrderStatus::Created, OrderStatus::Paid, paid_at).await;
@@ -396,7 +397,7 @@ async fn a_transition_moves_only_from_the_expected_state_and_gives_stock_back<B:
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").returned, vec![]);
 
     // The buyer whose order was cancelled may buy again.
-    let outcome = store.create_requested(&[request(3, 2)], now_ms()).await.expect("buy again");
+    let outcome = store.create_requested(&[request(3, 2)], now_ms(), now_ms()).await.expect("buy again");
     assert_eq!(ids(&outcome.created), vec![3]);
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").sold, 2);
 }
@@ -404,7 +405,7 @@ async fn a_transition_moves_only_from_the_expected_state_and_gives_stock_back<B:
 async fn a_sale_tally_counts_sold_owed_and_which_orders_are_written<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let sale = with_sale(&store, 5, 2).await;
-    store.create_requested(&[request(1, 1), request(2, 2), request(3, 3)], now_ms()).await.expect("create");
+    store.create_requested(&[request(1, 1), request(2, 2), request(3, 3)], now_ms(), now_ms()).await.expect("create");
     let cancelled_at = at_ms(6_000);
     store
         .transition(OrderId::new(2), OrderStatus::Created, OrderStatus::Cancelled, cancelled_at)
@@ -425,8 +426,8 @@ async fn unpaid_expired_finds_created_orders_past_their_window<B: Backend>(backe
     let store = backend.open().await;
     with_sale(&store, 10, 5).await;
     let (early, late) = (at_ms(10_000), at_ms(20_000));
-    store.create_requested(&[request(1, 1), request(2, 1)], late).await.expect("late batch");
-    store.create_requested(&[request(3, 1), request(4, 1)], early).await.expect("early batch");
+    store.create_requested(&[request(1, 1), request(2, 1)], late, now_ms()).await.expect("late batch");
+    store.create_requested(&[request(3, 1), request(4, 1)], early, now_ms()).await.expect("early batch");
     store.transition(OrderId::new(4), OrderStatus::Created, OrderStatus::Paid, early).await.expect("pay");
 
     assert_eq!(ids(&store.unpaid_expired(at_ms(9_999), 10).await.expect("before")), Vec::<i64>::new());
@@ -442,7 +443,7 @@ async fn keyed_orders_are_every_key_that_made_an_order_of_the_sale<B: Backend>(b
     let sale = with_sale(&store, 10, 5).await;
     let keyed = |id, user, key: &str| OrderRequested { idempotency_key: Some(key.to_owned()), ..request(id, user) };
     let batch = [keyed(1, 1, "a"), keyed(2, 2, "a"), request(3, 1), keyed(4, 1, "b")];
-    store.create_requested(&batch, now_ms()).await.expect("create");
+    store.create_requested(&batch, now_ms(), now_ms()).await.expect("create");
     let mut keyed_orders = store.keyed_orders(sale.id).await.expect("keyed");
     keyed_orders.sort_by_key(|(_, _, id)| *id);
     assert_eq!(
@@ -462,7 +463,7 @@ async fn orders_list_newest_first_per_customer_and_merchant<B: Backend>(backend:
     with_sale(&store, 10, 5).await;
     let other_merchant = |id, user| OrderRequested { merchant_id: MerchantId::new(2), ..request(id, user) };
     let batch = [request(1, 1), request(2, 2), request(3, 1), other_merchant(4, 1), request(5, 2)];
-    store.create_requested(&batch, now_ms()).await.expect("create");
+    store.create_requested(&batch, now_ms(), now_ms()).await.expect("create");
 
     let first = OrderStore::list(&store, OrderScope::All, None, 2).await.expect("list");
     assert_eq!((ids(&first.items), first.next_before), (vec![5, 4], Some(OrderId::new(4))));
@@ -519,9 +520,9 @@ async fn max_id_is_the_largest_minted_id_in_any_table<B: Backend>(backend: &B) {
     assert_eq!(store.max_id().await.expect("empty"), 0);
     with_sale(&store, 5, 1).await;
     assert_eq!(store.max_id().await.expect("product and sale"), 10);
-    store.create_requested(&[request(7, 1)], now_ms()).await.expect("create");
+    store.create_requested(&[request(7, 1)], now_ms(), now_ms()).await.expect("create");
     assert_eq!(store.max_id().await.expect("below the sale"), 10);
-    store.create_requested(&[request(42, 2)], now_ms()).await.expect("create");
+    store.create_requested(&[request(42, 2)], now_ms(), now_ms()).await.expect("create");
     assert_eq!(store.max_id().await.expect("an order"), 42);
     CatalogStore::insert(&store, ProductId::new(50), &new_product(1, "T"), None, now_ms()).await.expect("product");
     assert_eq!(store.max_id().await.expect("a product"), 50);
@@ -566,7 +567,7 @@ async fn racing_nodes_never_oversell_nor_write_an_order_twice() {
             .enumerate()
             .map(|(at, batch)| {
                 let node = nodes[at % 2].clone();
-                tokio::spawn(async move { node.create_requested(&batch, now_ms()).await })
+                tokio::spawn(async move { node.create_requested(&batch, now_ms(), now_ms()).await })
             })
             .collect();
         let mut reported: HashSet<i64> = HashSet::new();

@@ -35,6 +35,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Limiter<K> for Gcra<K> {
 
     fn forget_idle(&self, _now: Instant) {
         self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
     }
 
     fn tracked_keys(&self) -> usize {

@@ -14,11 +14,14 @@
 //! GCRA (a token bucket in one timestamp) behind the same interface.
 //!
 //! Time is `tokio::time::Instant`, so tests run on the paused clock.
+//! [`SharedLimiter`] is the same decision made across nodes (in Redis, by
+//! `surge-store`).
 
 mod error;
 mod gcra;
 mod layer;
 mod limiters;
+mod shared;
 
 #[cfg(test)]
 mod tests;
@@ -27,6 +30,7 @@ pub use error::RateLimited;
 pub use gcra::Gcra;
 pub use layer::{RateLimit, RateLimitLayer};
 pub use limiters::{FixedWindow, LeakyBucket, SlidingLog, TokenBucket};
+pub use shared::{LimiterUnavailable, SharedLimiter};
 
 use std::time::Duration;
 

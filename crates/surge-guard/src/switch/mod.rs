@@ -54,26 +54,29 @@ pub struct Switchboard {
 }
 
 impl Switchboard {
-    /// A board with these switches, all enabled.
-    pub fn new(names: &[&str]) -> Self {
+    /// A board with these switches, all enabled. Any `AsRef<str>` names a
+    /// switch: the app's own enum of features, or a plain name.
+    pub fn new<N: AsRef<str>>(names: &[N]) -> Self {
         let now = SystemTime::now();
         let entries = names
             .iter()
             .map(|name| {
+                let name = name.as_ref();
                 let state = Switch {
-                    name: (*name).to_owned(),
+                    name: name.to_owned(),
                     enabled: true,
                     reason: String::new(),
                     mode: Mode::Auto,
                     updated_at: now,
                 };
-                ((*name).to_owned(), Entry { flag: Arc::new(AtomicBool::new(true)), state })
+                (name.to_owned(), Entry { flag: Arc::new(AtomicBool::new(true)), state })
             })
             .collect();
         Self { entries: RwLock::new(entries) }
     }
 
-    pub fn handle(&self, name: &str) -> Result<SwitchHandle, UnknownSwitch> {
+    pub fn handle(&self, name: impl AsRef<str>) -> Result<SwitchHandle, UnknownSwitch> {
+        let name = name.as_ref();
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         entries.get(name).map(|e| SwitchHandle(Arc::clone(&e.flag))).ok_or_else(|| UnknownSwitch(name.to_owned()))
     }
@@ -84,18 +87,18 @@ impl Switchboard {
     }
 
     /// An operator's setting (also used to restore persisted settings).
-    pub fn set_manual(&self, name: &str, enabled: bool, reason: &str) -> Result<Switch, UnknownSwitch> {
-        self.set(name, enabled, reason, Mode::Manual, SystemTime::now(), true)
+    pub fn set_manual(&self, name: impl AsRef<str>, enabled: bool, reason: &str) -> Result<Switch, UnknownSwitch> {
+        self.set(name.as_ref(), enabled, reason, Mode::Manual, SystemTime::now(), true)
     }
 
     /// A breaker's verdict; ignored while an operator's setting stands.
-    pub fn set_auto(&self, name: &str, enabled: bool, reason: &str) -> Result<Switch, UnknownSwitch> {
-        self.set(name, enabled, reason, Mode::Auto, SystemTime::now(), false)
+    pub fn set_auto(&self, name: impl AsRef<str>, enabled: bool, reason: &str) -> Result<Switch, UnknownSwitch> {
+        self.set(name.as_ref(), enabled, reason, Mode::Auto, SystemTime::now(), false)
     }
 
     /// Hands a feature back to automatic control (enabled).
-    pub fn release(&self, name: &str) -> Result<Switch, UnknownSwitch> {
-        self.set(name, true, "", Mode::Auto, SystemTime::now(), true)
+    pub fn release(&self, name: impl AsRef<str>) -> Result<Switch, UnknownSwitch> {
+        self.set(name.as_ref(), true, "", Mode::Auto, SystemTime::now(), true)
     }
 
     fn set(

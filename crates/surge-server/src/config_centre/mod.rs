@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use surge_domain::StoreError;
+use surge_domain::runtime_config::{ConfigStore, SettingsVersion, SwitchStore};
 use surge_guard::switch::{Mode, Switchboard};
-use surge_store::runtime_config::{ConfigStore, SettingsVersion, SwitchStore};
 use tokio::sync::watch;
 
 mod runtime;

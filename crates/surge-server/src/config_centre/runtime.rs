@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use surge_domain::runtime_config::ConfigStore;
 use surge_guard::breaker::CircuitBreaker;
 use surge_guard::bulkhead::AimdSettings;
-use surge_store::runtime_config::ConfigStore;
 
 use crate::config::{BreakerSettings, Settings};
 use crate::error::ApiError;
@@ -86,7 +86,7 @@ impl Tunables {
         let tunables: Tunables = serde_json::from_str(stored).map_err(|e| e.to_string())?;
         let mut restored = settings.clone();
         tunables.apply_to(&mut restored);
-        restored.validate()?;
+        restored.validate().map_err(|e| e.to_string())?;
         Ok(restored)
     }
 }
@@ -116,7 +116,7 @@ impl LiveConfig {
         let tunables: Tunables = serde_json::from_value(document).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut candidate = self.settings.lock().unwrap_or_else(PoisonError::into_inner).clone();
         tunables.apply_to(&mut candidate);
-        candidate.validate().map_err(ApiError::bad_request)?;
+        candidate.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
         let stored = serde_json::to_string(&tunables).map_err(|_| ApiError::internal())?;
         // Applied before it is saved: a change that broke the node would
         // break it now, not at every start after (no crash loop).
@@ -153,7 +153,7 @@ impl LiveConfig {
         self.guards.core.resize(overload.core_concurrency);
         self.guards.non_core.resize(overload.non_core_concurrency);
         self.guards.node.reconfigure(aimd(settings));
-        self.notify_breaker.reconfigure(settings.notify.breaker.config());
+        self.notify_breaker.reconfigure((&settings.notify.breaker).into());
     }
 }
 

@@ -4,37 +4,74 @@
 
 use std::time::SystemTime;
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use surge_domain::Actor;
+use surge_domain::runtime_config::StoredSwitch;
 use surge_guard::switch::{Mode, Switch};
-use surge_store::runtime_config::StoredSwitch;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::config_centre::Tunables;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, present};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/switches", get(list_switches))
-        .route("/v1/admin/switches/{name}", put(set_switch))
-        .route("/v1/admin/config", get(get_config).put(set_config))
+const TAG: &str = "admin";
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_switches))
+        .routes(routes!(set_switch))
+        .routes(routes!(get_config, set_config))
 }
 
+// The schema of `Tunables`, which `config_centre` does not annotate: its
+// three sections are described as objects.
+/// The run-time settings; GET answers all three sections, PUT takes any
+/// subset.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Tunables)]
+#[expect(dead_code, reason = "read by the document only; the handlers send and take `Tunables`")]
+struct TunablesSchema {
+    /// `per_user_rate`, `per_sale_rate`.
+    #[schema(value_type = Object, required = false)]
+    flash_sale: (),
+    /// Pool sizes and the adaptive limit's bounds.
+    #[schema(value_type = Object, required = false)]
+    overload: (),
+    /// The notification breaker's thresholds.
+    #[schema(value_type = Object, required = false)]
+    notify_breaker: (),
+}
+
+/// Run-time settings (admin)
+///
 /// The run-time settings: intake rates, pool sizes, the adaptive limit's
 /// bounds and the notification breaker's thresholds.
+#[utoipa::path(get, path = "/v1/admin/config", tag = TAG, security(("bearer" = [])),
+    responses((status = 200, description = "the settings", body = TunablesSchema)),
+)]
 async fn get_config(State(state): State<AppState>, caller: Caller) -> Result<Json<Tunables>, ApiError> {
     require_admin(&caller)?;
     Ok(Json(state.live.current()))
 }
 
+/// Change run-time settings (admin; any subset; validated, persisted)
+///
 /// Any subset of the document; validated like start-up, persisted, applied
 /// at once. Bad input is a 400 and changes nothing.
+#[utoipa::path(put, path = "/v1/admin/config", tag = TAG, security(("bearer" = [])), request_body = TunablesSchema,
+    responses(
+        (status = 200, description = "the settings", body = TunablesSchema),
+        (status = 400, description = "invalid", body = ErrorBody),
+    ),
+)]
 async fn set_config(
     State(state): State<AppState>,
     caller: Caller,
@@ -52,14 +89,23 @@ async fn set_config(
     Ok(Json(updated))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Switch)]
 struct SwitchBody {
     name: String,
     enabled: bool,
     reason: String,
-    mode: &'static str,
+    mode: SwitchMode,
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
+}
+
+/// `manual` (set by hand) or `auto` (tripped by a breaker).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum SwitchMode {
+    Manual,
+    Auto,
 }
 
 impl From<Switch> for SwitchBody {
@@ -70,8 +116,8 @@ impl From<Switch> for SwitchBody {
             enabled: switch.enabled,
             reason: switch.reason,
             mode: match switch.mode {
-                Mode::Manual => "manual",
-                Mode::Auto => "auto",
+                Mode::Manual => SwitchMode::Manual,
+                Mode::Auto => SwitchMode::Auto,
             },
             updated_at: OffsetDateTime::from_unix_timestamp_nanos(since_epoch.as_nanos() as i128)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
@@ -79,19 +125,23 @@ impl From<Switch> for SwitchBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SwitchList)]
 struct Items {
     items: Vec<SwitchBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SetSwitch)]
 struct SetBody {
     enabled: bool,
+    #[schema(max_length = 500)]
     reason: String,
     /// `manual` (the default) pins the setting; `auto` hands the switch back
     /// to its breaker (and `enabled` must then be true).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = SwitchMode)]
     mode: Option<String>,
 }
 
@@ -103,11 +153,23 @@ fn require_admin(caller: &Caller) -> Result<&str, ApiError> {
     }
 }
 
+/// Degradation switches (admin)
+#[utoipa::path(get, path = "/v1/admin/switches", tag = TAG, security(("bearer" = [])),
+    responses((status = 200, description = "the switches", body = Items)),
+)]
 async fn list_switches(State(state): State<AppState>, caller: Caller) -> Result<Json<Items>, ApiError> {
     require_admin(&caller)?;
     Ok(Json(Items { items: state.switches.list().into_iter().map(Into::into).collect() }))
 }
 
+/// Flip a switch (admin; persisted)
+#[utoipa::path(put, path = "/v1/admin/switches/{name}", tag = TAG, security(("bearer" = [])),
+    params(("name" = String, Path, description = "the switch's name")), request_body = SetBody,
+    responses(
+        (status = 200, description = "the switch", body = SwitchBody),
+        (status = 404, description = "no such switch", body = ErrorBody),
+    ),
+)]
 async fn set_switch(
     State(state): State<AppState>,
     caller: Caller,

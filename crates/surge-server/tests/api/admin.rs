@@ -102,7 +102,7 @@ async fn a_failing_notification_sink_opens_its_breaker_without_touching_intake_a
     tokio::spawn(async move { axum::serve(listener, hook).await });
 
     let app = spawn_app_with(|s| {
-        s.notify.webhook_url = Some(url);
+        s.notify.webhook_url = Some(url.parse().expect("a webhook URL"));
         s.notify.breaker.consecutive_failures = 3;
         s.notify.breaker.open_for = Duration::from_secs(1);
         s.flash_sale.per_user_rate = 1_000;
@@ -245,7 +245,7 @@ async fn a_hanging_notification_sink_is_cut_by_its_timeout_and_opens_its_breaker
     tokio::spawn(async move { axum::serve(listener, hook).await });
 
     let app = spawn_app_with(|s| {
-        s.notify.webhook_url = Some(url);
+        s.notify.webhook_url = Some(url.parse().expect("a webhook URL"));
         s.notify.timeout = Duration::from_millis(100);
         s.notify.breaker.consecutive_failures = 2;
         s.notify.breaker.open_for = Duration::from_secs(60);

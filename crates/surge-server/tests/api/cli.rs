@@ -130,8 +130,9 @@ fn an_empty_secret_file_stops_the_server_and_the_cli() {
 fn a_distributed_node_needs_a_configured_secret() {
     let dir = TempDir::new().expect("tempdir");
     let data_dir = dir.path().to_str().expect("utf-8 path");
-    let store = ("SURGE_STORE__URL", "postgres://postgres@127.0.0.1:5432/postgres");
-    let output = surge(&["--data-dir", data_dir, "token", "--role", "admin", "--sub", "ops"], &[store]);
+    let store =
+        [("SURGE_STORE__KIND", "postgres"), ("SURGE_STORE__URL", "postgres://postgres@127.0.0.1:5432/postgres")];
+    let output = surge(&["--data-dir", data_dir, "token", "--role", "admin", "--sub", "ops"], &store);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("auth.jwt_secret"));
     assert!(!dir.path().join("jwt-secret").exists(), "a distributed node never mints its own secret");
@@ -197,11 +198,11 @@ fn a_dependency_that_refuses_a_node_never_shows_its_password() {
     let nats = format!("nats://surge:{PASSWORD}@127.0.0.1:1");
     let cases: [(&str, Vec<(&str, &str)>); 3] = [
         ("postgresql", vec![("SURGE_STORE__URL", &bad_store)]),
-        ("redis", vec![("SURGE_STORE__URL", &store), ("SURGE_REDIS__URLS", &redis)]),
-        ("nats", vec![("SURGE_STORE__URL", &store), ("SURGE_QUEUE__NATS_URL", &nats)]),
+        ("redis", vec![("SURGE_STORE__URL", &store), ("SURGE_SHARED__KIND", "redis"), ("SURGE_SHARED__URLS", &redis)]),
+        ("nats", vec![("SURGE_STORE__URL", &store), ("SURGE_QUEUE__KIND", "nats"), ("SURGE_QUEUE__URL", &nats)]),
     ];
     for (dependency, mut env) in cases {
-        env.push(secret);
+        env.extend([secret, ("SURGE_STORE__KIND", "postgres")]);
         let output = surge(&["--data-dir", data_dir, "--listen", "127.0.0.1:0"], &env);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{dependency}: the node started");

@@ -9,7 +9,7 @@
 //! - the broker stops and starts again a few seconds later (a NATS server
 //!   of the test's own, so that nothing else loses its broker);
 //! - the Redis Cluster master that owns the sale's keys is killed and its
-//!   replica takes over (deductions wait for a replica: `redis.wait_replicas`);
+//!   replica takes over (deductions wait for a replica: `shared.wait_replicas`);
 //! - that master hangs instead (`SIGSTOP`: connections open, no answers)
 //!   until its replica takes over;
 //! - PostgreSQL restarts (with NATS, and with Kafka).
@@ -302,25 +302,29 @@ impl Deployment {
         let stream = format!("SURGE_DIST_{tag}");
         let queue: Vec<(String, String)> = match &broker {
             Broker::Nats(url) => vec![
-                ("SURGE_QUEUE__NATS_URL".into(), url.clone()),
+                ("SURGE_QUEUE__KIND".into(), "nats".into()),
+                ("SURGE_QUEUE__URL".into(), url.clone()),
                 ("SURGE_QUEUE__STREAM".into(), stream.clone()),
                 ("SURGE_QUEUE__ACK_WAIT".into(), "2s".into()),
             ],
             Broker::Kafka => vec![
-                ("SURGE_QUEUE__KAFKA_BROKERS".into(), kafka_brokers()),
+                ("SURGE_QUEUE__KIND".into(), "kafka".into()),
+                ("SURGE_QUEUE__BROKERS".into(), kafka_brokers()),
                 ("SURGE_QUEUE__TOPIC".into(), format!("surge-dist-{tag}")),
                 ("SURGE_QUEUE__PARTITIONS".into(), "6".into()),
                 ("SURGE_QUEUE__CONSUMER".into(), format!("surge-dist-{tag}")),
             ],
         };
         let mut shared: Vec<(String, String)> = vec![
+            ("SURGE_STORE__KIND".into(), "postgres".into()),
             ("SURGE_STORE__URL".into(), database.url()),
-            ("SURGE_REDIS__URLS".into(), r#"["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]"#.into()),
-            ("SURGE_REDIS__CLUSTER".into(), "true".into()),
+            ("SURGE_SHARED__KIND".into(), "redis".into()),
+            ("SURGE_SHARED__URLS".into(), r#"["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]"#.into()),
+            ("SURGE_SHARED__CLUSTER".into(), "true".into()),
             // A deduction counts once a replica holds it: a failover can't
             // lose an acknowledged one.
-            ("SURGE_REDIS__WAIT_REPLICAS".into(), "1".into()),
-            ("SURGE_REDIS__NAMESPACE".into(), format!("surge-dist-{tag}")),
+            ("SURGE_SHARED__WAIT_REPLICAS".into(), "1".into()),
+            ("SURGE_SHARED__NAMESPACE".into(), format!("surge-dist-{tag}")),
             ("SURGE_QUEUE__PUBLISH_TIMEOUT".into(), "1s".into()),
             ("SURGE_AUTH__JWT_SECRET".into(), SECRET.into()),
             ("SURGE_FLASH_SALE__PER_USER_RATE".into(), "1000".into()),
@@ -360,7 +364,7 @@ impl Deployment {
 
     /// The deployment's Redis namespace.
     fn namespace(&self) -> String {
-        self.shared.iter().find(|(k, _)| k == "SURGE_REDIS__NAMESPACE").map(|(_, v)| v.clone()).expect("namespace")
+        self.shared.iter().find(|(k, _)| k == "SURGE_SHARED__NAMESPACE").map(|(_, v)| v.clone()).expect("namespace")
     }
 
     fn token(&self, role: Role, sub: &str) -> String {
@@ -1272,8 +1276,11 @@ async fn a_dead_redis_opens_its_breaker_and_intake_degrades_until_it_is_back() {
     let _one_at_a_time = SERIAL.lock().await;
     let mut redis = OwnRedis::start();
     let urls = format!(r#"["redis://127.0.0.1:{}"]"#, redis.port);
-    let standalone =
-        [("SURGE_REDIS__URLS", urls.as_str()), ("SURGE_REDIS__CLUSTER", "false"), ("SURGE_REDIS__WAIT_REPLICAS", "0")];
+    let standalone = [
+        ("SURGE_SHARED__URLS", urls.as_str()),
+        ("SURGE_SHARED__CLUSTER", "false"),
+        ("SURGE_SHARED__WAIT_REPLICAS", "0"),
+    ];
     let deployment = Deployment::start(Broker::Nats("nats://127.0.0.1:4222".to_owned()), &standalone).await;
     let sale = deployment.create_sale().await;
     let place = |node: usize, user: u64| {
@@ -1348,10 +1355,10 @@ async fn a_hung_redis_costs_a_read_its_deadline_not_more() {
     let redis = OwnRedis::start();
     let urls = format!(r#"["redis://127.0.0.1:{}"]"#, redis.port);
     let standalone = [
-        ("SURGE_REDIS__URLS", urls.as_str()),
-        ("SURGE_REDIS__CLUSTER", "false"),
-        ("SURGE_REDIS__WAIT_REPLICAS", "0"),
-        ("SURGE_REDIS__RESPONSE_TIMEOUT", "2s"),
+        ("SURGE_SHARED__URLS", urls.as_str()),
+        ("SURGE_SHARED__CLUSTER", "false"),
+        ("SURGE_SHARED__WAIT_REPLICAS", "0"),
+        ("SURGE_SHARED__RESPONSE_TIMEOUT", "2s"),
     ];
     let deployment = Deployment::start(Broker::Nats("nats://127.0.0.1:4222".to_owned()), &standalone).await;
     let merchant = deployment.token(Role::Merchant, "1");
@@ -1395,10 +1402,10 @@ async fn a_give_back_redis_did_not_take_is_retried_and_counted_once() {
     let redis = OwnRedis::start();
     let urls = format!(r#"["redis://127.0.0.1:{}"]"#, redis.port);
     let standalone = [
-        ("SURGE_REDIS__URLS", urls.as_str()),
-        ("SURGE_REDIS__CLUSTER", "false"),
-        ("SURGE_REDIS__WAIT_REPLICAS", "0"),
-        ("SURGE_REDIS__RESPONSE_TIMEOUT", "500ms"),
+        ("SURGE_SHARED__URLS", urls.as_str()),
+        ("SURGE_SHARED__CLUSTER", "false"),
+        ("SURGE_SHARED__WAIT_REPLICAS", "0"),
+        ("SURGE_SHARED__RESPONSE_TIMEOUT", "500ms"),
     ];
     let deployment = Deployment::start(Broker::Nats("nats://127.0.0.1:4222".to_owned()), &standalone).await;
     let sale = deployment.create_sale().await;

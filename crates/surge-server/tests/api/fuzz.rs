@@ -138,12 +138,19 @@ fn any_setting_value_loads_or_is_refused_by_name_never_a_panic() {
         "SURGE_FLASH_SALE__PER_USER_RATE",
         "SURGE_OVERLOAD__CORE_CONCURRENCY",
         "SURGE_NOTIFY__BREAKER__ERROR_RATIO",
-        "SURGE_REDIS__URLS",
+        "SURGE_SHARED__URLS",
         "SURGE_LISTEN",
     ];
     proptest!(cases(), |(which in 0usize..10, value in prop_oneof!["[^\\x00]{0,30}", "[0-9]{1,25}", "[0-9]{1,6}(ms|s|m|h|days)"])| {
         let variable = variables[which];
         figment::Jail::expect_with(|jail| {
+            if variable == "SURGE_SHARED__URLS" {
+                // URLs are parsed only where they belong: a distributed node.
+                jail.set_env("SURGE_STORE__KIND", "postgres");
+                jail.set_env("SURGE_STORE__URL", "postgres://127.0.0.1/surge");
+                jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+                jail.set_env("SURGE_SHARED__KIND", "redis");
+            }
             jail.set_env(variable, &value);
             match surge_server::Settings::load(None, &surge_server::config::Overrides::default()) {
                 Ok(settings) => assert!(settings.validate().is_ok()),

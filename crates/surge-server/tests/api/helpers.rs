@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use surge_server::auth::{Claims, Keys, Role, load_or_create_secret};
-use surge_server::config::Secret;
+use surge_server::config::{
+    NatsSettings, PostgresSettings, QueueSettings, RedisSettings, Secret, SharedSettings, StoreSettings,
+};
 use surge_server::{Application, Settings};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -111,17 +113,26 @@ fn stopped_backends() -> std::sync::MutexGuard<'static, std::collections::HashMa
 fn use_distributed_backends(settings: &mut Settings, data_dir: &Path) -> OwnBackends {
     let backends = stopped_backends().remove(data_dir).unwrap_or_else(OwnBackends::create);
     let tag = backends.tag;
-    settings.store.url = Some(Secret::new(backends.database.url()));
+    settings.store = StoreSettings::Postgres(PostgresSettings {
+        url: backends.database.url().parse().expect("a PostgreSQL URL"),
+        max_connections: 8,
+        acquire_timeout: Duration::from_secs(3),
+    });
     // A distributed node never mints its own secret.
     settings.auth.jwt_secret = Some(Secret::new(format!("surge-test-secret-{tag:010}-0123456789abcdef")));
-    settings.store.max_connections = 8;
-    settings.redis.urls = vec!["redis://127.0.0.1:7000".to_owned(), "redis://127.0.0.1:7001".to_owned()];
-    settings.redis.cluster = true;
-    settings.redis.wait_replicas = 1;
-    settings.redis.namespace = format!("surge-test-{tag}");
-    settings.queue.nats_url = Some(TEST_NATS_URL.to_owned());
-    settings.queue.stream = format!("SURGE_TEST_{tag}");
-    settings.queue.consumer = format!("surge-test-{tag}");
+    settings.shared = SharedSettings::Redis(RedisSettings {
+        urls: ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"].map(|url| url.parse().expect("a Redis URL")).into(),
+        cluster: true,
+        wait_replicas: 1,
+        namespace: format!("surge-test-{tag}"),
+        ..RedisSettings::default()
+    });
+    settings.queue = QueueSettings::Nats(NatsSettings {
+        url: TEST_NATS_URL.parse().expect("a NATS URL"),
+        stream: format!("SURGE_TEST_{tag}"),
+        consumer: format!("surge-test-{tag}"),
+        ..NatsSettings::default()
+    });
     backends
 }
 

@@ -36,7 +36,7 @@ async fn receiver(status: StatusCode) -> (String, Arc<Mutex<Vec<Value>>>) {
 #[tokio::test]
 async fn a_created_order_is_posted_to_the_webhook() {
     let (url, received) = receiver(StatusCode::OK).await;
-    let app = spawn_app_with(|s| s.notify.webhook_url = Some(url)).await;
+    let app = spawn_app_with(|s| s.notify.webhook_url = Some(url.parse().expect("a webhook URL"))).await;
     let sale = app.active_sale(5, 1).await;
     let accepted: Value = app.place(3, &sale, None, &json!({})).await.json().await.expect("json");
     let id = accepted["order_id"].as_str().expect("id").to_owned();
@@ -58,7 +58,7 @@ async fn a_created_order_is_posted_to_the_webhook() {
 #[tokio::test]
 async fn a_failing_webhook_does_not_fail_the_order() {
     let (url, _received) = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
-    let app = spawn_app_with(|s| s.notify.webhook_url = Some(url)).await;
+    let app = spawn_app_with(|s| s.notify.webhook_url = Some(url.parse().expect("a webhook URL"))).await;
     let sale = app.active_sale(5, 1).await;
     let accepted: Value = app.place(3, &sale, None, &json!({})).await.json().await.expect("json");
     let order = app.settled_order(accepted["order_id"].as_str().expect("id")).await;
@@ -78,7 +78,7 @@ async fn a_failing_webhook_does_not_fail_the_order() {
 async fn under_total_failure_retries_stay_within_the_budget() {
     let (url, received) = receiver(StatusCode::SERVICE_UNAVAILABLE).await;
     let app = spawn_app_with(|s| {
-        s.notify.webhook_url = Some(url);
+        s.notify.webhook_url = Some(url.parse().expect("a webhook URL"));
         // Keep the breaker out of it: only the retry budget limits calls.
         s.notify.breaker.consecutive_failures = 10_000;
         s.notify.breaker.min_calls = 10_000;

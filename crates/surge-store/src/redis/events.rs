@@ -132,7 +132,7 @@ impl RedisSettingsVersion {
 }
 
 #[async_trait::async_trait]
-impl crate::runtime_config::SettingsVersion for RedisSettingsVersion {
+impl surge_domain::runtime_config::SettingsVersion for RedisSettingsVersion {
     async fn bump(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
         let version: u64 = redis::cmd("INCR").arg(&self.key).query_async(&mut conn).await.map_err(unavailable)?;

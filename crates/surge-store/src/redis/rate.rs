@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use redis::Script;
 use surge_domain::StoreError;
+use surge_guard::rate::{Decision, LimiterUnavailable, SharedLimiter};
 
 use super::{RedisConn, unavailable};
 
@@ -133,6 +134,17 @@ impl RedisRateLimiter {
             tokio::time::sleep(wait).await;
         }
         Ok(admission)
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedLimiter for RedisRateLimiter {
+    async fn decide(&self, key: &str) -> Result<Decision, LimiterUnavailable> {
+        Ok(match self.acquire(key).await.map_err(|e| LimiterUnavailable(e.to_string()))? {
+            Admission::Admitted { wait } if wait.is_zero() => Decision::Admit,
+            Admission::Admitted { wait } => Decision::AdmitAfter(wait),
+            Admission::Rejected { retry_after } => Decision::Reject { retry_after },
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::{SqliteStore, store_error};
 use crate::rows::unix_ms;
-use crate::runtime_config::{ConfigStore, StoredSwitch, SwitchStore};
+use surge_domain::runtime_config::{ConfigStore, StoredSwitch, SwitchStore};
 
 crate::sql::runtime_config_store!(SqliteStore);
 crate::sql::relational_store!(SqliteStore);

@@ -1,9 +1,9 @@
-//! Operational settings kept in the store: the degradation switches an
+//! The ports of the operational settings kept in the store: the degradation switches an
 //! operator set by hand, and settings changed at run time (so both survive a
 //! restart).
 
+use crate::StoreError;
 use async_trait::async_trait;
-use surge_domain::StoreError;
 
 /// A manual switch setting as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
