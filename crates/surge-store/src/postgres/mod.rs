@@ -18,6 +18,7 @@
 //!   consumer, migrations) runs without one, as PostgreSQL's default.
 
 mod catalog;
+mod counters;
 mod flashsale;
 mod orders;
 mod runtime_config;

@@ -5,6 +5,7 @@
 //! briefly instead of failing, and WAL lets readers run beside the writer.
 
 mod catalog;
+mod counters;
 mod flashsale;
 mod orders;
 mod runtime_config;

@@ -12,8 +12,9 @@ use surge_domain::order::{
 use surge_domain::{OrderId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
+use super::counters::{ROWS_PER_STATEMENT, counters_moved_within_bounds, give_back, take_within_bounds, write_failed};
 use super::{SqliteStore, store_error};
-use crate::rows::{CounterMoves, ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
+use crate::rows::{ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
 
 // The reads both stores share are written once (`crate::sql`); these
 // differ.
@@ -137,9 +138,6 @@ crate::sql::order_store!(SqliteStore, {
     }
 });
 
-/// Rows per multi-row statement (12 parameters each).
-const ROWS_PER_STATEMENT: usize = 200;
-
 /// The fast path: the whole batch in a handful of statements (each one a
 /// round trip to SQLite's worker thread). Returns `None`, having written
 /// nothing, when a sale or buyer bound would break, so that the caller can
@@ -150,8 +148,27 @@ async fn create_batch(
     pay_by: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<Option<CreatedOrders>, StoreError> {
-    let now = unix_ms(now);
     let mut tx = pool.begin().await.map_err(store_error)?;
+    let created = insert_batch(&mut tx, requests, pay_by, now).await?;
+    let rejected = refused_by_key(&mut tx, requests, &created).await?;
+    if !counters_moved_within_bounds(&mut tx, &created).await? {
+        tx.rollback().await.map_err(store_error)?;
+        return Ok(None);
+    }
+    tx.commit().await.map_err(store_error)?;
+    Ok(Some(CreatedOrders { created, rejected, failed: Vec::new() }))
+}
+
+/// Inserts the batch's orders in multi-row statements; those that exist
+/// already (redelivery, or a taken key) are skipped. Returns the orders
+/// written now.
+async fn insert_batch(
+    tx: &mut Transaction<'static, Sqlite>,
+    requests: &[OrderRequested],
+    pay_by: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<Vec<Order>, StoreError> {
+    let now = unix_ms(now);
     let mut created = Vec::with_capacity(requests.len());
     for chunk in requests.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::new(
@@ -173,53 +190,12 @@ async fn create_batch(
                 .push_bind(now);
         });
         insert.push(" ON CONFLICT DO NOTHING RETURNING ").push(COLUMNS);
-        let rows: Vec<OrderRow> = insert.build_query_as().fetch_all(&mut *tx).await.map_err(store_error)?;
+        let rows: Vec<OrderRow> = insert.build_query_as().fetch_all(&mut **tx).await.map_err(store_error)?;
         for row in rows {
             created.push(Order::try_from(row)?);
         }
     }
-    let rejected = refused_by_key(&mut tx, requests, &created).await?;
-
-    // Only orders written now move the counters (redelivery moves nothing).
-    let CounterMoves { per_buyer, per_sale } = CounterMoves::of(&created);
-    let buyers: Vec<((i64, i64), i64)> = per_buyer.into_iter().collect();
-    for chunk in buyers.chunks(ROWS_PER_STATEMENT) {
-        let mut upsert = QueryBuilder::new("INSERT INTO sale_buyers (sale_id, user_id, bought) ");
-        upsert.push_values(chunk, |mut row, ((sale, user), bought)| {
-            row.push_bind(*sale).push_bind(*user).push_bind(*bought);
-        });
-        upsert.push(" ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sale_buyers.bought + excluded.bought");
-        upsert.build().execute(&mut *tx).await.map_err(store_error)?;
-
-        let mut over = QueryBuilder::new(
-            "SELECT COUNT(*) FROM sale_buyers b JOIN flash_sales s ON s.id = b.sale_id \
-             WHERE b.bought > s.per_user_limit AND (b.sale_id, b.user_id) IN (",
-        );
-        over.push_values(chunk, |mut row, ((sale, user), _)| {
-            row.push_bind(*sale).push_bind(*user);
-        });
-        over.push(")");
-        let over: i64 = over.build_query_scalar().fetch_one(&mut *tx).await.map_err(store_error)?;
-        if over > 0 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(None);
-        }
-    }
-    for (sale, quantity) in per_sale {
-        let moved = sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock")
-            .bind(quantity)
-            .bind(sale)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?
-            .rows_affected();
-        if moved != 1 {
-            tx.rollback().await.map_err(store_error)?;
-            return Ok(None);
-        }
-    }
-    tx.commit().await.map_err(store_error)?;
-    Ok(Some(CreatedOrders { created, rejected, failed: Vec::new() }))
+    Ok(created)
 }
 
 /// Requests neither written now nor already present by id: another order
@@ -297,76 +273,12 @@ async fn create_one(
             .map_err(store_error)?;
         return Ok(if exists.is_some() { Written::Existing } else { Written::Rejected });
     };
-    let quantity = i64::from(request.quantity);
-    // The bound holds for a new buyer row too: the insert takes no more than
-    // the limit, the update only while the sum stays within it.
-    let bought = sqlx::query(
-        "INSERT INTO sale_buyers (sale_id, user_id, bought) \
-         SELECT $1, $2, $3 WHERE $3 <= (SELECT per_user_limit FROM flash_sales WHERE id = $1) \
-         ON CONFLICT (sale_id, user_id) DO UPDATE SET bought = sale_buyers.bought + excluded.bought \
-         WHERE sale_buyers.bought + excluded.bought <= (SELECT per_user_limit FROM flash_sales WHERE id = $1)",
-    )
-    .bind(request.sale_id.get())
-    .bind(request.user_id.get())
-    .bind(quantity)
-    .execute(&mut **tx)
-    .await
-    .map_err(store_error)?
-    .rows_affected();
-    let sold = if bought == 1 {
-        sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock")
-            .bind(quantity)
-            .bind(request.sale_id.get())
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?
-            .rows_affected()
-    } else {
-        0
-    };
+    let (bought, sold) = take_within_bounds(tx, request).await?;
     if bought == 1 && sold == 1 {
         return Ok(Written::Created(order));
     }
     tracing::error!(order_id = %request.order_id, sale_id = %request.sale_id, bought, sold,
         "order would break a sale bound; writing it as FAILED");
-    if bought == 1 {
-        sqlx::query("UPDATE sale_buyers SET bought = bought - $1 WHERE sale_id = $2 AND user_id = $3")
-            .bind(quantity)
-            .bind(request.sale_id.get())
-            .bind(request.user_id.get())
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
-    }
-    sqlx::query("UPDATE orders SET status = 'FAILED', pay_by_ms = NULL WHERE id = $1")
-        .bind(request.order_id.get())
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
+    write_failed(tx, request, bought == 1).await?;
     Ok(Written::Failed)
-}
-
-/// A cancelled order's units go back to its buyer and its sale, touching
-/// the rows in the consumer's order (buyer, then sale) so that the two can
-/// never deadlock on a database with row locks.
-async fn give_back(
-    tx: &mut Transaction<'static, Sqlite>,
-    sale: SaleId,
-    user: UserId,
-    quantity: u32,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sale_buyers SET bought = bought - $1 WHERE sale_id = $2 AND user_id = $3")
-        .bind(i64::from(quantity))
-        .bind(sale.get())
-        .bind(user.get())
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
-    sqlx::query("UPDATE flash_sales SET sold = sold - $1 WHERE id = $2")
-        .bind(i64::from(quantity))
-        .bind(sale.get())
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
-    Ok(())
 }
