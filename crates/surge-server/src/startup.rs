@@ -10,7 +10,7 @@ use axum::Router;
 use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::degradation::Feature;
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
-use surge_domain::order::Orders;
+use surge_domain::order::{Orders, StockKeeper};
 use surge_domain::runtime_config::{ConfigStore, SettingsVersion};
 use surge_domain::{Clock, IdGenerator, SystemClock};
 use surge_guard::breaker::CircuitBreaker;
@@ -283,7 +283,7 @@ fn wire_contexts(settings: &Settings, backend: &Backend, catalog: &CatalogTiers,
     let orders = Arc::new(Orders::new(
         Arc::clone(&backend.orders),
         Arc::clone(&backend.pending),
-        Arc::clone(&flash_sales),
+        Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
         sale_settings.payment_timeout,
         clock,
     ));

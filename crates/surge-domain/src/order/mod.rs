@@ -4,7 +4,9 @@ mod ports;
 mod service;
 mod status;
 
-pub use ports::{CreatedOrders, OrderPage, OrderScope, OrderStore, PendingOrders, SaleHoldings, SaleTally};
+pub use ports::{
+    CreatedOrders, OrderPage, OrderScope, OrderStore, PendingOrders, SaleHoldings, SaleTally, StockKeeper,
+};
 pub use service::{Consumed, OrderError, Orders};
 pub use status::{IllegalTransition, OrderEvent, OrderStatus};
 

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{Order, OrderStatus};
-use crate::flashsale::OrderRequested;
+use crate::flashsale::{OrderRequested, Reservation};
 use crate::ids::{MerchantId, OrderId, SaleId, UserId};
 use crate::store::StoreError;
 
@@ -118,4 +118,28 @@ pub trait PendingOrders: Send + Sync + 'static {
     async fn insert(&self, request: &OrderRequested) -> Result<(), StoreError>;
     async fn get(&self, id: OrderId) -> Result<Option<OrderRequested>, StoreError>;
     async fn remove(&self, ids: &[OrderId]) -> Result<(), StoreError>;
+}
+
+/// What the order context needs from whoever holds the stock its orders
+/// took (today the flash-sale context; the inventory context next): to
+/// hear which requests became orders, which were given up, and which
+/// orders' units came back. The order context never sees a ledger.
+#[async_trait]
+pub trait StockKeeper: Send + Sync + 'static {
+    /// These orders were written: their reservations close.
+    async fn settled(&self, written: &[Order]) -> Result<(), StoreError>;
+    /// Of these requests, those written became orders under their
+    /// idempotency keys.
+    async fn keys_written(&self, requests: &[OrderRequested], written: &[Order]) -> Result<(), StoreError>;
+    /// A request was given up after its units were taken: they go back.
+    async fn released(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError>;
+    /// A cancelled or expired order's units come back, once however often
+    /// this runs. `false` while they cannot be taken yet (try again later).
+    async fn stock_returned(
+        &self,
+        sale: SaleId,
+        order: OrderId,
+        user: UserId,
+        quantity: u32,
+    ) -> Result<bool, StoreError>;
 }

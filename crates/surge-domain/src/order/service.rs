@@ -7,11 +7,11 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::Order;
-use super::ports::{OrderPage, OrderScope, OrderStore, PendingOrders};
+use super::ports::{OrderPage, OrderScope, OrderStore, PendingOrders, StockKeeper};
 use super::status::{IllegalTransition, OrderEvent, OrderStatus};
 use crate::actor::Actor;
 use crate::clock::Clock;
-use crate::flashsale::{FlashSales, OrderQueue, Reservation};
+use crate::flashsale::{OrderQueue, Reservation};
 use crate::ids::OrderId;
 use crate::notification::Notifier;
 use crate::store::StoreError;
@@ -57,7 +57,7 @@ const GIVE_BACK_GRACE: Duration = Duration::from_secs(5);
 pub struct Orders {
     orders: Arc<dyn OrderStore>,
     pending: Arc<dyn PendingOrders>,
-    sales: Arc<FlashSales>,
+    sales: Arc<dyn StockKeeper>,
     payment_timeout: Duration,
     clock: Arc<dyn Clock>,
 }
@@ -66,7 +66,7 @@ impl Orders {
     pub fn new(
         orders: Arc<dyn OrderStore>,
         pending: Arc<dyn PendingOrders>,
-        sales: Arc<FlashSales>,
+        sales: Arc<dyn StockKeeper>,
         payment_timeout: Duration,
         clock: Arc<dyn Clock>,
     ) -> Self {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use surge_domain::catalog::{Catalog, CreateProduct, Product, ProductName, Sku, Stock};
 use surge_domain::flashsale::{FlashSale, FlashSalePorts, FlashSales, IntakeError, NewSale, Quantity};
 use surge_domain::notification::Notifier;
-use surge_domain::order::{Consumed, Order, Orders};
+use surge_domain::order::{Consumed, Order, Orders, StockKeeper};
 use surge_domain::{Actor, Cents, Clock, IdGenerator, MerchantId, OrderId, SaleId, UserId};
 
 use crate::clock::ManualClock;
@@ -108,7 +108,7 @@ impl World {
         let orders = Orders::new(
             durable.order_store.clone(),
             durable.pending.clone(),
-            Arc::clone(&sales),
+            Arc::clone(&sales) as Arc<dyn StockKeeper>,
             PAYMENT_TIMEOUT,
             durable.clock.clone(),
         );

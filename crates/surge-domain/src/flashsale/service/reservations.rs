@@ -11,7 +11,7 @@ use super::FlashSales;
 use crate::flashsale::ports::Reservation;
 use crate::flashsale::sale::OrderRequested;
 use crate::ids::{OrderId, SaleId, UserId};
-use crate::order::Order;
+use crate::order::{Order, StockKeeper};
 use crate::store::StoreError;
 
 impl FlashSales {
@@ -149,5 +149,31 @@ impl FlashSales {
     /// Another node gave stock of a sold-out sale back (an event).
     pub fn restocked_elsewhere(&self, sale: SaleId) {
         self.may_sell_again(sale);
+    }
+}
+
+/// The order context reaches the sale's stock through its port.
+#[async_trait::async_trait]
+impl StockKeeper for FlashSales {
+    async fn settled(&self, written: &[Order]) -> Result<(), StoreError> {
+        FlashSales::settled(self, written).await
+    }
+
+    async fn keys_written(&self, requests: &[OrderRequested], written: &[Order]) -> Result<(), StoreError> {
+        FlashSales::keys_written(self, requests, written).await
+    }
+
+    async fn released(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
+        FlashSales::released(self, sale, reservation).await
+    }
+
+    async fn stock_returned(
+        &self,
+        sale: SaleId,
+        order: OrderId,
+        user: UserId,
+        quantity: u32,
+    ) -> Result<bool, StoreError> {
+        FlashSales::stock_returned(self, sale, order, user, quantity).await
     }
 }
