@@ -3,6 +3,9 @@
 //! wire a clock they move by hand, so a payment window closes or a sale
 //! ends the moment a test says so, with no sleeping and no flakes.
 
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
 use time::OffsetDateTime;
 
 pub trait Clock: Send + Sync + 'static {
@@ -22,6 +25,29 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
+    }
+}
+
+/// A clock that stands still until it is moved: for tests, which move it
+/// past a payment window or a sale's end instead of sleeping.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<OffsetDateTime>,
+}
+
+impl ManualClock {
+    pub fn starting_at(at: OffsetDateTime) -> Self {
+        Self { now: Mutex::new(at) }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

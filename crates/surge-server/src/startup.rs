@@ -82,6 +82,12 @@ impl Application {
     /// `configured` is what the layers of configuration say; run-time
     /// changes stored by the config centre are applied on top.
     pub async fn build(configured: &Settings) -> anyhow::Result<Self> {
+        Self::build_on(configured, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::build`] on `clock`: every "now" of the contexts comes from it
+    /// (tests move a `ManualClock` past a payment window instead of sleeping).
+    pub async fn build_on(configured: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         configured.validate()?;
         std::fs::create_dir_all(&configured.data_dir)
             .with_context(|| format!("creating data_dir {}", configured.data_dir.display()))?;
@@ -93,7 +99,7 @@ impl Application {
         let ids = Arc::new(IdGenerator::new(settings.node_id).map_err(anyhow::Error::msg)?);
 
         let catalog = catalog_tiers(settings, &backend, &metrics);
-        let contexts = wire_contexts(settings, &backend, &catalog, &ids);
+        let contexts = wire_contexts(settings, &backend, &catalog, &ids, &clock);
         let switches = switches::load(backend.switches.as_ref()).await?;
         let notify_breaker = Arc::new(switches::notify_breaker(settings, &metrics, &switches));
         let workers =
@@ -119,7 +125,8 @@ impl Application {
         let state = AppState::new(AppServices {
             live,
             config_centre: Arc::clone(&config_centre),
-            catalog: Catalog::new(Arc::clone(&catalog.read), ids, Arc::new(SystemClock)),
+            catalog: Catalog::new(Arc::clone(&catalog.read), ids, Arc::clone(&clock)),
+            clock,
             flash_sales: contexts.flash_sales,
             orders: contexts.orders,
             intake_limits: contexts.intake_limits,
@@ -264,7 +271,13 @@ fn catalog_tiers(settings: &Settings, backend: &Backend, metrics: &Metrics) -> C
 }
 
 /// The flash-sale and order contexts on the backend's adapters.
-fn wire_contexts(settings: &Settings, backend: &Backend, catalog: &CatalogTiers, ids: &Arc<IdGenerator>) -> Contexts {
+fn wire_contexts(
+    settings: &Settings,
+    backend: &Backend,
+    catalog: &CatalogTiers,
+    ids: &Arc<IdGenerator>,
+    clock: &Arc<dyn Clock>,
+) -> Contexts {
     let sale_settings = &settings.flash_sale;
     let ports = FlashSalePorts {
         sales: Arc::clone(&backend.sales),
@@ -275,9 +288,8 @@ fn wire_contexts(settings: &Settings, backend: &Backend, catalog: &CatalogTiers,
         pending: Arc::clone(&backend.pending),
         keys: Arc::clone(&backend.keys),
     };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let flash_sales = Arc::new(
-        FlashSales::new(ports, Arc::clone(ids), Arc::clone(&clock))
+        FlashSales::new(ports, Arc::clone(ids), Arc::clone(clock))
             .with_intake_max(settings.http.request_budget + CLOCK_SKEW_MAX),
     );
     let orders = Arc::new(Orders::new(
@@ -285,7 +297,7 @@ fn wire_contexts(settings: &Settings, backend: &Backend, catalog: &CatalogTiers,
         Arc::clone(&backend.pending),
         Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
         sale_settings.payment_timeout,
-        clock,
+        Arc::clone(clock),
     ));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
     Contexts { flash_sales, orders, intake_limits }

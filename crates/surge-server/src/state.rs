@@ -25,6 +25,8 @@ pub struct AppState(Arc<AppServices>);
 
 pub struct AppServices {
     pub catalog: Catalog,
+    /// Where every "now" comes from (the system's clock but in tests).
+    pub clock: Arc<dyn surge_domain::Clock>,
     pub flash_sales: Arc<FlashSales>,
     pub orders: Arc<Orders>,
     pub intake_limits: Arc<IntakeLimits>,

@@ -10,7 +10,7 @@ use surge_domain::notification::Notifier;
 use surge_domain::order::{Consumed, Order, Orders, StockKeeper};
 use surge_domain::{Actor, Cents, Clock, IdGenerator, MerchantId, OrderId, SaleId, UserId};
 
-use crate::clock::ManualClock;
+use crate::clock::{self, ManualClock};
 use crate::memory::{MemCatalog, MemKeys, MemLedger, MemOrders, MemPending, MemQueue, MemSales};
 
 pub const PAYMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -77,7 +77,7 @@ impl World {
     pub fn new() -> Self {
         let sale_store = Arc::new(MemSales::default());
         Self::on(Durable {
-            clock: Arc::new(ManualClock::new()),
+            clock: Arc::new(clock::paused()),
             products: Arc::new(MemCatalog::default()),
             order_store: Arc::new(MemOrders::new(Arc::clone(&sale_store))),
             sale_store,

@@ -162,7 +162,7 @@ async fn create_sale(
         body.starts_at,
         body.ends_at,
         body.per_user_limit,
-        OffsetDateTime::now_utc(),
+        state.clock.now(),
     )
     .map_err(ApiError::bad_request)?;
     let sale = state.flash_sales.create(&actor, new).await?;

@@ -1,13 +1,16 @@
 //! Flash-sale intake: no oversell, per-user limit, idempotency, bad input.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use surge_domain::clock::ManualClock;
 
-use crate::helpers::{assert_error, rfc3339, spawn_app, spawn_app_with};
+use crate::helpers::{assert_error, rfc3339, spawn_app, spawn_app_on, spawn_app_with};
 
 #[tokio::test]
 async fn no_oversell_when_5000_users_race_four_times_each_for_1000_units() {
@@ -210,24 +213,32 @@ async fn creating_a_sale_is_admin_only_and_validated() {
 
 #[tokio::test]
 async fn an_unpaid_order_is_cancelled_after_the_timeout_and_its_stock_sold_again() {
-    let app = spawn_app_with(|s| {
-        s.flash_sale.payment_timeout = std::time::Duration::from_millis(500);
-        s.flash_sale.sweep_interval = std::time::Duration::from_millis(50);
-    })
-    .await;
+    // The payment window is the default 15 minutes; the clock is moved past
+    // it rather than waited out. It stands a few seconds ahead of the wall
+    // clock, by which the sale below opens "now".
+    let clock = Arc::new(ManualClock::starting_at(time::OffsetDateTime::now_utc() + Duration::from_secs(5)));
+    let app = spawn_app_on(clock.clone(), |s| s.flash_sale.sweep_interval = Duration::from_millis(50)).await;
     let sale = app.active_sale(1, 1).await;
     let first: Value = app.place(1, &sale, None, &json!({})).await.json().await.expect("json");
     let id = first["order_id"].as_str().expect("id");
     assert_eq!(app.settled_order(id).await["status"], "CREATED");
     assert_error(app.place(2, &sale, None, &json!({})).await, StatusCode::CONFLICT, "sold_out").await;
 
+    // A minute short of the window nothing happens: a dozen sweeps pass.
+    clock.advance(Duration::from_secs(14 * 60));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(app.order(&app.customer(1), id).await.1["status"], "CREATED", "cancelled inside its window");
+
+    clock.advance(Duration::from_secs(61));
     let mut cancelled = false;
+    // The sweeper runs every 50 ms of real time: bounded by its ticks, not
+    // by the payment window.
     for _ in 0..200 {
         if app.order(&app.customer(1), id).await.1["status"] == "CANCELLED" {
             cancelled = true;
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(cancelled, "the unpaid order was not cancelled");
     assert_eq!(app.sale(&sale).await["stock_left"], 1);

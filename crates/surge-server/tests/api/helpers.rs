@@ -1,10 +1,12 @@
 //! `spawn_app()` and friends: the real app, a client, tokens.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use surge_domain::{Clock, SystemClock};
 use surge_server::auth::{Claims, Keys, Role, load_or_create_secret};
 use surge_server::config::{
     NatsSettings, PostgresSettings, QueueSettings, RedisSettings, Secret, SharedSettings, StoreSettings,
@@ -36,8 +38,21 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_in(TempDir::new().expect("tempdir"), configure).await
 }
 
+/// Starts the app on `clock` (a `ManualClock` the test moves).
+pub async fn spawn_app_on(clock: Arc<dyn Clock>, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on_clock_in(TempDir::new().expect("tempdir"), clock, configure).await
+}
+
 /// Starts the app on port 0 over `data_dir` (which may hold an earlier run).
 pub async fn spawn_app_in(data_dir: TempDir, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on_clock_in(data_dir, Arc::new(SystemClock), configure).await
+}
+
+async fn spawn_app_on_clock_in(
+    data_dir: TempDir,
+    clock: Arc<dyn Clock>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: data_dir.path().to_owned(),
@@ -45,7 +60,7 @@ pub async fn spawn_app_in(data_dir: TempDir, configure: impl FnOnce(&mut Setting
     };
     let backends = distributed().then(|| use_distributed_backends(&mut settings, data_dir.path()));
     configure(&mut settings);
-    let app = Application::build(&settings).await.expect("app builds");
+    let app = Application::build_on(&settings, clock).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let ops_address = app.ops_port().map(|port| format!("http://127.0.0.1:{port}"));
     let (stop, stopped) = oneshot::channel();
