@@ -120,8 +120,9 @@ impl Quantity {
 }
 
 /// The event appended to the queue by intake; the order consumer turns it
-/// into an order. Everything the order needs is in it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// into an order. Everything the order needs is in it. How it is written
+/// to a queue is the queue adapters' business (`surge_store::queue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRequested {
     pub order_id: OrderId,
     pub sale_id: SaleId,

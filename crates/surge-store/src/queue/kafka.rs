@@ -178,7 +178,7 @@ impl KafkaQueue {
 #[async_trait]
 impl OrderQueue for KafkaQueue {
     async fn append(&self, request: &OrderRequested) -> Result<(), StoreError> {
-        let payload = serde_json::to_vec(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let payload = super::wire::encode(request)?;
         let key = request.order_id.get().to_string();
         let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
         // Waited for no longer than the request has left.
@@ -223,7 +223,7 @@ impl OrderQueue for KafkaQueue {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(sequence, (partition, offset));
-            match serde_json::from_slice::<OrderRequested>(&payload) {
+            match super::wire::decode(&payload) {
                 Ok(request) => deliveries.push(Delivery { offset: sequence, request }),
                 // A poison event must not block the queue: it is acknowledged
                 // with the batch and dropped for good.
@@ -309,7 +309,7 @@ fn oldest_unacked_ms(
         // An unreadable event is dropped by the consumer: its own time serves.
         let at_ms = message
             .payload()
-            .and_then(|payload| serde_json::from_slice::<OrderRequested>(payload).ok())
+            .and_then(|payload| super::wire::decode(payload).ok())
             .map(|request| request.requested_at_ms)
             .or_else(|| message.timestamp().to_millis())
             .unwrap_or(0);

@@ -104,7 +104,7 @@ impl LogQueue {
 #[async_trait]
 impl OrderQueue for LogQueue {
     async fn append(&self, request: &OrderRequested) -> Result<(), StoreError> {
-        let payload = serde_json::to_string(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let payload = super::wire::encode_text(request)?;
         let (done, committed) = oneshot::channel();
         self.appends
             .send(Append { payload, done })
@@ -122,7 +122,7 @@ impl OrderQueue for LogQueue {
                 .map_err(unavailable)?;
         payload
             .map(|payload| {
-                serde_json::from_str::<OrderRequested>(&payload)
+                super::wire::decode(payload.as_bytes())
                     .map(|request| request.requested_at_ms)
                     .map_err(|e| StoreError::Unavailable(format!("queue: unreadable event: {e}")))
             })
@@ -176,7 +176,7 @@ impl LogQueue {
         let mut deliveries = Vec::with_capacity(rows.len());
         for (seq, payload) in rows {
             let offset = u64::try_from(seq).unwrap_or(0);
-            match serde_json::from_str(&payload) {
+            match super::wire::decode(payload.as_bytes()) {
                 Ok(request) => deliveries.push(Delivery { offset, request }),
                 Err(error) => {
                     tracing::error!(seq, %error, "unreadable queue event moved to dead_letters");

@@ -5,3 +5,4 @@
 pub mod kafka;
 pub mod log;
 pub mod nats;
+pub(crate) mod wire;

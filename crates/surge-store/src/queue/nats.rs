@@ -118,7 +118,7 @@ impl NatsQueue {
             let Ok(offset) = message.info().map(|info| info.stream_sequence) else {
                 continue;
             };
-            match serde_json::from_slice::<OrderRequested>(&message.payload) {
+            match super::wire::decode(&message.payload) {
                 Ok(request) => {
                     unacked.insert(offset, message);
                     deliveries.push(Delivery { offset, request });
@@ -182,7 +182,7 @@ impl OrderQueue for NatsQueue {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(StoreError::Unavailable("nats: not connected".to_owned()));
         }
-        let payload = serde_json::to_vec(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let payload = super::wire::encode(request)?;
         let message = PublishMessage::build().payload(payload.into()).message_id(request.order_id.get().to_string());
         let ack = self.context.send_publish(self.subject.clone(), message).await.map_err(unavailable)?;
         // Sent: without its PubAck nobody can say whether it landed. Waited
@@ -206,7 +206,7 @@ impl OrderQueue for NatsQueue {
         for _ in 0..16 {
             let message =
                 self.stream.get_first_raw_message_by_subject(&self.subject, sequence).await.map_err(unavailable)?;
-            match serde_json::from_slice::<OrderRequested>(&message.payload) {
+            match super::wire::decode(&message.payload) {
                 Ok(request) => return Ok(Some(request.requested_at_ms)),
                 Err(_) => sequence = message.sequence + 1,
             }

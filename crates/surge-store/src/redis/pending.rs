@@ -10,6 +10,7 @@ use surge_domain::order::PendingOrders;
 use surge_domain::{OrderId, StoreError};
 
 use super::{RedisConn, unavailable};
+use crate::queue::wire;
 
 pub struct RedisPending {
     conn: RedisConn,
@@ -30,7 +31,7 @@ impl RedisPending {
 #[async_trait]
 impl PendingOrders for RedisPending {
     async fn insert(&self, request: &OrderRequested) -> Result<(), StoreError> {
-        let payload = serde_json::to_string(request).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let payload = wire::encode_text(request)?;
         let mut conn = self.conn.clone();
         redis::cmd("SET")
             .arg(self.key(request.order_id))
@@ -47,7 +48,7 @@ impl PendingOrders for RedisPending {
         let payload: Option<String> =
             redis::cmd("GET").arg(self.key(id)).query_async(&mut conn).await.map_err(unavailable)?;
         payload
-            .map(|payload| serde_json::from_str(&payload).map_err(|e| StoreError::Unavailable(e.to_string())))
+            .map(|payload| wire::decode(payload.as_bytes()).map_err(|e| StoreError::Unavailable(e.to_string())))
             .transpose()
     }
 
