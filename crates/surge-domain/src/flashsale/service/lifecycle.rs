@@ -35,8 +35,7 @@ impl FlashSales {
         // Loaded before anyone can name it: a node that finds an open
         // sale's counters missing takes them as lost. Loaded only if
         // absent, never over counters already in use.
-        let holdings = self.load_from_orders(&sale).await?;
-        let live = Arc::new(LiveSale::new(sale.clone(), holdings.sold >= sale.stock));
+        let live = Arc::new(self.loaded(sale.clone()).await?);
         self.live.write().unwrap_or_else(PoisonError::into_inner).entry(sale.id).or_insert(live);
         Ok(sale)
     }

@@ -47,9 +47,15 @@ impl FlashSales {
             };
             return Ok(Arc::new(live));
         }
+        Ok(Arc::new(self.loaded(sale).await?))
+    }
+
+    /// The sale as this node serves it, its counters loaded from the orders
+    /// unless the ledger has them already.
+    pub(super) async fn loaded(&self, sale: FlashSale) -> Result<LiveSale, StoreError> {
         let holdings = self.load_from_orders(&sale).await?;
         let sold_out = holdings.sold >= sale.stock;
-        Ok(Arc::new(LiveSale::new(sale, sold_out)))
+        Ok(LiveSale::new(sale, sold_out))
     }
 
     /// Rebuilds the counters of an open sale that the ledger lost, from the
