@@ -490,13 +490,15 @@ async fn queues() -> (Vec<(&'static str, Arc<dyn OrderQueue>)>, tempfile::TempDi
 
 /// Polls until `count` distinct orders came or `patience` passed (a Kafka
 /// consumer first has to join its group). An event not yet acknowledged
-/// may come twice: a rebalance of the group fetches it again.
+/// may come twice: a rebalance of the group fetches it again, and a Kafka
+/// poll starts over from the last acknowledged event. So each poll asks for
+/// all `count`: asking only for the ones still missing would get the first
+/// events again and again (the CI failure of 706a866: 2 of 3 in 20 s).
 async fn poll_for(queue: &dyn OrderQueue, count: usize, patience: Duration) -> Vec<Delivery> {
     let deadline = tokio::time::Instant::now() + patience;
     let mut got = Vec::new();
     while ids(&got).len() < count && tokio::time::Instant::now() < deadline {
-        let missing = count - ids(&got).len();
-        got.extend(queue.poll(missing, Duration::from_millis(500)).await.expect("poll"));
+        got.extend(queue.poll(count, Duration::from_millis(500)).await.expect("poll"));
     }
     got
 }
