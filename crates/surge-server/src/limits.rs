@@ -56,13 +56,14 @@ impl Buckets {
     }
 
     fn check(&self, user: UserId, sale: SaleId) -> Result<(), ApiError> {
+        let refused = |decision: Decision| match decision {
+            Decision::Reject { retry_after } => Err(ApiError::rate_limited(retry_after.as_secs() + 1)),
+            Decision::Admit | Decision::AdmitAfter(_) => Ok(()),
+        };
         let now = Instant::now();
-        for decision in [self.per_user.decide(&user, now), self.per_sale.decide(&sale, now)] {
-            if let Decision::Reject { retry_after } = decision {
-                return Err(ApiError::rate_limited(retry_after.as_secs() + 1));
-            }
-        }
-        Ok(())
+        // In turn: a customer over its own rate takes nothing from the sale's.
+        refused(self.per_user.decide(&user, now))?;
+        refused(self.per_sale.decide(&sale, now))
     }
 
     fn shrink(&self) {
