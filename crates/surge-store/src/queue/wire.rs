@@ -5,12 +5,16 @@
 //! requests). The JSON is the one every version so far wrote; a field
 //! added later must have a default.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use surge_domain::flashsale::OrderRequested;
 use surge_domain::{MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 
+/// Borrows what it can from the request it encodes: an append on the
+/// intake path copies nothing.
 #[derive(Debug, Serialize, Deserialize)]
-struct QueuedRequest {
+struct QueuedRequest<'a> {
     order_id: OrderId,
     sale_id: SaleId,
     user_id: UserId,
@@ -19,7 +23,7 @@ struct QueuedRequest {
     quantity: u32,
     amount_cents: i64,
     #[serde(default)]
-    idempotency_key: Option<String>,
+    idempotency_key: Option<Cow<'a, str>>,
     /// Unix milliseconds.
     requested_at_ms: i64,
 }
@@ -33,8 +37,8 @@ pub fn encode_text(request: &OrderRequested) -> Result<String, StoreError> {
     serde_json::to_string(&QueuedRequest::from(request)).map_err(|e| StoreError::Unavailable(format!("queue: {e}")))
 }
 
-impl From<&OrderRequested> for QueuedRequest {
-    fn from(request: &OrderRequested) -> Self {
+impl<'a> From<&'a OrderRequested> for QueuedRequest<'a> {
+    fn from(request: &'a OrderRequested) -> Self {
         Self {
             order_id: request.order_id,
             sale_id: request.sale_id,
@@ -43,7 +47,7 @@ impl From<&OrderRequested> for QueuedRequest {
             merchant_id: request.merchant_id,
             quantity: request.quantity,
             amount_cents: request.amount_cents,
-            idempotency_key: request.idempotency_key.clone(),
+            idempotency_key: request.idempotency_key.as_deref().map(Cow::Borrowed),
             requested_at_ms: request.requested_at_ms,
         }
     }
@@ -59,7 +63,7 @@ pub fn decode(payload: &[u8]) -> Result<OrderRequested, serde_json::Error> {
         merchant_id: queued.merchant_id,
         quantity: queued.quantity,
         amount_cents: queued.amount_cents,
-        idempotency_key: queued.idempotency_key,
+        idempotency_key: queued.idempotency_key.map(Cow::into_owned),
         requested_at_ms: queued.requested_at_ms,
     })
 }
