@@ -10,6 +10,7 @@ use crate::actor::Actor;
 use crate::flashsale::ports::{Deduction, KeyedDeduction, Reservation};
 use crate::flashsale::sale::{OrderRequested, Quantity};
 use crate::ids::{OrderId, SaleId, UserId};
+use crate::order::StockKeeper as _;
 use crate::store::StoreError;
 
 impl FlashSales {

@@ -15,48 +15,6 @@ use crate::order::{Order, StockKeeper};
 use crate::store::StoreError;
 
 impl FlashSales {
-    /// A request was given up after its deduction (failed append, refused
-    /// by the order store, or reaped): its reservation's stock goes back.
-    pub async fn released(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
-        self.ports.ledger.release(sale, reservation).await?;
-        self.may_sell_again(sale);
-        Ok(())
-    }
-
-    /// Orders were written for these requests: their reservations close.
-    pub async fn settled(&self, written: &[Order]) -> Result<(), StoreError> {
-        let mut by_sale: BTreeMap<SaleId, Vec<Reservation>> = Default::default();
-        for order in written {
-            let Some(sale) = order.flash_sale_id else { continue };
-            by_sale.entry(sale).or_default().push(Reservation {
-                order: order.id,
-                user: order.user_id,
-                quantity: order.quantity,
-            });
-        }
-        for (sale, reservations) in by_sale {
-            self.ports.ledger.settle(sale, &reservations).await?;
-        }
-        Ok(())
-    }
-
-    /// The keys of these requests whose orders were written now name them,
-    /// where a claim for them is still open (see
-    /// [`IntakeKeys::orders_written`]).
-    pub async fn keys_written(&self, requests: &[OrderRequested], written: &[Order]) -> Result<(), StoreError> {
-        let written: HashSet<OrderId> = written.iter().map(|order| order.id).collect();
-        let mut by_sale: BTreeMap<SaleId, Vec<(UserId, &str, OrderId)>> = Default::default();
-        for request in requests.iter().filter(|request| written.contains(&request.order_id)) {
-            if let Some(key) = request.idempotency_key.as_deref() {
-                by_sale.entry(request.sale_id).or_default().push((request.user_id, key, request.order_id));
-            }
-        }
-        for (sale, keyed) in by_sale {
-            self.ports.keys.orders_written(sale, &keyed).await?;
-        }
-        Ok(())
-    }
-
     /// Releases reservations open for longer than `older_than` whose order
     /// was never written and whose request is provably not in the queue
     /// (the node that took them died before its append, or its append never
@@ -108,30 +66,6 @@ impl FlashSales {
         Ok(Duration::from_millis(self.clock.now_ms().saturating_sub(before_ms).max(0) as u64))
     }
 
-    /// An order's units came back (cancel, timeout): the ledger gets them,
-    /// once however often this runs, and the sale can sell again. Returns
-    /// whether the give-back is settled: done, or owed no more because the
-    /// sale is over. `false` while an open sale's counters are not loaded:
-    /// the counters are rebuilt (from a snapshot that may or may not count
-    /// this order returned), and the give-back is tried again after.
-    pub async fn stock_returned(
-        &self,
-        sale: SaleId,
-        order: OrderId,
-        user: UserId,
-        quantity: u32,
-    ) -> Result<bool, StoreError> {
-        if self.ports.ledger.restore(sale, order, user, quantity).await? {
-            self.may_sell_again(sale);
-            return Ok(true);
-        }
-        let open = match self.cached(sale) {
-            Some(live) => live.sale.is_open(self.clock.now()),
-            None => self.ports.sales.get(sale).await?.is_some_and(|s| s.is_open(self.clock.now())),
-        };
-        Ok(!open)
-    }
-
     /// Another node saw the sale sell out (an event): this node stops
     /// sending deductions for it too, unless the ledger already has stock
     /// again (an event can arrive late). Sales this node doesn't serve yet
@@ -155,18 +89,54 @@ impl FlashSales {
 /// The order context reaches the sale's stock through its port.
 #[async_trait::async_trait]
 impl StockKeeper for FlashSales {
+    /// Orders were written for these requests: their reservations close.
     async fn settled(&self, written: &[Order]) -> Result<(), StoreError> {
-        FlashSales::settled(self, written).await
+        let mut by_sale: BTreeMap<SaleId, Vec<Reservation>> = Default::default();
+        for order in written {
+            let Some(sale) = order.flash_sale_id else { continue };
+            by_sale.entry(sale).or_default().push(Reservation {
+                order: order.id,
+                user: order.user_id,
+                quantity: order.quantity,
+            });
+        }
+        for (sale, reservations) in by_sale {
+            self.ports.ledger.settle(sale, &reservations).await?;
+        }
+        Ok(())
     }
 
+    /// The keys of these requests whose orders were written now name them,
+    /// where a claim for them is still open (see
+    /// [`IntakeKeys::orders_written`]).
     async fn keys_written(&self, requests: &[OrderRequested], written: &[Order]) -> Result<(), StoreError> {
-        FlashSales::keys_written(self, requests, written).await
+        let written: HashSet<OrderId> = written.iter().map(|order| order.id).collect();
+        let mut by_sale: BTreeMap<SaleId, Vec<(UserId, &str, OrderId)>> = Default::default();
+        for request in requests.iter().filter(|request| written.contains(&request.order_id)) {
+            if let Some(key) = request.idempotency_key.as_deref() {
+                by_sale.entry(request.sale_id).or_default().push((request.user_id, key, request.order_id));
+            }
+        }
+        for (sale, keyed) in by_sale {
+            self.ports.keys.orders_written(sale, &keyed).await?;
+        }
+        Ok(())
     }
 
+    /// A request was given up after its deduction (failed append, refused
+    /// by the order store, or reaped): its reservation's stock goes back.
     async fn released(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError> {
-        FlashSales::released(self, sale, reservation).await
+        self.ports.ledger.release(sale, reservation).await?;
+        self.may_sell_again(sale);
+        Ok(())
     }
 
+    /// An order's units came back (cancel, timeout): the ledger gets them,
+    /// once however often this runs, and the sale can sell again. Returns
+    /// whether the give-back is settled: done, or owed no more because the
+    /// sale is over. `false` while an open sale's counters are not loaded:
+    /// the counters are rebuilt (from a snapshot that may or may not count
+    /// this order returned), and the give-back is tried again after.
     async fn stock_returned(
         &self,
         sale: SaleId,
@@ -174,6 +144,14 @@ impl StockKeeper for FlashSales {
         user: UserId,
         quantity: u32,
     ) -> Result<bool, StoreError> {
-        FlashSales::stock_returned(self, sale, order, user, quantity).await
+        if self.ports.ledger.restore(sale, order, user, quantity).await? {
+            self.may_sell_again(sale);
+            return Ok(true);
+        }
+        let open = match self.cached(sale) {
+            Some(live) => live.sale.is_open(self.clock.now()),
+            None => self.ports.sales.get(sale).await?.is_some_and(|s| s.is_open(self.clock.now())),
+        };
+        Ok(!open)
     }
 }
