@@ -11,6 +11,7 @@ pub mod clock;
 pub mod degradation;
 pub mod flashsale;
 pub mod ids;
+pub mod inventory;
 pub mod money;
 pub mod notification;
 pub mod order;

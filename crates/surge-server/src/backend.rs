@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use surge_domain::StoreError;
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
-use surge_domain::order::{OrderStore, PendingOrders};
+use surge_domain::inventory::InventoryStore;
+use surge_domain::order::{CheckoutStore, OrderStore, PendingOrders};
 use surge_domain::runtime_config::{ConfigStore, SwitchStore};
 use surge_guard::rate::SharedLimiter;
 use surge_store::RelationalStore;
@@ -33,6 +34,8 @@ pub struct Backend {
     pub catalog: Arc<dyn CatalogStore>,
     pub sales: Arc<dyn SaleStore>,
     pub orders: Arc<dyn OrderStore>,
+    pub checkouts: Arc<dyn CheckoutStore>,
+    pub inventory: Arc<dyn InventoryStore>,
     pub switches: Arc<dyn SwitchStore>,
     pub config: Arc<dyn ConfigStore>,
     pub ledger: Arc<dyn StockLedger>,
@@ -53,6 +56,8 @@ struct StorePorts {
     catalog: Arc<dyn CatalogStore>,
     sales: Arc<dyn SaleStore>,
     orders: Arc<dyn OrderStore>,
+    checkouts: Arc<dyn CheckoutStore>,
+    inventory: Arc<dyn InventoryStore>,
     switches: Arc<dyn SwitchStore>,
     config: Arc<dyn ConfigStore>,
 }
@@ -63,6 +68,8 @@ impl StorePorts {
             catalog: store.clone(),
             sales: store.clone(),
             orders: store.clone(),
+            checkouts: store.clone(),
+            inventory: store.clone(),
             switches: store.clone(),
             config: store.clone(),
         }
@@ -72,7 +79,7 @@ impl StorePorts {
 impl Backend {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let relational = open_relational(settings).await?;
-        let StorePorts { catalog, sales, orders, switches, config } = StorePorts::of(&relational);
+        let StorePorts { catalog, sales, orders, checkouts, inventory, switches, config } = StorePorts::of(&relational);
         // Anyone may read a sale: lookups are served from memory, unknown
         // ids included.
         let sales: Arc<dyn SaleStore> = Arc::new(CachedSales::new(sales, &SaleCacheConfig::default()));
@@ -83,6 +90,8 @@ impl Backend {
             catalog,
             sales,
             orders,
+            checkouts,
+            inventory,
             switches,
             config,
             ledger,

@@ -51,6 +51,7 @@ error_codes! {
     DuplicateSku => CONFLICT, "duplicate_sku";
     SoldOut => CONFLICT, "sold_out";
     LimitExceeded => CONFLICT, "limit_exceeded";
+    InsufficientStock => CONFLICT, "insufficient_stock";
     NotActive => UNPROCESSABLE_ENTITY, "not_active";
     InvalidState => UNPROCESSABLE_ENTITY, "invalid_state";
     RateLimited => TOO_MANY_REQUESTS, "rate_limited";
@@ -192,6 +193,7 @@ impl From<surge_domain::flashsale::SaleError> for ApiError {
             SaleError::Forbidden(why) => ApiError::forbidden(why),
             SaleError::NotFound(what) => ApiError::not_found(format!("no such {what}")),
             SaleError::Invalid(why) => ApiError::bad_request(why),
+            error @ SaleError::InsufficientStock => ApiError::new(ErrorCode::InsufficientStock, error.to_string()),
             SaleError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }
@@ -225,6 +227,20 @@ impl From<surge_domain::order::OrderError> for ApiError {
             | OrderError::PaymentWindowClosed
             | OrderError::ChangedMeanwhile) => ApiError::new(ErrorCode::InvalidState, error.to_string()),
             OrderError::Unavailable(cause) => ApiError::unavailable(&cause),
+        }
+    }
+}
+
+impl From<surge_domain::order::CheckoutError> for ApiError {
+    fn from(error: surge_domain::order::CheckoutError) -> Self {
+        use surge_domain::order::CheckoutError;
+        match error {
+            error @ CheckoutError::Forbidden => ApiError::forbidden(error.to_string()),
+            CheckoutError::Invalid(why) => ApiError::bad_request(why),
+            error @ CheckoutError::InsufficientStock(_) => {
+                ApiError::new(ErrorCode::InsufficientStock, format!("{error}; nothing was reserved"))
+            }
+            CheckoutError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }
 }

@@ -10,7 +10,9 @@ use axum::Router;
 use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::degradation::Feature;
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
-use surge_domain::order::{Orders, StockKeeper};
+use surge_domain::inventory::Inventory;
+use surge_domain::notification::Notifier;
+use surge_domain::order::{Checkouts, Orders, StockKeeper};
 use surge_domain::runtime_config::{ConfigStore, SettingsVersion};
 use surge_domain::{Clock, IdGenerator, SystemClock};
 use surge_guard::breaker::CircuitBreaker;
@@ -74,6 +76,8 @@ struct CatalogTiers {
 struct Contexts {
     flash_sales: Arc<FlashSales>,
     orders: Arc<Orders>,
+    checkouts: Arc<Checkouts>,
+    inventory: Arc<Inventory>,
     intake_limits: Arc<IntakeLimits>,
 }
 
@@ -99,11 +103,11 @@ impl Application {
         let ids = Arc::new(IdGenerator::new(settings.node_id).map_err(anyhow::Error::msg)?);
 
         let catalog = catalog_tiers(settings, &backend, &metrics);
-        let contexts = wire_contexts(settings, &backend, &catalog, &ids, &clock);
         let switches = switches::load(backend.switches.as_ref()).await?;
         let notify_breaker = Arc::new(switches::notify_breaker(settings, &metrics, &switches));
-        let workers =
-            Arc::new(workers(settings, &backend, &contexts, &switches, &metrics, Arc::clone(&notify_breaker))?);
+        let notifier = notifications::notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker))?;
+        let contexts = wire_contexts(settings, &backend, &catalog, &ids, &clock, &notifier);
+        let workers = Arc::new(workers(settings, &backend, &contexts, &switches, &metrics, notifier)?);
         recover(&backend, &workers, &contexts, &ids).await?;
 
         let guards = OverloadGuards::new(settings);
@@ -129,6 +133,7 @@ impl Application {
             clock,
             flash_sales: contexts.flash_sales,
             orders: contexts.orders,
+            checkouts: contexts.checkouts,
             intake_limits: contexts.intake_limits,
             cluster_user_limit: backend.cluster_user_limit.clone(),
             intake_switch: switches.handle(Feature::FlashSaleIntake)?,
@@ -277,6 +282,7 @@ fn wire_contexts(
     catalog: &CatalogTiers,
     ids: &Arc<IdGenerator>,
     clock: &Arc<dyn Clock>,
+    notifier: &Arc<dyn Notifier>,
 ) -> Contexts {
     let sale_settings = &settings.flash_sale;
     let ports = FlashSalePorts {
@@ -299,8 +305,19 @@ fn wire_contexts(
         sale_settings.payment_timeout,
         Arc::clone(clock),
     ));
+    let checkouts = Arc::new(Checkouts::new(
+        Arc::clone(&catalog.read),
+        Arc::clone(&backend.checkouts),
+        Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
+        Arc::clone(notifier),
+        Arc::clone(ids),
+        Arc::clone(clock),
+        sale_settings.payment_timeout,
+    ));
+    let inventory =
+        Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
-    Contexts { flash_sales, orders, intake_limits }
+    Contexts { flash_sales, orders, checkouts, inventory, intake_limits }
 }
 
 /// The consumer, the sweeper, the reaper and the reconciliation.
@@ -310,12 +327,13 @@ fn workers(
     contexts: &Contexts,
     switches: &Arc<Switchboard>,
     metrics: &Arc<Metrics>,
-    notify_breaker: Arc<CircuitBreaker>,
+    notifier: Arc<dyn Notifier>,
 ) -> anyhow::Result<Workers> {
     let sale_settings = &settings.flash_sale;
     Ok(Workers {
         orders: Arc::clone(&contexts.orders),
         flash_sales: Arc::clone(&contexts.flash_sales),
+        inventory: Arc::clone(&contexts.inventory),
         reservation_timeout: sale_settings.reservation_timeout,
         consumer_switch: switches.handle(Feature::OrderConsumer)?,
         failed_orders: metrics.counter(ORDERS_FAILED, &[]),
@@ -324,7 +342,7 @@ fn workers(
         ledger_repaired: metrics.counter(LEDGER_REPAIRED, &[]),
         reconcile_interval: sale_settings.reconcile_interval,
         queue: Arc::clone(&backend.queue),
-        notifier: notifications::notifier(settings, metrics, switches, notify_breaker)?,
+        notifier,
         intake_limits: Arc::clone(&contexts.intake_limits),
         consumer_batch: sale_settings.consumer_batch,
         sweep_interval: sale_settings.sweep_interval,

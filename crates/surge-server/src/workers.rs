@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surge_domain::flashsale::{FlashSales, OrderQueue};
+use surge_domain::inventory::Inventory;
 use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
 use surge_domain::store::StoreError;
@@ -26,6 +27,8 @@ const SWEEP_BATCH: u32 = 500;
 pub struct Workers {
     pub orders: Arc<Orders>,
     pub flash_sales: Arc<FlashSales>,
+    /// Closes the allocations of sales that ended (see `reap_until`).
+    pub inventory: Arc<Inventory>,
     /// Open reservations older than this are reaped (shared ledger only),
     /// once the queue proves their request is not in it. A sale that ended
     /// this long ago is forgotten (its counters and keys leave memory).
@@ -124,7 +127,8 @@ impl Workers {
 
     /// The reservation reaper, every quarter of `reservation_timeout` (at
     /// least a second): releases reservations whose request is provably not
-    /// in the queue, and forgets sales that ended that long ago.
+    /// in the queue, forgets sales that ended that long ago, and gives what
+    /// they did not sell back to their products.
     pub async fn reap_until(&self, stopped: watch::Receiver<bool>) {
         let period = (self.reservation_timeout / 4).max(Duration::from_secs(1));
         every(period, stopped, || async {
@@ -137,6 +141,9 @@ impl Workers {
                 Ok(forgotten) if forgotten > 0 => tracing::info!(forgotten, "forgot ended flash sales"),
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "ended flash sales not forgotten"),
+            }
+            if let Err(error) = self.inventory.close_ended_sales(self.reservation_timeout, SWEEP_BATCH).await {
+                tracing::error!(%error, "ended flash sales not closed; their unsold units wait");
             }
             self.sales_served.set(self.flash_sales.served() as f64);
         })

@@ -20,6 +20,7 @@ pub mod queue;
 pub mod redis;
 mod rows;
 mod sql;
+mod sql_inventory;
 pub mod sqlite;
 
 /// `scheme://user:password@host/…` as `scheme://***@host/…`: a URL that
@@ -39,6 +40,8 @@ pub trait RelationalStore:
     surge_domain::catalog::CatalogStore
     + surge_domain::flashsale::SaleStore
     + surge_domain::order::OrderStore
+    + surge_domain::order::CheckoutStore
+    + surge_domain::inventory::InventoryStore
     + surge_domain::runtime_config::SwitchStore
     + surge_domain::runtime_config::ConfigStore
 {

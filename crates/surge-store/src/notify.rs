@@ -183,7 +183,7 @@ async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> 
 #[cfg(test)]
 mod tests {
 
-    use surge_domain::order::OrderStatus;
+    use surge_domain::order::{OrderKind, OrderStatus};
     use surge_domain::{MerchantId, OrderId, ProductId, UserId};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -239,6 +239,9 @@ mod tests {
             quantity: 1,
             amount_cents: 50,
             status: OrderStatus::Created,
+            kind: OrderKind::FlashSale,
+            items: Vec::new(),
+            address: None,
             created_at: now,
             updated_at: now,
             pay_by: None,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use surge_domain::catalog::{Product, ProductName, Sku, Stock};
 use surge_domain::flashsale::FlashSale;
-use surge_domain::order::{Order, OrderStatus};
+use surge_domain::order::{Address, Order, OrderItem, OrderKind, OrderStatus};
 use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
@@ -32,7 +32,7 @@ pub(crate) fn one_page<T, K>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> 
     (items, next)
 }
 
-pub(crate) const PRODUCT_COLUMNS: &str = "id, merchant_id, sku, name, price_cents, stock, updated_at_ms";
+pub(crate) const PRODUCT_COLUMNS: &str = "id, merchant_id, sku, name, price_cents, stock, reserved, updated_at_ms";
 
 /// A product as a row, and as the Redis tier caches it (JSON).
 #[derive(sqlx::FromRow, serde::Serialize, serde::Deserialize)]
@@ -43,6 +43,9 @@ pub(crate) struct ProductRow {
     name: String,
     price_cents: i64,
     stock: i64,
+    /// Absent from entries cached before inventory counted reservations.
+    #[serde(default)]
+    reserved: i64,
     updated_at_ms: i64,
 }
 
@@ -55,6 +58,7 @@ impl From<ProductRow> for Product {
             name: ProductName::from_trusted(row.name),
             price_cents: Cents::from_trusted(row.price_cents),
             stock: Stock::from_trusted(row.stock),
+            reserved: Stock::from_trusted(row.reserved),
             updated_at: from_unix_ms(row.updated_at_ms),
         }
     }
@@ -69,6 +73,7 @@ impl From<&Product> for ProductRow {
             name: product.name.as_str().to_owned(),
             price_cents: product.price_cents.get(),
             stock: product.stock.get(),
+            reserved: product.reserved.get(),
             updated_at_ms: unix_ms(product.updated_at),
         }
     }
@@ -104,8 +109,12 @@ impl From<SaleRow> for FlashSale {
     }
 }
 
+/// An order's columns, and its product's SKU (a flash-sale order's one
+/// item names it; a checkout order's items carry their own).
 pub(crate) const ORDER_COLUMNS: &str = "id, user_id, merchant_id, product_id, flash_sale_id, quantity, \
-                                        amount_cents, status, pay_by_ms, created_at_ms, updated_at_ms";
+                                        amount_cents, status, pay_by_ms, created_at_ms, updated_at_ms, kind, items, \
+                                        address, (SELECT sku FROM products WHERE products.id = orders.product_id) \
+                                        AS product_sku";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct OrderRow {
@@ -120,6 +129,69 @@ pub(crate) struct OrderRow {
     pay_by_ms: Option<i64>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    kind: String,
+    items: Option<String>,
+    address: Option<String>,
+    product_sku: Option<String>,
+}
+
+/// A checkout order's item as its `items` document holds it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ItemDoc {
+    product_id: i64,
+    sku: String,
+    pub quantity: i64,
+    unit_price_cents: i64,
+}
+
+impl ItemDoc {
+    pub(crate) fn new(product: ProductId, sku: String, quantity: u32, unit_price_cents: i64) -> Self {
+        Self { product_id: product.get(), sku, quantity: i64::from(quantity), unit_price_cents }
+    }
+
+    pub(crate) fn amount_cents(&self) -> i64 {
+        self.quantity.saturating_mul(self.unit_price_cents)
+    }
+}
+
+impl From<ItemDoc> for OrderItem {
+    fn from(doc: ItemDoc) -> Self {
+        OrderItem {
+            product_id: ProductId::new(doc.product_id),
+            sku: Some(doc.sku),
+            quantity: u32::try_from(doc.quantity).unwrap_or(u32::MAX),
+            unit_price_cents: doc.unit_price_cents,
+        }
+    }
+}
+
+/// A checkout order's delivery address as its `address` document holds it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct AddressDoc {
+    region: String,
+    city: String,
+    line1: String,
+    postcode: String,
+    phone: String,
+}
+
+impl From<&Address> for AddressDoc {
+    fn from(address: &Address) -> Self {
+        let Address { region, city, line1, postcode, phone } = address.clone();
+        Self { region, city, line1, postcode, phone }
+    }
+}
+
+impl From<AddressDoc> for Address {
+    fn from(doc: AddressDoc) -> Self {
+        let AddressDoc { region, city, line1, postcode, phone } = doc;
+        Address { region, city, line1, postcode, phone }
+    }
+}
+
+fn document<T: serde::de::DeserializeOwned>(order: i64, what: &str, raw: &str) -> Result<T, StoreError> {
+    serde_json::from_str(raw)
+        .map_err(|error| StoreError::Unavailable(format!("order {order} has a bad {what}: {error}")))
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -128,15 +200,31 @@ impl TryFrom<OrderRow> for Order {
     fn try_from(row: OrderRow) -> Result<Self, StoreError> {
         let status = OrderStatus::parse(&row.status)
             .ok_or_else(|| StoreError::Unavailable(format!("order {} has unknown status {}", row.id, row.status)))?;
+        let kind = OrderKind::parse(&row.kind)
+            .ok_or_else(|| StoreError::Unavailable(format!("order {} has unknown kind {}", row.id, row.kind)))?;
+        let quantity = u32::try_from(row.quantity).unwrap_or(u32::MAX);
+        let items = match &row.items {
+            Some(raw) => document::<Vec<ItemDoc>>(row.id, "items", raw)?.into_iter().map(Into::into).collect(),
+            None => vec![OrderItem {
+                product_id: ProductId::new(row.product_id),
+                sku: row.product_sku,
+                quantity,
+                unit_price_cents: row.amount_cents / row.quantity.max(1),
+            }],
+        };
+        let address = row.address.as_deref().map(|raw| document::<AddressDoc>(row.id, "address", raw)).transpose()?;
         Ok(Order {
             id: OrderId::new(row.id),
             user_id: UserId::new(row.user_id),
             merchant_id: MerchantId::new(row.merchant_id),
             product_id: ProductId::new(row.product_id),
             flash_sale_id: row.flash_sale_id.map(SaleId::new),
-            quantity: u32::try_from(row.quantity).unwrap_or(u32::MAX),
+            quantity,
             amount_cents: row.amount_cents,
             status,
+            kind,
+            items,
+            address: address.map(Into::into),
             created_at: from_unix_ms(row.created_at_ms),
             updated_at: from_unix_ms(row.updated_at_ms),
             pay_by: row.pay_by_ms.map(from_unix_ms),

@@ -124,10 +124,27 @@ macro_rules! sale_store {
     ($store:ty) => {
         #[async_trait]
         impl SaleStore for $store {
-            async fn insert(&self, sale: &FlashSale) -> Result<(), StoreError> {
+            async fn insert(&self, sale: &FlashSale, now: OffsetDateTime) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                // The product's is the only existing row this takes: no
+                // lock order to keep with the writers of sale rows.
+                let taken = sqlx::query(
+                    "UPDATE products SET stock = stock - $1, reserved = reserved + $1, updated_at_ms = $2 \
+                     WHERE id = $3 AND stock >= $1",
+                )
+                .bind(sale.stock)
+                .bind(unix_ms(now))
+                .bind(sale.product_id.get())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+                if taken != 1 {
+                    return Ok(false);
+                }
                 sqlx::query(
                     "INSERT INTO flash_sales (id, product_id, merchant_id, stock, price_cents, starts_at_ms, ends_at_ms, \
-                     per_user_limit, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     per_user_limit, created_at_ms, allocated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE)",
                 )
                 .bind(sale.id.get())
                 .bind(sale.product_id.get())
@@ -137,11 +154,12 @@ macro_rules! sale_store {
                 .bind(unix_ms(sale.starts_at))
                 .bind(unix_ms(sale.ends_at))
                 .bind(i64::from(sale.per_user_limit))
-                .bind(unix_ms(OffsetDateTime::now_utc()))
-                .execute(&self.pool)
+                .bind(unix_ms(now))
+                .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
-                Ok(())
+                tx.commit().await.map_err(store_error)?;
+                Ok(true)
             }
 
             async fn get(&self, id: SaleId) -> Result<Option<FlashSale>, StoreError> {

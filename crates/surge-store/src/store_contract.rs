@@ -80,6 +80,8 @@ macro_rules! contract {
     )+};
 }
 
+mod inventory;
+
 contract!(
     a_product_reads_back_as_it_was_inserted,
     a_taken_sku_or_idempotency_key_is_a_duplicate,
@@ -125,6 +127,8 @@ fn now_ms() -> OffsetDateTime {
 /// Product 1 of merchant 1 and sale 10 of it, open for an hour.
 async fn with_sale<S: Store>(store: &S, stock: i64, per_user_limit: u32) -> FlashSale {
     CatalogStore::insert(store, ProductId::new(1), &new_product(1, "S"), None, now_ms()).await.expect("product");
+    // Enough for this sale and one more of the same size.
+    store.set_stock(ProductId::new(1), Stock::from_trusted(2 * stock), now_ms()).await.expect("stock");
     let sale = FlashSale {
         id: SaleId::new(10),
         product_id: ProductId::new(1),
@@ -135,7 +139,7 @@ async fn with_sale<S: Store>(store: &S, stock: i64, per_user_limit: u32) -> Flas
         ends_at: now_ms() + Duration::hours(1),
         per_user_limit,
     };
-    SaleStore::insert(store, &sale).await.expect("sale");
+    assert!(SaleStore::insert(store, &sale, now_ms()).await.expect("sale"), "the product holds the sale's stock");
     sale
 }
 
@@ -245,7 +249,7 @@ async fn a_sale_reads_back_and_lists_until_it_ends<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let live = with_sale(&store, 3, 2).await;
     let ended = FlashSale { id: SaleId::new(11), starts_at: at_ms(1_000), ends_at: at_ms(2_000), ..live.clone() };
-    SaleStore::insert(&store, &ended).await.expect("insert ended sale");
+    assert!(SaleStore::insert(&store, &ended, now_ms()).await.expect("insert ended sale"));
 
     assert_eq!(SaleStore::get(&store, live.id).await.expect("get"), Some(live.clone()));
     assert_eq!(SaleStore::get(&store, ended.id).await.expect("get"), Some(ended.clone()));
@@ -543,6 +547,7 @@ async fn racing_nodes_never_oversell_nor_write_an_order_twice() {
     let backend = PgBackend::new().await;
     let nodes = [Arc::new(backend.open().await), Arc::new(backend.open().await)];
     CatalogStore::insert(&*nodes[0], ProductId::new(1), &new_product(1, "S"), None, now_ms()).await.expect("product");
+    nodes[0].set_stock(ProductId::new(1), Stock::from_trusted(STOCK * ROUNDS), now_ms()).await.expect("stock");
 
     for round in 0..ROUNDS {
         let sale = FlashSale {
@@ -555,7 +560,7 @@ async fn racing_nodes_never_oversell_nor_write_an_order_twice() {
             ends_at: now_ms() + Duration::hours(1),
             per_user_limit: 2,
         };
-        SaleStore::insert(&*nodes[0], &sale).await.expect("sale");
+        assert!(SaleStore::insert(&*nodes[0], &sale, now_ms()).await.expect("sale"));
         // Users 1..=20 send four requests each: the buyer bound is hit too,
         // and 40 units within it are more than the stock.
         let all: Vec<OrderRequested> =

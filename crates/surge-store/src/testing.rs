@@ -174,6 +174,7 @@ pub(crate) fn sample_product(id: i64) -> Product {
         name: ProductName::from_trusted("N".into()),
         price_cents: Cents::from_trusted(1),
         stock: Stock::from_trusted(1),
+        reserved: Stock::from_trusted(0),
         updated_at: OffsetDateTime::UNIX_EPOCH,
     }
 }

@@ -62,6 +62,12 @@ pub trait CatalogStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// These products' stock or reservations moved outside this port (the
+    /// inventory moves them in the order store's transactions): a cache in
+    /// front of the store drops its copies. Stores with no cache do
+    /// nothing.
+    async fn stock_moved(&self, _ids: &[ProductId]) {}
+
     /// Does the store answer? Used by readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }

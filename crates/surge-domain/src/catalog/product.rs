@@ -13,7 +13,10 @@ pub struct Product {
     pub sku: Sku,
     pub name: ProductName,
     pub price_cents: Cents,
+    /// Units that can still be sold.
     pub stock: Stock,
+    /// Units held by unpaid orders and by flash sales.
+    pub reserved: Stock,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }

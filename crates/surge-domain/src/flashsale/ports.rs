@@ -15,7 +15,10 @@ use crate::store::StoreError;
 
 #[async_trait]
 pub trait SaleStore: Send + Sync + 'static {
-    async fn insert(&self, sale: &FlashSale) -> Result<(), StoreError>;
+    /// Writes the sale and takes its stock from its product (`stock` to
+    /// `reserved`) in one transaction; `false`, with nothing written, when
+    /// the product has fewer sellable units than the sale's stock.
+    async fn insert(&self, sale: &FlashSale, now: OffsetDateTime) -> Result<bool, StoreError>;
     async fn get(&self, id: SaleId) -> Result<Option<FlashSale>, StoreError>;
     /// Sales that have not ended at `now` (to pre-warm after a restart).
     async fn list_unended(&self, now: OffsetDateTime) -> Result<Vec<FlashSale>, StoreError>;

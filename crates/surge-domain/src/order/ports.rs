@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::{Order, OrderStatus};
 use crate::flashsale::{OrderRequested, Reservation};
-use crate::ids::{MerchantId, OrderId, SaleId, UserId};
+use crate::ids::{MerchantId, OrderId, ProductId, SaleId, UserId};
 use crate::store::StoreError;
 
 /// Whose orders a listing shows.
@@ -77,9 +77,12 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn list(&self, scope: OrderScope, before: Option<OrderId>, limit: u32) -> Result<OrderPage, StoreError>;
 
     /// Moves the order from `from` to `to` if it is still `from`; `None` when
-    /// it is not (someone else moved it first, or it doesn't exist). When the
-    /// new state holds no stock, the quantity goes back to the sale's sold
-    /// count in the same transaction.
+    /// it is not (someone else moved it first, or it doesn't exist). In the
+    /// same transaction the inventory follows: when the new state holds no
+    /// stock, a flash-sale order's quantity goes back to its sale's sold
+    /// count (or, once the sale is closed, to the product), a checkout
+    /// order's units from `reserved` back to `stock`; when it is paid, its
+    /// units leave `reserved` for good.
     async fn transition(
         &self,
         id: OrderId,
@@ -133,6 +136,9 @@ pub trait StockKeeper: Send + Sync + 'static {
     async fn keys_written(&self, requests: &[OrderRequested], written: &[Order]) -> Result<(), StoreError>;
     /// A request was given up after its units were taken: they go back.
     async fn released(&self, sale: SaleId, reservation: Reservation) -> Result<(), StoreError>;
+    /// These products' stock or reservations moved (a checkout, a payment,
+    /// a cancel): whoever caches them drops its copies.
+    async fn products_moved(&self, products: &[ProductId]);
     /// A cancelled or expired order's units come back, once however often
     /// this runs. `false` while they cannot be taken yet (try again later).
     async fn stock_returned(

@@ -115,7 +115,15 @@ impl Orders {
         if order.pay_by.is_some_and(|deadline| deadline <= now) {
             return Err(OrderError::PaymentWindowClosed);
         }
-        self.orders.transition(id, order.status, paid, now).await?.ok_or(OrderError::ChangedMeanwhile)
+        let paid = self.orders.transition(id, order.status, paid, now).await?.ok_or(OrderError::ChangedMeanwhile)?;
+        self.products_moved(&paid).await;
+        Ok(paid)
+    }
+
+    /// The order's products' reservations moved with it: cached copies go.
+    async fn products_moved(&self, order: &Order) {
+        let products: Vec<_> = order.items.iter().map(|item| item.product_id).collect();
+        self.sales.products_moved(&products).await;
     }
 
     pub async fn cancel(&self, actor: &Actor, id: OrderId) -> Result<Order, OrderError> {
@@ -142,7 +150,8 @@ impl Orders {
     async fn cancel_created(&self, order: &Order) -> Result<Option<Order>, StoreError> {
         let now = self.clock.now();
         let cancelled = self.orders.transition(order.id, OrderStatus::Created, OrderStatus::Cancelled, now).await?;
-        if cancelled.is_some() {
+        if let Some(cancelled) = &cancelled {
+            self.products_moved(cancelled).await;
             self.give_back(order).await;
         }
         Ok(cancelled)

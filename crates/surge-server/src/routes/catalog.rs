@@ -48,16 +48,20 @@ struct ProductBody {
     name: ProductName,
     #[schema(value_type = i64, minimum = 0)]
     price_cents: Cents,
+    /// Units that can still be sold.
     #[schema(value_type = i64, minimum = 0)]
     stock: Stock,
+    /// Units held by unpaid orders and by flash sales.
+    #[schema(value_type = i64, minimum = 0)]
+    reserved: Stock,
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
 }
 
 impl From<Product> for ProductBody {
     fn from(product: Product) -> Self {
-        let Product { id, merchant_id, sku, name, price_cents, stock, updated_at } = product;
-        ProductBody { id, merchant_id, sku, name, price_cents, stock, updated_at }
+        let Product { id, merchant_id, sku, name, price_cents, stock, reserved, updated_at } = product;
+        ProductBody { id, merchant_id, sku, name, price_cents, stock, reserved, updated_at }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod catalog;
+mod checkout;
 mod flashsale;
 mod ops;
 mod orders;
@@ -189,6 +190,7 @@ fn surface(guards: &OverloadGuards) -> Surface {
         .merge(catalog::routes(guards))
         .merge(flashsale::routes(guards))
         .merge(orders::routes(guards))
+        .merge(checkout::routes(guards))
         .merge(admin::routes())
         .split_for_parts();
     let (ops, ops_document) = ops::routes().split_for_parts();

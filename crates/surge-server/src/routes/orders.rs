@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use surge_domain::catalog::PageRequest;
-use surge_domain::order::{Order, OrderStatus};
+use surge_domain::order::{Address, Order, OrderItem, OrderKind, OrderStatus};
 use surge_domain::{MerchantId, OrderId, ProductId, SaleId, UserId};
 use surge_guard::bulkhead::SlotHold;
 use time::OffsetDateTime;
@@ -37,21 +37,28 @@ pub fn routes(guards: &OverloadGuards) -> OpenApiRouter<AppState> {
 /// An order; a 202 order not yet written reads as `PENDING`.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Order)]
-struct OrderBody {
+pub(crate) struct OrderBody {
     #[schema(value_type = Id)]
     id: OrderId,
     #[schema(value_type = Id)]
     user_id: UserId,
     #[schema(value_type = Id)]
     merchant_id: MerchantId,
+    /// The first item's product.
     #[schema(value_type = Id)]
     product_id: ProductId,
     /// `null` for an order that no flash sale made.
     #[schema(value_type = Option<Id>, required = true)]
     flash_sale_id: Option<SaleId>,
+    /// Units over every item.
     quantity: u32,
     amount_cents: i64,
     status: OrderStatusBody,
+    kind: KindBody,
+    items: Vec<ItemBody>,
+    /// Where a checkout order goes; `null` for a flash-sale order.
+    #[schema(required = true)]
+    address: Option<AddressBody>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -69,6 +76,9 @@ impl From<Order> for OrderBody {
             quantity,
             amount_cents,
             status,
+            kind,
+            items,
+            address,
             created_at,
             updated_at,
             pay_by: _,
@@ -82,9 +92,67 @@ impl From<Order> for OrderBody {
             quantity,
             amount_cents,
             status: status.into(),
+            kind: match kind {
+                OrderKind::FlashSale => KindBody::FlashSale,
+                OrderKind::Checkout => KindBody::Checkout,
+            },
+            items: items.into_iter().map(ItemBody::from).collect(),
+            address: address.map(AddressBody::from),
             created_at,
             updated_at,
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = OrderKind)]
+enum KindBody {
+    FlashSale,
+    Checkout,
+}
+
+/// One line of an order, at the price it was bought for.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderItem)]
+struct ItemBody {
+    #[schema(value_type = Id)]
+    product_id: ProductId,
+    /// `null` only while a flash-sale order reads as `PENDING`.
+    #[schema(required = true)]
+    sku: Option<String>,
+    quantity: u32,
+    unit_price_cents: i64,
+}
+
+impl From<OrderItem> for ItemBody {
+    fn from(item: OrderItem) -> Self {
+        let OrderItem { product_id, sku, quantity, unit_price_cents } = item;
+        ItemBody { product_id, sku, quantity, unit_price_cents }
+    }
+}
+
+/// A delivery address; `region` routes fulfilment.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Address)]
+pub(crate) struct AddressBody {
+    #[schema(min_length = 1, max_length = 200)]
+    pub region: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub city: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub line1: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub postcode: String,
+    #[schema(pattern = r"^[0-9+() -]{3,32}$")]
+    pub phone: String,
+}
+
+impl From<Address> for AddressBody {
+    fn from(address: Address) -> Self {
+        let Address { region, city, line1, postcode, phone } = address;
+        AddressBody { region, city, line1, postcode, phone }
     }
 }
 

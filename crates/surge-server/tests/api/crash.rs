@@ -36,7 +36,7 @@ async fn every_202_survives_kill_9_mid_sale_and_nothing_is_oversold() {
     let product: Value = client
         .post(format!("{base}/v1/products"))
         .bearer_auth(token(Role::Merchant, "1"))
-        .json(&json!({"sku": "CRASH", "name": "Crash test", "price_cents": 100, "stock": 1}))
+        .json(&json!({"sku": "CRASH", "name": "Crash test", "price_cents": 100, "stock": STOCK}))
         .send()
         .await
         .expect("req")

@@ -390,7 +390,7 @@ impl Deployment {
 
     async fn create_sale(&self) -> String {
         let merchant = self.token(Role::Merchant, "1");
-        let product = json!({"sku": "DIST", "name": "Distributed", "price_cents": 100, "stock": 1});
+        let product = json!({"sku": "DIST", "name": "Distributed", "price_cents": 100, "stock": STOCK});
         let product = self.post(0, "/v1/products", &merchant, product).await;
         let now = time::OffsetDateTime::now_utc();
         let sale = json!({"product_id": product["id"], "stock": STOCK, "price_cents": 50,

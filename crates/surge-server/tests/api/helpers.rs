@@ -243,7 +243,12 @@ impl TestApp {
 
     /// Creates a product as `merchant` and returns its JSON.
     pub async fn create_product(&self, merchant: u64, sku: &str) -> Value {
-        let body = json!({"sku": sku, "name": format!("Product {sku}"), "price_cents": 1999, "stock": 10});
+        self.create_product_with_stock(merchant, sku, 10).await
+    }
+
+    /// Creates a product of `stock` units as `merchant` and returns its JSON.
+    pub async fn create_product_with_stock(&self, merchant: u64, sku: &str, stock: i64) -> Value {
+        let body = json!({"sku": sku, "name": format!("Product {sku}"), "price_cents": 1999, "stock": stock});
         let response = self.post_json("/v1/products", Some(&self.merchant(merchant)), &body).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         response.json().await.expect("json")
@@ -366,10 +371,12 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
 }
 
 impl TestApp {
-    /// A product of merchant 1 and an active sale of it, returning the sale id.
+    /// A product of merchant 1 and an active sale of it, returning the sale
+    /// id. The sale takes its stock from the product: the product has just
+    /// that many units.
     pub async fn active_sale(&self, stock: i64, per_user_limit: i64) -> String {
         let sku = format!("SALE-{}", uuid_like());
-        let product = self.create_product(1, &sku).await;
+        let product = self.create_product_with_stock(1, &sku, stock).await;
         let now = time::OffsetDateTime::now_utc();
         let body = json!({
             "product_id": product["id"],

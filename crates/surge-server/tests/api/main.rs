@@ -4,6 +4,7 @@
 mod admin;
 mod cache;
 mod catalog;
+mod checkout;
 mod cli;
 mod crash;
 mod distributed;

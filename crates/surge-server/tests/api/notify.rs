@@ -113,3 +113,30 @@ async fn under_total_failure_retries_stay_within_the_budget() {
     assert!(attempts >= orders as usize, "every notification is tried once");
     assert!(attempts <= orders as usize + floor, "{attempts} calls exceed {orders} + a floor of {floor}");
 }
+
+#[tokio::test]
+async fn each_order_of_a_checkout_is_posted_to_the_webhook() {
+    let (url, received) = receiver(StatusCode::OK).await;
+    let app = spawn_app_with(|s| s.notify.webhook_url = Some(url.parse().expect("a webhook URL"))).await;
+    let first = app.create_product_with_stock(1, "N-1", 5).await;
+    let second = app.create_product_with_stock(2, "N-2", 5).await;
+    let address = json!({"region": "north", "city": "Harbin", "line1": "1 Main St", "postcode": "150000",
+                         "phone": "+86 451 0000"});
+    let cart = json!({"items": [{"product_id": first["id"], "quantity": 1}, {"product_id": second["id"], "quantity": 2}],
+                      "address": address});
+    let response = app.post_json("/v1/checkout", Some(&app.customer(3)), &cart).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let orders: Value = response.json().await.expect("json");
+    for _ in 0..200 {
+        if received.lock().expect("lock").len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let received = received.lock().expect("lock").clone();
+    let posted: Vec<&Value> = received.iter().map(|event| &event["order"]["id"]).collect();
+    let placed: Vec<&Value> = orders["orders"].as_array().expect("orders").iter().map(|order| &order["id"]).collect();
+    assert_eq!(posted.len(), 2, "{received:?}");
+    assert!(placed.iter().all(|id| posted.contains(id)), "{placed:?} vs {posted:?}");
+    assert!(received.iter().all(|event| event["event"] == "order_created" && event["order"]["kind"] == "checkout"));
+}

@@ -145,7 +145,8 @@ async fn sales_that_end_leave_memory() {
     let product: Value = client
         .post(format!("{base}/v1/products"))
         .bearer_auth(&merchant)
-        .json(&serde_json::json!({"sku": "ENDS", "name": "Ends", "price_cents": 100, "stock": 1}))
+        // Every sale of the three rounds takes its 50 units from it.
+        .json(&serde_json::json!({"sku": "ENDS", "name": "Ends", "price_cents": 100, "stock": 3 * SALES * 50}))
         .send()
         .await
         .expect("product")

@@ -164,6 +164,14 @@ impl<S: CatalogStore + ?Sized> CatalogStore for CachedCatalog<S> {
         Ok(updated)
     }
 
+    /// The inventory moved these products' units: dropped as after a write.
+    async fn stock_moved(&self, ids: &[ProductId]) {
+        self.store.stock_moved(ids).await;
+        for &id in ids {
+            self.invalidate_after_write(id).await;
+        }
+    }
+
     /// This node's copy, else what the store's own cache tier holds (the
     /// shared Redis tier in the distributed mode); never a store read.
     async fn get_cached(&self, id: ProductId) -> Result<Option<Option<Arc<Product>>>, StoreError> {

@@ -50,11 +50,13 @@ impl CachedSales {
 
 #[async_trait]
 impl SaleStore for CachedSales {
-    async fn insert(&self, sale: &FlashSale) -> Result<(), StoreError> {
-        self.inner.insert(sale).await?;
+    async fn insert(&self, sale: &FlashSale, now: OffsetDateTime) -> Result<bool, StoreError> {
+        if !self.inner.insert(sale, now).await? {
+            return Ok(false);
+        }
         self.missing.invalidate(&sale.id).await;
         self.found.insert(sale.id, sale.clone()).await;
-        Ok(())
+        Ok(true)
     }
 
     async fn get(&self, id: SaleId) -> Result<Option<FlashSale>, StoreError> {
@@ -112,9 +114,9 @@ mod tests {
 
     #[async_trait]
     impl SaleStore for Counting {
-        async fn insert(&self, sale: &FlashSale) -> Result<(), StoreError> {
+        async fn insert(&self, sale: &FlashSale, _now: OffsetDateTime) -> Result<bool, StoreError> {
             self.sales.lock().expect("lock").push(sale.clone());
-            Ok(())
+            Ok(true)
         }
 
         async fn get(&self, id: SaleId) -> Result<Option<FlashSale>, StoreError> {
@@ -151,7 +153,7 @@ mod tests {
         let cached = CachedSales::new(store.clone(), &SaleCacheConfig::default());
         assert_eq!(cached.get(SaleId::new(7)).await, Ok(None), "not there yet");
         let seven = sale(7, 10);
-        cached.insert(&seven).await.expect("insert");
+        cached.insert(&seven, OffsetDateTime::now_utc()).await.expect("insert");
         assert_eq!(cached.get(SaleId::new(7)).await, Ok(Some(seven)), "the missing mark went with the insert");
         assert_eq!(store.reads.load(Ordering::SeqCst), 1, "only the first look reached the store");
     }
@@ -163,7 +165,7 @@ mod tests {
         let cached = CachedSales::new(store.clone(), &config);
         assert_eq!(cached.get(SaleId::new(9)).await, Ok(None));
         let nine = sale(9, 10);
-        store.insert(&nine).await.expect("another node writes it");
+        store.insert(&nine, OffsetDateTime::now_utc()).await.expect("another node writes it");
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert_eq!(cached.get(SaleId::new(9)).await, Ok(Some(nine)));
     }

@@ -65,12 +65,14 @@ pub(super) async fn add_to_sales(conn: &mut PgConnection, moves: &CounterMoves) 
 }
 
 pub(super) async fn add_to_sale(conn: &mut PgConnection, sale: i64, quantity: i64) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock")
-        .bind(quantity)
-        .bind(sale)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let moved = sqlx::query(
+        "UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock AND closed_at_ms IS NULL",
+    )
+    .bind(quantity)
+    .bind(sale)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     Ok(moved == 1)
 }
 

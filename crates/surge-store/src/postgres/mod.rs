@@ -20,6 +20,7 @@
 mod catalog;
 mod counters;
 mod flashsale;
+mod inventory;
 mod orders;
 mod runtime_config;
 

@@ -21,6 +21,7 @@ use surge_domain::{OrderId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
 use super::counters::{move_one_by_one, moved_all, take_from_buyer};
+use super::inventory::{back_to_sale, order_left_created};
 use super::{PgStore, TxError, store_error, with_conflict_retry};
 use crate::rows::{ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
 
@@ -242,29 +243,23 @@ async fn transition_once(
     let Some(order) = row.map(Order::try_from).transpose()? else {
         return Ok(None);
     };
+    if from == OrderStatus::Created {
+        order_left_created(&mut tx, &order, to).await?;
+    }
     if from.holds_stock()
         && !to.holds_stock()
         && let Some(sale) = order.flash_sale_id
     {
-        give_back(&mut tx, sale, order.user_id, order.quantity).await?;
+        give_back(&mut tx, &order, sale).await?;
     }
     tx.commit().await?;
     Ok(Some(order))
 }
 
-/// A cancelled order's units go back to its buyer and its sale, buyer row
-/// first, sale row second, as `create_requested` takes them.
-async fn give_back(
-    tx: &mut Transaction<'static, Postgres>,
-    sale: SaleId,
-    user: UserId,
-    quantity: u32,
-) -> Result<(), sqlx::Error> {
-    take_from_buyer(tx, sale, user, i64::from(quantity)).await?;
-    sqlx::query("UPDATE flash_sales SET sold = sold - $1 WHERE id = $2")
-        .bind(i64::from(quantity))
-        .bind(sale.get())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// A cancelled order's units go back to its buyer and its sale (or past a
+/// closed sale to its product), buyer row first, sale row second, as
+/// `create_requested` takes them.
+async fn give_back(tx: &mut Transaction<'static, Postgres>, order: &Order, sale: SaleId) -> Result<(), sqlx::Error> {
+    take_from_buyer(tx, sale, order.user_id, i64::from(order.quantity)).await?;
+    back_to_sale(tx, order, sale).await
 }

@@ -299,6 +299,14 @@ impl<S: CatalogStore + ?Sized + 'static> CatalogStore for RedisCatalog<S> {
         Ok(updated)
     }
 
+    /// The inventory moved these products' units: dropped as after a write.
+    async fn stock_moved(&self, ids: &[ProductId]) {
+        self.store.stock_moved(ids).await;
+        for &id in ids {
+            self.invalidate_after_write(id).await;
+        }
+    }
+
     /// What Redis holds, for the degraded read; never the store.
     async fn get_cached(&self, id: ProductId) -> Result<Option<Option<Arc<Product>>>, StoreError> {
         self.read(id).await
@@ -417,6 +425,7 @@ mod tests {
             name: ProductName::from_trusted("Näme \"quoted\"".into()),
             price_cents: Cents::from_trusted(1999),
             stock: Stock::from_trusted(5),
+            reserved: Stock::from_trusted(2),
             // Stored to the millisecond, as in the database.
             updated_at: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_000_000).expect("time"),
         };

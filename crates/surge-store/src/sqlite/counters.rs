@@ -6,8 +6,9 @@
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use surge_domain::flashsale::OrderRequested;
 use surge_domain::order::Order;
-use surge_domain::{SaleId, StoreError, UserId};
+use surge_domain::{SaleId, StoreError};
 
+use super::inventory::back_to_sale;
 use super::store_error;
 use crate::rows::CounterMoves;
 
@@ -45,13 +46,15 @@ pub(super) async fn counters_moved_within_bounds(
         }
     }
     for (sale, quantity) in per_sale {
-        let moved = sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock")
-            .bind(quantity)
-            .bind(sale)
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?
-            .rows_affected();
+        let moved = sqlx::query(
+            "UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock AND closed_at_ms IS NULL",
+        )
+        .bind(quantity)
+        .bind(sale)
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
         if moved != 1 {
             return Ok(false);
         }
@@ -83,13 +86,15 @@ pub(super) async fn take_within_bounds(
     .map_err(store_error)?
     .rows_affected();
     let sold = if bought == 1 {
-        sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock")
-            .bind(quantity)
-            .bind(request.sale_id.get())
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?
-            .rows_affected()
+        sqlx::query(
+            "UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock AND closed_at_ms IS NULL",
+        )
+        .bind(quantity)
+        .bind(request.sale_id.get())
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected()
     } else {
         0
     };
@@ -121,27 +126,21 @@ pub(super) async fn write_failed(
     Ok(())
 }
 
-/// A cancelled order's units go back to its buyer and its sale, touching
-/// the rows in the consumer's order (buyer, then sale) so that the two can
-/// never deadlock on a database with row locks.
+/// A cancelled order's units go back to its buyer and its sale (or past a
+/// closed sale to its product), touching the rows in the consumer's order
+/// (buyer, then sale) so that the two can never deadlock on a database
+/// with row locks.
 pub(super) async fn give_back(
     tx: &mut Transaction<'static, Sqlite>,
+    order: &Order,
     sale: SaleId,
-    user: UserId,
-    quantity: u32,
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE sale_buyers SET bought = bought - $1 WHERE sale_id = $2 AND user_id = $3")
-        .bind(i64::from(quantity))
+        .bind(i64::from(order.quantity))
         .bind(sale.get())
-        .bind(user.get())
+        .bind(order.user_id.get())
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
-    sqlx::query("UPDATE flash_sales SET sold = sold - $1 WHERE id = $2")
-        .bind(i64::from(quantity))
-        .bind(sale.get())
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
-    Ok(())
+    back_to_sale(tx, order, sale).await.map_err(store_error)
 }

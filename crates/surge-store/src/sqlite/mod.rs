@@ -7,6 +7,7 @@
 mod catalog;
 mod counters;
 mod flashsale;
+mod inventory;
 mod orders;
 mod runtime_config;
 

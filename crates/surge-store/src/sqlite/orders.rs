@@ -13,6 +13,7 @@ use surge_domain::{OrderId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
 use super::counters::{ROWS_PER_STATEMENT, counters_moved_within_bounds, give_back, take_within_bounds, write_failed};
+use super::inventory::order_left_created;
 use super::{SqliteStore, store_error};
 use crate::rows::{ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
 
@@ -33,7 +34,7 @@ crate::sql::order_store!(SqliteStore, {
         let mut outcome = CreatedOrders::default();
         for request in requests {
             match create_one(&mut tx, request, pay_by, now).await? {
-                Written::Created(order) => outcome.created.push(order),
+                Written::Created(order) => outcome.created.push(*order),
                 Written::Rejected => outcome.rejected.push(request.clone()),
                 Written::Failed => outcome.failed.push(request.order_id),
                 Written::Existing => {}
@@ -70,11 +71,14 @@ crate::sql::order_store!(SqliteStore, {
         let Some(order) = row.map(Order::try_from).transpose()? else {
             return Ok(None);
         };
+        if from == OrderStatus::Created {
+            order_left_created(&mut tx, &order, to).await.map_err(store_error)?;
+        }
         if from.holds_stock()
             && !to.holds_stock()
             && let Some(sale) = order.flash_sale_id
         {
-            give_back(&mut tx, sale, order.user_id, order.quantity).await?;
+            give_back(&mut tx, &order, sale).await?;
         }
         tx.commit().await.map_err(store_error)?;
         Ok(Some(order))
@@ -226,7 +230,7 @@ async fn refused_by_key(
 
 /// What writing one request did.
 enum Written {
-    Created(Order),
+    Created(Box<Order>),
     /// Redelivery: the order exists.
     Existing,
     /// Another order holds the request's idempotency key.
@@ -275,7 +279,7 @@ async fn create_one(
     };
     let (bought, sold) = take_within_bounds(tx, request).await?;
     if bought == 1 && sold == 1 {
-        return Ok(Written::Created(order));
+        return Ok(Written::Created(Box::new(order)));
     }
     tracing::error!(order_id = %request.order_id, sale_id = %request.sale_id, bought, sold,
         "order would break a sale bound; writing it as FAILED");

@@ -13,6 +13,9 @@ pub enum SaleError {
     NotFound(&'static str),
     #[error("{0}")]
     Invalid(String),
+    /// The product has fewer sellable units than the sale would take.
+    #[error("the product has fewer units left than the sale's stock")]
+    InsufficientStock,
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }

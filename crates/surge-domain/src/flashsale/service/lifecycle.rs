@@ -31,7 +31,10 @@ impl FlashSales {
             ends_at: new.ends_at,
             per_user_limit: new.per_user_limit,
         };
-        self.ports.sales.insert(&sale).await?;
+        if !self.ports.sales.insert(&sale, self.clock.now()).await? {
+            return Err(SaleError::InsufficientStock);
+        }
+        self.ports.catalog.stock_moved(&[sale.product_id]).await;
         // Loaded before anyone can name it: a node that finds an open
         // sale's counters missing takes them as lost. Loaded only if
         // absent, never over counters already in use.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::FlashSales;
 use crate::flashsale::ports::Reservation;
 use crate::flashsale::sale::OrderRequested;
-use crate::ids::{OrderId, SaleId, UserId};
+use crate::ids::{OrderId, ProductId, SaleId, UserId};
 use crate::order::{Order, StockKeeper};
 use crate::store::StoreError;
 
@@ -121,6 +121,12 @@ impl StockKeeper for FlashSales {
             self.ports.keys.orders_written(sale, &keyed).await?;
         }
         Ok(())
+    }
+
+    /// The catalog's cached copies of these products go: their stock or
+    /// reservations moved.
+    async fn products_moved(&self, products: &[ProductId]) {
+        self.ports.catalog.stock_moved(products).await;
     }
 
     /// A request was given up after its deduction (failed append, refused

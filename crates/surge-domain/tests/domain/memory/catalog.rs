@@ -54,6 +54,7 @@ impl CatalogStore for MemCatalog {
             name: new.name.clone(),
             price_cents: new.price_cents,
             stock: new.stock,
+            reserved: Stock::from_trusted(0),
             updated_at: now,
         };
         products.by_id.insert(id, product.clone());

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use surge_domain::flashsale::OrderRequested;
 use surge_domain::order::{
-    CreatedOrders, Order, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings, SaleTally,
+    CreatedOrders, Order, OrderKind, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings, SaleTally,
 };
 use surge_domain::{OrderId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
@@ -74,6 +74,9 @@ fn order_of(request: &OrderRequested, pay_by: OffsetDateTime, now: OffsetDateTim
         quantity: request.quantity,
         amount_cents: request.amount_cents,
         status: OrderStatus::Created,
+        kind: OrderKind::FlashSale,
+        items: Order::pending(request).items,
+        address: None,
         created_at: now,
         updated_at: now,
         pay_by: Some(pay_by),

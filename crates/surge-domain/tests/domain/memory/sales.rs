@@ -26,13 +26,15 @@ impl MemSales {
 
 #[async_trait]
 impl SaleStore for MemSales {
-    async fn insert(&self, sale: &FlashSale) -> Result<(), StoreError> {
+    /// Product stock is not modelled here (the store contract tests the
+    /// allocation on both databases): every sale gets its stock.
+    async fn insert(&self, sale: &FlashSale, _now: OffsetDateTime) -> Result<bool, StoreError> {
         let mut sales = lock(&self.sales);
         if sales.contains_key(&sale.id) {
             return Err(StoreError::Duplicate("id"));
         }
         sales.insert(sale.id, sale.clone());
-        Ok(())
+        Ok(true)
     }
 
     async fn get(&self, id: SaleId) -> Result<Option<FlashSale>, StoreError> {
