@@ -133,6 +133,10 @@ id_type!(
     ProductId
 );
 id_type!(
+    /// A payment of an order, with a provider.
+    PaymentId
+);
+id_type!(
     /// A merchant, which is also a tenant.
     MerchantId
 );

@@ -15,11 +15,12 @@ pub mod inventory;
 pub mod money;
 pub mod notification;
 pub mod order;
+pub mod payment;
 pub mod runtime_config;
 pub mod store;
 
 pub use actor::Actor;
 pub use clock::{Clock, SystemClock};
-pub use ids::{IdGenerator, MerchantId, OrderId, ProductId, SaleId, UserId};
+pub use ids::{IdGenerator, MerchantId, OrderId, PaymentId, ProductId, SaleId, UserId};
 pub use money::Cents;
 pub use store::StoreError;

@@ -12,6 +12,7 @@ use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
 use surge_domain::inventory::InventoryStore;
 use surge_domain::order::{CheckoutStore, OrderStore, PendingOrders};
+use surge_domain::payment::PaymentStore;
 use surge_domain::runtime_config::{ConfigStore, SwitchStore};
 use surge_guard::rate::SharedLimiter;
 use surge_store::RelationalStore;
@@ -36,6 +37,7 @@ pub struct Backend {
     pub orders: Arc<dyn OrderStore>,
     pub checkouts: Arc<dyn CheckoutStore>,
     pub inventory: Arc<dyn InventoryStore>,
+    pub payments: Arc<dyn PaymentStore>,
     pub switches: Arc<dyn SwitchStore>,
     pub config: Arc<dyn ConfigStore>,
     pub ledger: Arc<dyn StockLedger>,
@@ -58,6 +60,7 @@ struct StorePorts {
     orders: Arc<dyn OrderStore>,
     checkouts: Arc<dyn CheckoutStore>,
     inventory: Arc<dyn InventoryStore>,
+    payments: Arc<dyn PaymentStore>,
     switches: Arc<dyn SwitchStore>,
     config: Arc<dyn ConfigStore>,
 }
@@ -70,6 +73,7 @@ impl StorePorts {
             orders: store.clone(),
             checkouts: store.clone(),
             inventory: store.clone(),
+            payments: store.clone(),
             switches: store.clone(),
             config: store.clone(),
         }
@@ -79,7 +83,8 @@ impl StorePorts {
 impl Backend {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let relational = open_relational(settings).await?;
-        let StorePorts { catalog, sales, orders, checkouts, inventory, switches, config } = StorePorts::of(&relational);
+        let StorePorts { catalog, sales, orders, checkouts, inventory, payments, switches, config } =
+            StorePorts::of(&relational);
         // Anyone may read a sale: lookups are served from memory, unknown
         // ids included.
         let sales: Arc<dyn SaleStore> = Arc::new(CachedSales::new(sales, &SaleCacheConfig::default()));
@@ -92,6 +97,7 @@ impl Backend {
             orders,
             checkouts,
             inventory,
+            payments,
             switches,
             config,
             ledger,

@@ -52,6 +52,7 @@ error_codes! {
     SoldOut => CONFLICT, "sold_out";
     LimitExceeded => CONFLICT, "limit_exceeded";
     InsufficientStock => CONFLICT, "insufficient_stock";
+    BadSignature => BAD_REQUEST, "bad_signature";
     NotActive => UNPROCESSABLE_ENTITY, "not_active";
     InvalidState => UNPROCESSABLE_ENTITY, "invalid_state";
     RateLimited => TOO_MANY_REQUESTS, "rate_limited";
@@ -241,6 +242,22 @@ impl From<surge_domain::order::CheckoutError> for ApiError {
                 ApiError::new(ErrorCode::InsufficientStock, format!("{error}; nothing was reserved"))
             }
             CheckoutError::Unavailable(cause) => ApiError::unavailable(&cause),
+        }
+    }
+}
+
+impl From<surge_domain::payment::PaymentError> for ApiError {
+    fn from(error: surge_domain::payment::PaymentError) -> Self {
+        use surge_domain::payment::PaymentError;
+        match error {
+            error @ PaymentError::NotFound(_) => ApiError::not_found(error.to_string()),
+            PaymentError::Forbidden(why) => ApiError::forbidden(why),
+            error @ (PaymentError::InvalidState(_) | PaymentError::PaymentWindowClosed) => {
+                ApiError::new(ErrorCode::InvalidState, error.to_string())
+            }
+            PaymentError::BadSignature(why) => ApiError::new(ErrorCode::BadSignature, why),
+            PaymentError::Invalid(why) => ApiError::bad_request(why),
+            PaymentError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }
 }

@@ -33,6 +33,20 @@ pub struct EventListener {
 }
 
 impl EventListener {
+    pub fn new(
+        catalog: &Arc<CachedCatalog<dyn CatalogStore>>,
+        flash_sales: &Arc<FlashSales>,
+        config_centre: &Arc<ConfigCentre>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        Self {
+            catalog: Arc::clone(catalog),
+            flash_sales: Arc::clone(flash_sales),
+            config_centre: Arc::clone(config_centre),
+            metrics: Arc::clone(metrics),
+        }
+    }
+
     /// Subscribes to the deployment's events on its Redis.
     pub fn listen(self, redis: &RedisSettings) -> Subscription {
         Subscription(subscribe(redis.exposed_urls(), &redis.namespace, move |signal| self.on(signal)))

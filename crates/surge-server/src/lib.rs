@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod config_centre;
+mod contexts;
 pub mod dependency_guard;
 pub mod error;
 pub mod events;

@@ -7,18 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use surge_domain::catalog::{Catalog, CatalogStore};
+use surge_domain::catalog::Catalog;
 use surge_domain::degradation::Feature;
-use surge_domain::flashsale::{FlashSalePorts, FlashSales};
-use surge_domain::inventory::Inventory;
 use surge_domain::notification::Notifier;
-use surge_domain::order::{Checkouts, Orders, StockKeeper};
 use surge_domain::runtime_config::{ConfigStore, SettingsVersion};
 use surge_domain::{Clock, IdGenerator, SystemClock};
 use surge_guard::breaker::CircuitBreaker;
 use surge_guard::switch::Switchboard;
-use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
-use surge_store::redis::{RedisCatalog, RedisSettingsVersion};
+use surge_store::redis::RedisSettingsVersion;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,12 +23,10 @@ use crate::backend::Backend;
 use crate::config::Settings;
 use crate::config_centre::ConfigCentre;
 use crate::config_centre::{LiveConfig, TUNABLES, Tunables};
+use crate::contexts::{Contexts, catalog_tiers, wire_contexts};
 use crate::dependency_guard::DependencyGuard;
 use crate::events::{EventListener, Subscription};
-use crate::limits::IntakeLimits;
-use crate::metrics::{
-    CACHE_LOADS, CACHE_REQUESTS, LEDGER_DIFFERENCE, LEDGER_REPAIRED, Metrics, ORDERS_FAILED, SALES_SERVED,
-};
+use crate::metrics::{LEDGER_DIFFERENCE, LEDGER_REPAIRED, Metrics, ORDERS_FAILED, SALES_SERVED};
 use crate::notifications;
 use crate::readiness::Readiness;
 use crate::routes::{self, EdgeLimits, OverloadGuards};
@@ -47,7 +41,7 @@ const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The clock skew allowed between nodes when one node's timestamps are
 /// compared with another's (the reservation reaper, a lost ledger's
 /// rebuild).
-const CLOCK_SKEW_MAX: Duration = Duration::from_secs(1);
+pub(crate) const CLOCK_SKEW_MAX: Duration = Duration::from_secs(1);
 
 pub struct Application {
     listener: TcpListener,
@@ -61,24 +55,6 @@ pub struct Application {
     dependency_guard: Arc<DependencyGuard>,
     /// The subscription to the other nodes' events (distributed mode).
     events: Option<Subscription>,
-}
-
-/// The product catalog as handlers read it: each node's memory, over Redis
-/// in the distributed mode, over the store.
-struct CatalogTiers {
-    /// The node's own tier, which other nodes' events evict from.
-    local: Arc<CachedCatalog<dyn CatalogStore>>,
-    /// What handlers and the sale context read through (`local`).
-    read: Arc<dyn CatalogStore>,
-}
-
-/// The business contexts, wired to their adapters.
-struct Contexts {
-    flash_sales: Arc<FlashSales>,
-    orders: Arc<Orders>,
-    checkouts: Arc<Checkouts>,
-    inventory: Arc<Inventory>,
-    intake_limits: Arc<IntakeLimits>,
 }
 
 impl Application {
@@ -115,13 +91,8 @@ impl Application {
         let live = Arc::new(live_config(settings, &backend, &contexts, &guards, notify_breaker));
         let config_centre = Arc::new(config_centre(settings, &backend, &live, &switches));
         let events = settings.shared.redis().map(|redis| {
-            EventListener {
-                catalog: Arc::clone(&catalog.local),
-                flash_sales: Arc::clone(&contexts.flash_sales),
-                config_centre: Arc::clone(&config_centre),
-                metrics: Arc::clone(&metrics),
-            }
-            .listen(redis)
+            let listener = EventListener::new(&catalog.local, &contexts.flash_sales, &config_centre, &metrics);
+            listener.listen(redis)
         });
         let readiness = Arc::new(Readiness::of(&backend, READY_PROBE_TIMEOUT));
         let dependency_guard =
@@ -134,6 +105,7 @@ impl Application {
             flash_sales: contexts.flash_sales,
             orders: contexts.orders,
             checkouts: contexts.checkouts,
+            payments: contexts.payments,
             intake_limits: contexts.intake_limits,
             cluster_user_limit: backend.cluster_user_limit.clone(),
             intake_switch: switches.handle(Feature::FlashSaleIntake)?,
@@ -250,74 +222,6 @@ async fn with_stored_tunables(settings: &Settings, store: &dyn ConfigStore) -> a
             Ok(settings.clone())
         }
     }
-}
-
-/// Each node's memory over the shared Redis (distributed mode) over the
-/// store.
-fn catalog_tiers(settings: &Settings, backend: &Backend, metrics: &Metrics) -> CatalogTiers {
-    let config = ProductCacheConfig::from(&settings.cache);
-    let cache_metrics = |cache: &'static str| CacheMetrics {
-        hits: metrics.counter(CACHE_REQUESTS, &[("cache", cache), ("result", "hit")]),
-        misses: metrics.counter(CACHE_REQUESTS, &[("cache", cache), ("result", "miss")]),
-        loads: metrics.counter(CACHE_LOADS, &[("cache", cache)]),
-    };
-    let shared: Arc<dyn CatalogStore> = match backend.redis.as_ref().zip(settings.shared.redis()) {
-        Some((conn, redis)) => Arc::new(RedisCatalog::new(
-            Arc::clone(&backend.catalog),
-            conn.clone(),
-            &redis.namespace,
-            &config,
-            cache_metrics("product_redis"),
-        )),
-        None => Arc::clone(&backend.catalog),
-    };
-    let local = Arc::new(CachedCatalog::new(shared, &config, cache_metrics("product")));
-    CatalogTiers { read: local.clone(), local }
-}
-
-/// The flash-sale and order contexts on the backend's adapters.
-fn wire_contexts(
-    settings: &Settings,
-    backend: &Backend,
-    catalog: &CatalogTiers,
-    ids: &Arc<IdGenerator>,
-    clock: &Arc<dyn Clock>,
-    notifier: &Arc<dyn Notifier>,
-) -> Contexts {
-    let sale_settings = &settings.flash_sale;
-    let ports = FlashSalePorts {
-        sales: Arc::clone(&backend.sales),
-        catalog: Arc::clone(&catalog.read),
-        ledger: Arc::clone(&backend.ledger),
-        queue: Arc::clone(&backend.queue),
-        orders: Arc::clone(&backend.orders),
-        pending: Arc::clone(&backend.pending),
-        keys: Arc::clone(&backend.keys),
-    };
-    let flash_sales = Arc::new(
-        FlashSales::new(ports, Arc::clone(ids), Arc::clone(clock))
-            .with_intake_max(settings.http.request_budget + CLOCK_SKEW_MAX),
-    );
-    let orders = Arc::new(Orders::new(
-        Arc::clone(&backend.orders),
-        Arc::clone(&backend.pending),
-        Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
-        sale_settings.payment_timeout,
-        Arc::clone(clock),
-    ));
-    let checkouts = Arc::new(Checkouts::new(
-        Arc::clone(&catalog.read),
-        Arc::clone(&backend.checkouts),
-        Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
-        Arc::clone(notifier),
-        Arc::clone(ids),
-        Arc::clone(clock),
-        sale_settings.payment_timeout,
-    ));
-    let inventory =
-        Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
-    let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
-    Contexts { flash_sales, orders, checkouts, inventory, intake_limits }
 }
 
 /// The consumer, the sweeper, the reaper and the reconciliation.

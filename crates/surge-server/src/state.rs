@@ -9,6 +9,7 @@ use std::sync::Arc;
 use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::flashsale::FlashSales;
 use surge_domain::order::{Checkouts, Orders};
+use surge_domain::payment::Payments;
 
 use surge_domain::runtime_config::SwitchStore;
 use surge_guard::switch::{SwitchHandle, Switchboard};
@@ -30,6 +31,7 @@ pub struct AppServices {
     pub flash_sales: Arc<FlashSales>,
     pub orders: Arc<Orders>,
     pub checkouts: Arc<Checkouts>,
+    pub payments: Arc<Payments>,
     pub intake_limits: Arc<IntakeLimits>,
     /// Per-customer intake limit shared by every node (Redis), if set.
     pub cluster_user_limit: Option<Arc<dyn surge_guard::rate::SharedLimiter>>,

@@ -19,8 +19,10 @@ pub mod postgres;
 pub mod queue;
 pub mod redis;
 mod rows;
+pub mod sandbox;
 mod sql;
 mod sql_inventory;
+mod sql_payments;
 pub mod sqlite;
 
 /// `scheme://user:password@host/…` as `scheme://***@host/…`: a URL that
@@ -42,6 +44,7 @@ pub trait RelationalStore:
     + surge_domain::order::OrderStore
     + surge_domain::order::CheckoutStore
     + surge_domain::inventory::InventoryStore
+    + surge_domain::payment::PaymentStore
     + surge_domain::runtime_config::SwitchStore
     + surge_domain::runtime_config::ConfigStore
 {

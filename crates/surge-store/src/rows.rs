@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use surge_domain::catalog::{Product, ProductName, Sku, Stock};
 use surge_domain::flashsale::FlashSale;
 use surge_domain::order::{Address, Order, OrderItem, OrderKind, OrderStatus};
-use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
+use surge_domain::payment::{Payment, PaymentStatus};
+use surge_domain::{Cents, MerchantId, OrderId, PaymentId, ProductId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
 pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
@@ -258,4 +259,44 @@ impl CounterMoves {
 /// per-user limit, which is a `u32`).
 pub(crate) fn holding((user, bought): (i64, i64)) -> (UserId, u32) {
     (UserId::new(user), u32::try_from(bought).unwrap_or(u32::MAX))
+}
+
+pub(crate) const PAYMENT_COLUMNS: &str = "id, order_id, user_id, merchant_id, amount_cents, status, provider, \
+                                          provider_ref, pay_url, created_at_ms, updated_at_ms";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PaymentRow {
+    id: i64,
+    order_id: i64,
+    user_id: i64,
+    merchant_id: i64,
+    amount_cents: i64,
+    status: String,
+    provider: String,
+    provider_ref: String,
+    pay_url: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl TryFrom<PaymentRow> for Payment {
+    type Error = StoreError;
+
+    fn try_from(row: PaymentRow) -> Result<Self, StoreError> {
+        let status = PaymentStatus::parse(&row.status)
+            .ok_or_else(|| StoreError::Unavailable(format!("payment {} has unknown status {}", row.id, row.status)))?;
+        Ok(Payment {
+            id: PaymentId::new(row.id),
+            order_id: OrderId::new(row.order_id),
+            user_id: UserId::new(row.user_id),
+            merchant_id: MerchantId::new(row.merchant_id),
+            amount_cents: row.amount_cents,
+            status,
+            provider: row.provider,
+            provider_ref: row.provider_ref,
+            pay_url: row.pay_url,
+            created_at: from_unix_ms(row.created_at_ms),
+            updated_at: from_unix_ms(row.updated_at_ms),
+        })
+    }
 }

@@ -17,6 +17,7 @@ mod cache;
 mod flash_sale;
 mod http;
 mod notify;
+mod payments;
 mod queue;
 mod resilience;
 mod shared;
@@ -37,6 +38,7 @@ pub use cache::CacheSettings;
 pub use flash_sale::FlashSaleSettings;
 pub use http::{AuthSettings, HttpSettings, LogFormat, LogSettings};
 pub use notify::NotifySettings;
+pub use payments::{PaymentSettings, SandboxSettings};
 pub use queue::{KafkaSettings, LogQueueSettings, NatsSettings, QueueSettings};
 pub use resilience::{BreakerSettings, OverloadSettings, RateSettings, RetrySettings};
 pub use shared::{InProcessSettings, RedisSettings, SharedSettings};
@@ -68,6 +70,7 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub flash_sale: FlashSaleSettings,
     pub notify: NotifySettings,
+    pub payments: PaymentSettings,
     pub overload: OverloadSettings,
     pub rate: RateSettings,
     /// The breakers on the store, Redis and the queue's broker, fed by a
@@ -92,6 +95,7 @@ impl Default for Settings {
             queue: QueueSettings::default(),
             flash_sale: FlashSaleSettings::default(),
             notify: NotifySettings::default(),
+            payments: PaymentSettings::default(),
             overload: OverloadSettings::default(),
             rate: RateSettings::default(),
             dependency_breaker: BreakerSettings::for_dependencies(),
@@ -197,6 +201,7 @@ impl Settings {
         self.queue.validate(self)?;
         self.flash_sale.validate(&self.http)?;
         self.notify.validate(&self.http)?;
+        self.payments.validate()?;
         self.dependency_breaker.validate("dependency_breaker")?;
         self.rate.validate()?;
         self.overload.validate(&self.http)?;

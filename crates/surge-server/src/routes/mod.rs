@@ -6,6 +6,7 @@ mod checkout;
 mod flashsale;
 mod ops;
 mod orders;
+mod payments;
 pub mod wire;
 
 use std::time::Duration;
@@ -191,6 +192,7 @@ fn surface(guards: &OverloadGuards) -> Surface {
         .merge(flashsale::routes(guards))
         .merge(orders::routes(guards))
         .merge(checkout::routes(guards))
+        .merge(payments::routes(guards))
         .merge(admin::routes())
         .split_for_parts();
     let (ops, ops_document) = ops::routes().split_for_parts();

@@ -16,5 +16,6 @@ mod notify;
 mod ops;
 mod orders;
 mod overload;
+mod payments;
 mod restart;
 mod tenancy;

@@ -22,6 +22,7 @@ mod counters;
 mod flashsale;
 mod inventory;
 mod orders;
+mod payments;
 mod runtime_config;
 
 use std::fmt;

@@ -9,6 +9,7 @@ mod counters;
 mod flashsale;
 mod inventory;
 mod orders;
+mod payments;
 mod runtime_config;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,111 @@
+//! What payments need from a provider and from a store.
+//!
+//! The provider port is shaped after what card acquirers and wallets share:
+//! open a payment (an intent) and get back the provider's reference and
+//! where the buyer pays; later, receive signed events about it. An adapter
+//! maps its provider's own event names onto [`EventKind`] (Stripe's
+//! `payment_intent.succeeded` → `PaymentSucceeded`,
+//! `payment_intent.payment_failed` → `PaymentFailed`, its `data.object.id`
+//! → `provider_ref`, `amount_received` → `amount_cents`, the event's `id` →
+//! `event_id`; its `Stripe-Signature: t=…,v1=…` header is the scheme the
+//! sandbox copies), so the domain never sees a provider's wire format.
+
+use async_trait::async_trait;
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use super::Payment;
+use crate::ids::{OrderId, PaymentId, ProductId};
+use crate::store::StoreError;
+
+/// A payment opened with a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub provider_ref: String,
+    pub pay_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    PaymentSucceeded,
+    PaymentFailed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::PaymentSucceeded => "payment.succeeded",
+            EventKind::PaymentFailed => "payment.failed",
+        }
+    }
+}
+
+/// One verified event of a provider about one of its payments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEvent {
+    /// Unique per provider; a redelivery repeats it.
+    pub event_id: String,
+    pub kind: EventKind,
+    pub provider_ref: String,
+    pub amount_cents: i64,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CallbackError {
+    /// Missing, malformed, wrong or stale signature.
+    #[error("{0}")]
+    BadSignature(&'static str),
+    /// Signed, but not an event this platform reads.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+#[async_trait]
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// The name callbacks are posted under (`/v1/payments/callbacks/{name}`).
+    fn name(&self) -> &'static str;
+
+    /// Opens a payment of `amount_cents` with the provider.
+    async fn open(&self, payment: PaymentId, amount_cents: i64) -> Result<Intent, StoreError>;
+
+    /// Checks a callback's signature header against its raw body (and the
+    /// time, for replayed old callbacks) and reads its event.
+    fn verify(&self, signature: Option<&str>, body: &[u8], now: OffsetDateTime)
+    -> Result<ProviderEvent, CallbackError>;
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The payment moved; when it succeeded and its order was still
+    /// unpaid, the order is paid and these products' units left
+    /// `reserved`.
+    Moved { payment: Payment, products: Vec<ProductId> },
+    /// This event was applied before: nothing changed.
+    Repeat(Payment),
+    /// The event would move the payment backwards (a failure after a
+    /// success) or nowhere: recorded as seen, nothing changed.
+    Stale(Payment),
+    /// No payment has this provider reference: nothing changed.
+    UnknownRef,
+    /// The amount is not the payment's: nothing changed.
+    AmountMismatch(Payment),
+}
+
+#[async_trait]
+pub trait PaymentStore: Send + Sync + 'static {
+    /// Writes a new pending payment, unless the order has one pending
+    /// already: then that one, unchanged.
+    async fn insert(&self, payment: &Payment) -> Result<Payment, StoreError>;
+
+    async fn get(&self, id: PaymentId) -> Result<Option<Payment>, StoreError>;
+
+    /// The order's pending payment, if it has one.
+    async fn pending_of(&self, order: OrderId) -> Result<Option<Payment>, StoreError>;
+
+    /// In one transaction: records the event under its id (a repeat
+    /// changes nothing), moves the payment if that moves it forward, and
+    /// on a success pays the order if it is still `CREATED` (its units
+    /// leave `reserved`, as `OrderStore::transition` does).
+    async fn apply(&self, provider: &str, event: &ProviderEvent, now: OffsetDateTime) -> Result<Applied, StoreError>;
+}

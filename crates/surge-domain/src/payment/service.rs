@@ -1,0 +1,148 @@
+//! Payment use cases: open a payment of an order, read one, and apply a
+//! provider's callback.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use super::ports::{Applied, CallbackError, PaymentProvider, PaymentStore};
+use super::{Payment, PaymentStatus};
+use crate::actor::Actor;
+use crate::clock::Clock;
+use crate::ids::{IdGenerator, OrderId, PaymentId};
+use crate::order::{OrderStatus, OrderStore, StockKeeper};
+use crate::store::StoreError;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum PaymentError {
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("order is {}", .0.as_str())]
+    InvalidState(OrderStatus),
+    #[error("the payment window has closed")]
+    PaymentWindowClosed,
+    #[error("{0}")]
+    BadSignature(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+impl From<CallbackError> for PaymentError {
+    fn from(error: CallbackError) -> Self {
+        match error {
+            CallbackError::BadSignature(why) => PaymentError::BadSignature(why),
+            CallbackError::Malformed(why) => PaymentError::Invalid(why),
+        }
+    }
+}
+
+pub struct Payments {
+    store: Arc<dyn PaymentStore>,
+    orders: Arc<dyn OrderStore>,
+    provider: Arc<dyn PaymentProvider>,
+    stock: Arc<dyn StockKeeper>,
+    ids: Arc<IdGenerator>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Payments {
+    pub fn new(
+        store: Arc<dyn PaymentStore>,
+        orders: Arc<dyn OrderStore>,
+        provider: Arc<dyn PaymentProvider>,
+        stock: Arc<dyn StockKeeper>,
+        ids: Arc<IdGenerator>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, orders, provider, stock, ids, clock }
+    }
+
+    /// Opens a payment of the buyer's `CREATED` order with the provider, or
+    /// returns the one already pending (a repeated click opens nothing new).
+    pub async fn start(&self, actor: &Actor, order_id: OrderId) -> Result<Payment, PaymentError> {
+        let order = self.orders.get(order_id).await?.ok_or(PaymentError::NotFound("order"))?;
+        match actor {
+            Actor::Customer(user) if *user == order.user_id => {}
+            // Someone else's order reads as missing, as in the order context.
+            Actor::Customer(_) => return Err(PaymentError::NotFound("order")),
+            _ => return Err(PaymentError::Forbidden("only the buyer pays an order")),
+        }
+        if order.status != OrderStatus::Created {
+            return Err(PaymentError::InvalidState(order.status));
+        }
+        let now = self.clock.now();
+        if order.pay_by.is_some_and(|deadline| deadline <= now) {
+            return Err(PaymentError::PaymentWindowClosed);
+        }
+        if let Some(pending) = self.store.pending_of(order_id).await? {
+            return Ok(pending);
+        }
+        let id = PaymentId::new(self.ids.next_id());
+        let intent = self.provider.open(id, order.amount_cents).await?;
+        let payment = Payment {
+            id,
+            order_id,
+            user_id: order.user_id,
+            merchant_id: order.merchant_id,
+            amount_cents: order.amount_cents,
+            status: PaymentStatus::Pending,
+            provider: self.provider.name().to_owned(),
+            provider_ref: intent.provider_ref,
+            pay_url: intent.pay_url,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(self.store.insert(&payment).await?)
+    }
+
+    /// The payment, for its payer, its merchant or an admin; anyone else
+    /// finds nothing.
+    pub async fn get(&self, actor: &Actor, id: PaymentId) -> Result<Payment, PaymentError> {
+        let payment = self.store.get(id).await?.ok_or(PaymentError::NotFound("payment"))?;
+        let allowed = match actor {
+            Actor::Admin(_) => true,
+            Actor::Customer(user) => *user == payment.user_id,
+            Actor::Merchant(merchant) => *merchant == payment.merchant_id,
+        };
+        if !allowed {
+            return Err(PaymentError::NotFound("payment"));
+        }
+        Ok(payment)
+    }
+
+    /// A provider's callback: verified, then applied once (see
+    /// [`PaymentStore::apply`]). A repeat or an event that would move the
+    /// payment backwards answers with the payment as it is.
+    pub async fn callback(
+        &self,
+        provider: &str,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<Payment, PaymentError> {
+        if provider != self.provider.name() {
+            return Err(PaymentError::NotFound("payment provider"));
+        }
+        let event = self.provider.verify(signature, body, self.clock.now())?;
+        match self.store.apply(provider, &event, self.clock.now()).await? {
+            Applied::Moved { payment, products } => {
+                tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = payment.status.as_str(),
+                    event_id = event.event_id, "payment moved");
+                if !products.is_empty() {
+                    self.stock.products_moved(&products).await;
+                }
+                Ok(payment)
+            }
+            Applied::Repeat(payment) | Applied::Stale(payment) => Ok(payment),
+            Applied::UnknownRef => Err(PaymentError::Invalid("provider_ref names no payment".to_owned())),
+            Applied::AmountMismatch(payment) => {
+                tracing::warn!(payment_id = %payment.id, expected = payment.amount_cents, got = event.amount_cents,
+                    event_id = event.event_id, "callback amount differs from the payment's; not applied");
+                Err(PaymentError::Invalid("amount_cents differs from the payment's".to_owned()))
+            }
+        }
+    }
+}

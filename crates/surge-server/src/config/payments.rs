@@ -1,0 +1,42 @@
+//! Payment providers. Only the built-in `sandbox` exists so far.
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{Secret, ServerUrl};
+use super::{ConfigError, ensure};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    pub sandbox: SandboxSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// Signs the sandbox's callbacks (`Surge-Signature`). Unset: every
+    /// callback is refused. Every node of a deployment needs the same one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// Where a buyer pays: `<pay_url>/<provider_ref>`.
+    pub pay_url: ServerUrl,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        let pay_url = "http://127.0.0.1:8090/pay".parse().unwrap_or_else(|_| unreachable!("a valid URL"));
+        Self { secret: None, pay_url }
+    }
+}
+
+impl PaymentSettings {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let sandbox = &self.sandbox;
+        ensure(
+            sandbox.secret.as_ref().is_none_or(|secret| secret.expose().len() >= 16),
+            "payments.sandbox.secret",
+            "must be at least 16 bytes",
+        )?;
+        ensure(sandbox.pay_url.is(&["http", "https"]), "payments.sandbox.pay_url", "must be an http:// or https:// URL")
+    }
+}

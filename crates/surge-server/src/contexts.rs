@@ -1,0 +1,120 @@
+//! The business contexts wired to the backend's adapters: the catalog's
+//! cache tiers, then each context's service on its ports.
+
+use std::sync::Arc;
+
+use surge_domain::catalog::CatalogStore;
+use surge_domain::flashsale::{FlashSalePorts, FlashSales};
+use surge_domain::inventory::Inventory;
+use surge_domain::notification::Notifier;
+use surge_domain::order::{Checkouts, Orders, StockKeeper};
+use surge_domain::payment::Payments;
+use surge_domain::{Clock, IdGenerator};
+use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
+use surge_store::redis::RedisCatalog;
+use surge_store::sandbox::SandboxProvider;
+
+use crate::backend::Backend;
+use crate::config::Settings;
+use crate::limits::IntakeLimits;
+use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics};
+use crate::startup::CLOCK_SKEW_MAX;
+
+/// The product catalog as handlers read it: each node's memory, over Redis
+/// in the distributed mode, over the store.
+pub(crate) struct CatalogTiers {
+    /// The node's own tier, which other nodes' events evict from.
+    pub(crate) local: Arc<CachedCatalog<dyn CatalogStore>>,
+    /// What handlers and the sale context read through (`local`).
+    pub(crate) read: Arc<dyn CatalogStore>,
+}
+
+/// The business contexts, wired to their adapters.
+pub(crate) struct Contexts {
+    pub(crate) flash_sales: Arc<FlashSales>,
+    pub(crate) orders: Arc<Orders>,
+    pub(crate) checkouts: Arc<Checkouts>,
+    pub(crate) payments: Arc<Payments>,
+    pub(crate) inventory: Arc<Inventory>,
+    pub(crate) intake_limits: Arc<IntakeLimits>,
+}
+
+/// Each node's memory over the shared Redis (distributed mode) over the
+/// store.
+pub(crate) fn catalog_tiers(settings: &Settings, backend: &Backend, metrics: &Metrics) -> CatalogTiers {
+    let config = ProductCacheConfig::from(&settings.cache);
+    let cache_metrics = |cache: &'static str| CacheMetrics {
+        hits: metrics.counter(CACHE_REQUESTS, &[("cache", cache), ("result", "hit")]),
+        misses: metrics.counter(CACHE_REQUESTS, &[("cache", cache), ("result", "miss")]),
+        loads: metrics.counter(CACHE_LOADS, &[("cache", cache)]),
+    };
+    let shared: Arc<dyn CatalogStore> = match backend.redis.as_ref().zip(settings.shared.redis()) {
+        Some((conn, redis)) => Arc::new(RedisCatalog::new(
+            Arc::clone(&backend.catalog),
+            conn.clone(),
+            &redis.namespace,
+            &config,
+            cache_metrics("product_redis"),
+        )),
+        None => Arc::clone(&backend.catalog),
+    };
+    let local = Arc::new(CachedCatalog::new(shared, &config, cache_metrics("product")));
+    CatalogTiers { read: local.clone(), local }
+}
+
+/// The flash-sale and order contexts on the backend's adapters.
+pub(crate) fn wire_contexts(
+    settings: &Settings,
+    backend: &Backend,
+    catalog: &CatalogTiers,
+    ids: &Arc<IdGenerator>,
+    clock: &Arc<dyn Clock>,
+    notifier: &Arc<dyn Notifier>,
+) -> Contexts {
+    let sale_settings = &settings.flash_sale;
+    let ports = FlashSalePorts {
+        sales: Arc::clone(&backend.sales),
+        catalog: Arc::clone(&catalog.read),
+        ledger: Arc::clone(&backend.ledger),
+        queue: Arc::clone(&backend.queue),
+        orders: Arc::clone(&backend.orders),
+        pending: Arc::clone(&backend.pending),
+        keys: Arc::clone(&backend.keys),
+    };
+    let flash_sales = Arc::new(
+        FlashSales::new(ports, Arc::clone(ids), Arc::clone(clock))
+            .with_intake_max(settings.http.request_budget + CLOCK_SKEW_MAX),
+    );
+    let orders = Arc::new(Orders::new(
+        Arc::clone(&backend.orders),
+        Arc::clone(&backend.pending),
+        Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
+        sale_settings.payment_timeout,
+        Arc::clone(clock),
+    ));
+    let checkouts = Arc::new(Checkouts::new(
+        Arc::clone(&catalog.read),
+        Arc::clone(&backend.checkouts),
+        Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
+        Arc::clone(notifier),
+        Arc::clone(ids),
+        Arc::clone(clock),
+        sale_settings.payment_timeout,
+    ));
+    let provider = SandboxProvider::new(
+        settings.payments.sandbox.secret.as_ref().map(|secret| secret.expose()),
+        settings.payments.sandbox.pay_url.expose(),
+    );
+    let payments = Arc::new(Payments::new(
+        Arc::clone(&backend.payments),
+        Arc::clone(&backend.orders),
+        Arc::new(provider),
+        Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
+        Arc::clone(ids),
+        Arc::clone(clock),
+    ));
+    let inventory =
+        Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
+    let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
+    Contexts { flash_sales, orders, checkouts, payments, inventory, intake_limits }
+}

@@ -1,0 +1,166 @@
+//! Payment endpoints (API.md, "Payment and settlement"): open a payment of
+//! an order, read it, and the providers' signed callbacks.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use surge_domain::payment::{Payment, PaymentStatus};
+use surge_domain::{MerchantId, OrderId, PaymentId, UserId};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::PathId;
+use crate::routes::OverloadGuards;
+use crate::routes::wire::Id;
+use crate::state::AppState;
+
+const TAG: &str = "payments";
+
+/// The header a provider signs its callbacks with.
+pub const SIGNATURE_HEADER: &str = "surge-signature";
+
+/// Money moves: all core work.
+pub fn routes(guards: &OverloadGuards) -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(start_payment).map(|route| guards.core(route)))
+        .routes(routes!(get_payment).map(|route| guards.core(route)))
+        .routes(routes!(provider_callback).map(|route| guards.core(route)))
+}
+
+/// A payment of an order with a provider.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Payment)]
+struct PaymentBody {
+    #[schema(value_type = Id)]
+    id: PaymentId,
+    #[schema(value_type = Id)]
+    order_id: OrderId,
+    #[schema(value_type = Id)]
+    user_id: UserId,
+    #[schema(value_type = Id)]
+    merchant_id: MerchantId,
+    amount_cents: i64,
+    status: StatusBody,
+    provider: String,
+    provider_ref: String,
+    pay_url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = PaymentStatus)]
+enum StatusBody {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl From<Payment> for PaymentBody {
+    fn from(payment: Payment) -> Self {
+        let Payment {
+            id,
+            order_id,
+            user_id,
+            merchant_id,
+            amount_cents,
+            status,
+            provider,
+            provider_ref,
+            pay_url,
+            created_at,
+            updated_at,
+        } = payment;
+        let status = match status {
+            PaymentStatus::Pending => StatusBody::Pending,
+            PaymentStatus::Succeeded => StatusBody::Succeeded,
+            PaymentStatus::Failed => StatusBody::Failed,
+        };
+        PaymentBody {
+            id,
+            order_id,
+            user_id,
+            merchant_id,
+            amount_cents,
+            status,
+            provider,
+            provider_ref,
+            pay_url,
+            created_at,
+            updated_at,
+        }
+    }
+}
+
+/// Opens a payment of the caller's CREATED order (or returns its pending one)
+#[utoipa::path(post, path = "/v1/orders/{id}/payments", tag = TAG, security(("bearer" = [])),
+    params(("id" = inline(Id), Path)),
+    responses(
+        (status = 201, description = "the payment, pending until the provider's callback", body = PaymentBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "not a customer", body = ErrorBody),
+        (status = 404, description = "no such order, or not the caller's", body = ErrorBody),
+        (status = 422, description = "invalid_state: the order is not CREATED, or its payment window closed",
+            body = ErrorBody),
+    ),
+)]
+async fn start_payment(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    PathId(order): PathId<OrderId>,
+) -> Result<(StatusCode, Json<PaymentBody>), ApiError> {
+    let payment = state.payments.start(&actor, order).await?;
+    Ok((StatusCode::CREATED, Json(payment.into())))
+}
+
+/// A payment (its payer, the order's merchant, an admin)
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = TAG, security(("bearer" = [])),
+    params(("id" = inline(Id), Path)),
+    responses(
+        (status = 200, description = "the payment", body = PaymentBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 404, description = "no such payment, or not the caller's", body = ErrorBody),
+    ),
+)]
+async fn get_payment(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    PathId(id): PathId<PaymentId>,
+) -> Result<Json<PaymentBody>, ApiError> {
+    Ok(Json(state.payments.get(&actor, id).await?.into()))
+}
+
+/// A provider's signed event about one of its payments, applied once
+#[utoipa::path(post, path = "/v1/payments/callbacks/{provider}", tag = TAG,
+    params(
+        ("provider" = String, Path, description = "the provider's name: `sandbox`"),
+        ("Surge-Signature" = String, Header,
+            description = "`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`"),
+    ),
+    request_body(content = String, content_type = "application/json",
+        description = "`{event_id, type, provider_ref, amount_cents}`; `type`: `payment.succeeded` or `payment.failed`"),
+    responses(
+        (status = 200, description = "applied (or applied before: a repeat changes nothing)", body = PaymentBody),
+        (status = 400, description = "bad_signature: a missing, wrong or stale signature; bad_request: not an event \
+            of a known payment", body = ErrorBody),
+        (status = 404, description = "no such provider", body = ErrorBody),
+    ),
+)]
+async fn provider_callback(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PaymentBody>, ApiError> {
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|value| value.to_str().ok());
+    Ok(Json(state.payments.callback(&provider, signature, &body).await?.into()))
+}

@@ -1,0 +1,228 @@
+//! Payments: a buyer opens a payment of a `CREATED` order; the sandbox
+//! provider's signed callbacks decide it, each applied once whatever the
+//! repeats and the order of arrival; bad callbacks change nothing.
+
+use futures::StreamExt;
+use futures::stream;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use surge_server::config::Secret;
+use surge_store::sandbox::{TOLERANCE_SECS, sign};
+
+use crate::helpers::{TestApp, assert_error, spawn_app_with};
+
+const SECRET: &str = "a-sandbox-secret-for-tests";
+
+async fn app() -> TestApp {
+    spawn_app_with(|s| s.payments.sandbox.secret = Some(Secret::new(SECRET.to_owned()))).await
+}
+
+/// A product of merchant 1 with 5 units, and buyer 7's checkout of 2 of
+/// them: (product id, order id).
+async fn ordered(app: &TestApp) -> (String, String) {
+    let product = app.create_product_with_stock(1, &format!("PAY-{}", crate::helpers::uuid_like()), 5).await;
+    let product = product["id"].as_str().expect("id").to_owned();
+    let address = json!({"region": "north", "city": "Harbin", "line1": "1 Main St", "postcode": "150000",
+                         "phone": "+86 451 0000"});
+    let cart = json!({"items": [{"product_id": product, "quantity": 2}], "address": address});
+    let response = app.post_json("/v1/checkout", Some(&app.customer(7)), &cart).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.expect("json");
+    (product, created["orders"][0]["id"].as_str().expect("order id").to_owned())
+}
+
+async fn start(app: &TestApp, token: &str, order: &str) -> Response {
+    let path = format!("/v1/orders/{order}/payments");
+    app.client.post(app.url(&path)).bearer_auth(token).json(&json!({})).send().await.expect("request")
+}
+
+/// Buyer 7 opens a payment of `order`: its JSON.
+async fn started(app: &TestApp, order: &str) -> Value {
+    let response = start(app, &app.customer(7), order).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.expect("json")
+}
+
+fn event(id: &str, kind: &str, payment: &Value) -> Vec<u8> {
+    let body = json!({"event_id": id, "type": kind, "provider_ref": payment["provider_ref"],
+                      "amount_cents": payment["amount_cents"]});
+    serde_json::to_vec(&body).expect("json")
+}
+
+/// Posts `body` as the sandbox would, signed with `secret` at `t`.
+async fn callback_signed(app: &TestApp, body: &[u8], secret: &str, t: i64) -> Response {
+    app.client
+        .post(app.url("/v1/payments/callbacks/sandbox"))
+        .header("content-type", "application/json")
+        .header("surge-signature", sign(secret.as_bytes(), t, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn callback(app: &TestApp, body: &[u8]) -> Response {
+    callback_signed(app, body, SECRET, time::OffsetDateTime::now_utc().unix_timestamp()).await
+}
+
+async fn payment(app: &TestApp, id: &Value) -> Value {
+    let path = format!("/v1/payments/{}", id.as_str().expect("payment id"));
+    let response = app.client.get(app.url(&path)).bearer_auth(app.customer(7)).send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("json")
+}
+
+async fn order_status(app: &TestApp, order: &str) -> Value {
+    let (status, order) = app.order(&app.customer(7), order).await;
+    assert_eq!(status, StatusCode::OK);
+    order["status"].clone()
+}
+
+async fn units(app: &TestApp, product: &str) -> (Value, Value) {
+    let product = app.product(product).await;
+    (product["stock"].clone(), product["reserved"].clone())
+}
+
+#[tokio::test]
+async fn a_success_pays_the_order_once_however_often_it_is_delivered() {
+    let app = app().await;
+    let (product, order) = ordered(&app).await;
+    let opened = started(&app, &order).await;
+    assert_eq!(
+        (&opened["status"], &opened["provider"], &opened["amount_cents"]),
+        (&json!("pending"), &json!("sandbox"), &json!(3998))
+    );
+    assert_eq!(opened["order_id"], order.as_str());
+    let pay_url = opened["pay_url"].as_str().expect("pay_url");
+    assert!(pay_url.ends_with(opened["provider_ref"].as_str().expect("ref")), "{pay_url}");
+    assert_eq!(started(&app, &order).await["id"], opened["id"], "a second click opens nothing new");
+
+    let succeeded = event("evt_ok_1", "payment.succeeded", &opened);
+    for _ in 0..3 {
+        let response = callback(&app, &succeeded).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.json::<Value>().await.expect("json")["status"], "succeeded");
+    }
+    // Another success event for the same payment: seen, nothing moves.
+    assert_eq!(callback(&app, &event("evt_ok_2", "payment.succeeded", &opened)).await.status(), StatusCode::OK);
+    assert_eq!(payment(&app, &opened["id"]).await["status"], "succeeded");
+    assert_eq!(order_status(&app, &order).await, "PAID");
+    assert_eq!(units(&app, &product).await, (json!(3), json!(0)), "the units were sold once");
+}
+
+#[tokio::test]
+async fn a_failure_never_undoes_a_success_and_a_success_after_a_failure_counts() {
+    let app = app().await;
+    let (_, first) = ordered(&app).await;
+    let paid = started(&app, &first).await;
+    assert_eq!(callback(&app, &event("e1", "payment.succeeded", &paid)).await.status(), StatusCode::OK);
+    let late_failure = callback(&app, &event("e2", "payment.failed", &paid)).await;
+    assert_eq!(late_failure.status(), StatusCode::OK);
+    assert_eq!(late_failure.json::<Value>().await.expect("json")["status"], "succeeded");
+    assert_eq!(order_status(&app, &first).await, "PAID");
+
+    let (_, second) = ordered(&app).await;
+    let retried = started(&app, &second).await;
+    assert_eq!(callback(&app, &event("e3", "payment.failed", &retried)).await.status(), StatusCode::OK);
+    assert_eq!(payment(&app, &retried["id"]).await["status"], "failed");
+    assert_eq!(order_status(&app, &second).await, "CREATED", "a failed payment leaves the order payable");
+    assert_eq!(callback(&app, &event("e4", "payment.succeeded", &retried)).await.status(), StatusCode::OK);
+    assert_eq!(payment(&app, &retried["id"]).await["status"], "succeeded");
+    assert_eq!(order_status(&app, &second).await, "PAID");
+}
+
+#[tokio::test]
+async fn bad_callbacks_are_400_and_change_nothing() {
+    let app = app().await;
+    let (product, order) = ordered(&app).await;
+    let opened = started(&app, &order).await;
+    let body = event("evt_bad", "payment.succeeded", &opened);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+
+    assert_error(
+        callback_signed(&app, &body, "not-the-secret-at-all", now).await,
+        StatusCode::BAD_REQUEST,
+        "bad_signature",
+    )
+    .await;
+    let stale = callback_signed(&app, &body, SECRET, now - TOLERANCE_SECS - 60).await;
+    assert_error(stale, StatusCode::BAD_REQUEST, "bad_signature").await;
+    let unsigned =
+        app.client.post(app.url("/v1/payments/callbacks/sandbox")).body(body.clone()).send().await.expect("req");
+    assert_error(unsigned, StatusCode::BAD_REQUEST, "bad_signature").await;
+    let tampered = {
+        let header = sign(SECRET.as_bytes(), now, &body);
+        let other =
+            event("evt_bad", "payment.succeeded", &json!({"provider_ref": opened["provider_ref"], "amount_cents": 1}));
+        app.client.post(app.url("/v1/payments/callbacks/sandbox")).header("surge-signature", header).body(other).send()
+    };
+    assert_error(tampered.await.expect("req"), StatusCode::BAD_REQUEST, "bad_signature").await;
+
+    let unknown = event("evt_unknown", "payment.succeeded", &json!({"provider_ref": "sb_404", "amount_cents": 3998}));
+    assert_error(callback(&app, &unknown).await, StatusCode::BAD_REQUEST, "bad_request").await;
+    let wrong_amount =
+        event("evt_amount", "payment.succeeded", &json!({"provider_ref": opened["provider_ref"], "amount_cents": 1}));
+    assert_error(callback(&app, &wrong_amount).await, StatusCode::BAD_REQUEST, "bad_request").await;
+    for malformed in
+        [&b"{not json"[..], br#"{"event_id":"x","type":"payment.teleported","provider_ref":"r","amount_cents":1}"#]
+    {
+        assert_error(callback(&app, malformed).await, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    let elsewhere =
+        app.client.post(app.url("/v1/payments/callbacks/acme")).body(body.clone()).send().await.expect("req");
+    assert_error(elsewhere, StatusCode::NOT_FOUND, "not_found").await;
+
+    assert_eq!(payment(&app, &opened["id"]).await["status"], "pending");
+    assert_eq!(order_status(&app, &order).await, "CREATED");
+    assert_eq!(units(&app, &product).await, (json!(3), json!(2)));
+    // None of them was recorded: the same event, signed, still applies.
+    assert_eq!(callback(&app, &body).await.status(), StatusCode::OK);
+    assert_eq!(order_status(&app, &order).await, "PAID");
+}
+
+#[tokio::test]
+async fn only_the_buyer_opens_a_payment_of_a_created_order_and_only_they_and_the_merchant_read_it() {
+    let app = app().await;
+    let (_, order) = ordered(&app).await;
+    assert_error(start(&app, &app.customer(8), &order).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(start(&app, &app.merchant(1), &order).await, StatusCode::FORBIDDEN, "forbidden").await;
+    let opened = started(&app, &order).await;
+    let path = format!("/v1/payments/{}", opened["id"].as_str().expect("id"));
+    for (token, status) in [
+        (app.customer(7), StatusCode::OK),
+        (app.merchant(1), StatusCode::OK),
+        (app.admin(), StatusCode::OK),
+        (app.customer(8), StatusCode::NOT_FOUND),
+        (app.merchant(2), StatusCode::NOT_FOUND),
+    ] {
+        let response = app.client.get(app.url(&path)).bearer_auth(token).send().await.expect("request");
+        assert_eq!(response.status(), status);
+    }
+    assert_eq!(callback(&app, &event("paid", "payment.succeeded", &opened)).await.status(), StatusCode::OK);
+    assert_error(start(&app, &app.customer(7), &order).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_state").await;
+}
+
+#[tokio::test]
+async fn concurrent_repeats_and_rival_events_apply_once() {
+    let app = app().await;
+    let (product, order) = ordered(&app).await;
+    let opened = started(&app, &order).await;
+    // 30 deliveries of one success, 10 other successes and 10 failures, at once.
+    let bodies: Vec<Vec<u8>> = (0..50)
+        .map(|i| match i {
+            0..30 => event("evt_same", "payment.succeeded", &opened),
+            30..40 => event(&format!("evt_ok_{i}"), "payment.succeeded", &opened),
+            _ => event(&format!("evt_fail_{i}"), "payment.failed", &opened),
+        })
+        .collect();
+    let statuses: Vec<StatusCode> = stream::iter(bodies.iter())
+        .map(|body| callback(&app, body))
+        .buffer_unordered(16)
+        .map(|r| r.status())
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{statuses:?}");
+    assert_eq!(payment(&app, &opened["id"]).await["status"], "succeeded", "a success wins, whatever came first");
+    assert_eq!(order_status(&app, &order).await, "PAID");
+    assert_eq!(units(&app, &product).await, (json!(3), json!(0)), "the reservation left once");
+}

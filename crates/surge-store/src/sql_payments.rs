@@ -1,0 +1,155 @@
+//! `PaymentStore` for both relational adapters, as in `crate::sql`.
+//!
+//! A callback is applied in one transaction: the event is recorded under
+//! its id first (the inbox: a concurrent redelivery waits on that row and
+//! then finds it taken), then the payment moves by a conditional update
+//! (`succeeded` from anything but itself, `failed` only from `pending`), so
+//! no order of arrival moves it backwards, and a success pays the order if
+//! it is still `CREATED`. Rows are taken payment, order, products.
+
+/// `PaymentStore` for `$store` (a type with a `pool` field); the adapter's
+/// module imports what it uses, `order_left_created` included.
+macro_rules! payment_store {
+    ($store:ty) => {
+        #[async_trait]
+        impl PaymentStore for $store {
+            async fn insert(&self, payment: &Payment) -> Result<Payment, StoreError> {
+                let sql = format!(
+                    "INSERT INTO payments (id, order_id, user_id, merchant_id, amount_cents, status, provider, \
+                     provider_ref, pay_url, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                     ON CONFLICT DO NOTHING RETURNING {PAYMENT_COLUMNS}"
+                );
+                let row: Option<PaymentRow> = sqlx::query_as(&sql)
+                    .bind(payment.id.get())
+                    .bind(payment.order_id.get())
+                    .bind(payment.user_id.get())
+                    .bind(payment.merchant_id.get())
+                    .bind(payment.amount_cents)
+                    .bind(payment.status.as_str())
+                    .bind(&payment.provider)
+                    .bind(&payment.provider_ref)
+                    .bind(&payment.pay_url)
+                    .bind(unix_ms(payment.created_at))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                match row {
+                    Some(row) => Payment::try_from(row),
+                    // The order has a pending payment already: that one.
+                    None => self.pending_of(payment.order_id).await?.ok_or(StoreError::Duplicate("payment")),
+                }
+            }
+
+            async fn get(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+                let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
+                let row: Option<PaymentRow> =
+                    sqlx::query_as(&sql).bind(id.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
+                row.map(Payment::try_from).transpose()
+            }
+
+            async fn pending_of(&self, order: OrderId) -> Result<Option<Payment>, StoreError> {
+                let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'pending'");
+                let row: Option<PaymentRow> =
+                    sqlx::query_as(&sql).bind(order.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
+                row.map(Payment::try_from).transpose()
+            }
+
+            async fn apply(
+                &self,
+                provider: &str,
+                event: &ProviderEvent,
+                now: OffsetDateTime,
+            ) -> Result<Applied, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                // The write first: SQLite then takes its write lock at once
+                // (waiting its busy timeout) instead of failing to upgrade a
+                // read; a transaction returning early rolls it back.
+                let recorded = sqlx::query(
+                    "INSERT INTO payment_events (provider, event_id, payment_id, kind, amount_cents, received_at_ms) \
+                     SELECT $1, $2, id, $4, $5, $6 FROM payments WHERE provider = $1 AND provider_ref = $3 \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(provider)
+                .bind(&event.event_id)
+                .bind(&event.provider_ref)
+                .bind(event.kind.as_str())
+                .bind(event.amount_cents)
+                .bind(unix_ms(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+                let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = $1 AND provider_ref = $2");
+                let row: Option<PaymentRow> = sqlx::query_as(&sql)
+                    .bind(provider)
+                    .bind(&event.provider_ref)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let Some(payment) = row.map(Payment::try_from).transpose()? else {
+                    return Ok(Applied::UnknownRef);
+                };
+                if payment.amount_cents != event.amount_cents {
+                    return Ok(Applied::AmountMismatch(payment));
+                }
+                if recorded == 0 {
+                    return Ok(Applied::Repeat(payment));
+                }
+                let (to, from) = match event.kind {
+                    EventKind::PaymentSucceeded => (PaymentStatus::Succeeded, "status <> 'succeeded'"),
+                    EventKind::PaymentFailed => (PaymentStatus::Failed, "status = 'pending'"),
+                };
+                let sql = format!(
+                    "UPDATE payments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND {from} \
+                     RETURNING {PAYMENT_COLUMNS}"
+                );
+                let moved: Option<PaymentRow> = sqlx::query_as(&sql)
+                    .bind(to.as_str())
+                    .bind(unix_ms(now))
+                    .bind(payment.id.get())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let Some(moved) = moved.map(Payment::try_from).transpose()? else {
+                    // Seen, and kept as seen; the payment stays as it is.
+                    tx.commit().await.map_err(store_error)?;
+                    return Ok(Applied::Stale(payment));
+                };
+                let products = match to {
+                    PaymentStatus::Succeeded => pay_order(&mut tx, &moved, now).await.map_err(store_error)?,
+                    _ => Vec::new(),
+                };
+                tx.commit().await.map_err(store_error)?;
+                Ok(Applied::Moved { payment: moved, products })
+            }
+        }
+
+        /// A captured payment pays its order if the order still waits for it
+        /// (its units leave `reserved`); the products whose units moved. An
+        /// order cancelled meanwhile stays cancelled, with money captured:
+        /// logged, for reconciliation and a refund.
+        async fn pay_order(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            payment: &Payment,
+            now: OffsetDateTime,
+        ) -> Result<Vec<ProductId>, sqlx::Error> {
+            let sql = format!(
+                "UPDATE orders SET status = 'PAID', pay_by_ms = NULL, updated_at_ms = $1 \
+                 WHERE id = $2 AND status = 'CREATED' RETURNING {ORDER_COLUMNS}"
+            );
+            let row: Option<OrderRow> =
+                sqlx::query_as(&sql).bind(unix_ms(now)).bind(payment.order_id.get()).fetch_optional(&mut **tx).await?;
+            let Some(order) = row.map(Order::try_from).transpose().map_err(|error| sqlx::Error::Decode(Box::new(error)))?
+            else {
+                tracing::warn!(payment_id = %payment.id, order_id = %payment.order_id,
+                    "payment captured for an order that is no longer CREATED; it needs a refund");
+                return Ok(Vec::new());
+            };
+            order_left_created(tx, &order, OrderStatus::Paid).await?;
+            Ok(order.items.iter().map(|item| item.product_id).collect())
+        }
+    };
+}
+
+pub(crate) use payment_store;
