@@ -17,6 +17,7 @@ pub mod notification;
 pub mod order;
 pub mod payment;
 pub mod runtime_config;
+pub mod settlement;
 pub mod store;
 
 pub use actor::Actor;

@@ -14,6 +14,7 @@ use surge_domain::inventory::InventoryStore;
 use surge_domain::order::{CheckoutStore, OrderStore, PendingOrders};
 use surge_domain::payment::PaymentStore;
 use surge_domain::runtime_config::{ConfigStore, SwitchStore};
+use surge_domain::settlement::LedgerStore;
 use surge_guard::rate::SharedLimiter;
 use surge_store::RelationalStore;
 use surge_store::cache::{CachedSales, SaleCacheConfig};
@@ -38,6 +39,8 @@ pub struct Backend {
     pub checkouts: Arc<dyn CheckoutStore>,
     pub inventory: Arc<dyn InventoryStore>,
     pub payments: Arc<dyn PaymentStore>,
+    /// The double-entry ledger (`ledger` is the flash sales' stock ledger).
+    pub ledger_store: Arc<dyn LedgerStore>,
     pub switches: Arc<dyn SwitchStore>,
     pub config: Arc<dyn ConfigStore>,
     pub ledger: Arc<dyn StockLedger>,
@@ -61,6 +64,7 @@ struct StorePorts {
     checkouts: Arc<dyn CheckoutStore>,
     inventory: Arc<dyn InventoryStore>,
     payments: Arc<dyn PaymentStore>,
+    ledger_store: Arc<dyn LedgerStore>,
     switches: Arc<dyn SwitchStore>,
     config: Arc<dyn ConfigStore>,
 }
@@ -74,6 +78,7 @@ impl StorePorts {
             checkouts: store.clone(),
             inventory: store.clone(),
             payments: store.clone(),
+            ledger_store: store.clone(),
             switches: store.clone(),
             config: store.clone(),
         }
@@ -83,7 +88,7 @@ impl StorePorts {
 impl Backend {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let relational = open_relational(settings).await?;
-        let StorePorts { catalog, sales, orders, checkouts, inventory, payments, switches, config } =
+        let StorePorts { catalog, sales, orders, checkouts, inventory, payments, ledger_store, switches, config } =
             StorePorts::of(&relational);
         // Anyone may read a sale: lookups are served from memory, unknown
         // ids included.
@@ -98,6 +103,7 @@ impl Backend {
             checkouts,
             inventory,
             payments,
+            ledger_store,
             switches,
             config,
             ledger,

@@ -9,6 +9,7 @@ use surge_domain::inventory::Inventory;
 use surge_domain::notification::Notifier;
 use surge_domain::order::{Checkouts, Orders, StockKeeper};
 use surge_domain::payment::Payments;
+use surge_domain::settlement::Settlement;
 use surge_domain::{Clock, IdGenerator};
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::redis::RedisCatalog;
@@ -35,6 +36,7 @@ pub(crate) struct Contexts {
     pub(crate) orders: Arc<Orders>,
     pub(crate) checkouts: Arc<Checkouts>,
     pub(crate) payments: Arc<Payments>,
+    pub(crate) settlement: Arc<Settlement>,
     pub(crate) inventory: Arc<Inventory>,
     pub(crate) intake_limits: Arc<IntakeLimits>,
 }
@@ -105,16 +107,20 @@ pub(crate) fn wire_contexts(
         settings.payments.sandbox.secret.as_ref().map(|secret| secret.expose()),
         settings.payments.sandbox.pay_url.expose(),
     );
-    let payments = Arc::new(Payments::new(
-        Arc::clone(&backend.payments),
-        Arc::clone(&backend.orders),
-        Arc::new(provider),
-        Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
-        Arc::clone(ids),
-        Arc::clone(clock),
-    ));
+    let payments = Arc::new(
+        Payments::new(
+            Arc::clone(&backend.payments),
+            Arc::clone(&backend.orders),
+            Arc::new(provider),
+            Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
+            Arc::clone(ids),
+            Arc::clone(clock),
+        )
+        .with_commission_bps(settings.payments.commission_bps),
+    );
+    let settlement = Arc::new(Settlement::new(Arc::clone(&backend.ledger_store)));
     let inventory =
         Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
-    Contexts { flash_sales, orders, checkouts, payments, inventory, intake_limits }
+    Contexts { flash_sales, orders, checkouts, payments, settlement, inventory, intake_limits }
 }

@@ -262,6 +262,16 @@ impl From<surge_domain::payment::PaymentError> for ApiError {
     }
 }
 
+impl From<surge_domain::settlement::SettlementError> for ApiError {
+    fn from(error: surge_domain::settlement::SettlementError) -> Self {
+        use surge_domain::settlement::SettlementError;
+        match error {
+            SettlementError::Forbidden(why) => ApiError::forbidden(why),
+            SettlementError::Unavailable(cause) => ApiError::unavailable(&cause),
+        }
+    }
+}
+
 impl ApiError {
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self {

@@ -106,6 +106,7 @@ impl Application {
             orders: contexts.orders,
             checkouts: contexts.checkouts,
             payments: contexts.payments,
+            settlement: contexts.settlement,
             intake_limits: contexts.intake_limits,
             cluster_user_limit: backend.cluster_user_limit.clone(),
             intake_switch: switches.handle(Feature::FlashSaleIntake)?,

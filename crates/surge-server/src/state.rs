@@ -10,6 +10,7 @@ use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::flashsale::FlashSales;
 use surge_domain::order::{Checkouts, Orders};
 use surge_domain::payment::Payments;
+use surge_domain::settlement::Settlement;
 
 use surge_domain::runtime_config::SwitchStore;
 use surge_guard::switch::{SwitchHandle, Switchboard};
@@ -32,6 +33,7 @@ pub struct AppServices {
     pub orders: Arc<Orders>,
     pub checkouts: Arc<Checkouts>,
     pub payments: Arc<Payments>,
+    pub settlement: Arc<Settlement>,
     pub intake_limits: Arc<IntakeLimits>,
     /// Per-customer intake limit shared by every node (Redis), if set.
     pub cluster_user_limit: Option<Arc<dyn surge_guard::rate::SharedLimiter>>,

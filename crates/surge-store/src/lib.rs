@@ -22,6 +22,7 @@ mod rows;
 pub mod sandbox;
 mod sql;
 mod sql_inventory;
+mod sql_ledger;
 mod sql_payments;
 pub mod sqlite;
 
@@ -45,6 +46,7 @@ pub trait RelationalStore:
     + surge_domain::order::CheckoutStore
     + surge_domain::inventory::InventoryStore
     + surge_domain::payment::PaymentStore
+    + surge_domain::settlement::LedgerStore
     + surge_domain::runtime_config::SwitchStore
     + surge_domain::runtime_config::ConfigStore
 {

@@ -261,8 +261,8 @@ pub(crate) fn holding((user, bought): (i64, i64)) -> (UserId, u32) {
     (UserId::new(user), u32::try_from(bought).unwrap_or(u32::MAX))
 }
 
-pub(crate) const PAYMENT_COLUMNS: &str = "id, order_id, user_id, merchant_id, amount_cents, status, provider, \
-                                          provider_ref, pay_url, created_at_ms, updated_at_ms";
+pub(crate) const PAYMENT_COLUMNS: &str = "id, order_id, user_id, merchant_id, amount_cents, commission_cents, \
+                                          status, provider, provider_ref, pay_url, created_at_ms, updated_at_ms";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct PaymentRow {
@@ -271,6 +271,7 @@ pub(crate) struct PaymentRow {
     user_id: i64,
     merchant_id: i64,
     amount_cents: i64,
+    commission_cents: i64,
     status: String,
     provider: String,
     provider_ref: String,
@@ -291,6 +292,7 @@ impl TryFrom<PaymentRow> for Payment {
             user_id: UserId::new(row.user_id),
             merchant_id: MerchantId::new(row.merchant_id),
             amount_cents: row.amount_cents,
+            commission_cents: row.commission_cents,
             status,
             provider: row.provider,
             provider_ref: row.provider_ref,

@@ -5,7 +5,10 @@
 //! then finds it taken), then the payment moves by a conditional update
 //! (`succeeded` from anything but itself, `failed` only from `pending`), so
 //! no order of arrival moves it backwards, and a success pays the order if
-//! it is still `CREATED`. Rows are taken payment, order, products.
+//! it is still `CREATED`. The ledger follows in the same transaction
+//! (`crate::sql_ledger`): an opened payment's amount goes pending, a
+//! success posts it with its commission, a failure voids it. Rows are taken
+//! payment, ledger accounts, order, products.
 
 /// `PaymentStore` for `$store` (a type with a `pool` field); the adapter's
 /// module imports what it uses, `order_left_created` included.
@@ -13,11 +16,13 @@ macro_rules! payment_store {
     ($store:ty) => {
         #[async_trait]
         impl PaymentStore for $store {
+            /// With the payment, its amount goes pending in the ledger.
             async fn insert(&self, payment: &Payment) -> Result<Payment, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
                 let sql = format!(
-                    "INSERT INTO payments (id, order_id, user_id, merchant_id, amount_cents, status, provider, \
-                     provider_ref, pay_url, created_at_ms, updated_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                    "INSERT INTO payments (id, order_id, user_id, merchant_id, amount_cents, commission_cents, status, \
+                     provider, provider_ref, pay_url, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
                      ON CONFLICT DO NOTHING RETURNING {PAYMENT_COLUMNS}"
                 );
                 let row: Option<PaymentRow> = sqlx::query_as(&sql)
@@ -26,19 +31,24 @@ macro_rules! payment_store {
                     .bind(payment.user_id.get())
                     .bind(payment.merchant_id.get())
                     .bind(payment.amount_cents)
+                    .bind(payment.commission_cents)
                     .bind(payment.status.as_str())
                     .bind(&payment.provider)
                     .bind(&payment.provider_ref)
                     .bind(&payment.pay_url)
                     .bind(unix_ms(payment.created_at))
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(store_error)?;
-                match row {
-                    Some(row) => Payment::try_from(row),
+                let Some(row) = row else {
                     // The order has a pending payment already: that one.
-                    None => self.pending_of(payment.order_id).await?.ok_or(StoreError::Duplicate("payment")),
-                }
+                    drop(tx);
+                    return self.pending_of(payment.order_id).await?.ok_or(StoreError::Duplicate("payment"));
+                };
+                let written = Payment::try_from(row)?;
+                open_transfer(&mut tx, &written, unix_ms(payment.created_at)).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(written)
             }
 
             async fn get(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
@@ -62,24 +72,7 @@ macro_rules! payment_store {
                 now: OffsetDateTime,
             ) -> Result<Applied, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
-                // The write first: SQLite then takes its write lock at once
-                // (waiting its busy timeout) instead of failing to upgrade a
-                // read; a transaction returning early rolls it back.
-                let recorded = sqlx::query(
-                    "INSERT INTO payment_events (provider, event_id, payment_id, kind, amount_cents, received_at_ms) \
-                     SELECT $1, $2, id, $4, $5, $6 FROM payments WHERE provider = $1 AND provider_ref = $3 \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(provider)
-                .bind(&event.event_id)
-                .bind(&event.provider_ref)
-                .bind(event.kind.as_str())
-                .bind(event.amount_cents)
-                .bind(unix_ms(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?
-                .rows_affected();
+                let recorded = record_event(&mut tx, provider, event, now).await.map_err(store_error)?;
                 let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = $1 AND provider_ref = $2");
                 let row: Option<PaymentRow> = sqlx::query_as(&sql)
                     .bind(provider)
@@ -117,12 +110,45 @@ macro_rules! payment_store {
                     return Ok(Applied::Stale(payment));
                 };
                 let products = match to {
-                    PaymentStatus::Succeeded => pay_order(&mut tx, &moved, now).await.map_err(store_error)?,
-                    _ => Vec::new(),
+                    PaymentStatus::Succeeded => {
+                        post_payment(&mut tx, &moved, unix_ms(now)).await.map_err(store_error)?;
+                        pay_order(&mut tx, &moved, now).await.map_err(store_error)?
+                    }
+                    _ => {
+                        void_payment(&mut tx, &moved, unix_ms(now)).await.map_err(store_error)?;
+                        Vec::new()
+                    }
                 };
                 tx.commit().await.map_err(store_error)?;
                 Ok(Applied::Moved { payment: moved, products })
             }
+        }
+
+        /// Records the event under its id, for the payment it names; whether
+        /// it is new (0: seen before, or no such payment). The write comes
+        /// first in its transaction: SQLite then takes its write lock at once
+        /// (waiting its busy timeout) instead of failing to upgrade a read;
+        /// a transaction returning early rolls it back.
+        async fn record_event(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            provider: &str,
+            event: &ProviderEvent,
+            now: OffsetDateTime,
+        ) -> Result<u64, sqlx::Error> {
+            let recorded = sqlx::query(
+                "INSERT INTO payment_events (provider, event_id, payment_id, kind, amount_cents, received_at_ms) \
+                 SELECT $1, $2, id, $4, $5, $6 FROM payments WHERE provider = $1 AND provider_ref = $3 \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(provider)
+            .bind(&event.event_id)
+            .bind(&event.provider_ref)
+            .bind(event.kind.as_str())
+            .bind(event.amount_cents)
+            .bind(unix_ms(now))
+            .execute(&mut **tx)
+            .await?;
+            Ok(recorded.rows_affected())
         }
 
         /// A captured payment pays its order if the order still waits for it

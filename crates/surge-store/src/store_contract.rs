@@ -81,6 +81,7 @@ macro_rules! contract {
 }
 
 mod inventory;
+mod ledger;
 
 contract!(
     a_product_reads_back_as_it_was_inserted,

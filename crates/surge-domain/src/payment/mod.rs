@@ -53,6 +53,8 @@ pub struct Payment {
     pub user_id: UserId,
     pub merchant_id: MerchantId,
     pub amount_cents: i64,
+    /// The platform's share of `amount_cents`, fixed when it is opened.
+    pub commission_cents: i64,
     pub status: PaymentStatus,
     /// The provider's name (`sandbox`).
     pub provider: String,

@@ -47,6 +47,8 @@ pub struct Payments {
     stock: Arc<dyn StockKeeper>,
     ids: Arc<IdGenerator>,
     clock: Arc<dyn Clock>,
+    /// The platform's commission, in basis points of each payment.
+    commission_bps: u32,
 }
 
 impl Payments {
@@ -58,7 +60,19 @@ impl Payments {
         ids: Arc<IdGenerator>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, orders, provider, stock, ids, clock }
+        Self { store, orders, provider, stock, ids, clock, commission_bps: 0 }
+    }
+
+    /// Takes `bps` basis points (at most 10,000) of each payment as the
+    /// platform's commission, rounded down.
+    pub fn with_commission_bps(mut self, bps: u32) -> Self {
+        self.commission_bps = bps.min(10_000);
+        self
+    }
+
+    fn commission_of(&self, amount_cents: i64) -> i64 {
+        let commission = i128::from(amount_cents) * i128::from(self.commission_bps) / 10_000;
+        i64::try_from(commission).unwrap_or(amount_cents)
     }
 
     /// Opens a payment of the buyer's `CREATED` order with the provider, or
@@ -89,6 +103,7 @@ impl Payments {
             user_id: order.user_id,
             merchant_id: order.merchant_id,
             amount_cents: order.amount_cents,
+            commission_cents: self.commission_of(order.amount_cents),
             status: PaymentStatus::Pending,
             provider: self.provider.name().to_owned(),
             provider_ref: intent.provider_ref,

@@ -5,10 +5,19 @@ use serde::{Deserialize, Serialize};
 use super::values::{Secret, ServerUrl};
 use super::{ConfigError, ensure};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentSettings {
+    /// The platform's commission on each payment, in basis points
+    /// (500 = 5%), fixed when a payment is opened.
+    pub commission_bps: u32,
     pub sandbox: SandboxSettings,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self { commission_bps: 500, sandbox: SandboxSettings::default() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,6 +40,7 @@ impl Default for SandboxSettings {
 
 impl PaymentSettings {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.commission_bps <= 10_000, "payments.commission_bps", "must be at most 10000 (100%)")?;
         let sandbox = &self.sandbox;
         ensure(
             sandbox.secret.as_ref().is_none_or(|secret| secret.expose().len() >= 16),

@@ -7,6 +7,7 @@ mod flashsale;
 mod ops;
 mod orders;
 mod payments;
+mod settlement;
 pub mod wire;
 
 use std::time::Duration;
@@ -193,6 +194,7 @@ fn surface(guards: &OverloadGuards) -> Surface {
         .merge(orders::routes(guards))
         .merge(checkout::routes(guards))
         .merge(payments::routes(guards))
+        .merge(settlement::routes(guards))
         .merge(admin::routes())
         .split_for_parts();
     let (ops, ops_document) = ops::routes().split_for_parts();

@@ -46,6 +46,8 @@ struct PaymentBody {
     #[schema(value_type = Id)]
     merchant_id: MerchantId,
     amount_cents: i64,
+    /// The platform's share of `amount_cents`.
+    commission_cents: i64,
     status: StatusBody,
     provider: String,
     provider_ref: String,
@@ -73,6 +75,7 @@ impl From<Payment> for PaymentBody {
             user_id,
             merchant_id,
             amount_cents,
+            commission_cents,
             status,
             provider,
             provider_ref,
@@ -91,6 +94,7 @@ impl From<Payment> for PaymentBody {
             user_id,
             merchant_id,
             amount_cents,
+            commission_cents,
             status,
             provider,
             provider_ref,

@@ -225,4 +225,65 @@ async fn concurrent_repeats_and_rival_events_apply_once() {
     assert_eq!(payment(&app, &opened["id"]).await["status"], "succeeded", "a success wins, whatever came first");
     assert_eq!(order_status(&app, &order).await, "PAID");
     assert_eq!(units(&app, &product).await, (json!(3), json!(0)), "the reservation left once");
+    let ledger = trial_balance(&app).await;
+    assert_eq!(ledger["balanced"], true, "{ledger}");
+    assert_eq!(account(&ledger, "provider_clearing"), (3998, 0), "captured once");
+}
+
+async fn trial_balance(app: &TestApp) -> Value {
+    let response = app.client.get(app.url("/v1/admin/ledger/trial-balance")).bearer_auth(app.admin()).send().await;
+    let response = response.expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("json")
+}
+
+/// (debit, credit) of one account of the trial balance.
+fn account(balance: &Value, name: &str) -> (i64, i64) {
+    let accounts = balance["accounts"].as_array().expect("accounts");
+    let account =
+        accounts.iter().find(|account| account["name"] == name).unwrap_or_else(|| panic!("no {name}: {balance}"));
+    (account["debit_cents"].as_i64().expect("debit"), account["credit_cents"].as_i64().expect("credit"))
+}
+
+async fn balance(app: &TestApp, token: &str, merchant: u64) -> Response {
+    let path = format!("/v1/merchants/{merchant}/balance");
+    app.client.get(app.url(&path)).bearer_auth(token).send().await.expect("request")
+}
+
+#[tokio::test]
+async fn the_ledger_stays_balanced_and_a_merchant_is_owed_what_was_captured_less_commission() {
+    let app = app().await;
+    let mut payments = Vec::new();
+    for _ in 0..3 {
+        let (_, order) = ordered(&app).await;
+        payments.push(started(&app, &order).await);
+    }
+    let commission = payments[0]["commission_cents"].as_i64().expect("commission");
+    assert_eq!(commission, 3998 * 500 / 10_000, "5% by default, rounded down");
+    let opened: Value = balance(&app, &app.merchant(1), 1).await.json().await.expect("json");
+    assert_eq!(opened, json!({"pending_cents": 3 * 3998, "available_cents": 0, "paid_out_cents": 0}));
+
+    for (id, kind, payment) in [
+        ("l1", "payment.succeeded", &payments[0]),
+        ("l1", "payment.succeeded", &payments[0]),
+        ("l2", "payment.failed", &payments[1]),
+        ("l3", "payment.failed", &payments[2]),
+        ("l4", "payment.succeeded", &payments[2]),
+    ] {
+        assert_eq!(callback(&app, &event(id, kind, payment)).await.status(), StatusCode::OK);
+    }
+    let ledger = trial_balance(&app).await;
+    assert_eq!(ledger["balanced"], true, "{ledger}");
+    assert_eq!(ledger["debits_cents"], ledger["credits_cents"]);
+    assert_eq!(account(&ledger, "provider_clearing"), (2 * 3998, 0), "two captures");
+    assert_eq!(account(&ledger, "merchant_payable:1"), (2 * commission, 2 * 3998));
+    assert_eq!(account(&ledger, "platform_commission"), (0, 2 * commission));
+    let settled: Value = balance(&app, &app.admin(), 1).await.json().await.expect("json");
+    let available = 2 * (3998 - commission);
+    assert_eq!(settled, json!({"pending_cents": 0, "available_cents": available, "paid_out_cents": 0}));
+
+    assert_error(balance(&app, &app.merchant(2), 1).await, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_error(balance(&app, &app.customer(7), 1).await, StatusCode::FORBIDDEN, "forbidden").await;
+    let as_merchant = app.client.get(app.url("/v1/admin/ledger/trial-balance")).bearer_auth(app.merchant(1)).send();
+    assert_error(as_merchant.await.expect("request"), StatusCode::FORBIDDEN, "forbidden").await;
 }

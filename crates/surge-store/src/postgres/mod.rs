@@ -21,6 +21,7 @@ mod catalog;
 mod counters;
 mod flashsale;
 mod inventory;
+mod ledger;
 mod orders;
 mod payments;
 mod runtime_config;

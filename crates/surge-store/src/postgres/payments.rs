@@ -7,6 +7,7 @@ use surge_domain::{OrderId, PaymentId, ProductId, StoreError};
 use time::OffsetDateTime;
 
 use super::inventory::order_left_created;
+use super::ledger::{open_transfer, post_payment, void_payment};
 use super::{PgStore, store_error};
 use crate::rows::{ORDER_COLUMNS, OrderRow, PAYMENT_COLUMNS, PaymentRow, unix_ms};
 

@@ -24,7 +24,7 @@ contract!(
 );
 
 /// Product `id` of `merchant` (sku `S<id>`, price 100) with `stock` units.
-async fn product<S: Store>(store: &S, id: i64, merchant: i64, stock: i64) {
+pub(super) async fn product<S: Store>(store: &S, id: i64, merchant: i64, stock: i64) {
     CatalogStore::insert(store, ProductId::new(id), &new_product(merchant, &format!("S{id}")), None, now_ms())
         .await
         .expect("product");
@@ -52,15 +52,15 @@ fn sale(id: i64, stock: i64, ended: bool) -> FlashSale {
     }
 }
 
-fn address() -> Address {
+pub(super) fn address() -> Address {
     Address::parse("north", "Harbin", "1 Main St", "150000", "+86 1234").expect("address")
 }
 
-fn line(product: i64, quantity: u32) -> CheckoutLine {
+pub(super) fn line(product: i64, quantity: u32) -> CheckoutLine {
     CheckoutLine { product_id: ProductId::new(product), quantity: Quantity::from_trusted(quantity) }
 }
 
-fn order(id: i64, merchant: i64, lines: Vec<CheckoutLine>) -> NewCheckoutOrder {
+pub(super) fn order(id: i64, merchant: i64, lines: Vec<CheckoutLine>) -> NewCheckoutOrder {
     NewCheckoutOrder { id: OrderId::new(id), merchant_id: MerchantId::new(merchant), lines }
 }
 

@@ -1,0 +1,107 @@
+//! Settlement endpoints (API.md, "Payment and settlement"): the ledger's
+//! trial balance and merchants' balances.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use surge_domain::MerchantId;
+use surge_domain::settlement::{AccountTotals, MerchantBalance, TrialBalance};
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::PathId;
+use crate::routes::OverloadGuards;
+use crate::routes::wire::Id;
+use crate::state::AppState;
+
+const TAG: &str = "settlement";
+
+/// Reads for people, not for the checkout: non-core.
+pub fn routes(guards: &OverloadGuards) -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(trial_balance).map(|route| guards.non_core(route)))
+        .routes(routes!(merchant_balance).map(|route| guards.non_core(route)))
+}
+
+/// One account's posted totals.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LedgerAccount)]
+struct AccountBody {
+    name: String,
+    debit_cents: i64,
+    credit_cents: i64,
+}
+
+/// Every account's posted totals; `balanced` is whether debits equal credits.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = TrialBalance)]
+struct TrialBalanceBody {
+    accounts: Vec<AccountBody>,
+    debits_cents: i64,
+    credits_cents: i64,
+    balanced: bool,
+}
+
+impl From<TrialBalance> for TrialBalanceBody {
+    fn from(balance: TrialBalance) -> Self {
+        let TrialBalance { accounts, debits_cents, credits_cents, balanced } = balance;
+        let accounts = accounts
+            .into_iter()
+            .map(|AccountTotals { name, debit_cents, credit_cents }| AccountBody { name, debit_cents, credit_cents })
+            .collect();
+        Self { accounts, debits_cents, credits_cents, balanced }
+    }
+}
+
+/// What the platform holds for a merchant.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = MerchantBalance)]
+struct BalanceBody {
+    /// Payments opened, not yet captured.
+    pending_cents: i64,
+    /// Captured, less commission, not yet paid out.
+    available_cents: i64,
+    paid_out_cents: i64,
+}
+
+impl From<MerchantBalance> for BalanceBody {
+    fn from(balance: MerchantBalance) -> Self {
+        let MerchantBalance { pending_cents, available_cents, paid_out_cents } = balance;
+        Self { pending_cents, available_cents, paid_out_cents }
+    }
+}
+
+/// The ledger's trial balance (admin)
+#[utoipa::path(get, path = "/v1/admin/ledger/trial-balance", tag = TAG, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "posted totals per account", body = TrialBalanceBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "admin only", body = ErrorBody),
+    ),
+)]
+async fn trial_balance(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+) -> Result<Json<TrialBalanceBody>, ApiError> {
+    Ok(Json(state.settlement.trial_balance(&actor).await?.into()))
+}
+
+/// A merchant's balance (that merchant, admin)
+#[utoipa::path(get, path = "/v1/merchants/{id}/balance", tag = TAG, security(("bearer" = [])),
+    params(("id" = inline(Id), Path)),
+    responses(
+        (status = 200, description = "the balance", body = BalanceBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "another merchant's, or a customer", body = ErrorBody),
+    ),
+)]
+async fn merchant_balance(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    PathId(merchant): PathId<MerchantId>,
+) -> Result<Json<BalanceBody>, ApiError> {
+    Ok(Json(state.settlement.merchant_balance(&actor, merchant).await?.into()))
+}

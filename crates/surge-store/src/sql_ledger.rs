@@ -1,0 +1,198 @@
+//! The double-entry ledger's statements, shared by both relational adapters
+//! (see `surge_domain::settlement` for the accounts and what posts to
+//! them). Every posting runs inside the payment's own transaction, after
+//! the payment's row is updated (on PostgreSQL that row's lock orders all
+//! postings of one payment), and moves the accounts it touches in
+//! ascending name order, so two transactions never wait on each other's
+//! accounts in opposite orders.
+
+/// `LedgerStore` for `$store`, and the postings for `$conn` (the driver's
+/// connection type); the adapter's module imports what they use.
+macro_rules! ledger_store {
+    ($store:ty, $conn:ty) => {
+        #[async_trait]
+        impl LedgerStore for $store {
+            async fn accounts(&self) -> Result<Vec<AccountTotals>, StoreError> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT name, debits_posted, credits_posted FROM ledger_accounts ORDER BY name",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, debit_cents, credit_cents)| AccountTotals { name, debit_cents, credit_cents })
+                    .collect())
+            }
+
+            async fn merchant_balance(&self, merchant: MerchantId) -> Result<MerchantBalance, StoreError> {
+                let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT debits_pending, credits_pending, debits_posted, credits_posted \
+                     FROM ledger_accounts WHERE name = $1",
+                )
+                .bind(merchant_payable(merchant))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+                let Some((debits_pending, credits_pending, debits_posted, credits_posted)) = row else {
+                    return Ok(MerchantBalance::default());
+                };
+                Ok(MerchantBalance {
+                    pending_cents: credits_pending - debits_pending,
+                    available_cents: credits_posted - debits_posted,
+                    paid_out_cents: 0,
+                })
+            }
+        }
+
+        /// How one posting moves one account.
+        #[derive(Default, Clone, Copy)]
+        struct Deltas {
+            debits_pending: i64,
+            credits_pending: i64,
+            debits_posted: i64,
+            credits_posted: i64,
+        }
+
+        /// Moves the accounts, in ascending name order, each by its deltas
+        /// (created empty at its first posting: a row proposed with a
+        /// negative delta would fail the CHECK before any conflict is seen).
+        async fn move_accounts(conn: &mut $conn, mut moves: Vec<(String, Deltas)>) -> Result<(), sqlx::Error> {
+            moves.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, d) in moves {
+                sqlx::query("INSERT INTO ledger_accounts (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+                    .bind(&name)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "UPDATE ledger_accounts SET debits_pending = debits_pending + $2, \
+                     credits_pending = credits_pending + $3, debits_posted = debits_posted + $4, \
+                     credits_posted = credits_posted + $5 WHERE name = $1",
+                )
+                .bind(name)
+                .bind(d.debits_pending)
+                .bind(d.credits_pending)
+                .bind(d.debits_posted)
+                .bind(d.credits_posted)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        async fn insert_transfer(
+            conn: &mut $conn,
+            payment: &Payment,
+            code: &str,
+            (debit, credit): (&str, &str),
+            amount: i64,
+            status: &str,
+            now_ms: i64,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "INSERT INTO ledger_transfers (payment_id, code, debit_account, credit_account, amount_cents, status, \
+                 created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(payment.id.get())
+            .bind(code)
+            .bind(debit)
+            .bind(credit)
+            .bind(amount)
+            .bind(status)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+        }
+
+        /// A payment was opened: its amount is pending from the provider's
+        /// clearing account to the merchant's payable one.
+        pub(super) async fn open_transfer(conn: &mut $conn, payment: &Payment, now_ms: i64) -> Result<(), sqlx::Error> {
+            let amount = payment.amount_cents;
+            if amount == 0 {
+                return Ok(());
+            }
+            let payable = merchant_payable(payment.merchant_id);
+            move_accounts(
+                conn,
+                vec![
+                    (PROVIDER_CLEARING.to_owned(), Deltas { debits_pending: amount, ..Deltas::default() }),
+                    (payable.clone(), Deltas { credits_pending: amount, ..Deltas::default() }),
+                ],
+            )
+            .await?;
+            insert_transfer(conn, payment, "capture", (PROVIDER_CLEARING, &payable), amount, "pending", now_ms).await
+        }
+
+        /// The capture transfer's status, if the payment has one.
+        async fn capture_status(conn: &mut $conn, payment: &Payment) -> Result<Option<String>, sqlx::Error> {
+            sqlx::query_scalar("SELECT status FROM ledger_transfers WHERE payment_id = $1 AND code = 'capture'")
+                .bind(payment.id.get())
+                .fetch_optional(&mut *conn)
+                .await
+        }
+
+        async fn set_capture_status(conn: &mut $conn, payment: &Payment, status: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+            sqlx::query("UPDATE ledger_transfers SET status = $1, updated_at_ms = $2 WHERE payment_id = $3 AND code = 'capture'")
+                .bind(status)
+                .bind(now_ms)
+                .bind(payment.id.get())
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+        }
+
+        /// The payment was captured: its transfer posts (from pending, or
+        /// from voided when a failure came first), and the commission goes
+        /// from the merchant's payable account to the platform's.
+        pub(super) async fn post_payment(conn: &mut $conn, payment: &Payment, now_ms: i64) -> Result<(), sqlx::Error> {
+            let amount = payment.amount_cents;
+            if amount == 0 {
+                return Ok(());
+            }
+            let payable = merchant_payable(payment.merchant_id);
+            let was_pending = capture_status(conn, payment).await?.as_deref() == Some("pending");
+            let released = if was_pending { amount } else { 0 };
+            let commission = payment.commission_cents;
+            let moves = vec![
+                (
+                    PROVIDER_CLEARING.to_owned(),
+                    Deltas { debits_pending: -released, debits_posted: amount, ..Deltas::default() },
+                ),
+                (
+                    payable.clone(),
+                    Deltas {
+                        credits_pending: -released,
+                        credits_posted: amount,
+                        debits_posted: commission,
+                        ..Deltas::default()
+                    },
+                ),
+                (PLATFORM_COMMISSION.to_owned(), Deltas { credits_posted: commission, ..Deltas::default() }),
+            ];
+            move_accounts(conn, moves).await?;
+            set_capture_status(conn, payment, "posted", now_ms).await?;
+            if commission > 0 {
+                insert_transfer(conn, payment, "commission", (&payable, PLATFORM_COMMISSION), commission, "posted", now_ms)
+                    .await?;
+            }
+            Ok(())
+        }
+
+        /// The payment failed: its pending transfer is voided.
+        pub(super) async fn void_payment(conn: &mut $conn, payment: &Payment, now_ms: i64) -> Result<(), sqlx::Error> {
+            if capture_status(conn, payment).await?.as_deref() != Some("pending") {
+                return Ok(());
+            }
+            let amount = payment.amount_cents;
+            let moves = vec![
+                (PROVIDER_CLEARING.to_owned(), Deltas { debits_pending: -amount, ..Deltas::default() }),
+                (merchant_payable(payment.merchant_id), Deltas { credits_pending: -amount, ..Deltas::default() }),
+            ];
+            move_accounts(conn, moves).await?;
+            set_capture_status(conn, payment, "voided", now_ms).await
+        }
+    };
+}
+
+pub(crate) use ledger_store;

@@ -1,0 +1,13 @@
+//! `LedgerStore` on SQLite, and the postings the payment store makes (the
+//! statements are in `crate::sql_ledger`).
+
+use async_trait::async_trait;
+use surge_domain::payment::Payment;
+use surge_domain::settlement::{
+    AccountTotals, LedgerStore, MerchantBalance, PLATFORM_COMMISSION, PROVIDER_CLEARING, merchant_payable,
+};
+use surge_domain::{MerchantId, StoreError};
+
+use super::{SqliteStore, store_error};
+
+crate::sql_ledger::ledger_store!(SqliteStore, sqlx::SqliteConnection);

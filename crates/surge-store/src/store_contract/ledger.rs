@@ -1,0 +1,139 @@
+//! The ledger's part of the store contract: whatever sequence of payments
+//! opened, succeeded, failed and redelivered, the trial balance balances
+//! and every account holds what the payments' outcomes say (a property
+//! test, on SQLite; the API tests run the same paths on PostgreSQL).
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use surge_domain::order::{CheckoutStore, Placed};
+use surge_domain::payment::{EventKind, Payment, PaymentStatus, PaymentStore, ProviderEvent};
+use surge_domain::settlement::{LedgerStore, PLATFORM_COMMISSION, PROVIDER_CLEARING, TrialBalance, merchant_payable};
+use surge_domain::{MerchantId, OrderId, PaymentId, UserId};
+
+use super::inventory::{address, line, order, product};
+use super::{Backend, SqliteBackend, at_ms, now_ms};
+
+/// One step: open the payment of order `i`, or deliver event `event` of
+/// kind `succeeded` about it (event ids repeat: redeliveries).
+#[derive(Debug, Clone)]
+enum Step {
+    Open(usize),
+    Event { order: usize, event: u8, succeeded: bool },
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let step = prop_oneof![
+        (0..4_usize).prop_map(Step::Open),
+        (0..4_usize, 0..6_u8, any::<bool>()).prop_map(|(order, event, succeeded)| Step::Event {
+            order,
+            event,
+            succeeded
+        }),
+    ];
+    prop::collection::vec(step, 0..24)
+}
+
+fn payment(i: usize, order: &surge_domain::order::Order) -> Payment {
+    let id = PaymentId::new(1_000 + i as i64);
+    Payment {
+        id,
+        order_id: order.id,
+        user_id: order.user_id,
+        merchant_id: order.merchant_id,
+        amount_cents: order.amount_cents,
+        commission_cents: order.amount_cents * (i as i64 + 1) / 100,
+        status: PaymentStatus::Pending,
+        provider: "sandbox".into(),
+        provider_ref: format!("sb_{id}"),
+        pay_url: "http://sandbox.invalid".into(),
+        created_at: at_ms(1_000),
+        updated_at: at_ms(1_000),
+    }
+}
+
+async fn run(steps: Vec<Step>) {
+    let backend = SqliteBackend::new();
+    let store = backend.open().await;
+    let mut orders = Vec::new();
+    for i in 0..4_i64 {
+        product(&store, i + 1, (i % 2) + 1, 10).await;
+        let cart = [order(100 + i, (i % 2) + 1, vec![line(i + 1, (i + 1) as u32)])];
+        let to = address();
+        let placed = CheckoutStore::place(&store, i, UserId::new(7), &cart, &to, None, at_ms(9_000), at_ms(1_000));
+        let Placed::Created(mut written) = placed.await.expect("place") else { panic!("not placed") };
+        orders.push(written.remove(0));
+    }
+    // The model: each opened payment's status, by the rules of the domain.
+    let mut model: HashMap<usize, (Payment, PaymentStatus)> = HashMap::new();
+    for step in steps {
+        match step {
+            Step::Open(i) => {
+                if let std::collections::hash_map::Entry::Vacant(slot) = model.entry(i) {
+                    let opened = PaymentStore::insert(&store, &payment(i, &orders[i])).await.expect("insert");
+                    slot.insert((opened, PaymentStatus::Pending));
+                }
+            }
+            Step::Event { order: i, event, succeeded } => {
+                let Some((opened, status)) = model.get_mut(&i) else { continue };
+                let kind = if succeeded { EventKind::PaymentSucceeded } else { EventKind::PaymentFailed };
+                // An event id names one event: a redelivery repeats its kind.
+                let event_id = format!("{i}-{event}-{succeeded}");
+                let event = ProviderEvent {
+                    event_id,
+                    kind,
+                    provider_ref: opened.provider_ref.clone(),
+                    amount_cents: opened.amount_cents,
+                };
+                store.apply("sandbox", &event, now_ms()).await.expect("apply");
+                *status = match (*status, succeeded) {
+                    (_, true) => PaymentStatus::Succeeded,
+                    (PaymentStatus::Pending, false) => PaymentStatus::Failed,
+                    (kept, false) => kept,
+                };
+            }
+        }
+    }
+    let balance = TrialBalance::of(store.accounts().await.expect("accounts"));
+    assert!(balance.balanced, "{balance:?}");
+    let totals: HashMap<String, (i64, i64)> =
+        balance.accounts.iter().map(|a| (a.name.clone(), (a.debit_cents, a.credit_cents))).collect();
+    let captured = |merchant: Option<i64>| -> (i64, i64) {
+        model
+            .values()
+            .filter(|(p, s)| *s == PaymentStatus::Succeeded && merchant.is_none_or(|m| p.merchant_id.get() == m))
+            .fold((0, 0), |(amount, commission), (p, _)| (amount + p.amount_cents, commission + p.commission_cents))
+    };
+    let (amount, commission) = captured(None);
+    assert_eq!(totals.get(PROVIDER_CLEARING).copied().unwrap_or_default(), (amount, 0));
+    assert_eq!(totals.get(PLATFORM_COMMISSION).copied().unwrap_or_default(), (0, commission));
+    for merchant in [1, 2] {
+        let (amount, commission) = captured(Some(merchant));
+        let payable = merchant_payable(MerchantId::new(merchant));
+        assert_eq!(totals.get(&payable).copied().unwrap_or_default(), (commission, amount), "{payable}");
+        let pending: i64 = model
+            .values()
+            .filter(|(p, s)| *s == PaymentStatus::Pending && p.merchant_id.get() == merchant)
+            .map(|(p, _)| p.amount_cents)
+            .sum();
+        let owed = store.merchant_balance(MerchantId::new(merchant)).await.expect("balance");
+        assert_eq!((owed.pending_cents, owed.available_cents), (pending, amount - commission), "{payable}");
+    }
+    for (opened, status) in model.values() {
+        let stored = PaymentStore::get(&store, opened.id).await.expect("get").expect("exists");
+        assert_eq!(stored.status, *status, "{:?}", opened.id);
+        let order = surge_domain::order::OrderStore::get(&store, opened.order_id).await.expect("get").expect("order");
+        let paid = order.status == surge_domain::order::OrderStatus::Paid;
+        assert_eq!(paid, *status == PaymentStatus::Succeeded, "order {} follows its payment", OrderId::get(order.id));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_sequence_of_payment_events_keeps_the_ledger_balanced_and_true(steps in steps()) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(run(steps));
+    }
+}
