@@ -110,7 +110,7 @@ pub(crate) fn wire_contexts(
     let payments = Arc::new(
         Payments::new(
             Arc::clone(&backend.payments),
-            Arc::clone(&backend.orders),
+            Arc::clone(&orders),
             Arc::new(provider),
             Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
             Arc::clone(ids),

@@ -245,7 +245,7 @@ async fn list_orders(
     }))
 }
 
-/// Pay (buyer)
+/// Pay at once (buyer): the sandbox shortcut, a payment opened and captured at once
 ///
 /// The body is ignored (`{}` or nothing).
 #[utoipa::path(post, path = "/v1/orders/{id}/pay", tag = TAG, security(("bearer" = [])), params(("id" = inline(Id), Path)),
@@ -262,7 +262,7 @@ async fn pay_order(
     Caller(actor): Caller,
     PathId(id): PathId<OrderId>,
 ) -> Result<Json<OrderBody>, ApiError> {
-    Ok(Json(state.orders.pay(&actor, id).await?.into()))
+    Ok(Json(state.payments.pay_at_once(&actor, id).await?.into()))
 }
 
 /// Cancel (buyer, admin); stock returned

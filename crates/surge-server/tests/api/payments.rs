@@ -287,3 +287,21 @@ async fn the_ledger_stays_balanced_and_a_merchant_is_owed_what_was_captured_less
     let as_merchant = app.client.get(app.url("/v1/admin/ledger/trial-balance")).bearer_auth(app.merchant(1)).send();
     assert_error(as_merchant.await.expect("request"), StatusCode::FORBIDDEN, "forbidden").await;
 }
+
+#[tokio::test]
+async fn the_pay_shortcut_is_a_payment_captured_at_once_and_posted_to_the_ledger() {
+    let app = app().await;
+    let (product, order) = ordered(&app).await;
+    let path = format!("/v1/orders/{order}/pay");
+    let paid = app.client.post(app.url(&path)).bearer_auth(app.customer(7)).json(&json!({})).send().await;
+    let paid = paid.expect("request");
+    assert_eq!(paid.status(), StatusCode::OK);
+    assert_eq!(paid.json::<Value>().await.expect("json")["status"], "PAID");
+    assert_eq!(units(&app, &product).await, (json!(3), json!(0)));
+    let ledger = trial_balance(&app).await;
+    assert_eq!(ledger["balanced"], true, "{ledger}");
+    assert_eq!(account(&ledger, "provider_clearing"), (3998, 0));
+    let again = app.client.post(app.url(&path)).bearer_auth(app.customer(7)).json(&json!({})).send().await;
+    assert_error(again.expect("request"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_state").await;
+    assert_eq!(account(&trial_balance(&app).await, "provider_clearing"), (3998, 0), "posted once");
+}
