@@ -137,6 +137,10 @@ id_type!(
     PaymentId
 );
 id_type!(
+    /// A refund of (part of) a payment.
+    RefundId
+);
+id_type!(
     /// A merchant, which is also a tenant.
     MerchantId
 );

@@ -22,6 +22,6 @@ pub mod store;
 
 pub use actor::Actor;
 pub use clock::{Clock, SystemClock};
-pub use ids::{IdGenerator, MerchantId, OrderId, PaymentId, ProductId, SaleId, UserId};
+pub use ids::{IdGenerator, MerchantId, OrderId, PaymentId, ProductId, RefundId, SaleId, UserId};
 pub use money::Cents;
 pub use store::StoreError;

@@ -53,6 +53,7 @@ error_codes! {
     LimitExceeded => CONFLICT, "limit_exceeded";
     InsufficientStock => CONFLICT, "insufficient_stock";
     BadSignature => BAD_REQUEST, "bad_signature";
+    RefundExceedsPayment => CONFLICT, "refund_exceeds_payment";
     NotActive => UNPROCESSABLE_ENTITY, "not_active";
     InvalidState => UNPROCESSABLE_ENTITY, "invalid_state";
     RateLimited => TOO_MANY_REQUESTS, "rate_limited";
@@ -256,6 +257,9 @@ impl From<surge_domain::payment::PaymentError> for ApiError {
                 ApiError::new(ErrorCode::InvalidState, error.to_string())
             }
             PaymentError::BadSignature(why) => ApiError::new(ErrorCode::BadSignature, why),
+            error @ PaymentError::RefundExceedsPayment { .. } => {
+                ApiError::new(ErrorCode::RefundExceedsPayment, error.to_string())
+            }
             PaymentError::Invalid(why) => ApiError::bad_request(why),
             PaymentError::Unavailable(cause) => ApiError::unavailable(&cause),
         }

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use surge_domain::catalog::{Product, ProductName, Sku, Stock};
 use surge_domain::flashsale::FlashSale;
 use surge_domain::order::{Address, Order, OrderItem, OrderKind, OrderStatus};
-use surge_domain::payment::{Payment, PaymentStatus};
-use surge_domain::{Cents, MerchantId, OrderId, PaymentId, ProductId, SaleId, StoreError, UserId};
+use surge_domain::payment::{Payment, PaymentStatus, Refund};
+use surge_domain::{Cents, MerchantId, OrderId, PaymentId, ProductId, RefundId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
 pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
@@ -262,7 +262,8 @@ pub(crate) fn holding((user, bought): (i64, i64)) -> (UserId, u32) {
 }
 
 pub(crate) const PAYMENT_COLUMNS: &str = "id, order_id, user_id, merchant_id, amount_cents, commission_cents, \
-                                          status, provider, provider_ref, pay_url, created_at_ms, updated_at_ms";
+                                          refunded_cents, status, provider, provider_ref, pay_url, created_at_ms, \
+                                          updated_at_ms";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct PaymentRow {
@@ -272,6 +273,7 @@ pub(crate) struct PaymentRow {
     merchant_id: i64,
     amount_cents: i64,
     commission_cents: i64,
+    refunded_cents: i64,
     status: String,
     provider: String,
     provider_ref: String,
@@ -293,10 +295,51 @@ impl TryFrom<PaymentRow> for Payment {
             merchant_id: MerchantId::new(row.merchant_id),
             amount_cents: row.amount_cents,
             commission_cents: row.commission_cents,
+            refunded_cents: row.refunded_cents,
             status,
             provider: row.provider,
             provider_ref: row.provider_ref,
             pay_url: row.pay_url,
+            created_at: from_unix_ms(row.created_at_ms),
+            updated_at: from_unix_ms(row.updated_at_ms),
+        })
+    }
+}
+
+pub(crate) const REFUND_COLUMNS: &str = "id, payment_id, order_id, merchant_id, amount_cents, reason, status, provider, \
+                                         provider_ref, created_at_ms, updated_at_ms";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RefundRow {
+    id: i64,
+    payment_id: i64,
+    order_id: i64,
+    merchant_id: i64,
+    amount_cents: i64,
+    reason: String,
+    status: String,
+    provider: String,
+    provider_ref: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl TryFrom<RefundRow> for Refund {
+    type Error = StoreError;
+
+    fn try_from(row: RefundRow) -> Result<Self, StoreError> {
+        let status = PaymentStatus::parse(&row.status)
+            .ok_or_else(|| StoreError::Unavailable(format!("refund {} has unknown status {}", row.id, row.status)))?;
+        Ok(Refund {
+            id: RefundId::new(row.id),
+            payment_id: PaymentId::new(row.payment_id),
+            order_id: OrderId::new(row.order_id),
+            merchant_id: MerchantId::new(row.merchant_id),
+            amount_cents: row.amount_cents,
+            reason: row.reason,
+            status,
+            provider: row.provider,
+            provider_ref: row.provider_ref,
             created_at: from_unix_ms(row.created_at_ms),
             updated_at: from_unix_ms(row.updated_at_ms),
         })

@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use surge_domain::payment::{CallbackError, EventKind, Intent, PaymentProvider, ProviderEvent};
-use surge_domain::{PaymentId, StoreError};
+use surge_domain::{PaymentId, RefundId, StoreError};
 use time::OffsetDateTime;
 
 /// How far a callback's timestamp may be from now, in seconds.
@@ -69,6 +69,10 @@ impl PaymentProvider for SandboxProvider {
         Ok(Intent { pay_url: format!("{}/{provider_ref}", self.pay_url_base), provider_ref })
     }
 
+    async fn refund(&self, refund: RefundId, _payment_ref: &str, _amount_cents: i64) -> Result<String, StoreError> {
+        Ok(format!("sbr_{refund}"))
+    }
+
     fn verify(
         &self,
         signature: Option<&str>,
@@ -116,9 +120,8 @@ fn read_event(body: &[u8]) -> Result<ProviderEvent, CallbackError> {
     let kind = match event.kind.as_str() {
         "payment.succeeded" => EventKind::PaymentSucceeded,
         "payment.failed" => EventKind::PaymentFailed,
-        "refund.succeeded" | "refund.failed" => {
-            return Err(CallbackError::Malformed("refund events are not handled yet".into()));
-        }
+        "refund.succeeded" => EventKind::RefundSucceeded,
+        "refund.failed" => EventKind::RefundFailed,
         other => return Err(CallbackError::Malformed(format!("unknown event type {other:?}"))),
     };
     Ok(ProviderEvent {

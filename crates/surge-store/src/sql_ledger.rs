@@ -13,12 +13,11 @@ macro_rules! ledger_store {
         #[async_trait]
         impl LedgerStore for $store {
             async fn accounts(&self) -> Result<Vec<AccountTotals>, StoreError> {
-                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-                    "SELECT name, debits_posted, credits_posted FROM ledger_accounts ORDER BY name",
-                )
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_error)?;
+                let rows: Vec<(String, i64, i64)> =
+                    sqlx::query_as("SELECT name, debits_posted, credits_posted FROM ledger_accounts ORDER BY name")
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(store_error)?;
                 Ok(rows
                     .into_iter()
                     .map(|(name, debit_cents, credit_cents)| AccountTotals { name, debit_cents, credit_cents })
@@ -37,9 +36,11 @@ macro_rules! ledger_store {
                 let Some((debits_pending, credits_pending, debits_posted, credits_posted)) = row else {
                     return Ok(MerchantBalance::default());
                 };
+                // A refund on its way out is no longer available (as a
+                // provider takes a refund from the balance when it is asked).
                 Ok(MerchantBalance {
-                    pending_cents: credits_pending - debits_pending,
-                    available_cents: credits_posted - debits_posted,
+                    pending_cents: credits_pending,
+                    available_cents: credits_posted - debits_posted - debits_pending,
                     paid_out_cents: 0,
                 })
             }
@@ -82,7 +83,7 @@ macro_rules! ledger_store {
 
         async fn insert_transfer(
             conn: &mut $conn,
-            payment: &Payment,
+            payment: PaymentId,
             code: &str,
             (debit, credit): (&str, &str),
             amount: i64,
@@ -93,7 +94,7 @@ macro_rules! ledger_store {
                 "INSERT INTO ledger_transfers (payment_id, code, debit_account, credit_account, amount_cents, status, \
                  created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
             )
-            .bind(payment.id.get())
+            .bind(payment.get())
             .bind(code)
             .bind(debit)
             .bind(credit)
@@ -121,25 +122,39 @@ macro_rules! ledger_store {
                 ],
             )
             .await?;
-            insert_transfer(conn, payment, "capture", (PROVIDER_CLEARING, &payable), amount, "pending", now_ms).await
+            insert_transfer(conn, payment.id, "capture", (PROVIDER_CLEARING, &payable), amount, "pending", now_ms).await
         }
 
-        /// The capture transfer's status, if the payment has one.
-        async fn capture_status(conn: &mut $conn, payment: &Payment) -> Result<Option<String>, sqlx::Error> {
-            sqlx::query_scalar("SELECT status FROM ledger_transfers WHERE payment_id = $1 AND code = 'capture'")
-                .bind(payment.id.get())
+        /// A transfer's status, if there is one.
+        async fn transfer_status(
+            conn: &mut $conn,
+            payment: PaymentId,
+            code: &str,
+        ) -> Result<Option<String>, sqlx::Error> {
+            sqlx::query_scalar("SELECT status FROM ledger_transfers WHERE payment_id = $1 AND code = $2")
+                .bind(payment.get())
+                .bind(code)
                 .fetch_optional(&mut *conn)
                 .await
         }
 
-        async fn set_capture_status(conn: &mut $conn, payment: &Payment, status: &str, now_ms: i64) -> Result<(), sqlx::Error> {
-            sqlx::query("UPDATE ledger_transfers SET status = $1, updated_at_ms = $2 WHERE payment_id = $3 AND code = 'capture'")
-                .bind(status)
-                .bind(now_ms)
-                .bind(payment.id.get())
-                .execute(&mut *conn)
-                .await
-                .map(drop)
+        async fn set_transfer_status(
+            conn: &mut $conn,
+            payment: PaymentId,
+            code: &str,
+            status: &str,
+            now_ms: i64,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "UPDATE ledger_transfers SET status = $1, updated_at_ms = $2 WHERE payment_id = $3 AND code = $4",
+            )
+            .bind(status)
+            .bind(now_ms)
+            .bind(payment.get())
+            .bind(code)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
         }
 
         /// The payment was captured: its transfer posts (from pending, or
@@ -151,7 +166,7 @@ macro_rules! ledger_store {
                 return Ok(());
             }
             let payable = merchant_payable(payment.merchant_id);
-            let was_pending = capture_status(conn, payment).await?.as_deref() == Some("pending");
+            let was_pending = transfer_status(conn, payment.id, "capture").await?.as_deref() == Some("pending");
             let released = if was_pending { amount } else { 0 };
             let commission = payment.commission_cents;
             let moves = vec![
@@ -171,17 +186,25 @@ macro_rules! ledger_store {
                 (PLATFORM_COMMISSION.to_owned(), Deltas { credits_posted: commission, ..Deltas::default() }),
             ];
             move_accounts(conn, moves).await?;
-            set_capture_status(conn, payment, "posted", now_ms).await?;
+            set_transfer_status(conn, payment.id, "capture", "posted", now_ms).await?;
             if commission > 0 {
-                insert_transfer(conn, payment, "commission", (&payable, PLATFORM_COMMISSION), commission, "posted", now_ms)
-                    .await?;
+                insert_transfer(
+                    conn,
+                    payment.id,
+                    "commission",
+                    (&payable, PLATFORM_COMMISSION),
+                    commission,
+                    "posted",
+                    now_ms,
+                )
+                .await?;
             }
             Ok(())
         }
 
         /// The payment failed: its pending transfer is voided.
         pub(super) async fn void_payment(conn: &mut $conn, payment: &Payment, now_ms: i64) -> Result<(), sqlx::Error> {
-            if capture_status(conn, payment).await?.as_deref() != Some("pending") {
+            if transfer_status(conn, payment.id, "capture").await?.as_deref() != Some("pending") {
                 return Ok(());
             }
             let amount = payment.amount_cents;
@@ -190,7 +213,58 @@ macro_rules! ledger_store {
                 (merchant_payable(payment.merchant_id), Deltas { credits_pending: -amount, ..Deltas::default() }),
             ];
             move_accounts(conn, moves).await?;
-            set_capture_status(conn, payment, "voided", now_ms).await
+            set_transfer_status(conn, payment.id, "capture", "voided", now_ms).await
+        }
+
+        fn refund_code(refund: &Refund) -> String {
+            format!("refund:{}", refund.id)
+        }
+
+        /// A refund was asked for: its amount is pending from the
+        /// merchant's payable account back to the provider's clearing one.
+        pub(super) async fn open_refund_transfer(
+            conn: &mut $conn,
+            refund: &Refund,
+            now_ms: i64,
+        ) -> Result<(), sqlx::Error> {
+            let amount = refund.amount_cents;
+            let payable = merchant_payable(refund.merchant_id);
+            let moves = vec![
+                (payable.clone(), Deltas { debits_pending: amount, ..Deltas::default() }),
+                (PROVIDER_CLEARING.to_owned(), Deltas { credits_pending: amount, ..Deltas::default() }),
+            ];
+            move_accounts(conn, moves).await?;
+            let code = refund_code(refund);
+            insert_transfer(conn, refund.payment_id, &code, (&payable, PROVIDER_CLEARING), amount, "pending", now_ms)
+                .await
+        }
+
+        /// The refund went through (`posted`) or not (`voided`): its pending
+        /// transfer settles either way.
+        pub(super) async fn settle_refund_transfer(
+            conn: &mut $conn,
+            refund: &Refund,
+            posted: bool,
+            now_ms: i64,
+        ) -> Result<(), sqlx::Error> {
+            let code = refund_code(refund);
+            if transfer_status(conn, refund.payment_id, &code).await?.as_deref() != Some("pending") {
+                return Ok(());
+            }
+            let amount = refund.amount_cents;
+            let kept = if posted { amount } else { 0 };
+            let moves = vec![
+                (
+                    merchant_payable(refund.merchant_id),
+                    Deltas { debits_pending: -amount, debits_posted: kept, ..Deltas::default() },
+                ),
+                (
+                    PROVIDER_CLEARING.to_owned(),
+                    Deltas { credits_pending: -amount, credits_posted: kept, ..Deltas::default() },
+                ),
+            ];
+            move_accounts(conn, moves).await?;
+            set_transfer_status(conn, refund.payment_id, &code, if posted { "posted" } else { "voided" }, now_ms).await
         }
     };
 }

@@ -65,12 +65,87 @@ macro_rules! payment_store {
                 row.map(Payment::try_from).transpose()
             }
 
+            async fn captured_of(&self, order: OrderId) -> Result<Option<Payment>, StoreError> {
+                let sql = format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'succeeded' ORDER BY id LIMIT 1"
+                );
+                let row: Option<PaymentRow> =
+                    sqlx::query_as(&sql).bind(order.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
+                row.map(Payment::try_from).transpose()
+            }
+
+            async fn insert_refund(
+                &self,
+                refund: &Refund,
+                idempotency_key: Option<&str>,
+            ) -> Result<RefundOutcome, StoreError> {
+                if let Some(key) = idempotency_key
+                    && let Some(earlier) = self.refund_by_key(refund.order_id, key).await?
+                {
+                    return Ok(RefundOutcome::Replayed(earlier));
+                }
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let taken = sqlx::query(
+                    "UPDATE payments SET refunded_cents = refunded_cents + $1, updated_at_ms = $2 \
+                     WHERE id = $3 AND status = 'succeeded' AND refunded_cents + $1 <= amount_cents",
+                )
+                .bind(refund.amount_cents)
+                .bind(unix_ms(refund.created_at))
+                .bind(refund.payment_id.get())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+                if taken == 0 {
+                    drop(tx);
+                    let payment = PaymentStore::get(self, refund.payment_id).await?;
+                    let refundable = payment
+                        .filter(|payment| payment.status == PaymentStatus::Succeeded)
+                        .map_or(0, |payment| payment.amount_cents - payment.refunded_cents);
+                    return Ok(RefundOutcome::ExceedsPayment { refundable_cents: refundable });
+                }
+                let sql = format!(
+                    "INSERT INTO refunds (id, payment_id, order_id, merchant_id, amount_cents, reason, status, provider, \
+                     provider_ref, idempotency_key, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                     ON CONFLICT DO NOTHING RETURNING {REFUND_COLUMNS}"
+                );
+                let row: Option<RefundRow> = sqlx::query_as(&sql)
+                    .bind(refund.id.get())
+                    .bind(refund.payment_id.get())
+                    .bind(refund.order_id.get())
+                    .bind(refund.merchant_id.get())
+                    .bind(refund.amount_cents)
+                    .bind(&refund.reason)
+                    .bind(refund.status.as_str())
+                    .bind(&refund.provider)
+                    .bind(&refund.provider_ref)
+                    .bind(idempotency_key)
+                    .bind(unix_ms(refund.created_at))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let Some(written) = row.map(Refund::try_from).transpose()? else {
+                    // A concurrent refund under the same key won: that one.
+                    drop(tx);
+                    let key = idempotency_key.unwrap_or_default();
+                    let earlier = self.refund_by_key(refund.order_id, key).await?;
+                    return earlier.map(RefundOutcome::Replayed).ok_or(StoreError::Duplicate("refund"));
+                };
+                open_refund_transfer(&mut tx, &written, unix_ms(refund.created_at)).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(RefundOutcome::Created(written))
+            }
+
             async fn apply(
                 &self,
                 provider: &str,
                 event: &ProviderEvent,
                 now: OffsetDateTime,
             ) -> Result<Applied, StoreError> {
+                if event.kind.is_refund() {
+                    return self.apply_refund(provider, event, now).await;
+                }
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
                 let recorded = record_event(&mut tx, provider, event, now).await.map_err(store_error)?;
                 let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = $1 AND provider_ref = $2");
@@ -91,7 +166,7 @@ macro_rules! payment_store {
                 }
                 let (to, from) = match event.kind {
                     EventKind::PaymentSucceeded => (PaymentStatus::Succeeded, "status <> 'succeeded'"),
-                    EventKind::PaymentFailed => (PaymentStatus::Failed, "status = 'pending'"),
+                    _ => (PaymentStatus::Failed, "status = 'pending'"),
                 };
                 let sql = format!(
                     "UPDATE payments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND {from} \
@@ -124,6 +199,84 @@ macro_rules! payment_store {
             }
         }
 
+        impl $store {
+            async fn refund_by_key(&self, order: OrderId, key: &str) -> Result<Option<Refund>, StoreError> {
+                let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE order_id = $1 AND idempotency_key = $2");
+                let row: Option<RefundRow> = sqlx::query_as(&sql)
+                    .bind(order.get())
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                row.map(Refund::try_from).transpose()
+            }
+
+            /// A refund event, as `apply`: recorded once; `pending` moves to
+            /// `succeeded` (the ledger posts it) or `failed` (its amount may
+            /// be refunded again; the ledger voids it); both are final.
+            async fn apply_refund(
+                &self,
+                provider: &str,
+                event: &ProviderEvent,
+                now: OffsetDateTime,
+            ) -> Result<Applied, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let recorded = record_event(&mut tx, provider, event, now).await.map_err(store_error)?;
+                let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE provider = $1 AND provider_ref = $2");
+                let row: Option<RefundRow> = sqlx::query_as(&sql)
+                    .bind(provider)
+                    .bind(&event.provider_ref)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let Some(refund) = row.map(Refund::try_from).transpose()? else {
+                    return Ok(Applied::UnknownRef);
+                };
+                let payment = payment_in(&mut tx, refund.payment_id).await?;
+                if refund.amount_cents != event.amount_cents {
+                    return Ok(Applied::AmountMismatch(payment));
+                }
+                if recorded == 0 {
+                    return Ok(Applied::Repeat(payment));
+                }
+                let succeeded = event.kind == EventKind::RefundSucceeded;
+                let to = if succeeded { PaymentStatus::Succeeded } else { PaymentStatus::Failed };
+                let moved = sqlx::query(
+                    "UPDATE refunds SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'pending'",
+                )
+                .bind(to.as_str())
+                .bind(unix_ms(now))
+                .bind(refund.id.get())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+                if moved == 0 {
+                    tx.commit().await.map_err(store_error)?;
+                    return Ok(Applied::Stale(payment));
+                }
+                if !succeeded {
+                    sqlx::query("UPDATE payments SET refunded_cents = refunded_cents - $1, updated_at_ms = $2 WHERE id = $3")
+                        .bind(refund.amount_cents)
+                        .bind(unix_ms(now))
+                        .bind(refund.payment_id.get())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_error)?;
+                }
+                settle_refund_transfer(&mut tx, &refund, succeeded, unix_ms(now)).await.map_err(store_error)?;
+                let payment = payment_in(&mut tx, refund.payment_id).await?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(Applied::Moved { payment, products: Vec::new() })
+            }
+        }
+
+        async fn payment_in(tx: &mut sqlx::Transaction<'static, Db>, id: PaymentId) -> Result<Payment, StoreError> {
+            let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
+            let row: PaymentRow = sqlx::query_as(&sql).bind(id.get()).fetch_one(&mut **tx).await.map_err(store_error)?;
+            Payment::try_from(row)
+        }
+
         /// Records the event under its id, for the payment it names; whether
         /// it is new (0: seen before, or no such payment). The write comes
         /// first in its transaction: SQLite then takes its write lock at once
@@ -135,11 +288,14 @@ macro_rules! payment_store {
             event: &ProviderEvent,
             now: OffsetDateTime,
         ) -> Result<u64, sqlx::Error> {
-            let recorded = sqlx::query(
+            // A refund's reference names a refund, of a payment.
+            let (payment, source) = if event.kind.is_refund() { ("payment_id", "refunds") } else { ("id", "payments") };
+            let sql = format!(
                 "INSERT INTO payment_events (provider, event_id, payment_id, kind, amount_cents, received_at_ms) \
-                 SELECT $1, $2, id, $4, $5, $6 FROM payments WHERE provider = $1 AND provider_ref = $3 \
-                 ON CONFLICT DO NOTHING",
-            )
+                 SELECT $1, $2, {payment}, $4, $5, $6 FROM {source} WHERE provider = $1 AND provider_ref = $3 \
+                 ON CONFLICT DO NOTHING"
+            );
+            let recorded = sqlx::query(&sql)
             .bind(provider)
             .bind(&event.event_id)
             .bind(&event.provider_ref)

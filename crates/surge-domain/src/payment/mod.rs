@@ -10,13 +10,15 @@
 mod ports;
 mod service;
 
-pub use ports::{Applied, CallbackError, EventKind, Intent, PaymentProvider, PaymentStore, ProviderEvent};
+pub use ports::{
+    Applied, CallbackError, EventKind, Intent, PaymentProvider, PaymentStore, ProviderEvent, RefundOutcome,
+};
 pub use service::{PaymentError, Payments};
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::ids::{MerchantId, OrderId, PaymentId, UserId};
+use crate::ids::{MerchantId, OrderId, PaymentId, RefundId, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,6 +57,8 @@ pub struct Payment {
     pub amount_cents: i64,
     /// The platform's share of `amount_cents`, fixed when it is opened.
     pub commission_cents: i64,
+    /// Refunds pending or succeeded; never above `amount_cents`.
+    pub refunded_cents: i64,
     pub status: PaymentStatus,
     /// The provider's name (`sandbox`).
     pub provider: String,
@@ -62,6 +66,26 @@ pub struct Payment {
     pub provider_ref: String,
     /// Where the buyer completes the payment with the provider.
     pub pay_url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A refund of part or all of a captured payment. It is `pending` until the
+/// provider says `succeeded` or `failed`, and both are final; a failed
+/// refund's amount may be refunded again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refund {
+    pub id: RefundId,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub merchant_id: MerchantId,
+    pub amount_cents: i64,
+    pub reason: String,
+    pub status: PaymentStatus,
+    pub provider: String,
+    pub provider_ref: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use super::Payment;
-use crate::ids::{OrderId, PaymentId, ProductId};
+use super::{Payment, Refund};
+use crate::ids::{OrderId, PaymentId, ProductId, RefundId};
 use crate::store::StoreError;
 
 /// A payment opened with a provider.
@@ -29,6 +29,8 @@ pub struct Intent {
 pub enum EventKind {
     PaymentSucceeded,
     PaymentFailed,
+    RefundSucceeded,
+    RefundFailed,
 }
 
 impl EventKind {
@@ -36,7 +38,14 @@ impl EventKind {
         match self {
             EventKind::PaymentSucceeded => "payment.succeeded",
             EventKind::PaymentFailed => "payment.failed",
+            EventKind::RefundSucceeded => "refund.succeeded",
+            EventKind::RefundFailed => "refund.failed",
         }
+    }
+
+    /// Is it about a refund (its `provider_ref` names a refund)?
+    pub fn is_refund(self) -> bool {
+        matches!(self, EventKind::RefundSucceeded | EventKind::RefundFailed)
     }
 }
 
@@ -68,6 +77,10 @@ pub trait PaymentProvider: Send + Sync + 'static {
     /// Opens a payment of `amount_cents` with the provider.
     async fn open(&self, payment: PaymentId, amount_cents: i64) -> Result<Intent, StoreError>;
 
+    /// Asks the provider to refund `amount_cents` of a payment it captured;
+    /// the refund's provider reference.
+    async fn refund(&self, refund: RefundId, payment_ref: &str, amount_cents: i64) -> Result<String, StoreError>;
+
     /// Checks a callback's signature header against its raw body (and the
     /// time, for replayed old callbacks) and reads its event.
     fn verify(&self, signature: Option<&str>, body: &[u8], now: OffsetDateTime)
@@ -92,6 +105,19 @@ pub enum Applied {
     AmountMismatch(Payment),
 }
 
+/// What asking for a refund did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    Created(Refund),
+    /// The caller's key names an earlier refund of the order: that one.
+    Replayed(Refund),
+    /// More than what was captured and is not refunded yet (nothing
+    /// captured at all included): nothing changed.
+    ExceedsPayment {
+        refundable_cents: i64,
+    },
+}
+
 #[async_trait]
 pub trait PaymentStore: Send + Sync + 'static {
     /// Writes a new pending payment, unless the order has one pending
@@ -102,6 +128,16 @@ pub trait PaymentStore: Send + Sync + 'static {
 
     /// The order's pending payment, if it has one.
     async fn pending_of(&self, order: OrderId) -> Result<Option<Payment>, StoreError>;
+
+    /// In one transaction: takes the amount from what the order's captured
+    /// payment can still refund (a conditional update: concurrent refunds
+    /// never pass it), writes the refund `pending` and posts it pending to
+    /// the ledger. The refund's payment, provider and reference are filled
+    /// in from the captured payment and `provider_ref`.
+    async fn insert_refund(&self, refund: &Refund, idempotency_key: Option<&str>) -> Result<RefundOutcome, StoreError>;
+
+    /// The order's captured payment, if any (the refunds' source).
+    async fn captured_of(&self, order: OrderId) -> Result<Option<Payment>, StoreError>;
 
     /// In one transaction: records the event under its id (a repeat
     /// changes nothing), moves the payment if that moves it forward, and

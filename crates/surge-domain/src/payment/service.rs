@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::ports::{Applied, CallbackError, EventKind, PaymentProvider, PaymentStore, ProviderEvent};
-use super::{Payment, PaymentStatus};
+use super::ports::{Applied, CallbackError, EventKind, PaymentProvider, PaymentStore, ProviderEvent, RefundOutcome};
+use super::{Payment, PaymentStatus, Refund};
 use crate::actor::Actor;
 use crate::clock::Clock;
-use crate::ids::{IdGenerator, OrderId, PaymentId};
+use crate::ids::{IdGenerator, OrderId, PaymentId, RefundId};
+use crate::money::Cents;
 use crate::order::{Order, OrderError, OrderStatus, Orders, StockKeeper};
 use crate::store::StoreError;
 
@@ -25,6 +26,9 @@ pub enum PaymentError {
     PaymentWindowClosed,
     #[error("{0}")]
     BadSignature(&'static str),
+    /// More than what is captured and not yet refunded.
+    #[error("the refund exceeds what the payment can still refund ({refundable_cents} cents)")]
+    RefundExceedsPayment { refundable_cents: i64 },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -121,6 +125,7 @@ impl Payments {
             provider: self.provider.name().to_owned(),
             provider_ref: intent.provider_ref,
             pay_url: intent.pay_url,
+            refunded_cents: 0,
             created_at: now,
             updated_at: now,
         };
@@ -149,6 +154,55 @@ impl Payments {
             return Err(PaymentError::InvalidState(order.status));
         }
         Ok(order)
+    }
+
+    /// Refunds `amount_cents` of the order's captured payment, for `reason`
+    /// (its merchant or an admin): pending until the provider's callback.
+    /// The same key from the same order returns the first refund.
+    pub async fn refund(
+        &self,
+        actor: &Actor,
+        order_id: OrderId,
+        amount_cents: Cents,
+        reason: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Refund, PaymentError> {
+        let order = self.orders.get(actor, order_id).await?;
+        if matches!(actor, Actor::Customer(_)) {
+            return Err(PaymentError::Forbidden("the merchant or an admin refunds an order"));
+        }
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+            return Err(PaymentError::Invalid("reason must be 1-200 characters without control characters".into()));
+        }
+        if amount_cents.get() == 0 {
+            return Err(PaymentError::Invalid("amount_cents must be at least 1".into()));
+        }
+        let Some(captured) = self.store.captured_of(order_id).await? else {
+            return Err(PaymentError::RefundExceedsPayment { refundable_cents: 0 });
+        };
+        let id = RefundId::new(self.ids.next_id());
+        let provider_ref = self.provider.refund(id, &captured.provider_ref, amount_cents.get()).await?;
+        let now = self.clock.now();
+        let refund = Refund {
+            id,
+            payment_id: captured.id,
+            order_id,
+            merchant_id: order.merchant_id,
+            amount_cents: amount_cents.get(),
+            reason: reason.to_owned(),
+            status: PaymentStatus::Pending,
+            provider: captured.provider,
+            provider_ref,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.insert_refund(&refund, idempotency_key).await? {
+            RefundOutcome::Created(refund) | RefundOutcome::Replayed(refund) => Ok(refund),
+            RefundOutcome::ExceedsPayment { refundable_cents } => {
+                Err(PaymentError::RefundExceedsPayment { refundable_cents })
+            }
+        }
     }
 
     /// The payment, for its payer, its merchant or an admin; anyone else

@@ -63,7 +63,8 @@ impl TrialBalance {
 pub struct MerchantBalance {
     /// Payments opened, not yet captured.
     pub pending_cents: i64,
-    /// Captured, less commission, not yet paid out.
+    /// Captured, less commission and refunds (asked or done), not yet paid
+    /// out.
     pub available_cents: i64,
     pub paid_out_cents: i64,
 }

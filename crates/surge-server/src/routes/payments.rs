@@ -5,9 +5,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Serialize;
-use surge_domain::payment::{Payment, PaymentStatus};
-use surge_domain::{MerchantId, OrderId, PaymentId, UserId};
+use serde::{Deserialize, Serialize};
+use surge_domain::payment::{Payment, PaymentStatus, Refund};
+use surge_domain::{Cents, MerchantId, OrderId, PaymentId, RefundId, UserId};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
@@ -15,9 +15,9 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::PathId;
+use crate::extract::{ApiJson, PathId, idempotency_key};
 use crate::routes::OverloadGuards;
-use crate::routes::wire::Id;
+use crate::routes::wire::{Id, IdempotencyKey};
 use crate::state::AppState;
 
 const TAG: &str = "payments";
@@ -31,6 +31,57 @@ pub fn routes(guards: &OverloadGuards) -> OpenApiRouter<AppState> {
         .routes(routes!(start_payment).map(|route| guards.core(route)))
         .routes(routes!(get_payment).map(|route| guards.core(route)))
         .routes(routes!(provider_callback).map(|route| guards.core(route)))
+        .routes(routes!(refund_order).map(|route| guards.core(route)))
+}
+
+/// A refund of part or all of an order's captured payment.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Refund)]
+struct RefundBody {
+    #[schema(value_type = Id)]
+    id: RefundId,
+    #[schema(value_type = Id)]
+    payment_id: PaymentId,
+    #[schema(value_type = Id)]
+    order_id: OrderId,
+    amount_cents: i64,
+    reason: String,
+    status: StatusBody,
+    provider_ref: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl From<Refund> for RefundBody {
+    fn from(refund: Refund) -> Self {
+        let Refund {
+            id,
+            payment_id,
+            order_id,
+            merchant_id: _,
+            amount_cents,
+            reason,
+            status,
+            provider: _,
+            provider_ref,
+            created_at,
+            updated_at,
+        } = refund;
+        let status = StatusBody::from(status);
+        RefundBody { id, payment_id, order_id, amount_cents, reason, status, provider_ref, created_at, updated_at }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewRefund)]
+struct RefundRequest {
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    amount_cents: i64,
+    #[schema(min_length = 1, max_length = 200)]
+    reason: String,
 }
 
 /// A payment of an order with a provider.
@@ -48,6 +99,8 @@ struct PaymentBody {
     amount_cents: i64,
     /// The platform's share of `amount_cents`.
     commission_cents: i64,
+    /// Refunds pending or succeeded.
+    refunded_cents: i64,
     status: StatusBody,
     provider: String,
     provider_ref: String,
@@ -67,6 +120,16 @@ enum StatusBody {
     Failed,
 }
 
+impl From<PaymentStatus> for StatusBody {
+    fn from(status: PaymentStatus) -> Self {
+        match status {
+            PaymentStatus::Pending => StatusBody::Pending,
+            PaymentStatus::Succeeded => StatusBody::Succeeded,
+            PaymentStatus::Failed => StatusBody::Failed,
+        }
+    }
+}
+
 impl From<Payment> for PaymentBody {
     fn from(payment: Payment) -> Self {
         let Payment {
@@ -76,6 +139,7 @@ impl From<Payment> for PaymentBody {
             merchant_id,
             amount_cents,
             commission_cents,
+            refunded_cents,
             status,
             provider,
             provider_ref,
@@ -83,11 +147,7 @@ impl From<Payment> for PaymentBody {
             created_at,
             updated_at,
         } = payment;
-        let status = match status {
-            PaymentStatus::Pending => StatusBody::Pending,
-            PaymentStatus::Succeeded => StatusBody::Succeeded,
-            PaymentStatus::Failed => StatusBody::Failed,
-        };
+        let status = StatusBody::from(status);
         PaymentBody {
             id,
             order_id,
@@ -95,6 +155,7 @@ impl From<Payment> for PaymentBody {
             merchant_id,
             amount_cents,
             commission_cents,
+            refunded_cents,
             status,
             provider,
             provider_ref,
@@ -167,4 +228,31 @@ async fn provider_callback(
 ) -> Result<Json<PaymentBody>, ApiError> {
     let signature = headers.get(SIGNATURE_HEADER).and_then(|value| value.to_str().ok());
     Ok(Json(state.payments.callback(&provider, signature, &body).await?.into()))
+}
+
+/// Refunds part or all of the order's captured payment (its merchant, admin)
+#[utoipa::path(post, path = "/v1/orders/{id}/refunds", tag = TAG, security(("bearer" = [])),
+    params(("id" = inline(Id), Path), IdempotencyKey), request_body = RefundRequest,
+    responses(
+        (status = 201, description = "the refund, pending until the provider's callback; a repeated \
+            Idempotency-Key returns the first", body = RefundBody),
+        (status = 400, description = "bad amount or reason", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "a customer", body = ErrorBody),
+        (status = 404, description = "no such order, or another tenant's", body = ErrorBody),
+        (status = 409, description = "refund_exceeds_payment: more than is captured and not yet refunded",
+            body = ErrorBody),
+    ),
+)]
+async fn refund_order(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    PathId(order): PathId<OrderId>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RefundRequest>,
+) -> Result<(StatusCode, Json<RefundBody>), ApiError> {
+    let key = idempotency_key(&headers)?;
+    let amount = Cents::parse(body.amount_cents).map_err(|why| ApiError::bad_request(format!("amount_cents {why}")))?;
+    let refund = state.payments.refund(&actor, order, amount, &body.reason, key).await?;
+    Ok((StatusCode::CREATED, Json(refund.into())))
 }

@@ -62,7 +62,7 @@ impl From<TrialBalance> for TrialBalanceBody {
 struct BalanceBody {
     /// Payments opened, not yet captured.
     pending_cents: i64,
-    /// Captured, less commission, not yet paid out.
+    /// Captured, less commission and refunds (asked or done), not yet paid out.
     available_cents: i64,
     paid_out_cents: i64,
 }

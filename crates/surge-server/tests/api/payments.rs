@@ -305,3 +305,92 @@ async fn the_pay_shortcut_is_a_payment_captured_at_once_and_posted_to_the_ledger
     assert_error(again.expect("request"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_state").await;
     assert_eq!(account(&trial_balance(&app).await, "provider_clearing"), (3998, 0), "posted once");
 }
+
+async fn refund(app: &TestApp, token: &str, order: &str, amount: i64, key: Option<&str>) -> Response {
+    let path = format!("/v1/orders/{order}/refunds");
+    let mut request =
+        app.client.post(app.url(&path)).bearer_auth(token).json(&json!({"amount_cents": amount, "reason": "damaged"}));
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.expect("request")
+}
+
+async fn refunded(app: &TestApp, order: &str, amount: i64, key: Option<&str>) -> Value {
+    let response = refund(app, &app.merchant(1), order, amount, key).await;
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!((&body["status"], &body["amount_cents"]), (&json!("pending"), &json!(amount)));
+    body
+}
+
+fn refund_event(id: &str, kind: &str, refund: &Value) -> Vec<u8> {
+    let body = json!({"event_id": id, "type": kind, "provider_ref": refund["provider_ref"],
+                      "amount_cents": refund["amount_cents"]});
+    serde_json::to_vec(&body).expect("json")
+}
+
+#[tokio::test]
+async fn refunds_never_pass_what_was_captured_and_post_to_the_ledger() {
+    let app = app().await;
+    let (_, order) = ordered(&app).await;
+    let nothing_captured = refund(&app, &app.merchant(1), &order, 100, None).await;
+    assert_error(nothing_captured, StatusCode::CONFLICT, "refund_exceeds_payment").await;
+    let opened = started(&app, &order).await;
+    assert_eq!(callback(&app, &event("cap", "payment.succeeded", &opened)).await.status(), StatusCode::OK);
+
+    let first = refunded(&app, &order, 1_000, Some("r-1")).await;
+    assert_eq!(refunded(&app, &order, 1_000, Some("r-1")).await["id"], first["id"], "the key replays it");
+    let second = refunded(&app, &order, 2_000, None).await;
+    let over = refund(&app, &app.merchant(1), &order, 999, None).await;
+    assert_error(over, StatusCode::CONFLICT, "refund_exceeds_payment").await;
+    refunded(&app, &order, 998, None).await;
+    assert_eq!(payment(&app, &opened["id"]).await["refunded_cents"], 3_998, "all of it, and not a cent more");
+
+    let settled = refund_event("rf-1", "refund.succeeded", &first);
+    for _ in 0..2 {
+        assert_eq!(callback(&app, &settled).await.status(), StatusCode::OK);
+    }
+    assert_eq!(callback(&app, &refund_event("rf-2", "refund.failed", &second)).await.status(), StatusCode::OK);
+    assert_eq!(payment(&app, &opened["id"]).await["refunded_cents"], 1_998, "a failed refund gives its room back");
+    let late = callback(&app, &refund_event("rf-3", "refund.succeeded", &second)).await;
+    assert_eq!(late.status(), StatusCode::OK, "a failed refund stays failed");
+    refunded(&app, &order, 2_000, None).await;
+
+    let ledger = trial_balance(&app).await;
+    assert_eq!(ledger["balanced"], true, "{ledger}");
+    assert_eq!(account(&ledger, "provider_clearing"), (3_998, 1_000), "captured, and one refund went back");
+    let commission = opened["commission_cents"].as_i64().expect("commission");
+    assert_eq!(account(&ledger, "merchant_payable:1"), (commission + 1_000, 3_998));
+    let owed: Value = balance(&app, &app.merchant(1), 1).await.json().await.expect("json");
+    let asked = 998 + 2_000;
+    assert_eq!(owed["available_cents"], 3_998 - commission - 1_000 - asked, "refunds asked are not available");
+    assert_eq!(owed["pending_cents"], 0);
+}
+
+#[tokio::test]
+async fn only_the_merchant_or_an_admin_refunds_and_bad_refunds_are_400() {
+    let app = app().await;
+    let (_, order) = ordered(&app).await;
+    let opened = started(&app, &order).await;
+    assert_eq!(callback(&app, &event("cap", "payment.succeeded", &opened)).await.status(), StatusCode::OK);
+    assert_error(refund(&app, &app.customer(7), &order, 1, None).await, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_error(refund(&app, &app.merchant(2), &order, 1, None).await, StatusCode::NOT_FOUND, "not_found").await;
+    for amount in [0, -1] {
+        assert_error(refund(&app, &app.admin(), &order, amount, None).await, StatusCode::BAD_REQUEST, "bad_request")
+            .await;
+    }
+    let path = format!("/v1/orders/{order}/refunds");
+    for body in [
+        json!({"amount_cents": 1, "reason": "  "}),
+        json!({"amount_cents": 1}),
+        json!({"amount_cents": 1, "reason": "x", "extra": 1}),
+    ] {
+        let response = app.client.post(app.url(&path)).bearer_auth(app.admin()).json(&body).send().await.expect("req");
+        assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    assert_eq!(payment(&app, &opened["id"]).await["refunded_cents"], 0, "nothing was taken");
+    let by_admin = refund(&app, &app.admin(), &order, 1, None).await;
+    assert_eq!(by_admin.status(), StatusCode::CREATED);
+}

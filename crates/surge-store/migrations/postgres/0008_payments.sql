@@ -9,6 +9,10 @@ CREATE TABLE payments (
     -- The platform's share, fixed when the payment is opened.
     commission_cents BIGINT NOT NULL
         CONSTRAINT payments_commission_within_amount CHECK (commission_cents >= 0 AND commission_cents <= amount_cents),
+    -- Refunds pending or succeeded: a refund takes its amount here by a
+    -- conditional update, so no two refunds together pass what was captured.
+    refunded_cents BIGINT NOT NULL DEFAULT 0
+        CONSTRAINT payments_refunds_within_amount CHECK (refunded_cents >= 0 AND refunded_cents <= amount_cents),
     status        TEXT   NOT NULL,
     provider      TEXT   NOT NULL,
     provider_ref  TEXT   NOT NULL,
@@ -19,11 +23,32 @@ CREATE TABLE payments (
 );
 CREATE UNIQUE INDEX payments_one_pending_per_order ON payments (order_id) WHERE status = 'pending';
 
+-- Refunds of captured payments; one per (order, idempotency key).
+CREATE TABLE refunds (
+    id              BIGINT PRIMARY KEY,
+    payment_id      BIGINT NOT NULL REFERENCES payments (id),
+    order_id        BIGINT NOT NULL,
+    merchant_id     BIGINT NOT NULL,
+    amount_cents    BIGINT NOT NULL CONSTRAINT refunds_amount_positive CHECK (amount_cents > 0),
+    reason          TEXT   NOT NULL,
+    status          TEXT   NOT NULL,
+    provider        TEXT   NOT NULL,
+    provider_ref    TEXT   NOT NULL,
+    idempotency_key TEXT,
+    created_at_ms   BIGINT NOT NULL,
+    updated_at_ms   BIGINT NOT NULL,
+    CONSTRAINT refunds_provider_ref_key UNIQUE (provider, provider_ref)
+);
+CREATE UNIQUE INDEX refunds_order_idempotency_key ON refunds (order_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX refunds_payment_id_idx ON refunds (payment_id);
+
 -- The provider events applied (the inbox): an event id is applied once,
 -- however often the provider delivers it.
 CREATE TABLE payment_events (
     provider       TEXT   NOT NULL,
     event_id       TEXT   NOT NULL,
+    -- The payment the event is about (a refund's: its payment's).
     payment_id     BIGINT NOT NULL REFERENCES payments (id),
     kind           TEXT   NOT NULL,
     amount_cents   BIGINT NOT NULL,

@@ -2,11 +2,11 @@
 //! statements are in `crate::sql_ledger`).
 
 use async_trait::async_trait;
-use surge_domain::payment::Payment;
+use surge_domain::payment::{Payment, Refund};
 use surge_domain::settlement::{
     AccountTotals, LedgerStore, MerchantBalance, PLATFORM_COMMISSION, PROVIDER_CLEARING, merchant_payable,
 };
-use surge_domain::{MerchantId, StoreError};
+use surge_domain::{MerchantId, PaymentId, StoreError};
 
 use super::{SqliteStore, store_error};
 

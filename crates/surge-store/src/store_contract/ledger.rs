@@ -1,25 +1,29 @@
 //! The ledger's part of the store contract: whatever sequence of payments
-//! opened, succeeded, failed and redelivered, the trial balance balances
-//! and every account holds what the payments' outcomes say (a property
+//! opened, succeeded, failed and redelivered, and of refunds asked,
+//! succeeded and failed, the trial balance balances, no payment is refunded
+//! beyond what it captured, and every account holds what the outcomes say (a property
 //! test, on SQLite; the API tests run the same paths on PostgreSQL).
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 use surge_domain::order::{CheckoutStore, Placed};
-use surge_domain::payment::{EventKind, Payment, PaymentStatus, PaymentStore, ProviderEvent};
+use surge_domain::payment::{EventKind, Payment, PaymentStatus, PaymentStore, ProviderEvent, Refund, RefundOutcome};
 use surge_domain::settlement::{LedgerStore, PLATFORM_COMMISSION, PROVIDER_CLEARING, TrialBalance, merchant_payable};
-use surge_domain::{MerchantId, OrderId, PaymentId, UserId};
+use surge_domain::{MerchantId, OrderId, PaymentId, RefundId, UserId};
 
 use super::inventory::{address, line, order, product};
 use super::{Backend, SqliteBackend, at_ms, now_ms};
 
-/// One step: open the payment of order `i`, or deliver event `event` of
-/// kind `succeeded` about it (event ids repeat: redeliveries).
+/// One step: open the payment of order `i`, deliver event `event` of kind
+/// `succeeded` about it (event ids repeat: redeliveries), ask to refund
+/// `cents` of it, or deliver an event about the `nth` refund asked.
 #[derive(Debug, Clone)]
 enum Step {
     Open(usize),
     Event { order: usize, event: u8, succeeded: bool },
+    Refund { order: usize, cents: i64 },
+    RefundEvent { nth: usize, succeeded: bool },
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
@@ -30,8 +34,27 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             event,
             succeeded
         }),
+        (0..4_usize, 1..300_i64).prop_map(|(order, cents)| Step::Refund { order, cents }),
+        (0..6_usize, any::<bool>()).prop_map(|(nth, succeeded)| Step::RefundEvent { nth, succeeded }),
     ];
-    prop::collection::vec(step, 0..24)
+    prop::collection::vec(step, 0..32)
+}
+
+fn refund(nth: usize, payment: &Payment, cents: i64) -> Refund {
+    let id = RefundId::new(5_000 + nth as i64);
+    Refund {
+        id,
+        payment_id: payment.id,
+        order_id: payment.order_id,
+        merchant_id: payment.merchant_id,
+        amount_cents: cents,
+        reason: "damaged".into(),
+        status: PaymentStatus::Pending,
+        provider: "sandbox".into(),
+        provider_ref: format!("sbr_{id}"),
+        created_at: at_ms(2_000),
+        updated_at: at_ms(2_000),
+    }
 }
 
 fn payment(i: usize, order: &surge_domain::order::Order) -> Payment {
@@ -43,6 +66,7 @@ fn payment(i: usize, order: &surge_domain::order::Order) -> Payment {
         merchant_id: order.merchant_id,
         amount_cents: order.amount_cents,
         commission_cents: order.amount_cents * (i as i64 + 1) / 100,
+        refunded_cents: 0,
         status: PaymentStatus::Pending,
         provider: "sandbox".into(),
         provider_ref: format!("sb_{id}"),
@@ -64,10 +88,43 @@ async fn run(steps: Vec<Step>) {
         let Placed::Created(mut written) = placed.await.expect("place") else { panic!("not placed") };
         orders.push(written.remove(0));
     }
-    // The model: each opened payment's status, by the rules of the domain.
+    // The model: each opened payment's status, and each refund's, by the
+    // rules of the domain.
     let mut model: HashMap<usize, (Payment, PaymentStatus)> = HashMap::new();
+    let mut refunds: Vec<(Refund, PaymentStatus)> = Vec::new();
     for step in steps {
         match step {
+            Step::Refund { order: i, cents } => {
+                let Some((paid, PaymentStatus::Succeeded)) = model.get(&i) else { continue };
+                let held: i64 = refunds
+                    .iter()
+                    .filter(|(r, s)| r.payment_id == paid.id && *s != PaymentStatus::Failed)
+                    .map(|(r, _)| r.amount_cents)
+                    .sum();
+                let asked = refund(refunds.len(), paid, cents);
+                let outcome = store.insert_refund(&asked, None).await.expect("refund");
+                if held + cents <= paid.amount_cents {
+                    assert!(matches!(outcome, RefundOutcome::Created(_)), "{outcome:?}");
+                    refunds.push((asked, PaymentStatus::Pending));
+                } else {
+                    let refundable_cents = paid.amount_cents - held;
+                    assert_eq!(outcome, RefundOutcome::ExceedsPayment { refundable_cents });
+                }
+            }
+            Step::RefundEvent { nth, succeeded } => {
+                let Some((asked, status)) = refunds.get_mut(nth) else { continue };
+                let kind = if succeeded { EventKind::RefundSucceeded } else { EventKind::RefundFailed };
+                let event = ProviderEvent {
+                    event_id: format!("r{nth}-{succeeded}"),
+                    kind,
+                    provider_ref: asked.provider_ref.clone(),
+                    amount_cents: asked.amount_cents,
+                };
+                store.apply("sandbox", &event, now_ms()).await.expect("apply refund");
+                if *status == PaymentStatus::Pending {
+                    *status = if succeeded { PaymentStatus::Succeeded } else { PaymentStatus::Failed };
+                }
+            }
             Step::Open(i) => {
                 if let std::collections::hash_map::Entry::Vacant(slot) = model.entry(i) {
                     let opened = PaymentStore::insert(&store, &payment(i, &orders[i])).await.expect("insert");
@@ -104,24 +161,41 @@ async fn run(steps: Vec<Step>) {
             .filter(|(p, s)| *s == PaymentStatus::Succeeded && merchant.is_none_or(|m| p.merchant_id.get() == m))
             .fold((0, 0), |(amount, commission), (p, _)| (amount + p.amount_cents, commission + p.commission_cents))
     };
+    let refunded = |merchant: Option<i64>, status: PaymentStatus| -> i64 {
+        refunds
+            .iter()
+            .filter(|(r, s)| *s == status && merchant.is_none_or(|m| r.merchant_id.get() == m))
+            .map(|(r, _)| r.amount_cents)
+            .sum()
+    };
     let (amount, commission) = captured(None);
-    assert_eq!(totals.get(PROVIDER_CLEARING).copied().unwrap_or_default(), (amount, 0));
+    let returned = refunded(None, PaymentStatus::Succeeded);
+    assert_eq!(totals.get(PROVIDER_CLEARING).copied().unwrap_or_default(), (amount, returned));
     assert_eq!(totals.get(PLATFORM_COMMISSION).copied().unwrap_or_default(), (0, commission));
     for merchant in [1, 2] {
         let (amount, commission) = captured(Some(merchant));
+        let returned = refunded(Some(merchant), PaymentStatus::Succeeded);
         let payable = merchant_payable(MerchantId::new(merchant));
-        assert_eq!(totals.get(&payable).copied().unwrap_or_default(), (commission, amount), "{payable}");
+        assert_eq!(totals.get(&payable).copied().unwrap_or_default(), (commission + returned, amount), "{payable}");
         let pending: i64 = model
             .values()
             .filter(|(p, s)| *s == PaymentStatus::Pending && p.merchant_id.get() == merchant)
             .map(|(p, _)| p.amount_cents)
-            .sum();
+            .sum::<i64>();
         let owed = store.merchant_balance(MerchantId::new(merchant)).await.expect("balance");
-        assert_eq!((owed.pending_cents, owed.available_cents), (pending, amount - commission), "{payable}");
+        let available = amount - commission - returned - refunded(Some(merchant), PaymentStatus::Pending);
+        assert_eq!((owed.pending_cents, owed.available_cents), (pending, available), "{payable}");
     }
     for (opened, status) in model.values() {
         let stored = PaymentStore::get(&store, opened.id).await.expect("get").expect("exists");
         assert_eq!(stored.status, *status, "{:?}", opened.id);
+        let held: i64 = refunds
+            .iter()
+            .filter(|(r, s)| r.payment_id == opened.id && *s != PaymentStatus::Failed)
+            .map(|(r, _)| r.amount_cents)
+            .sum();
+        assert_eq!(stored.refunded_cents, held, "never more than captured: {stored:?}");
+        assert!(stored.refunded_cents <= stored.amount_cents);
         let order = surge_domain::order::OrderStore::get(&store, opened.order_id).await.expect("get").expect("order");
         let paid = order.status == surge_domain::order::OrderStatus::Paid;
         assert_eq!(paid, *status == PaymentStatus::Succeeded, "order {} follows its payment", OrderId::get(order.id));
