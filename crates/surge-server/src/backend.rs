@@ -14,7 +14,7 @@ use surge_domain::inventory::InventoryStore;
 use surge_domain::order::{CheckoutStore, OrderStore, PendingOrders};
 use surge_domain::payment::PaymentStore;
 use surge_domain::runtime_config::{ConfigStore, SwitchStore};
-use surge_domain::settlement::LedgerStore;
+use surge_domain::settlement::{LedgerStore, ReconciliationStore};
 use surge_guard::rate::SharedLimiter;
 use surge_store::RelationalStore;
 use surge_store::cache::{CachedSales, SaleCacheConfig};
@@ -41,6 +41,7 @@ pub struct Backend {
     pub payments: Arc<dyn PaymentStore>,
     /// The double-entry ledger (`ledger` is the flash sales' stock ledger).
     pub ledger_store: Arc<dyn LedgerStore>,
+    pub reconciliation: Arc<dyn ReconciliationStore>,
     pub switches: Arc<dyn SwitchStore>,
     pub config: Arc<dyn ConfigStore>,
     pub ledger: Arc<dyn StockLedger>,
@@ -65,6 +66,7 @@ struct StorePorts {
     inventory: Arc<dyn InventoryStore>,
     payments: Arc<dyn PaymentStore>,
     ledger_store: Arc<dyn LedgerStore>,
+    reconciliation: Arc<dyn ReconciliationStore>,
     switches: Arc<dyn SwitchStore>,
     config: Arc<dyn ConfigStore>,
 }
@@ -79,6 +81,7 @@ impl StorePorts {
             inventory: store.clone(),
             payments: store.clone(),
             ledger_store: store.clone(),
+            reconciliation: store.clone(),
             switches: store.clone(),
             config: store.clone(),
         }
@@ -88,8 +91,18 @@ impl StorePorts {
 impl Backend {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let relational = open_relational(settings).await?;
-        let StorePorts { catalog, sales, orders, checkouts, inventory, payments, ledger_store, switches, config } =
-            StorePorts::of(&relational);
+        let StorePorts {
+            catalog,
+            sales,
+            orders,
+            checkouts,
+            inventory,
+            payments,
+            ledger_store,
+            reconciliation,
+            switches,
+            config,
+        } = StorePorts::of(&relational);
         // Anyone may read a sale: lookups are served from memory, unknown
         // ids included.
         let sales: Arc<dyn SaleStore> = Arc::new(CachedSales::new(sales, &SaleCacheConfig::default()));
@@ -104,6 +117,7 @@ impl Backend {
             inventory,
             payments,
             ledger_store,
+            reconciliation,
             switches,
             config,
             ledger,

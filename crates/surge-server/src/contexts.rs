@@ -118,7 +118,7 @@ pub(crate) fn wire_contexts(
         )
         .with_commission_bps(settings.payments.commission_bps),
     );
-    let settlement = Arc::new(Settlement::new(Arc::clone(&backend.ledger_store)));
+    let settlement = Arc::new(Settlement::new(Arc::clone(&backend.ledger_store), Arc::clone(&backend.reconciliation)));
     let inventory =
         Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));

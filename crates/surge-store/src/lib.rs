@@ -47,6 +47,7 @@ pub trait RelationalStore:
     + surge_domain::inventory::InventoryStore
     + surge_domain::payment::PaymentStore
     + surge_domain::settlement::LedgerStore
+    + surge_domain::settlement::ReconciliationStore
     + surge_domain::runtime_config::SwitchStore
     + surge_domain::runtime_config::ConfigStore
 {

@@ -46,6 +46,80 @@ macro_rules! ledger_store {
             }
         }
 
+        #[async_trait]
+        impl ReconciliationStore for $store {
+            async fn reconcile(&self, limit: u32) -> Result<Reconciliation, StoreError> {
+                // One transaction: one snapshot on SQLite; on PostgreSQL
+                // (read committed) a write between two checks may show in
+                // one and not the other, and the next pass settles it.
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let paid = "('PAID', 'FULFILLING', 'DELIVERED', 'RETURN_REQUESTED', 'RETURNED', 'REFUNDED')";
+                let checks = [
+                    (
+                        MismatchKind::PaidWithoutCapture,
+                        format!(
+                            "SELECT o.id, o.status FROM orders o WHERE o.status IN {paid} AND NOT EXISTS \
+                             (SELECT 1 FROM payments p WHERE p.order_id = o.id AND p.status = 'succeeded') \
+                             ORDER BY o.id LIMIT $1"
+                        ),
+                    ),
+                    (
+                        MismatchKind::CaptureWithoutPaidOrder,
+                        format!(
+                            "SELECT p.order_id, 'payment ' || CAST(p.id AS TEXT) || ' captured; the order is ' || o.status \
+                             FROM payments p JOIN orders o ON o.id = p.order_id \
+                             WHERE p.status = 'succeeded' AND o.status NOT IN {paid} ORDER BY p.order_id LIMIT $1"
+                        ),
+                    ),
+                    (
+                        MismatchKind::AmountDiffers,
+                        "SELECT p.order_id, 'payment ' || CAST(p.amount_cents AS TEXT) || ', order ' \
+                         || CAST(o.amount_cents AS TEXT) FROM payments p JOIN orders o ON o.id = p.order_id \
+                         WHERE p.status = 'succeeded' AND p.amount_cents <> o.amount_cents ORDER BY p.order_id LIMIT $1"
+                            .to_owned(),
+                    ),
+                    (
+                        MismatchKind::CapturedTwice,
+                        "SELECT order_id, CAST(COUNT(*) AS TEXT) || ' payments captured' FROM payments \
+                         WHERE status = 'succeeded' GROUP BY order_id HAVING COUNT(*) > 1 ORDER BY order_id LIMIT $1"
+                            .to_owned(),
+                    ),
+                    (
+                        MismatchKind::CaptureWithoutLedgerEntry,
+                        "SELECT p.order_id, 'payment ' || CAST(p.id AS TEXT) FROM payments p \
+                         WHERE p.status = 'succeeded' AND p.amount_cents > 0 AND NOT EXISTS (SELECT 1 FROM \
+                         ledger_transfers t WHERE t.payment_id = p.id AND t.code = 'capture' AND t.status = 'posted') \
+                         ORDER BY p.order_id LIMIT $1"
+                            .to_owned(),
+                    ),
+                    (
+                        MismatchKind::RefundWithoutLedgerEntry,
+                        "SELECT r.order_id, 'refund ' || CAST(r.id AS TEXT) FROM refunds r \
+                         WHERE r.status = 'succeeded' AND NOT EXISTS (SELECT 1 FROM ledger_transfers t \
+                         WHERE t.payment_id = r.payment_id AND t.code = 'refund:' || CAST(r.id AS TEXT) \
+                         AND t.status = 'posted') ORDER BY r.order_id LIMIT $1"
+                            .to_owned(),
+                    ),
+                ];
+                let mut mismatches = Vec::new();
+                for (kind, sql) in checks {
+                    let rows: Vec<(i64, String)> =
+                        sqlx::query_as(&sql).bind(i64::from(limit)).fetch_all(&mut *tx).await.map_err(store_error)?;
+                    mismatches.extend(rows.into_iter().map(|(order, detail)| Mismatch {
+                        kind,
+                        order_id: OrderId::new(order),
+                        detail,
+                    }));
+                }
+                let sql = format!(
+                    "SELECT (SELECT COUNT(*) FROM orders WHERE status IN {paid}) + (SELECT COUNT(*) FROM payments)"
+                );
+                let checked: i64 = sqlx::query_scalar(&sql).fetch_one(&mut *tx).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(Reconciliation { checked: u64::try_from(checked).unwrap_or(0), mismatches })
+            }
+        }
+
         /// How one posting moves one account.
         #[derive(Default, Clone, Copy)]
         struct Deltas {

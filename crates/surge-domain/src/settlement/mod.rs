@@ -86,11 +86,25 @@ pub enum SettlementError {
 
 pub struct Settlement {
     ledger: Arc<dyn LedgerStore>,
+    reconciliation: Arc<dyn ReconciliationStore>,
 }
 
 impl Settlement {
-    pub fn new(ledger: Arc<dyn LedgerStore>) -> Self {
-        Self { ledger }
+    pub fn new(ledger: Arc<dyn LedgerStore>, reconciliation: Arc<dyn ReconciliationStore>) -> Self {
+        Self { ledger, reconciliation }
+    }
+
+    /// Orders ↔ payments ↔ refunds ↔ ledger: every mismatch (admin). The
+    /// provider's own report is not compared yet.
+    pub async fn reconcile(&self, actor: &Actor) -> Result<Reconciliation, SettlementError> {
+        if !actor.is_admin() {
+            return Err(SettlementError::Forbidden("only an admin runs a reconciliation"));
+        }
+        let pass = self.reconciliation.reconcile(MISMATCHES_MAX).await?;
+        for mismatch in &pass.mismatches {
+            tracing::warn!(kind = mismatch.kind.as_str(), order_id = %mismatch.order_id, detail = mismatch.detail, "reconciliation mismatch");
+        }
+        Ok(pass)
     }
 
     pub async fn trial_balance(&self, actor: &Actor) -> Result<TrialBalance, SettlementError> {
@@ -116,3 +130,60 @@ impl Settlement {
         Ok(self.ledger.merchant_balance(merchant).await?)
     }
 }
+
+/// What a reconciliation pass found wrong between orders, payments and the
+/// ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchKind {
+    /// The order is paid (or past it) but no payment of it was captured.
+    PaidWithoutCapture,
+    /// A payment was captured but its order is not paid (cancelled
+    /// meanwhile): the buyer is owed a refund.
+    CaptureWithoutPaidOrder,
+    /// The captured amount is not the order's.
+    AmountDiffers,
+    /// More than one payment of the order was captured.
+    CapturedTwice,
+    /// A captured payment has no posted transfer in the ledger.
+    CaptureWithoutLedgerEntry,
+    /// A succeeded refund has no posted transfer in the ledger.
+    RefundWithoutLedgerEntry,
+}
+
+impl MismatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MismatchKind::PaidWithoutCapture => "paid_without_capture",
+            MismatchKind::CaptureWithoutPaidOrder => "capture_without_paid_order",
+            MismatchKind::AmountDiffers => "amount_differs",
+            MismatchKind::CapturedTwice => "captured_twice",
+            MismatchKind::CaptureWithoutLedgerEntry => "capture_without_ledger_entry",
+            MismatchKind::RefundWithoutLedgerEntry => "refund_without_ledger_entry",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mismatch {
+    pub kind: MismatchKind,
+    pub order_id: crate::ids::OrderId,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reconciliation {
+    /// Orders and payments looked at.
+    pub checked: u64,
+    pub mismatches: Vec<Mismatch>,
+}
+
+#[async_trait]
+pub trait ReconciliationStore: Send + Sync + 'static {
+    /// Compares orders, payments, refunds and ledger transfers in one
+    /// snapshot; at most `limit` mismatches of each kind.
+    async fn reconcile(&self, limit: u32) -> Result<Reconciliation, StoreError>;
+}
+
+/// The most mismatches of one kind a pass lists.
+pub const MISMATCHES_MAX: u32 = 1_000;

@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use surge_domain::MerchantId;
-use surge_domain::settlement::{AccountTotals, MerchantBalance, TrialBalance};
+use surge_domain::settlement::{AccountTotals, MerchantBalance, Mismatch, Reconciliation, TrialBalance};
+use surge_domain::{MerchantId, OrderId};
 use utoipa::ToSchema;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -24,6 +24,44 @@ pub fn routes(guards: &OverloadGuards) -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(trial_balance).map(|route| guards.non_core(route)))
         .routes(routes!(merchant_balance).map(|route| guards.non_core(route)))
+        .routes(routes!(run_reconciliation).map(|route| guards.non_core(route)))
+}
+
+/// One mismatch between orders, payments, refunds and the ledger.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Mismatch)]
+struct MismatchBody {
+    /// `paid_without_capture`, `capture_without_paid_order`, `amount_differs`,
+    /// `captured_twice`, `capture_without_ledger_entry` or
+    /// `refund_without_ledger_entry`.
+    kind: String,
+    #[schema(value_type = Id)]
+    order_id: OrderId,
+    detail: String,
+}
+
+/// What a reconciliation pass found.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Reconciliation)]
+struct ReconciliationBody {
+    /// Paid orders and payments looked at.
+    checked: u64,
+    mismatches: Vec<MismatchBody>,
+}
+
+impl From<Reconciliation> for ReconciliationBody {
+    fn from(pass: Reconciliation) -> Self {
+        let mismatches = pass
+            .mismatches
+            .into_iter()
+            .map(|Mismatch { kind, order_id, detail }| MismatchBody {
+                kind: kind.as_str().to_owned(),
+                order_id,
+                detail,
+            })
+            .collect();
+        Self { checked: pass.checked, mismatches }
+    }
 }
 
 /// One account's posted totals.
@@ -104,4 +142,22 @@ async fn merchant_balance(
     PathId(merchant): PathId<MerchantId>,
 ) -> Result<Json<BalanceBody>, ApiError> {
     Ok(Json(state.settlement.merchant_balance(&actor, merchant).await?.into()))
+}
+
+/// Reconciliation: orders, payments, refunds and the ledger compared (admin)
+///
+/// The body is ignored (`{}` or nothing).
+#[utoipa::path(post, path = "/v1/admin/reconciliation/run", tag = TAG, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "what was checked and every mismatch found (at most 1,000 of a kind)",
+            body = ReconciliationBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "admin only", body = ErrorBody),
+    ),
+)]
+async fn run_reconciliation(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+) -> Result<Json<ReconciliationBody>, ApiError> {
+    Ok(Json(state.settlement.reconcile(&actor).await?.into()))
 }

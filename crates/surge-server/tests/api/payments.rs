@@ -394,3 +394,35 @@ async fn only_the_merchant_or_an_admin_refunds_and_bad_refunds_are_400() {
     let by_admin = refund(&app, &app.admin(), &order, 1, None).await;
     assert_eq!(by_admin.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_reconciliation_lists_a_capture_whose_order_was_cancelled_and_nothing_else() {
+    let app = app().await;
+    let (_, fine) = ordered(&app).await;
+    let paid = started(&app, &fine).await;
+    assert_eq!(callback(&app, &event("ok", "payment.succeeded", &paid)).await.status(), StatusCode::OK);
+    let (_, cancelled) = ordered(&app).await;
+    let late = started(&app, &cancelled).await;
+    let path = format!("/v1/orders/{cancelled}/cancel");
+    let cancel = app.client.post(app.url(&path)).bearer_auth(app.customer(7)).json(&json!({})).send().await;
+    assert_eq!(cancel.expect("request").status(), StatusCode::OK);
+    assert_eq!(callback(&app, &event("late", "payment.succeeded", &late)).await.status(), StatusCode::OK);
+    assert_eq!(order_status(&app, &cancelled).await, "CANCELLED", "a late capture does not revive the order");
+
+    let run = |token: String| {
+        let app = &app;
+        async move {
+            let url = app.url("/v1/admin/reconciliation/run");
+            app.client.post(url).bearer_auth(token).json(&json!({})).send().await.expect("request")
+        }
+    };
+    assert_error(run(app.merchant(1)).await, StatusCode::FORBIDDEN, "forbidden").await;
+    let response = run(app.admin()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let pass: Value = response.json().await.expect("json");
+    assert_eq!(pass["checked"], 3, "one paid order, two payments: {pass}");
+    let mismatches = pass["mismatches"].as_array().expect("mismatches");
+    assert_eq!(mismatches.len(), 1, "{pass}");
+    assert_eq!(mismatches[0]["kind"], "capture_without_paid_order");
+    assert_eq!(mismatches[0]["order_id"], cancelled.as_str());
+}

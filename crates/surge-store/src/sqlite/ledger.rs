@@ -4,9 +4,10 @@
 use async_trait::async_trait;
 use surge_domain::payment::{Payment, Refund};
 use surge_domain::settlement::{
-    AccountTotals, LedgerStore, MerchantBalance, PLATFORM_COMMISSION, PROVIDER_CLEARING, merchant_payable,
+    AccountTotals, LedgerStore, MerchantBalance, Mismatch, MismatchKind, PLATFORM_COMMISSION, PROVIDER_CLEARING,
+    Reconciliation, ReconciliationStore, merchant_payable,
 };
-use surge_domain::{MerchantId, PaymentId, StoreError};
+use surge_domain::{MerchantId, OrderId, PaymentId, StoreError};
 
 use super::{SqliteStore, store_error};
 
