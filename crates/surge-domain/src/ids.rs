@@ -141,6 +141,10 @@ id_type!(
     RefundId
 );
 id_type!(
+    /// A merchant's settlement statement of one day.
+    SettlementId
+);
+id_type!(
     /// A merchant, which is also a tenant.
     MerchantId
 );

@@ -14,7 +14,7 @@ use surge_domain::inventory::InventoryStore;
 use surge_domain::order::{CheckoutStore, OrderStore, PendingOrders};
 use surge_domain::payment::PaymentStore;
 use surge_domain::runtime_config::{ConfigStore, SwitchStore};
-use surge_domain::settlement::{LedgerStore, ReconciliationStore};
+use surge_domain::settlement::{LedgerStore, ReconciliationStore, StatementStore};
 use surge_guard::rate::SharedLimiter;
 use surge_store::RelationalStore;
 use surge_store::cache::{CachedSales, SaleCacheConfig};
@@ -42,6 +42,7 @@ pub struct Backend {
     /// The double-entry ledger (`ledger` is the flash sales' stock ledger).
     pub ledger_store: Arc<dyn LedgerStore>,
     pub reconciliation: Arc<dyn ReconciliationStore>,
+    pub statements: Arc<dyn StatementStore>,
     pub switches: Arc<dyn SwitchStore>,
     pub config: Arc<dyn ConfigStore>,
     pub ledger: Arc<dyn StockLedger>,
@@ -67,6 +68,7 @@ struct StorePorts {
     payments: Arc<dyn PaymentStore>,
     ledger_store: Arc<dyn LedgerStore>,
     reconciliation: Arc<dyn ReconciliationStore>,
+    statements: Arc<dyn StatementStore>,
     switches: Arc<dyn SwitchStore>,
     config: Arc<dyn ConfigStore>,
 }
@@ -82,6 +84,7 @@ impl StorePorts {
             payments: store.clone(),
             ledger_store: store.clone(),
             reconciliation: store.clone(),
+            statements: store.clone(),
             switches: store.clone(),
             config: store.clone(),
         }
@@ -100,6 +103,7 @@ impl Backend {
             payments,
             ledger_store,
             reconciliation,
+            statements,
             switches,
             config,
         } = StorePorts::of(&relational);
@@ -118,6 +122,7 @@ impl Backend {
             payments,
             ledger_store,
             reconciliation,
+            statements,
             switches,
             config,
             ledger,

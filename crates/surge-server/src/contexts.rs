@@ -9,7 +9,7 @@ use surge_domain::inventory::Inventory;
 use surge_domain::notification::Notifier;
 use surge_domain::order::{Checkouts, Orders, StockKeeper};
 use surge_domain::payment::Payments;
-use surge_domain::settlement::Settlement;
+use surge_domain::settlement::{Settlement, SettlementPorts};
 use surge_domain::{Clock, IdGenerator};
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::redis::RedisCatalog;
@@ -118,7 +118,12 @@ pub(crate) fn wire_contexts(
         )
         .with_commission_bps(settings.payments.commission_bps),
     );
-    let settlement = Arc::new(Settlement::new(Arc::clone(&backend.ledger_store), Arc::clone(&backend.reconciliation)));
+    let settlement_ports = SettlementPorts {
+        ledger: Arc::clone(&backend.ledger_store),
+        reconciliation: Arc::clone(&backend.reconciliation),
+        statements: Arc::clone(&backend.statements),
+    };
+    let settlement = Arc::new(Settlement::new(settlement_ports, Arc::clone(ids), Arc::clone(clock)));
     let inventory =
         Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));

@@ -239,6 +239,7 @@ fn workers(
         orders: Arc::clone(&contexts.orders),
         flash_sales: Arc::clone(&contexts.flash_sales),
         inventory: Arc::clone(&contexts.inventory),
+        settlement: Arc::clone(&contexts.settlement),
         reservation_timeout: sale_settings.reservation_timeout,
         consumer_switch: switches.handle(Feature::OrderConsumer)?,
         failed_orders: metrics.counter(ORDERS_FAILED, &[]),

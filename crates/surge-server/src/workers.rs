@@ -11,6 +11,7 @@ use surge_domain::flashsale::{FlashSales, OrderQueue};
 use surge_domain::inventory::Inventory;
 use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
+use surge_domain::settlement::Settlement;
 use surge_domain::store::StoreError;
 use surge_guard::switch::SwitchHandle;
 use tokio::sync::watch;
@@ -29,6 +30,8 @@ pub struct Workers {
     pub flash_sales: Arc<FlashSales>,
     /// Closes the allocations of sales that ended (see `reap_until`).
     pub inventory: Arc<Inventory>,
+    /// Closes merchants' daily statements (see `reconcile_until`).
+    pub settlement: Arc<Settlement>,
     /// Open reservations older than this are reaped (shared ledger only),
     /// once the queue proves their request is not in it. A sale that ended
     /// this long ago is forgotten (its counters and keys leave memory).
@@ -150,8 +153,9 @@ impl Workers {
         .await;
     }
 
-    /// The ledger's reconciliation with the orders, every
-    /// `reconcile_interval` (see `FlashSales::reconcile`).
+    /// The stock ledger's reconciliation with the orders (see
+    /// `FlashSales::reconcile`) and the scheduled settlement run, every
+    /// `reconcile_interval`.
     pub async fn reconcile_until(&self, stopped: watch::Receiver<bool>) {
         every(self.reconcile_interval, stopped, || async {
             match self.flash_sales.reconcile().await {
@@ -160,6 +164,9 @@ impl Workers {
                     self.ledger_repaired.increment(pass.repaired);
                 }
                 Err(error) => tracing::error!(%error, "ledger reconciliation failed"),
+            }
+            if let Err(error) = self.settlement.close_due(None).await {
+                tracing::error!(%error, "settlement statements not closed; the next run closes them");
             }
         })
         .await;

@@ -24,6 +24,7 @@ mod sql;
 mod sql_inventory;
 mod sql_ledger;
 mod sql_payments;
+mod sql_settlements;
 pub mod sqlite;
 
 /// `scheme://user:password@host/…` as `scheme://***@host/…`: a URL that
@@ -48,6 +49,7 @@ pub trait RelationalStore:
     + surge_domain::payment::PaymentStore
     + surge_domain::settlement::LedgerStore
     + surge_domain::settlement::ReconciliationStore
+    + surge_domain::settlement::StatementStore
     + surge_domain::runtime_config::SwitchStore
     + surge_domain::runtime_config::ConfigStore
 {

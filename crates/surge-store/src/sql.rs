@@ -366,7 +366,8 @@ macro_rules! relational_store {
             async fn max_id(&self) -> Result<i64, StoreError> {
                 let max: Option<i64> = sqlx::query_scalar(
                     "SELECT MAX(id) FROM (SELECT MAX(id) AS id FROM products UNION ALL SELECT MAX(id) FROM flash_sales \
-                     UNION ALL SELECT MAX(id) FROM orders UNION ALL SELECT MAX(id) FROM payments) AS minted",
+                     UNION ALL SELECT MAX(id) FROM orders UNION ALL SELECT MAX(id) FROM payments \
+                     UNION ALL SELECT MAX(id) FROM refunds UNION ALL SELECT MAX(id) FROM settlements) AS minted",
                 )
                 .fetch_one(&self.pool)
                 .await

@@ -21,8 +21,11 @@ use thiserror::Error;
 
 use std::sync::Arc;
 
+use time::OffsetDateTime;
+
 use crate::actor::Actor;
-use crate::ids::MerchantId;
+use crate::clock::Clock;
+use crate::ids::{IdGenerator, MerchantId, SettlementId};
 use crate::store::StoreError;
 
 /// The account where captured money waits at the provider.
@@ -84,14 +87,64 @@ pub enum SettlementError {
     Unavailable(#[from] StoreError),
 }
 
+/// The ports settlement reads and writes.
+pub struct SettlementPorts {
+    pub ledger: Arc<dyn LedgerStore>,
+    pub reconciliation: Arc<dyn ReconciliationStore>,
+    pub statements: Arc<dyn StatementStore>,
+}
+
 pub struct Settlement {
-    ledger: Arc<dyn LedgerStore>,
-    reconciliation: Arc<dyn ReconciliationStore>,
+    ports: SettlementPorts,
+    ids: Arc<IdGenerator>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Settlement {
-    pub fn new(ledger: Arc<dyn LedgerStore>, reconciliation: Arc<dyn ReconciliationStore>) -> Self {
-        Self { ledger, reconciliation }
+    pub fn new(ports: SettlementPorts, ids: Arc<IdGenerator>, clock: Arc<dyn Clock>) -> Self {
+        Self { ports, ids, clock }
+    }
+
+    /// Closes the statements of the days that ended by `until` (at most
+    /// [`CLOSE_GRACE`] before now; `None`: as late as that). An admin's
+    /// run and the scheduled one do the same.
+    pub async fn run(&self, actor: &Actor, until: Option<OffsetDateTime>) -> Result<Vec<Statement>, SettlementError> {
+        if !actor.is_admin() {
+            return Err(SettlementError::Forbidden("only an admin runs a settlement"));
+        }
+        Ok(self.close_due(until).await?)
+    }
+
+    /// The scheduled run: every day that ended more than [`CLOSE_GRACE`]
+    /// ago.
+    pub async fn close_due(&self, until: Option<OffsetDateTime>) -> Result<Vec<Statement>, StoreError> {
+        let latest = self.clock.now() - CLOSE_GRACE;
+        let until = day_start(until.map_or(latest, |until| until.min(latest)));
+        let closed = self.ports.statements.close_statements(until, &self.ids, self.clock.now()).await?;
+        if !closed.is_empty() {
+            tracing::info!(statements = closed.len(), until = %until, "settlement statements closed");
+        }
+        Ok(closed)
+    }
+
+    /// A merchant's statements, newest first (that merchant, an admin).
+    pub async fn statements(
+        &self,
+        actor: &Actor,
+        merchant: MerchantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Statement>, SettlementError> {
+        self.may_read(actor, merchant)?;
+        Ok(self.ports.statements.statements(merchant, before, limit).await?)
+    }
+
+    fn may_read(&self, actor: &Actor, merchant: MerchantId) -> Result<(), SettlementError> {
+        match actor {
+            Actor::Admin(_) => Ok(()),
+            Actor::Merchant(own) if *own == merchant => Ok(()),
+            _ => Err(SettlementError::Forbidden("a merchant reads only its own books")),
+        }
     }
 
     /// Orders ↔ payments ↔ refunds ↔ ledger: every mismatch (admin). The
@@ -100,7 +153,7 @@ impl Settlement {
         if !actor.is_admin() {
             return Err(SettlementError::Forbidden("only an admin runs a reconciliation"));
         }
-        let pass = self.reconciliation.reconcile(MISMATCHES_MAX).await?;
+        let pass = self.ports.reconciliation.reconcile(MISMATCHES_MAX).await?;
         for mismatch in &pass.mismatches {
             tracing::warn!(kind = mismatch.kind.as_str(), order_id = %mismatch.order_id, detail = mismatch.detail, "reconciliation mismatch");
         }
@@ -111,7 +164,7 @@ impl Settlement {
         if !actor.is_admin() {
             return Err(SettlementError::Forbidden("only an admin reads the ledger"));
         }
-        Ok(TrialBalance::of(self.ledger.accounts().await?))
+        Ok(TrialBalance::of(self.ports.ledger.accounts().await?))
     }
 
     pub async fn merchant_balance(
@@ -119,15 +172,8 @@ impl Settlement {
         actor: &Actor,
         merchant: MerchantId,
     ) -> Result<MerchantBalance, SettlementError> {
-        let allowed = match actor {
-            Actor::Admin(_) => true,
-            Actor::Merchant(own) => *own == merchant,
-            Actor::Customer(_) => false,
-        };
-        if !allowed {
-            return Err(SettlementError::Forbidden("a merchant reads only its own balance"));
-        }
-        Ok(self.ledger.merchant_balance(merchant).await?)
+        self.may_read(actor, merchant)?;
+        Ok(self.ports.ledger.merchant_balance(merchant).await?)
     }
 }
 
@@ -187,3 +233,53 @@ pub trait ReconciliationStore: Send + Sync + 'static {
 
 /// The most mismatches of one kind a pass lists.
 pub const MISMATCHES_MAX: u32 = 1_000;
+
+/// A merchant's statement of one UTC day, closed once by a settlement run:
+/// what was captured, refunded and taken as commission that day, and the
+/// net owed (`gross - refunds - commission`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Statement {
+    pub id: SettlementId,
+    pub merchant_id: MerchantId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_end: OffsetDateTime,
+    pub gross_cents: i64,
+    pub refunds_cents: i64,
+    pub commission_cents: i64,
+    pub net_cents: i64,
+    /// Always `closed` so far (payouts would add `paid`).
+    pub status: String,
+}
+
+#[async_trait]
+pub trait StatementStore: Send + Sync + 'static {
+    /// Closes every (merchant, UTC day) with posted transfers that ended
+    /// by `until` and has no statement yet, once however many runs race;
+    /// returns the statements this call closed.
+    async fn close_statements(
+        &self,
+        until: OffsetDateTime,
+        ids: &IdGenerator,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Statement>, StoreError>;
+
+    /// The merchant's statements, newest period first, of periods that
+    /// started before `before` (Unix ms).
+    async fn statements(
+        &self,
+        merchant: MerchantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Statement>, StoreError>;
+}
+
+/// How long after a day ends a run may close it: postings stamped by a node
+/// whose clock lags land in it first.
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// The start of the UTC day `at` falls in.
+pub fn day_start(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_time(time::Time::MIDNIGHT)
+}

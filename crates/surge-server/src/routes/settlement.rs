@@ -3,16 +3,18 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
-use surge_domain::settlement::{AccountTotals, MerchantBalance, Mismatch, Reconciliation, TrialBalance};
-use surge_domain::{MerchantId, OrderId};
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use surge_domain::ids::SettlementId;
+use surge_domain::settlement::{AccountTotals, MerchantBalance, Mismatch, Reconciliation, Statement, TrialBalance};
+use surge_domain::{Actor, MerchantId, OrderId};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::PathId;
+use crate::extract::{ApiJson, ApiQuery, PathId};
 use crate::routes::OverloadGuards;
 use crate::routes::wire::Id;
 use crate::state::AppState;
@@ -25,6 +27,85 @@ pub fn routes(guards: &OverloadGuards) -> OpenApiRouter<AppState> {
         .routes(routes!(trial_balance).map(|route| guards.non_core(route)))
         .routes(routes!(merchant_balance).map(|route| guards.non_core(route)))
         .routes(routes!(run_reconciliation).map(|route| guards.non_core(route)))
+        .routes(routes!(run_settlement).map(|route| guards.non_core(route)))
+        .routes(routes!(list_settlements).map(|route| guards.non_core(route)))
+}
+
+/// A merchant's statement of one UTC day.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Settlement)]
+struct StatementBody {
+    #[schema(value_type = Id)]
+    id: SettlementId,
+    #[schema(value_type = Id)]
+    merchant_id: MerchantId,
+    #[serde(with = "time::serde::rfc3339")]
+    period_start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    period_end: OffsetDateTime,
+    gross_cents: i64,
+    refunds_cents: i64,
+    commission_cents: i64,
+    /// `gross - refunds - commission`.
+    net_cents: i64,
+    /// `closed`.
+    status: String,
+}
+
+impl From<Statement> for StatementBody {
+    fn from(statement: Statement) -> Self {
+        let Statement {
+            id,
+            merchant_id,
+            period_start,
+            period_end,
+            gross_cents,
+            refunds_cents,
+            commission_cents,
+            net_cents,
+            status,
+        } = statement;
+        Self {
+            id,
+            merchant_id,
+            period_start,
+            period_end,
+            gross_cents,
+            refunds_cents,
+            commission_cents,
+            net_cents,
+            status,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct StatementPage {
+    items: Vec<StatementBody>,
+    /// `null` on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SettlementRun)]
+struct RunBody {
+    /// Close the days that ended by then (at most five minutes ago);
+    /// absent: as late as that.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    until: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 500, default = 50)]
+    limit: Option<u32>,
+    /// `next_cursor` of the page before.
+    #[param(value_type = String, required = false, pattern = "^[0-9]{1,19}$")]
+    cursor: Option<String>,
 }
 
 /// One mismatch between orders, payments, refunds and the ledger.
@@ -160,4 +241,58 @@ async fn run_reconciliation(
     Caller(actor): Caller,
 ) -> Result<Json<ReconciliationBody>, ApiError> {
     Ok(Json(state.settlement.reconcile(&actor).await?.into()))
+}
+
+/// Closes the statements of every day that ended by `until` (admin; also
+/// runs on a schedule)
+#[utoipa::path(post, path = "/v1/admin/settlements/run", tag = TAG, security(("bearer" = [])),
+    request_body = RunBody,
+    responses(
+        (status = 200, description = "the statements this run closed", body = StatementPage),
+        (status = 400, description = "bad until", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "admin only", body = ErrorBody),
+    ),
+)]
+async fn run_settlement(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    ApiJson(body): ApiJson<RunBody>,
+) -> Result<Json<StatementPage>, ApiError> {
+    let closed = state.settlement.run(&actor, body.until).await?;
+    if let Actor::Admin(admin) = &actor {
+        tracing::warn!(%admin, statements = closed.len(), "settlement run");
+    }
+    Ok(Json(StatementPage { items: closed.into_iter().map(Into::into).collect(), next_cursor: None }))
+}
+
+/// A merchant's statements, newest first (that merchant, admin)
+#[utoipa::path(get, path = "/v1/merchants/{id}/settlements", tag = TAG, security(("bearer" = [])),
+    params(("id" = inline(Id), Path), ListQuery),
+    responses(
+        (status = 200, description = "statements", body = StatementPage),
+        (status = 400, description = "bad limit or cursor", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "another merchant's, or a customer", body = ErrorBody),
+    ),
+)]
+async fn list_settlements(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    PathId(merchant): PathId<MerchantId>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<StatementPage>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let before = match query.cursor.as_deref() {
+        Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| ApiError::bad_request("cursor is not one of ours"))?),
+        None => None,
+    };
+    let items = state.settlement.statements(&actor, merchant, before, limit).await?;
+    let next_cursor = (items.len() == limit as usize)
+        .then(|| items.last().map(|last| (last.period_start.unix_timestamp() * 1_000).to_string()))
+        .flatten();
+    Ok(Json(StatementPage { items: items.into_iter().map(Into::into).collect(), next_cursor }))
 }

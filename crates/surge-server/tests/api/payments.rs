@@ -9,7 +9,12 @@ use serde_json::{Value, json};
 use surge_server::config::Secret;
 use surge_store::sandbox::{TOLERANCE_SECS, sign};
 
-use crate::helpers::{TestApp, assert_error, spawn_app_with};
+use std::sync::Arc;
+use std::time::Duration;
+
+use surge_domain::clock::ManualClock;
+
+use crate::helpers::{TestApp, assert_error, spawn_app_on, spawn_app_with};
 
 const SECRET: &str = "a-sandbox-secret-for-tests";
 
@@ -425,4 +430,50 @@ async fn a_reconciliation_lists_a_capture_whose_order_was_cancelled_and_nothing_
     assert_eq!(mismatches.len(), 1, "{pass}");
     assert_eq!(mismatches[0]["kind"], "capture_without_paid_order");
     assert_eq!(mismatches[0]["order_id"], cancelled.as_str());
+}
+
+async fn settle(app: &TestApp, until: Option<&str>) -> Vec<Value> {
+    let body = until.map_or(json!({}), |until| json!({"until": until}));
+    let url = app.url("/v1/admin/settlements/run");
+    let response = app.client.post(url).bearer_auth(app.admin()).json(&body).send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.expect("json");
+    page["items"].as_array().expect("items").clone()
+}
+
+#[tokio::test]
+async fn a_settlement_run_closes_each_ended_day_once_and_the_statements_add_up_to_the_balance() {
+    let clock = Arc::new(ManualClock::starting_at(time::OffsetDateTime::now_utc()));
+    let app = spawn_app_on(clock.clone(), |s| s.payments.sandbox.secret = Some(Secret::new(SECRET.to_owned()))).await;
+    let (_, order) = ordered(&app).await;
+    let paid = started(&app, &order).await;
+    assert_eq!(callback(&app, &event("cap", "payment.succeeded", &paid)).await.status(), StatusCode::OK);
+    let back = refunded(&app, &order, 1_000, None).await;
+    assert_eq!(callback(&app, &refund_event("rf", "refund.succeeded", &back)).await.status(), StatusCode::OK);
+    let (_, unpaid) = ordered(&app).await;
+    started(&app, &unpaid).await;
+
+    assert!(settle(&app, None).await.is_empty(), "today has not ended");
+    clock.advance(Duration::from_secs(24 * 3_600));
+    let closed = settle(&app, None).await;
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    let commission = paid["commission_cents"].as_i64().expect("commission");
+    let statement = &closed[0];
+    assert_eq!(statement["merchant_id"], "1");
+    assert_eq!(statement["status"], "closed");
+    let sums = ["gross_cents", "refunds_cents", "commission_cents", "net_cents"].map(|field| statement[field].clone());
+    assert_eq!(sums, [json!(3_998), json!(1_000), json!(commission), json!(3_998 - 1_000 - commission)]);
+    assert!(settle(&app, None).await.is_empty(), "a day is closed once");
+    assert!(settle(&app, Some("2000-01-01T00:00:00Z")).await.is_empty());
+
+    let path = "/v1/merchants/1/settlements";
+    let listed = app.client.get(app.url(path)).bearer_auth(app.merchant(1)).send().await.expect("request");
+    let listed: Value = listed.json().await.expect("json");
+    assert_eq!(listed["items"], json!(closed));
+    let net: i64 =
+        listed["items"].as_array().expect("items").iter().map(|s| s["net_cents"].as_i64().expect("net")).sum();
+    let owed: Value = balance(&app, &app.merchant(1), 1).await.json().await.expect("json");
+    assert_eq!(owed["available_cents"], net, "the balance is the sum of the statements");
+    let theirs = app.client.get(app.url(path)).bearer_auth(app.merchant(2)).send().await.expect("request");
+    assert_error(theirs, StatusCode::FORBIDDEN, "forbidden").await;
 }

@@ -25,6 +25,7 @@ mod ledger;
 mod orders;
 mod payments;
 mod runtime_config;
+mod settlements;
 
 use std::fmt;
 use std::future::Future;

@@ -12,6 +12,7 @@ mod ledger;
 mod orders;
 mod payments;
 mod runtime_config;
+mod settlements;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

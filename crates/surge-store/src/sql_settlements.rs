@@ -1,0 +1,110 @@
+//! `StatementStore` for both relational adapters, as in `crate::sql`: a
+//! settlement run sums the ledger's posted transfers per merchant and UTC
+//! day and writes one statement per (merchant, day), `ON CONFLICT DO
+//! NOTHING`, so racing runs close each day once.
+
+/// `StatementStore` for `$store`; the adapter's module imports what it uses.
+macro_rules! statement_store {
+    ($store:ty) => {
+        /// A statement as a row: id, merchant, period start and end, gross,
+        /// refunds, commission, net, status.
+        type StatementRow = (i64, i64, i64, i64, i64, i64, i64, i64, String);
+
+        const STATEMENT_COLUMNS: &str = "id, merchant_id, period_start_ms, period_end_ms, gross_cents, refunds_cents, \
+                                         commission_cents, net_cents, status";
+
+        const DAY_MS: i64 = 86_400_000;
+
+        fn statement((id, merchant, start, end, gross, refunds, commission, net, status): StatementRow) -> Statement {
+            Statement {
+                id: SettlementId::new(id),
+                merchant_id: MerchantId::new(merchant),
+                period_start: from_unix_ms(start),
+                period_end: from_unix_ms(end),
+                gross_cents: gross,
+                refunds_cents: refunds,
+                commission_cents: commission,
+                net_cents: net,
+                status,
+            }
+        }
+
+        #[async_trait]
+        impl StatementStore for $store {
+            async fn close_statements(
+                &self,
+                until: OffsetDateTime,
+                ids: &IdGenerator,
+                now: OffsetDateTime,
+            ) -> Result<Vec<Statement>, StoreError> {
+                // Every day before the last one closed was closed for every
+                // merchant with postings in it (a run closes all of them):
+                // only what follows is read, with a day of margin.
+                let last: Option<i64> = sqlx::query_scalar("SELECT MAX(period_end_ms) FROM settlements")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let from = last.map_or(0, |end| (end - DAY_MS).max(0));
+                let days: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT p.merchant_id, t.updated_at_ms / 86400000, \
+                     CAST(SUM(CASE WHEN t.code = 'capture' THEN t.amount_cents ELSE 0 END) AS BIGINT), \
+                     CAST(SUM(CASE WHEN t.code LIKE 'refund:%' THEN t.amount_cents ELSE 0 END) AS BIGINT), \
+                     CAST(SUM(CASE WHEN t.code = 'commission' THEN t.amount_cents ELSE 0 END) AS BIGINT) \
+                     FROM ledger_transfers t JOIN payments p ON p.id = t.payment_id \
+                     WHERE t.status = 'posted' AND t.updated_at_ms >= $1 AND t.updated_at_ms < $2 \
+                     GROUP BY p.merchant_id, t.updated_at_ms / 86400000 ORDER BY 2, 1",
+                )
+                .bind(from)
+                .bind(unix_ms(until))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+                let mut closed = Vec::new();
+                for (merchant, day, gross, refunds, commission) in days {
+                    let sql = format!(
+                        "INSERT INTO settlements ({STATEMENT_COLUMNS}, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'closed', $9) \
+                         ON CONFLICT (merchant_id, period_start_ms) DO NOTHING RETURNING {STATEMENT_COLUMNS}"
+                    );
+                    let row: Option<StatementRow> = sqlx::query_as(&sql)
+                        .bind(ids.next_id())
+                        .bind(merchant)
+                        .bind(day * DAY_MS)
+                        .bind((day + 1) * DAY_MS)
+                        .bind(gross)
+                        .bind(refunds)
+                        .bind(commission)
+                        .bind(gross - refunds - commission)
+                        .bind(unix_ms(now))
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(store_error)?;
+                    closed.extend(row.map(statement));
+                }
+                Ok(closed)
+            }
+
+            async fn statements(
+                &self,
+                merchant: MerchantId,
+                before: Option<i64>,
+                limit: u32,
+            ) -> Result<Vec<Statement>, StoreError> {
+                let sql = format!(
+                    "SELECT {STATEMENT_COLUMNS} FROM settlements WHERE merchant_id = $1 AND period_start_ms < $2 \
+                     ORDER BY period_start_ms DESC LIMIT $3"
+                );
+                let rows: Vec<StatementRow> = sqlx::query_as(&sql)
+                    .bind(merchant.get())
+                    .bind(before.unwrap_or(i64::MAX))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Ok(rows.into_iter().map(statement).collect())
+            }
+        }
+    };
+}
+
+pub(crate) use statement_store;
