@@ -1451,3 +1451,144 @@ async fn a_give_back_redis_did_not_take_is_retried_and_counted_once() {
     assert_eq!(stock_left().await, STOCK, "the unit came back once");
     deployment.drop_stream().await;
 }
+
+const SANDBOX_SECRET: &str = "distributed-sandbox-secret";
+
+/// Posts one sandbox callback to `node`, signed now, as a provider does:
+/// a 503 (the node shed it; nothing was applied) is sent again, up to 20
+/// times. Its last status and how many sends were refused.
+async fn callback(deployment: &Deployment, node: usize, body: &[u8]) -> (StatusCode, u32) {
+    let mut refused = 0;
+    loop {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = surge_store::sandbox::sign(SANDBOX_SECRET.as_bytes(), now, body);
+        let status = deployment
+            .client
+            .post(format!("{}/v1/payments/callbacks/sandbox", deployment.bases[node]))
+            .header("surge-signature", signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("callback")
+            .status();
+        if status != StatusCode::SERVICE_UNAVAILABLE || refused == 20 {
+            return (status, refused);
+        }
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 12's money test: 4,500 payments opened through three nodes, then
+/// 10,000 sandbox callbacks posted through all three at once: for each
+/// payment a failure and a success (shuffled, so about half arrive in the
+/// wrong order) and 1,000 repeats of random ones. Every payment ends
+/// captured once, every order paid once, the ledger balanced with exactly
+/// the captures and commissions, each merchant owed what it captured less
+/// commission, and a reconciliation finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_apply_ten_thousand_repeated_and_reordered_callbacks_once_each() {
+    const MERCHANTS: u64 = 50;
+    const CARTS: u64 = 90;
+    let _one_at_a_time = SERIAL.lock().await;
+    let broker = Broker::Nats("nats://127.0.0.1:4222".to_owned());
+    let deployment = Deployment::start(broker, &[("SURGE_PAYMENTS__SANDBOX__SECRET", SANDBOX_SECRET)]).await;
+    let mut products = Vec::new();
+    for merchant in 1..=MERCHANTS {
+        let token = deployment.token(Role::Merchant, &merchant.to_string());
+        let body = json!({"sku": "PAY", "name": "Paid", "price_cents": 100 + merchant, "stock": 1_000});
+        let product = deployment.post((merchant % 3) as usize, "/v1/products", &token, body).await;
+        products.push(product["id"].as_str().expect("product id").to_owned());
+    }
+    let address = json!({"region": "north", "city": "Harbin", "line1": "1 Main St", "postcode": "150000",
+                         "phone": "+86 451 0000"});
+    // One cart per customer, one line per merchant: 50 orders each. Three
+    // at a time: every cart locks the same 50 product rows, so more would
+    // only queue on them (past the nodes' 1 s pool wait).
+    let carts: Vec<(u64, Vec<String>)> = stream::iter(1..=CARTS)
+        .map(|customer| {
+            let items: Vec<Value> = products.iter().map(|id| json!({"product_id": id, "quantity": 1})).collect();
+            let body = json!({"items": items, "address": address});
+            let deployment = &deployment;
+            async move {
+                let token = deployment.token(Role::Customer, &customer.to_string());
+                let placed = deployment.post((customer % 3) as usize, "/v1/checkout", &token, body).await;
+                let orders = placed["orders"].as_array().unwrap_or_else(|| panic!("no orders in {placed}"));
+                (customer, orders.iter().map(|o| o["id"].as_str().expect("order id").to_owned()).collect())
+            }
+        })
+        .buffer_unordered(3)
+        .collect()
+        .await;
+    let opened: Vec<Value> =
+        stream::iter(carts.iter().flat_map(|(customer, orders)| orders.iter().map(move |o| (*customer, o))))
+            .enumerate()
+            .map(|(i, (customer, order))| {
+                let deployment = &deployment;
+                async move {
+                    let token = deployment.token(Role::Customer, &customer.to_string());
+                    let path = format!("/v1/orders/{order}/payments");
+                    let payment = deployment.post(i % 3, &path, &token, json!({})).await;
+                    assert_eq!(payment["status"], "pending", "{payment}");
+                    payment
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+    assert_eq!(opened.len(), (MERCHANTS * CARTS) as usize);
+
+    let mut events: Vec<Vec<u8>> = Vec::new();
+    for payment in &opened {
+        for (kind, suffix) in [("payment.failed", "f"), ("payment.succeeded", "s")] {
+            let body = json!({"event_id": format!("{}-{suffix}", payment["id"].as_str().expect("id")), "type": kind,
+                              "provider_ref": payment["provider_ref"], "amount_cents": payment["amount_cents"]});
+            events.push(serde_json::to_vec(&body).expect("json"));
+        }
+    }
+    let repeats: Vec<Vec<u8>> = (0..1_000).map(|_| events[rand::random_range(0..events.len())].clone()).collect();
+    events.extend(repeats);
+    rand::seq::SliceRandom::shuffle(events.as_mut_slice(), &mut rand::rng());
+    assert_eq!(events.len(), 10_000);
+    let statuses: Vec<(StatusCode, u32)> = stream::iter(events.iter().enumerate())
+        .map(|(i, body)| callback(&deployment, i % 3, body))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let refused: Vec<&StatusCode> = statuses.iter().map(|(s, _)| s).filter(|s| **s != StatusCode::OK).collect();
+    assert!(refused.is_empty(), "{} callbacks never applied: {:?}", refused.len(), &refused[..refused.len().min(10)]);
+    let shed: u32 = statuses.iter().map(|(_, shed)| shed).sum();
+    println!("10,000 callbacks through three nodes: {shed} sends shed with 503 and sent again");
+
+    let ledger: Value = deployment.get(0, "/v1/admin/ledger/trial-balance").await.json().await.expect("json");
+    assert_eq!(ledger["balanced"], true);
+    let account = |name: &str| {
+        let accounts = ledger["accounts"].as_array().expect("accounts");
+        let account = accounts.iter().find(|a| a["name"] == name).unwrap_or_else(|| panic!("no {name}"));
+        (account["debit_cents"].as_i64().expect("debit"), account["credit_cents"].as_i64().expect("credit"))
+    };
+    let captured: i64 = opened.iter().map(|p| p["amount_cents"].as_i64().expect("amount")).sum();
+    let commission: i64 = opened.iter().map(|p| p["commission_cents"].as_i64().expect("commission")).sum();
+    assert_eq!(account("provider_clearing"), (captured, 0), "each payment captured once");
+    assert_eq!(account("platform_commission"), (0, commission));
+    for merchant in [1_u64, 25, 50] {
+        let owed = CARTS as i64 * (100 + merchant as i64);
+        let taken = CARTS as i64 * ((100 + merchant as i64) * 500 / 10_000);
+        let balance: Value = deployment
+            .get((merchant % 3) as usize, &format!("/v1/merchants/{merchant}/balance"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            balance,
+            json!({"pending_cents": 0, "available_cents": owed - taken, "paid_out_cents": 0}),
+            "merchant {merchant}"
+        );
+    }
+    let admin = deployment.token(Role::Admin, "ops");
+    let pass = deployment.post(2, "/v1/admin/reconciliation/run", &admin, json!({})).await;
+    assert_eq!(pass["mismatches"], json!([]), "{pass}");
+    assert_eq!(pass["checked"], 2 * opened.len(), "every order paid, every payment looked at: {pass}");
+    deployment.drop_stream().await;
+}
