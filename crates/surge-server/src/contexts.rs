@@ -113,6 +113,7 @@ pub(crate) fn wire_contexts(
             Arc::clone(&orders),
             Arc::new(provider),
             Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
+            Arc::clone(notifier),
             Arc::clone(ids),
             Arc::clone(clock),
         )

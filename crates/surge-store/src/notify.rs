@@ -20,6 +20,7 @@ use metrics::Counter;
 use surge_domain::degradation::Feature;
 use surge_domain::notification::Notifier;
 use surge_domain::order::Order;
+use surge_domain::payment::Refund;
 use surge_guard::breaker::CircuitBreaker;
 use surge_guard::retry::Retries;
 use surge_guard::switch::{Mode, Switchboard};
@@ -76,8 +77,55 @@ pub struct SinkGuards {
     pub retries: Retries,
 }
 
+/// One notification: to a buyer, shaped as the SMS it stands for.
+enum Notice {
+    OrderCreated(Order),
+    RefundSucceeded(Refund),
+}
+
+impl Notice {
+    /// The delivery's idempotency key: a retried one is the same message.
+    fn key(&self) -> String {
+        match self {
+            Notice::OrderCreated(order) => format!("order-{}", order.id),
+            Notice::RefundSucceeded(refund) => format!("refund-{}", refund.id),
+        }
+    }
+
+    /// The text an SMS gateway would send.
+    fn sms(&self) -> String {
+        match self {
+            Notice::OrderCreated(order) => format!(
+                "Surge: order {} confirmed, {} item(s), {} to pay.",
+                order.id,
+                order.quantity,
+                money(order.amount_cents)
+            ),
+            Notice::RefundSucceeded(refund) => {
+                format!("Surge: {} refunded for order {}.", money(refund.amount_cents), refund.order_id)
+            }
+        }
+    }
+
+    fn body(&self) -> serde_json::Value {
+        match self {
+            Notice::OrderCreated(order) => {
+                serde_json::json!({ "event": "order_created", "order": order, "sms": self.sms() })
+            }
+            Notice::RefundSucceeded(refund) => {
+                serde_json::json!({ "event": "refund_succeeded", "refund": refund, "sms": self.sms() })
+            }
+        }
+    }
+}
+
+/// Minor units as `12.34`.
+fn money(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, (cents % 100).abs())
+}
+
 pub struct QueuedNotifier {
-    sender: mpsc::Sender<Order>,
+    sender: mpsc::Sender<Notice>,
     dropped: Counter,
 }
 
@@ -91,18 +139,29 @@ impl QueuedNotifier {
     }
 }
 
+impl QueuedNotifier {
+    fn hand_over(&self, notice: Notice) {
+        let key = notice.key();
+        if self.sender.try_send(notice).is_err() {
+            self.dropped.increment(1);
+            tracing::warn!(notification = key, "notification queue full; notification dropped");
+        }
+    }
+}
+
 impl Notifier for QueuedNotifier {
     fn order_created(&self, order: &Order) {
-        if self.sender.try_send(order.clone()).is_err() {
-            self.dropped.increment(1);
-            tracing::warn!(order_id = %order.id, "notification queue full; notification dropped");
-        }
+        self.hand_over(Notice::OrderCreated(order.clone()));
+    }
+
+    fn refund_succeeded(&self, refund: &Refund) {
+        self.hand_over(Notice::RefundSucceeded(refund.clone()));
     }
 }
 
 async fn deliver_all(
     sink: NotifySink,
-    mut receiver: mpsc::Receiver<Order>,
+    mut receiver: mpsc::Receiver<Notice>,
     metrics: NotifyMetrics,
     guards: SinkGuards,
 ) {
@@ -115,7 +174,7 @@ async fn deliver_all(
         tracing::error!(%error, "webhook client without its CA");
         reqwest::Client::new()
     });
-    while let Some(order) = receiver.recv().await {
+    while let Some(notice) = receiver.recv().await {
         let mut attempts = 0;
         loop {
             if held_by_operator(&guards.switches) {
@@ -130,7 +189,7 @@ async fn deliver_all(
                 }
             };
             attempts += 1;
-            let outcome = deliver(&client, &sink, &order).await;
+            let outcome = deliver(&client, &sink, &notice).await;
             guards.breaker.record(permit, outcome.is_err());
             match outcome {
                 Ok(()) => {
@@ -140,7 +199,7 @@ async fn deliver_all(
                 }
                 Err(error) => {
                     metrics.failed.increment(1);
-                    tracing::warn!(order_id = %order.id, attempts, %error, "notification failed");
+                    tracing::warn!(notification = notice.key(), attempts, %error, "notification failed");
                     match guards.retries.after_failure(attempts, None) {
                         Some(wait) => tokio::time::sleep(wait).await,
                         None => break,
@@ -155,22 +214,20 @@ fn held_by_operator(switches: &Switchboard) -> bool {
     switches.list().iter().any(|s| s.name == Feature::Notification.name() && !s.enabled && s.mode == Mode::Manual)
 }
 
-async fn deliver(client: &reqwest::Client, sink: &NotifySink, order: &Order) -> Result<(), String> {
+async fn deliver(client: &reqwest::Client, sink: &NotifySink, notice: &Notice) -> Result<(), String> {
     match sink {
         NotifySink::Log => {
-            tracing::info!(order_id = %order.id, user_id = %order.user_id, amount_cents = order.amount_cents,
-                "notify: order created (sms)");
+            tracing::info!(notification = notice.key(), sms = notice.sms(), "notify (sms)");
             Ok(())
         }
         NotifySink::Webhook { url, timeout, .. } => {
-            let body = serde_json::json!({ "event": "order_created", "order": order });
             let response = client
                 .post(url)
                 .timeout(*timeout)
-                .header("Idempotency-Key", format!("order-{}", order.id))
+                .header("Idempotency-Key", notice.key())
                 // The timeout funnel: the webhook knows how long it has.
                 .header("X-Request-Deadline-Ms", timeout.as_millis().to_string())
-                .json(&body)
+                .json(&notice.body())
                 .send()
                 .await
                 // Without the URL: it may carry credentials.
@@ -264,7 +321,7 @@ mod tests {
             tls_ca_pem: Some(pem.clone()),
         };
         let client = webhook_client(Some(&pem)).expect("client");
-        deliver(&client, &sink, &order()).await.expect("delivered over TLS");
+        deliver(&client, &sink, &Notice::OrderCreated(order())).await.expect("delivered over TLS");
         let request = served.await.expect("served");
         assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
         assert!(request.contains("\"id\":\"4242\""), "{request}");
@@ -275,7 +332,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             tls_ca_pem: None,
         };
-        let refused = deliver(&webhook_client(None).expect("client"), &sink, &order()).await;
+        let refused = deliver(&webhook_client(None).expect("client"), &sink, &Notice::OrderCreated(order())).await;
         assert!(refused.is_err(), "a certificate from an unknown CA was accepted");
         assert!(webhook_client(Some(b"not a certificate")).is_err(), "a CA that is not PEM is refused");
     }

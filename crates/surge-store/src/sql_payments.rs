@@ -195,7 +195,7 @@ macro_rules! payment_store {
                     }
                 };
                 tx.commit().await.map_err(store_error)?;
-                Ok(Applied::Moved { payment: moved, products })
+                Ok(Applied::Moved { payment: moved, products, refund: None })
             }
         }
 
@@ -241,20 +241,21 @@ macro_rules! payment_store {
                 }
                 let succeeded = event.kind == EventKind::RefundSucceeded;
                 let to = if succeeded { PaymentStatus::Succeeded } else { PaymentStatus::Failed };
-                let moved = sqlx::query(
-                    "UPDATE refunds SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'pending'",
-                )
-                .bind(to.as_str())
-                .bind(unix_ms(now))
-                .bind(refund.id.get())
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?
-                .rows_affected();
-                if moved == 0 {
+                let sql = format!(
+                    "UPDATE refunds SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'pending' \
+                     RETURNING {REFUND_COLUMNS}"
+                );
+                let moved: Option<RefundRow> = sqlx::query_as(&sql)
+                    .bind(to.as_str())
+                    .bind(unix_ms(now))
+                    .bind(refund.id.get())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let Some(moved) = moved.map(Refund::try_from).transpose()? else {
                     tx.commit().await.map_err(store_error)?;
                     return Ok(Applied::Stale(payment));
-                }
+                };
                 if !succeeded {
                     sqlx::query("UPDATE payments SET refunded_cents = refunded_cents - $1, updated_at_ms = $2 WHERE id = $3")
                         .bind(refund.amount_cents)
@@ -267,7 +268,7 @@ macro_rules! payment_store {
                 settle_refund_transfer(&mut tx, &refund, succeeded, unix_ms(now)).await.map_err(store_error)?;
                 let payment = payment_in(&mut tx, refund.payment_id).await?;
                 tx.commit().await.map_err(store_error)?;
-                Ok(Applied::Moved { payment, products: Vec::new() })
+                Ok(Applied::Moved { payment, products: Vec::new(), refund: Some(moved) })
             }
         }
 

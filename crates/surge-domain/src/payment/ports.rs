@@ -92,8 +92,8 @@ pub trait PaymentProvider: Send + Sync + 'static {
 pub enum Applied {
     /// The payment moved; when it succeeded and its order was still
     /// unpaid, the order is paid and these products' units left
-    /// `reserved`.
-    Moved { payment: Payment, products: Vec<ProductId> },
+    /// `reserved`. A refund event moved `refund`.
+    Moved { payment: Payment, products: Vec<ProductId>, refund: Option<Refund> },
     /// This event was applied before: nothing changed.
     Repeat(Payment),
     /// The event would move the payment backwards (a failure after a

@@ -45,6 +45,10 @@ impl Notifier for Notified {
     fn order_created(&self, order: &Order) {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).push(order.id);
     }
+
+    /// No refund is made in these tests (the payment context is tested
+    /// through the API).
+    fn refund_succeeded(&self, _refund: &surge_domain::payment::Refund) {}
 }
 
 /// What outlives a restart of the node: the stores, the queue, the clock.

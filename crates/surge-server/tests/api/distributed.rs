@@ -297,6 +297,7 @@ struct Deployment {
 
 impl Deployment {
     async fn start(broker: Broker, extra: &[(&str, &str)]) -> Self {
+        crate::helpers::keep_a_stream_in_nats();
         let database = Database::create();
         let tag = rand::random::<u32>().to_string();
         let stream = format!("SURGE_DIST_{tag}");

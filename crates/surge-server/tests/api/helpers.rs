@@ -92,9 +92,35 @@ const TEST_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 impl OwnBackends {
     fn create() -> Self {
+        keep_a_stream_in_nats();
         let tag = rand::random::<u32>();
         Self { database: Database::create(), tag, _stream: OwnStream(format!("SURGE_TEST_{tag}")) }
     }
+}
+
+/// NATS removes the account's stream directory when its last stream is
+/// deleted, and a stream created at that moment fails ("could not create
+/// storage directory", error 10049; seen in CI as tests create and delete
+/// their streams concurrently). A stream that is never deleted keeps the
+/// directory; it is made at the first test of a run, if missing.
+pub fn keep_a_stream_in_nats() {
+    static KEPT: std::sync::Once = std::sync::Once::new();
+    KEPT.call_once(|| {
+        let _ = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(client) = async_nats::connect(TEST_NATS_URL).await {
+                    let config = async_nats::jetstream::stream::Config {
+                        name: "SURGE_TEST_KEEP".to_owned(),
+                        subjects: vec!["surge.test.keep".to_owned()],
+                        ..Default::default()
+                    };
+                    let _ = async_nats::jetstream::new(client).get_or_create_stream(config).await;
+                }
+            });
+        })
+        .join();
+    });
 }
 
 struct OwnStream(String);

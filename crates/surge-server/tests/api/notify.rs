@@ -140,3 +140,55 @@ async fn each_order_of_a_checkout_is_posted_to_the_webhook() {
     assert!(placed.iter().all(|id| posted.contains(id)), "{placed:?} vs {posted:?}");
     assert!(received.iter().all(|event| event["event"] == "order_created" && event["order"]["kind"] == "checkout"));
 }
+
+#[tokio::test]
+async fn a_refund_that_went_through_is_posted_to_the_webhook_as_an_sms() {
+    const SECRET: &str = "a-sandbox-secret-for-notify";
+    let (url, received) = receiver(StatusCode::OK).await;
+    let app = spawn_app_with(|s| {
+        s.notify.webhook_url = Some(url.parse().expect("a webhook URL"));
+        s.payments.sandbox.secret = Some(surge_server::config::Secret::new(SECRET.to_owned()));
+    })
+    .await;
+    let product = app.create_product_with_stock(1, "N-R", 5).await;
+    let address = json!({"region": "north", "city": "Harbin", "line1": "1 Main St", "postcode": "150000",
+                         "phone": "+86 451 0000"});
+    let cart = json!({"items": [{"product_id": product["id"], "quantity": 1}], "address": address});
+    let placed: Value = app.post_json("/v1/checkout", Some(&app.customer(3)), &cart).await.json().await.expect("json");
+    let order = placed["orders"][0]["id"].as_str().expect("order").to_owned();
+    let paid = app.post_json(&format!("/v1/orders/{order}/pay"), Some(&app.customer(3)), &json!({})).await;
+    assert_eq!(paid.status(), StatusCode::OK);
+    let asked = json!({"amount_cents": 500, "reason": "late delivery"});
+    let refund: Value = app
+        .post_json(&format!("/v1/orders/{order}/refunds"), Some(&app.merchant(1)), &asked)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let event = json!({"event_id": "rf-ok", "type": "refund.succeeded", "provider_ref": refund["provider_ref"],
+                       "amount_cents": 500});
+    let body = serde_json::to_vec(&event).expect("json");
+    let signature =
+        surge_store::sandbox::sign(SECRET.as_bytes(), time::OffsetDateTime::now_utc().unix_timestamp(), &body);
+    let applied = app
+        .client
+        .post(app.url("/v1/payments/callbacks/sandbox"))
+        .header("surge-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(applied.status(), StatusCode::OK);
+    let refunded = || received.lock().expect("lock").iter().find(|event| event["event"] == "refund_succeeded").cloned();
+    for _ in 0..200 {
+        if refunded().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let notice = refunded().expect("the refund was notified");
+    assert_eq!(notice["refund"]["id"], refund["id"]);
+    assert_eq!(notice["sms"], format!("Surge: 5.00 refunded for order {order}."));
+    let created = received.lock().expect("lock").iter().filter(|event| event["event"] == "order_created").count();
+    assert_eq!(created, 1, "the purchase was notified once");
+}
