@@ -10,7 +10,7 @@ use surge_domain::order::{Address, Order, OrderItem, OrderKind, OrderStatus};
 use surge_domain::{MerchantId, OrderId, ProductId, SaleId, UserId};
 use surge_guard::bulkhead::SlotHold;
 use time::OffsetDateTime;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
@@ -18,7 +18,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, PathId};
 use crate::routes::OverloadGuards;
-use crate::routes::wire::Id;
+use crate::routes::wire::{Id, PageQuery};
 use crate::state::AppState;
 
 const TAG: &str = "orders";
@@ -189,17 +189,6 @@ impl From<OrderStatus> for OrderStatusBody {
     }
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct ListQuery {
-    #[param(value_type = u32, required = false, minimum = 1, maximum = 500, default = 50)]
-    limit: Option<u32>,
-    /// `next_cursor` of the page before.
-    #[param(value_type = String, required = false, pattern = "^[0-9]{1,19}$")]
-    cursor: Option<String>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 struct OrderPage {
     items: Vec<OrderBody>,
@@ -224,7 +213,7 @@ async fn get_order(
 }
 
 /// Orders, newest first (customer: own; merchant: tenant's; admin: all)
-#[utoipa::path(get, path = "/v1/orders", tag = TAG, security(("bearer" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/v1/orders", tag = TAG, security(("bearer" = [])), params(PageQuery),
     responses(
         (status = 200, description = "a page", body = OrderPage),
         (status = 401, description = "no valid token", body = ErrorBody),
@@ -233,7 +222,7 @@ async fn get_order(
 async fn list_orders(
     State(state): State<AppState>,
     Caller(actor): Caller,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let before = query.cursor.as_deref().map(str::parse::<OrderId>).transpose();
     let before = before.map_err(|_| ApiError::bad_request("cursor is not valid"))?;

@@ -4,11 +4,12 @@
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use surge_domain::catalog::PageRequest;
 use surge_domain::ids::SettlementId;
 use surge_domain::settlement::{AccountTotals, MerchantBalance, Mismatch, Reconciliation, Statement, TrialBalance};
 use surge_domain::{Actor, MerchantId, OrderId};
 use time::OffsetDateTime;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
@@ -16,7 +17,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, PathId};
 use crate::routes::OverloadGuards;
-use crate::routes::wire::Id;
+use crate::routes::wire::{Id, PageQuery};
 use crate::state::AppState;
 
 const TAG: &str = "settlement";
@@ -95,17 +96,6 @@ struct RunBody {
     /// absent: as late as that.
     #[serde(default, with = "time::serde::rfc3339::option")]
     until: Option<OffsetDateTime>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct ListQuery {
-    #[param(value_type = u32, required = false, minimum = 1, maximum = 500, default = 50)]
-    limit: Option<u32>,
-    /// `next_cursor` of the page before.
-    #[param(value_type = String, required = false, pattern = "^[0-9]{1,19}$")]
-    cursor: Option<String>,
 }
 
 /// One mismatch between orders, payments, refunds and the ledger.
@@ -268,7 +258,7 @@ async fn run_settlement(
 
 /// A merchant's statements, newest first (that merchant, admin)
 #[utoipa::path(get, path = "/v1/merchants/{id}/settlements", tag = TAG, security(("bearer" = [])),
-    params(("id" = inline(Id), Path), ListQuery),
+    params(("id" = inline(Id), Path), PageQuery),
     responses(
         (status = 200, description = "statements", body = StatementPage),
         (status = 400, description = "bad limit or cursor", body = ErrorBody),
@@ -280,12 +270,9 @@ async fn list_settlements(
     State(state): State<AppState>,
     Caller(actor): Caller,
     PathId(merchant): PathId<MerchantId>,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<StatementPage>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 500"));
-    }
+    let limit = PageRequest::parse(query.limit, None).map_err(ApiError::bad_request)?.limit;
     let before = match query.cursor.as_deref() {
         Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| ApiError::bad_request("cursor is not one of ours"))?),
         None => None,

@@ -58,3 +58,16 @@ impl IntoParams for IdempotencyKey {
         vec![header.build()]
     }
 }
+
+/// A keyset page of a listing: `limit` (1–500, default 50) and the
+/// `next_cursor` of the page before.
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the page before.
+    #[param(value_type = String, required = false, pattern = "^[0-9]{1,19}$")]
+    pub cursor: Option<String>,
+}
