@@ -117,14 +117,16 @@ async fn repeated_floods_do_not_grow_memory() {
 /// passed since their end, their counters and intake keys go (the
 /// `surge_flash_sales_served` gauge falls to zero), a request that names
 /// one is refused without loading it again, its page still shows the stock
-/// it ended with, and a third round of 200 sales leaves resident memory
-/// within 10% of where the second left it (the first warms bounded caches).
+/// it ended with, and the fourth and fifth rounds of 200 sales leave
+/// resident memory within 10% of where the third left it (the first rounds
+/// warm bounded caches).
 #[tokio::test]
 async fn sales_that_end_leave_memory() {
     use surge_server::auth::{Keys, Role, load_or_create_secret};
     use surge_server::config::AuthSettings;
 
     const SALES: usize = 200;
+    const ROUNDS: usize = 5;
     const BUYERS: u64 = 20;
     let dir = tempfile::TempDir::new().expect("tempdir");
     let surge = ChildSurge::start(
@@ -145,8 +147,8 @@ async fn sales_that_end_leave_memory() {
     let product: Value = client
         .post(format!("{base}/v1/products"))
         .bearer_auth(&merchant)
-        // Every sale of the three rounds takes its 50 units from it.
-        .json(&serde_json::json!({"sku": "ENDS", "name": "Ends", "price_cents": 100, "stock": 3 * SALES * 50}))
+        // Every sale of every round takes its 50 units from it.
+        .json(&serde_json::json!({"sku": "ENDS", "name": "Ends", "price_cents": 100, "stock": ROUNDS * SALES * 50}))
         .send()
         .await
         .expect("product")
@@ -160,7 +162,7 @@ async fn sales_that_end_leave_memory() {
 
     let mut rss_kib = Vec::new();
     let mut last_sale = String::new();
-    for round in 0..3 {
+    for round in 0..ROUNDS {
         let now = time::OffsetDateTime::now_utc();
         let mut sales = Vec::new();
         for _ in 0..SALES {
@@ -235,9 +237,11 @@ async fn sales_that_end_leave_memory() {
     assert_eq!(served().await, Some(0.0), "nothing was loaded for the ended sale");
 
     println!("RSS after each round of {SALES} ended sales (KiB): {rss_kib:?}");
-    // The first round warms what is bounded but starts empty (SQLite's
-    // page cache per connection, the allocator's arenas, the sale cache):
-    // memory is measured from there.
-    let (warm, last) = (rss_kib[1] as f64, rss_kib[2] as f64);
-    assert!(last <= warm * 1.10, "resident memory grew from {warm} KiB to {last} KiB over the third round");
+    // The first rounds warm what is bounded but starts empty (SQLite's
+    // page cache per connection, the allocator's arenas, the sale cache);
+    // seven rounds measured on a quiet machine: [73368, 80912, 85556,
+    // 86220, 86764, 86600, 84764] KiB, flat from the third. Memory is
+    // measured from there: two more rounds keep it within 10%.
+    let (warm, last) = (rss_kib[2] as f64, rss_kib[ROUNDS - 1] as f64);
+    assert!(last <= warm * 1.10, "resident memory grew from {warm} KiB to {last} KiB over the last two rounds");
 }
