@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod money;
 pub mod notification;
 pub mod order;
+pub mod outbox;
 pub mod payment;
 pub mod runtime_config;
 pub mod settlement;

@@ -1,9 +1,17 @@
-//! Notification: SMS / e-mail after a purchase. Non-core and always
-//! degradable: handing a notification over never waits and never fails the
-//! order; the adapter queues it (bounded) and delivers in the background.
+//! Notification: SMS / e-mail after a purchase and after a refund. Non-core
+//! and always degradable: the notification context hears of them from the
+//! outbox (`OrderPlaced`, `RefundSucceeded`), never from the order or
+//! payment path, so a slow or dead sink never slows or fails an order;
+//! the adapter queues each notice (bounded) and delivers in the background.
 
-use crate::order::Order;
-use crate::payment::Refund;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::order::{Order, OrderStore};
+use crate::outbox::{DomainEvent, EventHandler, EventRecord};
+use crate::payment::{PaymentStore, Refund};
+use crate::store::StoreError;
 
 pub trait Notifier: Send + Sync + 'static {
     /// An order was written: the buyer hears of the purchase. Handed over
@@ -13,4 +21,40 @@ pub trait Notifier: Send + Sync + 'static {
     /// A refund went through: the buyer hears of the money coming back.
     /// Handed over without waiting.
     fn refund_succeeded(&self, refund: &Refund);
+}
+
+/// The outbox's consumer that tells buyers: it reads the order or refund
+/// an event names and hands the notice to the [`Notifier`].
+pub struct Notifications {
+    pub orders: Arc<dyn OrderStore>,
+    pub payments: Arc<dyn PaymentStore>,
+    pub notifier: Arc<dyn Notifier>,
+}
+
+impl Notifications {
+    pub const CONSUMER: &'static str = "notifications";
+}
+
+#[async_trait]
+impl EventHandler for Notifications {
+    fn consumer(&self) -> &'static str {
+        Self::CONSUMER
+    }
+
+    async fn apply(&self, record: &EventRecord) -> Result<(), StoreError> {
+        match record.event {
+            DomainEvent::OrderPlaced { order_id, .. } => {
+                if let Some(order) = self.orders.get(order_id).await? {
+                    self.notifier.order_created(&order);
+                }
+            }
+            DomainEvent::RefundSucceeded { refund_id, .. } => {
+                if let Some(refund) = self.payments.refund(refund_id).await? {
+                    self.notifier.refund_succeeded(&refund);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }

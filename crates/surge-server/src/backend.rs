@@ -12,6 +12,7 @@ use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
 use surge_domain::inventory::InventoryStore;
 use surge_domain::order::{CheckoutStore, OrderStore, PendingOrders};
+use surge_domain::outbox::{EventBus, Inbox, OutboxStore};
 use surge_domain::payment::PaymentStore;
 use surge_domain::runtime_config::{ConfigStore, SwitchStore};
 use surge_domain::settlement::{LedgerStore, ReconciliationStore, StatementStore};
@@ -20,9 +21,11 @@ use surge_store::RelationalStore;
 use surge_store::cache::{CachedSales, SaleCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
 use surge_store::postgres::PgStore;
-use surge_store::queue::kafka::KafkaQueue;
+use surge_store::queue::kafka::{KafkaQueue, KafkaQueueConfig};
+use surge_store::queue::kafka_bus::KafkaBus;
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
-use surge_store::queue::nats::NatsQueue;
+use surge_store::queue::nats::{NatsQueue, NatsQueueConfig};
+use surge_store::queue::nats_bus::NatsBus;
 use surge_store::redis::{
     Algorithm, Durability, RedisConfig, RedisConn, RedisEvents, RedisIntakeKeys, RedisLedger, RedisPending,
     RedisRateLimiter,
@@ -49,6 +52,11 @@ pub struct Backend {
     pub keys: Arc<dyn IntakeKeys>,
     pub pending: Arc<dyn PendingOrders>,
     pub queue: Arc<dyn OrderQueue>,
+    /// The transactional outbox, the consumers' inbox, and the bus the
+    /// outbox is published to (beside the queue, on the same broker).
+    pub outbox: Arc<dyn OutboxStore>,
+    pub inbox: Arc<dyn Inbox>,
+    pub bus: Arc<dyn EventBus>,
     /// Cluster-wide per-customer intake limit, when configured.
     pub cluster_user_limit: Option<Arc<dyn SharedLimiter>>,
     /// The shared Redis, when there is one: the product cache's shared tier
@@ -71,6 +79,8 @@ struct StorePorts {
     statements: Arc<dyn StatementStore>,
     switches: Arc<dyn SwitchStore>,
     config: Arc<dyn ConfigStore>,
+    outbox: Arc<dyn OutboxStore>,
+    inbox: Arc<dyn Inbox>,
 }
 
 impl StorePorts {
@@ -87,6 +97,8 @@ impl StorePorts {
             statements: store.clone(),
             switches: store.clone(),
             config: store.clone(),
+            outbox: store.clone(),
+            inbox: store.clone(),
         }
     }
 }
@@ -106,13 +118,15 @@ impl Backend {
             statements,
             switches,
             config,
+            outbox,
+            inbox,
         } = StorePorts::of(&relational);
         // Anyone may read a sale: lookups are served from memory, unknown
         // ids included.
         let sales: Arc<dyn SaleStore> = Arc::new(CachedSales::new(sales, &SaleCacheConfig::default()));
 
         let SharedState { ledger, keys, pending, cluster_user_limit, redis } = open_shared_state(settings).await?;
-        let (queue, log) = open_queue(settings).await?;
+        let (queue, bus, log) = open_queue(settings).await?;
         Ok(Self {
             catalog,
             sales,
@@ -125,6 +139,9 @@ impl Backend {
             statements,
             switches,
             config,
+            outbox,
+            inbox,
+            bus,
             ledger,
             keys,
             pending,
@@ -210,27 +227,33 @@ async fn open_shared_state(settings: &Settings) -> anyhow::Result<SharedState> {
     })
 }
 
-/// The queue between intake and the consumer: a Kafka-protocol broker,
-/// NATS JetStream, or the embedded log (which is also returned, to be
-/// drained and closed).
-async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn OrderQueue>, Option<Arc<LogQueue>>)> {
+/// The queue between intake and the consumer and the event bus beside it:
+/// on a Kafka-protocol broker, NATS JetStream, or the embedded log (which
+/// is also returned, to be drained and closed).
+async fn open_queue(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn OrderQueue>, Arc<dyn EventBus>, Option<Arc<LogQueue>>)> {
     Ok(match &settings.queue {
         QueueSettings::Log(_) => {
             let config = LogQueueConfig { batch_max: settings.flash_sale.queue_batch, ..LogQueueConfig::default() };
             let log = Arc::new(LogQueue::open(&settings.data_dir, config).await.context("opening the queue")?);
-            (log.clone(), Some(log))
+            (log.clone(), Arc::new(log.bus()), Some(log))
         }
         QueueSettings::Nats(nats) => {
-            let queue = NatsQueue::open(&nats.into()).await.context("connecting to NATS JetStream")?;
-            (Arc::new(queue), None)
+            let config: NatsQueueConfig = nats.into();
+            let queue = NatsQueue::open(&config).await.context("connecting to NATS JetStream")?;
+            let bus = NatsBus::open(&config).await.context("opening the event stream on NATS JetStream")?;
+            (Arc::new(queue), Arc::new(bus), None)
         }
         QueueSettings::Kafka(kafka) => {
             if let Some(ca) = &kafka.tls_ca_file {
                 // librdkafka would only say it can't verify the brokers.
                 std::fs::read(ca).with_context(|| format!("reading queue.tls_ca_file {}", ca.display()))?;
             }
-            let queue = KafkaQueue::open(&kafka.into()).await.context("connecting to the Kafka brokers")?;
-            (Arc::new(queue), None)
+            let config: KafkaQueueConfig = kafka.into();
+            let queue = KafkaQueue::open(&config).await.context("connecting to the Kafka brokers")?;
+            let bus = KafkaBus::open(&config).await.context("opening the event topic on the Kafka brokers")?;
+            (Arc::new(queue), Arc::new(bus), None)
         }
     })
 }

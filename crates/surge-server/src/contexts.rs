@@ -6,7 +6,6 @@ use std::sync::Arc;
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
 use surge_domain::inventory::Inventory;
-use surge_domain::notification::Notifier;
 use surge_domain::order::{Checkouts, Orders, StockKeeper};
 use surge_domain::payment::Payments;
 use surge_domain::settlement::{Settlement, SettlementPorts};
@@ -71,7 +70,6 @@ pub(crate) fn wire_contexts(
     catalog: &CatalogTiers,
     ids: &Arc<IdGenerator>,
     clock: &Arc<dyn Clock>,
-    notifier: &Arc<dyn Notifier>,
 ) -> Contexts {
     let sale_settings = &settings.flash_sale;
     let ports = FlashSalePorts {
@@ -98,7 +96,6 @@ pub(crate) fn wire_contexts(
         Arc::clone(&catalog.read),
         Arc::clone(&backend.checkouts),
         Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
-        Arc::clone(notifier),
         Arc::clone(ids),
         Arc::clone(clock),
         sale_settings.payment_timeout,
@@ -113,7 +110,6 @@ pub(crate) fn wire_contexts(
             Arc::clone(&orders),
             Arc::new(provider),
             Arc::clone(&flash_sales) as Arc<dyn StockKeeper>,
-            Arc::clone(notifier),
             Arc::clone(ids),
             Arc::clone(clock),
         )

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
+pub mod outbox;
 pub mod readiness;
 pub mod routes;
 pub mod serve;

@@ -39,6 +39,9 @@ pub const ORDERS_FAILED: &str = "surge_orders_failed_total";
 pub const SALES_SERVED: &str = "surge_flash_sales_served";
 pub const LEDGER_DIFFERENCE: &str = "surge_ledger_difference_units";
 pub const LEDGER_REPAIRED: &str = "surge_ledger_repaired_units_total";
+pub const OUTBOX_PUBLISHED: &str = "surge_outbox_published_total";
+pub const OUTBOX_BACKLOG: &str = "surge_outbox_backlog";
+pub const OUTBOX_LAG: &str = "surge_outbox_lag_seconds";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,

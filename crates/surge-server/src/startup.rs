@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use axum::Router;
 use surge_domain::catalog::Catalog;
 use surge_domain::degradation::Feature;
-use surge_domain::notification::Notifier;
 use surge_domain::runtime_config::{ConfigStore, SettingsVersion};
 use surge_domain::{Clock, IdGenerator, SystemClock};
 use surge_guard::breaker::CircuitBreaker;
@@ -28,6 +27,7 @@ use crate::dependency_guard::DependencyGuard;
 use crate::events::{EventListener, Subscription};
 use crate::metrics::{LEDGER_DIFFERENCE, LEDGER_REPAIRED, Metrics, ORDERS_FAILED, SALES_SERVED};
 use crate::notifications;
+use crate::outbox::OutboxWorkers;
 use crate::readiness::Readiness;
 use crate::routes::{self, EdgeLimits, OverloadGuards};
 use crate::serve::{ConnectionLimits, serve};
@@ -82,8 +82,9 @@ impl Application {
         let switches = switches::load(backend.switches.as_ref()).await?;
         let notify_breaker = Arc::new(switches::notify_breaker(settings, &metrics, &switches));
         let notifier = notifications::notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker))?;
-        let contexts = wire_contexts(settings, &backend, &catalog, &ids, &clock, &notifier);
-        let workers = Arc::new(workers(settings, &backend, &contexts, &switches, &metrics, notifier)?);
+        let contexts = wire_contexts(settings, &backend, &catalog, &ids, &clock);
+        let outbox = OutboxWorkers::wire(&backend, &metrics, &clock, notifier);
+        let workers = Arc::new(workers(settings, &backend, &contexts, &switches, &metrics, outbox)?);
         recover(&backend, &workers, &contexts, &ids).await?;
 
         let guards = OverloadGuards::new(settings);
@@ -232,7 +233,7 @@ fn workers(
     contexts: &Contexts,
     switches: &Arc<Switchboard>,
     metrics: &Arc<Metrics>,
-    notifier: Arc<dyn Notifier>,
+    outbox: OutboxWorkers,
 ) -> anyhow::Result<Workers> {
     let sale_settings = &settings.flash_sale;
     Ok(Workers {
@@ -248,7 +249,7 @@ fn workers(
         ledger_repaired: metrics.counter(LEDGER_REPAIRED, &[]),
         reconcile_interval: sale_settings.reconcile_interval,
         queue: Arc::clone(&backend.queue),
-        notifier,
+        outbox: Arc::new(outbox),
         intake_limits: Arc::clone(&contexts.intake_limits),
         consumer_batch: sale_settings.consumer_batch,
         sweep_interval: sale_settings.sweep_interval,

@@ -1,5 +1,6 @@
 //! Background work of a node: the order consumer, the payment-timeout
-//! sweeper, the reservation reaper and the ledger's reconciliation. Each
+//! sweeper, the reservation reaper, the ledger's reconciliation and the
+//! outbox's (`crate::outbox`). Each
 //! stops at the shutdown signal; the consumer then drains what is left in
 //! the queue.
 
@@ -9,7 +10,6 @@ use std::time::Duration;
 
 use surge_domain::flashsale::{FlashSales, OrderQueue};
 use surge_domain::inventory::Inventory;
-use surge_domain::notification::Notifier;
 use surge_domain::order::Orders;
 use surge_domain::settlement::Settlement;
 use surge_domain::store::StoreError;
@@ -17,6 +17,7 @@ use surge_guard::switch::SwitchHandle;
 use tokio::sync::watch;
 
 use crate::limits::IntakeLimits;
+use crate::outbox::OutboxWorkers;
 
 /// How long the consumer waits for new events before looking again.
 const POLL_WAIT: Duration = Duration::from_millis(100);
@@ -51,7 +52,8 @@ pub struct Workers {
     pub ledger_repaired: metrics::Counter,
     pub reconcile_interval: Duration,
     pub queue: Arc<dyn OrderQueue>,
-    pub notifier: Arc<dyn Notifier>,
+    /// The outbox relay and the event consumers.
+    pub outbox: Arc<OutboxWorkers>,
     pub intake_limits: Arc<IntakeLimits>,
     pub consumer_batch: usize,
     pub sweep_interval: Duration,
@@ -63,10 +65,7 @@ impl Workers {
     pub async fn drain(&self) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
-            let consumed = self
-                .orders
-                .consume(self.queue.as_ref(), self.notifier.as_ref(), self.consumer_batch, Duration::ZERO)
-                .await?;
+            let consumed = self.orders.consume(self.queue.as_ref(), self.consumer_batch, Duration::ZERO).await?;
             self.failed_orders.increment(consumed.failed as u64);
             if consumed.handled == 0 {
                 return Ok(total);
@@ -81,7 +80,7 @@ impl Workers {
                 tokio::time::sleep(POLL_WAIT).await;
                 continue;
             }
-            let step = self.orders.consume(self.queue.as_ref(), self.notifier.as_ref(), self.consumer_batch, POLL_WAIT);
+            let step = self.orders.consume(self.queue.as_ref(), self.consumer_batch, POLL_WAIT);
             match step.await {
                 Ok(consumed) => self.failed_orders.increment(consumed.failed as u64),
                 Err(error) => {
@@ -92,9 +91,11 @@ impl Workers {
         }
     }
 
-    /// Starts the consumer, the sweeper, the reaper and the reconciliation
-    /// in `background`, each until `stopped`.
+    /// Starts the consumer, the sweeper, the reaper, the reconciliation and
+    /// the outbox's relay and consumers in `background`, each until
+    /// `stopped`.
     pub fn spawn(self: &Arc<Self>, background: &mut tokio::task::JoinSet<()>, stopped: &watch::Receiver<bool>) {
+        self.outbox.spawn(background, stopped);
         let (workers, until) = (Arc::clone(self), stopped.clone());
         background.spawn(async move { workers.consume_until(until).await });
         let (workers, until) = (Arc::clone(self), stopped.clone());

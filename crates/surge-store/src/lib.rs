@@ -13,6 +13,7 @@
 //!   (manual switches, run-time settings) and its version across nodes.
 
 pub mod cache;
+mod events_wire;
 pub mod memory;
 pub mod notify;
 pub mod postgres;
@@ -23,6 +24,7 @@ pub mod sandbox;
 mod sql;
 mod sql_inventory;
 mod sql_ledger;
+mod sql_outbox;
 mod sql_payments;
 mod sql_settlements;
 pub mod sqlite;
@@ -52,6 +54,8 @@ pub trait RelationalStore:
     + surge_domain::settlement::StatementStore
     + surge_domain::runtime_config::SwitchStore
     + surge_domain::runtime_config::ConfigStore
+    + surge_domain::outbox::OutboxStore
+    + surge_domain::outbox::Inbox
 {
     /// The largest id in any table that holds minted ids (0 when empty).
     async fn max_id(&self) -> Result<i64, surge_domain::StoreError>;

@@ -105,6 +105,11 @@ macro_rules! inventory_store {
                         .map_err(store_error)?;
                     written.push(Order::try_from(row)?);
                 }
+                let placed: Vec<_> = written
+                    .iter()
+                    .map(|order| EventRecord::new(DomainEvent::placed(order), unix_ms(now)))
+                    .collect();
+                record_events(&mut *tx, &placed).await.map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(Placed::Created(written))
             }
@@ -253,6 +258,9 @@ macro_rules! inventory_moves {
         ) -> Result<(), sqlx::Error> {
             let paid = to == OrderStatus::Paid;
             let now_ms = unix_ms(order.updated_at);
+            if let Some(event) = DomainEvent::left_created(order, to) {
+                record_events(&mut *conn, &[EventRecord::new(event, now_ms)]).await?;
+            }
             match (order.kind, order.flash_sale_id) {
                 (OrderKind::FlashSale, Some(sale)) => {
                     if !paid {

@@ -7,7 +7,8 @@
 //! no order of arrival moves it backwards, and a success pays the order if
 //! it is still `CREATED`. The ledger follows in the same transaction
 //! (`crate::sql_ledger`): an opened payment's amount goes pending, a
-//! success posts it with its commission, a failure voids it. Rows are taken
+//! success posts it with its commission, a failure voids it; the outbox
+//! gets the event other contexts hear (`crate::sql_outbox`). Rows are taken
 //! payment, ledger accounts, order, products.
 
 /// `PaymentStore` for `$store` (a type with a `pool` field); the adapter's
@@ -63,6 +64,13 @@ macro_rules! payment_store {
                 let row: Option<PaymentRow> =
                     sqlx::query_as(&sql).bind(order.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
                 row.map(Payment::try_from).transpose()
+            }
+
+            async fn refund(&self, id: RefundId) -> Result<Option<Refund>, StoreError> {
+                let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1");
+                let row: Option<RefundRow> =
+                    sqlx::query_as(&sql).bind(id.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
+                row.map(Refund::try_from).transpose()
             }
 
             async fn captured_of(&self, order: OrderId) -> Result<Option<Payment>, StoreError> {
@@ -184,16 +192,19 @@ macro_rules! payment_store {
                     tx.commit().await.map_err(store_error)?;
                     return Ok(Applied::Stale(payment));
                 };
-                let products = match to {
+                let (payment_id, order_id, amount_cents) = (moved.id, moved.order_id, moved.amount_cents);
+                let (products, event) = match to {
                     PaymentStatus::Succeeded => {
                         post_payment(&mut tx, &moved, unix_ms(now)).await.map_err(store_error)?;
-                        pay_order(&mut tx, &moved, now).await.map_err(store_error)?
+                        let products = pay_order(&mut tx, &moved, now).await.map_err(store_error)?;
+                        (products, DomainEvent::PaymentSucceeded { payment_id, order_id, amount_cents })
                     }
                     _ => {
                         void_payment(&mut tx, &moved, unix_ms(now)).await.map_err(store_error)?;
-                        Vec::new()
+                        (Vec::new(), DomainEvent::PaymentFailed { payment_id, order_id, amount_cents })
                     }
                 };
+                record_events(&mut *tx, &[EventRecord::new(event, unix_ms(now))]).await.map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(Applied::Moved { payment: moved, products, refund: None })
             }
@@ -266,6 +277,15 @@ macro_rules! payment_store {
                         .map_err(store_error)?;
                 }
                 settle_refund_transfer(&mut tx, &refund, succeeded, unix_ms(now)).await.map_err(store_error)?;
+                if succeeded {
+                    let event = DomainEvent::RefundSucceeded {
+                        refund_id: refund.id,
+                        payment_id: refund.payment_id,
+                        order_id: refund.order_id,
+                        amount_cents: refund.amount_cents,
+                    };
+                    record_events(&mut *tx, &[EventRecord::new(event, unix_ms(now))]).await.map_err(store_error)?;
+                }
                 let payment = payment_in(&mut tx, refund.payment_id).await?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(Applied::Moved { payment, products: Vec::new(), refund: Some(moved) })

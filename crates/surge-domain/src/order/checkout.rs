@@ -18,7 +18,6 @@ use crate::catalog::CatalogStore;
 use crate::clock::Clock;
 use crate::flashsale::Quantity;
 use crate::ids::{IdGenerator, MerchantId, OrderId, ProductId, UserId};
-use crate::notification::Notifier;
 use crate::store::StoreError;
 
 /// One line of a cart: a product and how many of it.
@@ -170,7 +169,6 @@ pub struct Checkouts {
     catalog: Arc<dyn CatalogStore>,
     store: Arc<dyn CheckoutStore>,
     stock: Arc<dyn StockKeeper>,
-    notifier: Arc<dyn Notifier>,
     ids: Arc<IdGenerator>,
     clock: Arc<dyn Clock>,
     payment_timeout: Duration,
@@ -181,18 +179,17 @@ impl Checkouts {
         catalog: Arc<dyn CatalogStore>,
         store: Arc<dyn CheckoutStore>,
         stock: Arc<dyn StockKeeper>,
-        notifier: Arc<dyn Notifier>,
         ids: Arc<IdGenerator>,
         clock: Arc<dyn Clock>,
         payment_timeout: Duration,
     ) -> Self {
-        Self { catalog, store, stock, notifier, ids, clock, payment_timeout }
+        Self { catalog, store, stock, ids, clock, payment_timeout }
     }
 
     /// Splits the cart by merchant and has the store reserve and write it
     /// (see [`CheckoutStore::place`]). The same key from the same buyer
-    /// returns the first checkout's orders. The buyer is notified of each
-    /// new order, as of a flash-sale order.
+    /// returns the first checkout's orders. The store's outbox tells the
+    /// other contexts (the buyer is notified of each new order from it).
     pub async fn place(
         &self,
         actor: &Actor,
@@ -220,10 +217,6 @@ impl Checkouts {
             Placed::Created(orders) => {
                 let products: Vec<ProductId> = checkout.lines().iter().map(|line| line.product_id).collect();
                 self.stock.products_moved(&products).await;
-                // Handed over without waiting; never fails the checkout.
-                for order in &orders {
-                    self.notifier.order_created(order);
-                }
                 Ok(orders)
             }
             Placed::Replayed(orders) => Ok(orders),

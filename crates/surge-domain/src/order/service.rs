@@ -13,7 +13,6 @@ use crate::actor::Actor;
 use crate::clock::Clock;
 use crate::flashsale::{OrderQueue, Reservation};
 use crate::ids::OrderId;
-use crate::notification::Notifier;
 use crate::store::StoreError;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -209,13 +208,12 @@ impl Orders {
     }
 
     /// One consumer step: take accepted requests off the queue, write their
-    /// orders, acknowledge, then notify. Returns how many events it handled
-    /// and how many of them ended `FAILED`. Notification is spawned off: it
-    /// never fails or slows the order.
+    /// orders (each with its `OrderPlaced` event in the outbox, from which
+    /// the buyer is notified), acknowledge. Returns how many events it
+    /// handled and how many of them ended `FAILED`.
     pub async fn consume(
         &self,
         queue: &dyn OrderQueue,
-        notifier: &dyn Notifier,
         batch_max: usize,
         wait: Duration,
     ) -> Result<Consumed, StoreError> {
@@ -245,9 +243,6 @@ impl Orders {
         queue.ack(last).await?;
         let ids: Vec<OrderId> = requests.iter().map(|r| r.order_id).collect();
         self.pending.remove(&ids).await?;
-        for order in &outcome.created {
-            notifier.order_created(order);
-        }
         Ok(Consumed { handled: requests.len(), failed: outcome.failed.len() })
     }
 }

@@ -136,6 +136,8 @@ pub trait PaymentStore: Send + Sync + 'static {
     /// in from the captured payment and `provider_ref`.
     async fn insert_refund(&self, refund: &Refund, idempotency_key: Option<&str>) -> Result<RefundOutcome, StoreError>;
 
+    async fn refund(&self, id: RefundId) -> Result<Option<Refund>, StoreError>;
+
     /// The order's captured payment, if any (the refunds' source).
     async fn captured_of(&self, order: OrderId) -> Result<Option<Payment>, StoreError>;
 

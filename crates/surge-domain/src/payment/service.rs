@@ -11,7 +11,6 @@ use crate::actor::Actor;
 use crate::clock::Clock;
 use crate::ids::{IdGenerator, OrderId, PaymentId, RefundId};
 use crate::money::Cents;
-use crate::notification::Notifier;
 use crate::order::{Order, OrderError, OrderStatus, Orders, StockKeeper};
 use crate::store::StoreError;
 
@@ -65,7 +64,6 @@ pub struct Payments {
     orders: Arc<Orders>,
     provider: Arc<dyn PaymentProvider>,
     stock: Arc<dyn StockKeeper>,
-    notifier: Arc<dyn Notifier>,
     ids: Arc<IdGenerator>,
     clock: Arc<dyn Clock>,
     /// The platform's commission, in basis points of each payment.
@@ -78,11 +76,10 @@ impl Payments {
         orders: Arc<Orders>,
         provider: Arc<dyn PaymentProvider>,
         stock: Arc<dyn StockKeeper>,
-        notifier: Arc<dyn Notifier>,
         ids: Arc<IdGenerator>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, orders, provider, stock, notifier, ids, clock, commission_bps: 0 }
+        Self { store, orders, provider, stock, ids, clock, commission_bps: 0 }
     }
 
     /// Takes `bps` basis points (at most 10,000) of each payment as the
@@ -237,15 +234,12 @@ impl Payments {
         }
         let event = self.provider.verify(signature, body, self.clock.now())?;
         match self.store.apply(provider, &event, self.clock.now()).await? {
-            Applied::Moved { payment, products, refund } => {
+            // A refund that went through is told from the outbox.
+            Applied::Moved { payment, products, refund: _ } => {
                 tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = payment.status.as_str(),
                     event_id = event.event_id, "payment moved");
                 if !products.is_empty() {
                     self.stock.products_moved(&products).await;
-                }
-                if let Some(refund) = refund.filter(|refund| refund.status == PaymentStatus::Succeeded) {
-                    // Handed over without waiting; never fails the callback.
-                    self.notifier.refund_succeeded(&refund);
                 }
                 Ok(payment)
             }

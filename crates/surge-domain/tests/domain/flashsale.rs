@@ -35,7 +35,7 @@ async fn an_accepted_order_reads_pending_until_the_consumer_writes_it() {
     assert_eq!(order.created_at, accepted_at + Duration::from_secs(2), "written when consumed");
     assert_eq!(order.pay_by, Some(order.created_at + PAYMENT_TIMEOUT));
     assert_eq!(world.pending.len(), 0, "no longer pending once written");
-    assert_eq!(world.notified.ids(), vec![id], "the buyer is notified once");
+    assert_eq!(world.order_store.placed_events(), vec![id], "one OrderPlaced (the buyer is notified from it)");
     assert_eq!(world.consume().await.handled, 0, "acknowledged: nothing comes again");
 }
 

@@ -153,7 +153,7 @@ async fn a_redelivered_request_writes_no_second_order() {
     let consumed = world.consume().await;
     assert_eq!((consumed.handled, consumed.failed), (1, 0));
     assert_eq!(world.order_store.count(), 1);
-    assert_eq!(world.notified.ids(), vec![id], "notified once");
+    assert_eq!(world.order_store.placed_events(), vec![id], "one OrderPlaced: the buyer is notified once");
     assert_eq!(world.order_store.sale_holdings(sale.id).await.expect("holdings").sold, 1);
 }
 

@@ -1,12 +1,11 @@
 //! One embedded node: the three services wired to in-memory ports and a
 //! paused clock, with the steps the tests take, by name.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use surge_domain::catalog::{Catalog, CreateProduct, Product, ProductName, Sku, Stock};
 use surge_domain::flashsale::{FlashSale, FlashSalePorts, FlashSales, IntakeError, NewSale, Quantity};
-use surge_domain::notification::Notifier;
 use surge_domain::order::{Consumed, Order, Orders, StockKeeper};
 use surge_domain::{Actor, Cents, Clock, IdGenerator, MerchantId, OrderId, SaleId, UserId};
 
@@ -31,26 +30,6 @@ pub fn admin() -> Actor {
     Actor::Admin("ops".to_owned())
 }
 
-/// The orders notified as created, in order.
-#[derive(Default)]
-pub struct Notified(Mutex<Vec<OrderId>>);
-
-impl Notified {
-    pub fn ids(&self) -> Vec<OrderId> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
-
-impl Notifier for Notified {
-    fn order_created(&self, order: &Order) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(order.id);
-    }
-
-    /// No refund is made in these tests (the payment context is tested
-    /// through the API).
-    fn refund_succeeded(&self, _refund: &surge_domain::payment::Refund) {}
-}
-
 /// What outlives a restart of the node: the stores, the queue, the clock.
 #[derive(Clone)]
 struct Durable {
@@ -71,7 +50,6 @@ pub struct World {
     pub pending: Arc<MemPending>,
     /// In-process: lost when the node restarts.
     pub ledger: Arc<MemLedger>,
-    pub notified: Arc<Notified>,
     pub catalog: Catalog,
     pub sales: Arc<FlashSales>,
     pub orders: Orders,
@@ -124,7 +102,6 @@ impl World {
             queue: Arc::clone(&durable.queue),
             pending: Arc::clone(&durable.pending),
             ledger,
-            notified: Arc::default(),
             sales,
             orders,
             durable,
@@ -171,8 +148,7 @@ impl World {
 
     /// One consumer step over everything queued.
     pub async fn consume(&self) -> Consumed {
-        let notifier: &dyn Notifier = &*self.notified;
-        self.orders.consume(&*self.queue, notifier, 1_000, Duration::ZERO).await.expect("consumed")
+        self.orders.consume(&*self.queue, 1_000, Duration::ZERO).await.expect("consumed")
     }
 
     pub async fn stock_left(&self, sale: SaleId) -> i64 {

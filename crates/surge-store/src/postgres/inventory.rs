@@ -7,9 +7,11 @@ use surge_domain::inventory::{ClosedSale, InventoryStore};
 use surge_domain::order::{
     Address, CheckoutLine, CheckoutStore, NewCheckoutOrder, Order, OrderKind, OrderStatus, Placed,
 };
+use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{ProductId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
+use super::outbox::record_events;
 use super::{PgStore, store_error};
 use crate::rows::{AddressDoc, ItemDoc, ORDER_COLUMNS, OrderRow, unix_ms};
 

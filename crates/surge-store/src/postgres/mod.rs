@@ -23,6 +23,7 @@ mod flashsale;
 mod inventory;
 mod ledger;
 mod orders;
+mod outbox;
 mod payments;
 mod runtime_config;
 mod settlements;

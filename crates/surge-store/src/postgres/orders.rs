@@ -22,8 +22,10 @@ use time::OffsetDateTime;
 
 use super::counters::{move_one_by_one, moved_all, take_from_buyer};
 use super::inventory::{back_to_sale, order_left_created};
+use super::outbox::record_events;
 use super::{PgStore, TxError, store_error, with_conflict_retry};
 use crate::rows::{ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
+use crate::sql_outbox::placed;
 
 // The reads both stores share are written once (`crate::sql`); these
 // differ.
@@ -130,6 +132,7 @@ async fn create_all(
     } else {
         move_one_by_one(&mut tx, written).await?
     };
+    record_events(&mut tx, &placed(&created, now)).await?;
     tx.commit().await?;
     Ok(CreatedOrders { created, rejected, failed })
 }

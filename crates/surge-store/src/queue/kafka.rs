@@ -12,22 +12,21 @@
 //! batch the consumer failed to process is fetched again: the next poll
 //! seeks its partitions back to the first unacknowledged offset.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use surge_domain::StoreError;
 use surge_domain::flashsale::{Delivery, OrderQueue, OrderRequested};
+
+use super::kafka_bus::GroupReader;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaQueueConfig {
@@ -73,7 +72,7 @@ impl Default for KafkaQueueConfig {
 }
 
 /// What every client of the queue shares: the brokers, and TLS when asked.
-fn client_config(config: &KafkaQueueConfig) -> ClientConfig {
+pub(super) fn client_config(config: &KafkaQueueConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
     if let Some(tls) = &config.tls {
@@ -87,92 +86,58 @@ fn client_config(config: &KafkaQueueConfig) -> ClientConfig {
 
 pub struct KafkaQueue {
     producer: FutureProducer,
-    consumer: Arc<StreamConsumer>,
+    reader: GroupReader,
     /// The brokers and how to reach them, for the offsets probe.
     client: ClientConfig,
     group: String,
     topic: String,
     publish_timeout: Duration,
-    next: AtomicU64,
-    /// Delivered and not yet acknowledged: sequence → (partition, offset).
-    unacked: Mutex<BTreeMap<u64, (i32, i64)>>,
 }
 
 impl KafkaQueue {
     /// Connects, creates the topic if missing and joins the group.
     pub async fn open(config: &KafkaQueueConfig) -> Result<Self, StoreError> {
-        let timeout_ms = config.publish_timeout.as_millis().to_string();
         let client = client_config(config);
-        let admin: AdminClient<DefaultClientContext> = client.create().map_err(unavailable)?;
-        let topic =
-            NewTopic::new(&config.topic, config.partitions, TopicReplication::Fixed(i32::from(config.replicas)));
-        // Both bounds: a broker that never answers (down, or a TLS handshake
-        // that fails) is an error within the publish timeout.
-        let options = AdminOptions::new()
-            .operation_timeout(Some(config.publish_timeout))
-            .request_timeout(Some(config.publish_timeout));
-        for result in admin.create_topics([&topic], &options).await.map_err(unavailable)? {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(StoreError::Unavailable(format!("kafka: creating {topic}: {code}"))),
-            }
-        }
-        let producer: FutureProducer = client
-            .clone()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", &timeout_ms)
-            .set("linger.ms", "1")
-            .create()
-            .map_err(unavailable)?;
-        let consumer: StreamConsumer = client
-            .clone()
-            .set("group.id", &config.group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
-            .set("heartbeat.interval.ms", (config.session_timeout.as_millis() / 3).to_string())
-            .create()
-            .map_err(unavailable)?;
-        consumer.subscribe(&[&config.topic]).map_err(unavailable)?;
+        create_topic(config, &config.topic).await?;
+        let producer = producer(config)?;
         Ok(Self {
             producer,
-            consumer: Arc::new(consumer),
+            reader: GroupReader::join(config, &config.group, &config.topic)?,
             client,
             group: config.group.clone(),
             topic: config.topic.clone(),
             publish_timeout: config.publish_timeout,
-            next: AtomicU64::new(1),
-            unacked: Mutex::default(),
         })
     }
+}
 
-    /// Seeks every partition with unacknowledged deliveries back to the
-    /// first of them, so they are fetched again.
-    fn rewind(&self) -> Result<(), StoreError> {
-        let failed = std::mem::take(&mut *self.unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let mut first: HashMap<i32, i64> = HashMap::new();
-        for (partition, offset) in failed.into_values() {
-            let entry = first.entry(partition).or_insert(offset);
-            *entry = (*entry).min(offset);
-        }
-        for (partition, offset) in first {
-            self.consumer
-                .seek(&self.topic, partition, Offset::Offset(offset), Duration::from_secs(1))
-                .map_err(unavailable)?;
-        }
-        Ok(())
-    }
-
-    async fn next_message(&self, wait: Duration) -> Result<Option<(i32, i64, Vec<u8>)>, StoreError> {
-        match tokio::time::timeout(wait, self.consumer.recv()).await {
-            Err(_) => Ok(None),
-            Ok(Err(error)) => Err(unavailable(error)),
-            Ok(Ok(message)) => {
-                Ok(Some((message.partition(), message.offset(), message.payload().unwrap_or_default().to_vec())))
-            }
+/// Creates `topic` if missing, with the configured partitions and copies.
+pub(super) async fn create_topic(config: &KafkaQueueConfig, topic: &str) -> Result<(), StoreError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create().map_err(unavailable)?;
+    let topic = NewTopic::new(topic, config.partitions, TopicReplication::Fixed(i32::from(config.replicas)));
+    // Both bounds: a broker that never answers (down, or a TLS handshake
+    // that fails) is an error within the publish timeout.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(config.publish_timeout))
+        .request_timeout(Some(config.publish_timeout));
+    for result in admin.create_topics([&topic], &options).await.map_err(unavailable)? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(StoreError::Unavailable(format!("kafka: creating {topic}: {code}"))),
         }
     }
+    Ok(())
+}
+
+/// The idempotent producer (`acks=all`) every publisher uses.
+pub(super) fn producer(config: &KafkaQueueConfig) -> Result<FutureProducer, StoreError> {
+    client_config(config)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", config.publish_timeout.as_millis().to_string())
+        .set("linger.ms", "1")
+        .create()
+        .map_err(unavailable)
 }
 
 #[async_trait]
@@ -209,56 +174,20 @@ impl OrderQueue for KafkaQueue {
     }
 
     async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {
-        self.rewind()?;
         let mut deliveries = Vec::new();
-        let mut budget = wait.max(Duration::from_millis(1));
-        while deliveries.len() < max.max(1) {
-            let Some((partition, offset, payload)) = self.next_message(budget).await? else {
-                break;
-            };
-            // After the first, take only what is there already.
-            budget = Duration::from_millis(1);
-            let sequence = self.next.fetch_add(1, Ordering::Relaxed);
-            self.unacked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(sequence, (partition, offset));
+        for (sequence, payload) in self.reader.poll(max, wait).await? {
             match super::wire::decode(&payload) {
                 Ok(request) => deliveries.push(Delivery { offset: sequence, request }),
                 // A poison event must not block the queue: it is acknowledged
                 // with the batch and dropped for good.
-                Err(error) => tracing::error!(partition, offset, %error, "unreadable order request; skipped"),
+                Err(error) => tracing::error!(sequence, %error, "unreadable order request; skipped"),
             }
         }
         Ok(deliveries)
     }
 
     async fn ack(&self, offset: u64) -> Result<(), StoreError> {
-        let done = {
-            let mut unacked = self.unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let rest = unacked.split_off(&(offset + 1));
-            std::mem::replace(&mut *unacked, rest)
-        };
-        let mut past: HashMap<i32, i64> = HashMap::new();
-        for (partition, offset) in done.into_values() {
-            let entry = past.entry(partition).or_insert(offset + 1);
-            *entry = (*entry).max(offset + 1);
-        }
-        if past.is_empty() {
-            return Ok(());
-        }
-        let mut commits = TopicPartitionList::new();
-        for (partition, next) in past {
-            commits.add_partition_offset(&self.topic, partition, Offset::Offset(next)).map_err(unavailable)?;
-        }
-        // Synchronous (a blocking call, so off the runtime's threads): once
-        // `ack` returns, a rebalance resumes past these events. A commit
-        // lost to a crash is a redelivery, which the order store absorbs.
-        let consumer = Arc::clone(&self.consumer);
-        tokio::task::spawn_blocking(move || consumer.commit(&commits, CommitMode::Sync))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)
+        self.reader.ack(offset).await
     }
 
     /// The topic's metadata from a broker (a blocking call, so off the
@@ -318,7 +247,7 @@ fn oldest_unacked_ms(
     Ok(oldest)
 }
 
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
+pub(super) fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("kafka: {error}"))
 }
 

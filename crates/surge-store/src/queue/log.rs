@@ -96,6 +96,11 @@ impl LogQueue {
         i64::try_from(self.acked.load(Ordering::Acquire)).unwrap_or(i64::MAX)
     }
 
+    /// The event bus kept in the same file.
+    pub fn bus(&self) -> super::log_bus::LogBus {
+        super::log_bus::LogBus::new(self.pool.clone())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

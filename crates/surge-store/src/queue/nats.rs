@@ -133,44 +133,6 @@ impl NatsQueue {
         deliveries.sort_by_key(|delivery| delivery.offset);
         deliveries
     }
-
-    /// One pull of up to `max` messages, waiting up to `wait` for the
-    /// first. Bounded on this side too: a pull whose server went away
-    /// (stopped, restarted) is never answered, and the client would wait
-    /// for a no-wait pull's answer forever, which stops the consumer for
-    /// good. What arrived by the bound is kept.
-    async fn fetch(&self, max: usize, wait: Option<Duration>) -> Result<Vec<Message>, StoreError> {
-        let bound = tokio::time::Instant::now() + wait.unwrap_or_default() + self.publish_timeout;
-        let unanswered = || StoreError::Unavailable("nats: a pull got no answer".to_owned());
-        let pull = async {
-            match wait {
-                None => {
-                    self.consumer.fetch().max_messages(max).messages().await.map_err(unavailable).map(|m| m.boxed())
-                }
-                Some(wait) => self
-                    .consumer
-                    .batch()
-                    .max_messages(max)
-                    .expires(wait)
-                    .messages()
-                    .await
-                    .map_err(unavailable)
-                    .map(|m| m.boxed()),
-            }
-        };
-        let mut messages = tokio::time::timeout_at(bound, pull).await.map_err(|_| unanswered())??;
-        let mut fetched = Vec::new();
-        loop {
-            match tokio::time::timeout_at(bound, messages.next()).await {
-                Ok(Some(Ok(message))) => fetched.push(message),
-                Ok(None) => break,
-                Ok(Some(Err(error))) if fetched.is_empty() => return Err(unavailable(error)),
-                Err(_) if fetched.is_empty() => return Err(unanswered()),
-                Ok(Some(Err(_))) | Err(_) => break,
-            }
-        }
-        Ok(fetched)
-    }
 }
 
 #[async_trait]
@@ -226,12 +188,13 @@ impl OrderQueue for NatsQueue {
             let _ = message.ack_with(AckKind::Nak(None)).await;
         }
         let max = max.max(1);
-        let mut messages = self.fetch(max, None).await?;
+        let mut messages = fetch(&self.consumer, max, None, self.publish_timeout).await?;
         if messages.is_empty() && !wait.is_zero() {
             // Wait for the first one, then take what else is there.
-            messages = self.fetch(1, Some(wait.max(Duration::from_millis(10)))).await?;
+            messages =
+                fetch(&self.consumer, 1, Some(wait.max(Duration::from_millis(10))), self.publish_timeout).await?;
             if !messages.is_empty() && max > 1 {
-                messages.extend(self.fetch(max - 1, None).await?);
+                messages.extend(fetch(&self.consumer, max - 1, None, self.publish_timeout).await?);
             }
         }
         Ok(self.take(messages))
@@ -260,7 +223,47 @@ impl OrderQueue for NatsQueue {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
+/// One pull of up to `max` messages, waiting up to `wait` for the first.
+/// Bounded on this side too: a pull whose server went away (stopped,
+/// restarted) is never answered, and the client would wait for a no-wait
+/// pull's answer forever, which stops the consumer for good. What arrived
+/// by the bound (`wait` and `slack`) is kept.
+pub(super) async fn fetch(
+    consumer: &PullConsumer,
+    max: usize,
+    wait: Option<Duration>,
+    slack: Duration,
+) -> Result<Vec<Message>, StoreError> {
+    let bound = tokio::time::Instant::now() + wait.unwrap_or_default() + slack;
+    let unanswered = || StoreError::Unavailable("nats: a pull got no answer".to_owned());
+    let pull = async {
+        match wait {
+            None => consumer.fetch().max_messages(max).messages().await.map_err(unavailable).map(|m| m.boxed()),
+            Some(wait) => consumer
+                .batch()
+                .max_messages(max)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(unavailable)
+                .map(|m| m.boxed()),
+        }
+    };
+    let mut messages = tokio::time::timeout_at(bound, pull).await.map_err(|_| unanswered())??;
+    let mut fetched = Vec::new();
+    loop {
+        match tokio::time::timeout_at(bound, messages.next()).await {
+            Ok(Some(Ok(message))) => fetched.push(message),
+            Ok(None) => break,
+            Ok(Some(Err(error))) if fetched.is_empty() => return Err(unavailable(error)),
+            Err(_) if fetched.is_empty() => return Err(unanswered()),
+            Ok(Some(Err(_))) | Err(_) => break,
+        }
+    }
+    Ok(fetched)
+}
+
+pub(super) fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("nats: {error}"))
 }
 

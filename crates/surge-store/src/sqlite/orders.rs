@@ -14,8 +14,10 @@ use time::OffsetDateTime;
 
 use super::counters::{ROWS_PER_STATEMENT, counters_moved_within_bounds, give_back, take_within_bounds, write_failed};
 use super::inventory::order_left_created;
+use super::outbox::record_events;
 use super::{SqliteStore, store_error};
 use crate::rows::{ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
+use crate::sql_outbox::placed;
 
 // The reads both stores share are written once (`crate::sql`); these
 // differ.
@@ -40,6 +42,7 @@ crate::sql::order_store!(SqliteStore, {
                 Written::Existing => {}
             }
         }
+        record_events(&mut tx, &placed(&outcome.created, now)).await.map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         Ok(outcome)
     }
@@ -159,6 +162,7 @@ async fn create_batch(
         tx.rollback().await.map_err(store_error)?;
         return Ok(None);
     }
+    record_events(&mut tx, &placed(&created, now)).await.map_err(store_error)?;
     tx.commit().await.map_err(store_error)?;
     Ok(Some(CreatedOrders { created, rejected, failed: Vec::new() }))
 }

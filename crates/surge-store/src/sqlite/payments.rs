@@ -2,14 +2,16 @@
 
 use async_trait::async_trait;
 use surge_domain::order::{Order, OrderStatus};
+use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::payment::{
     Applied, EventKind, Payment, PaymentStatus, PaymentStore, ProviderEvent, Refund, RefundOutcome,
 };
-use surge_domain::{OrderId, PaymentId, ProductId, StoreError};
+use surge_domain::{OrderId, PaymentId, ProductId, RefundId, StoreError};
 use time::OffsetDateTime;
 
 use super::inventory::order_left_created;
 use super::ledger::{open_refund_transfer, open_transfer, post_payment, settle_refund_transfer, void_payment};
+use super::outbox::record_events;
 use super::{SqliteStore, store_error};
 use crate::rows::{ORDER_COLUMNS, OrderRow, PAYMENT_COLUMNS, PaymentRow, REFUND_COLUMNS, RefundRow, unix_ms};
 

@@ -10,6 +10,7 @@ use surge_domain::flashsale::OrderRequested;
 use surge_domain::order::{
     CreatedOrders, Order, OrderKind, OrderPage, OrderScope, OrderStatus, OrderStore, SaleHoldings, SaleTally,
 };
+use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{OrderId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
@@ -21,8 +22,10 @@ struct Book {
     keys: HashMap<(SaleId, UserId, String), OrderId>,
     sold: HashMap<SaleId, i64>,
     bought: BTreeMap<(SaleId, UserId), u32>,
-    /// Give-backs owed to the ledger (the outbox).
+    /// Give-backs owed to the ledger.
     owed: BTreeSet<OrderId>,
+    /// The outbox: events written with the changes they report.
+    outbox: Vec<EventRecord>,
 }
 
 impl Book {
@@ -61,6 +64,16 @@ impl MemOrders {
 
     pub fn count(&self) -> usize {
         lock(&self.book).orders.len()
+    }
+
+    /// The ids of the orders whose `OrderPlaced` is in the outbox, in order.
+    pub fn placed_events(&self) -> Vec<OrderId> {
+        let book = lock(&self.book);
+        let placed = book.outbox.iter().filter_map(|record| match record.event {
+            DomainEvent::OrderPlaced { order_id, .. } => Some(order_id),
+            _ => None,
+        });
+        placed.collect()
     }
 }
 
@@ -104,6 +117,7 @@ impl OrderStore for MemOrders {
             }
             let mut order = order_of(request, pay_by, now);
             if book.take_units(request, self.sales.bounds(request.sale_id)) {
+                book.outbox.push(EventRecord::new(DomainEvent::placed(&order), now.unix_timestamp() * 1000));
                 outcome.created.push(order.clone());
             } else {
                 (order.status, order.pay_by) = (OrderStatus::Failed, None);

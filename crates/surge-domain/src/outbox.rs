@@ -1,0 +1,288 @@
+//! Domain events and the transactional outbox: how a context tells the
+//! others that something happened without calling them.
+//!
+//! A change another context must hear of (an order placed, paid or
+//! cancelled; a payment captured or failed; a refund through) writes its
+//! [`DomainEvent`] into the outbox in the same transaction as the change,
+//! so the event exists exactly when the change does. The [`OutboxRelay`]
+//! publishes the outbox to the [`EventBus`] (the embedded log, NATS or
+//! Kafka) at least once; a consumer applies each event once by recording
+//! its id in its [`Inbox`]. Fulfilment, search and cells consume this.
+//!
+//! An event's id is determined by the change (`order-paid:<order>`), not
+//! drawn at random: a change written twice (a redelivered request, a
+//! repeated callback) cannot put two events in the outbox.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::order::{Order, OrderKind, OrderStatus};
+use crate::{MerchantId, OrderId, PaymentId, RefundId, StoreError, UserId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainEvent {
+    /// An order was written `CREATED` (a checkout's, or a flash sale's
+    /// from its queued request).
+    OrderPlaced { order_id: OrderId, user_id: UserId, merchant_id: MerchantId, amount_cents: i64, kind: OrderKind },
+    /// A captured payment paid the order.
+    OrderPaid { order_id: OrderId, user_id: UserId, merchant_id: MerchantId, amount_cents: i64 },
+    /// A `CREATED` order was cancelled, by its buyer or by the payment
+    /// timeout; its units went back.
+    OrderCancelled { order_id: OrderId, user_id: UserId, merchant_id: MerchantId },
+    /// The provider captured a payment.
+    PaymentSucceeded { payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
+    /// The provider refused a pending payment.
+    PaymentFailed { payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
+    /// A refund went through; the money is back with the buyer.
+    RefundSucceeded { refund_id: RefundId, payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
+}
+
+impl DomainEvent {
+    /// The event's name on the wire and in the outbox's `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::OrderPlaced { .. } => "order_placed",
+            Self::OrderPaid { .. } => "order_paid",
+            Self::OrderCancelled { .. } => "order_cancelled",
+            Self::PaymentSucceeded { .. } => "payment_succeeded",
+            Self::PaymentFailed { .. } => "payment_failed",
+            Self::RefundSucceeded { .. } => "refund_succeeded",
+        }
+    }
+
+    /// The id the change determines: each of these happens at most once to
+    /// the thing it names.
+    pub fn event_id(&self) -> String {
+        let subject = match self {
+            Self::OrderPlaced { order_id, .. }
+            | Self::OrderPaid { order_id, .. }
+            | Self::OrderCancelled { order_id, .. } => order_id.get(),
+            Self::PaymentSucceeded { payment_id, .. } | Self::PaymentFailed { payment_id, .. } => payment_id.get(),
+            Self::RefundSucceeded { refund_id, .. } => refund_id.get(),
+        };
+        format!("{}:{subject}", self.kind())
+    }
+}
+
+impl DomainEvent {
+    /// The order was written `CREATED`.
+    pub fn placed(order: &Order) -> Self {
+        Self::OrderPlaced {
+            order_id: order.id,
+            user_id: order.user_id,
+            merchant_id: order.merchant_id,
+            amount_cents: order.amount_cents,
+            kind: order.kind,
+        }
+    }
+
+    /// What a `CREATED` order moving to `to` tells the other contexts.
+    pub fn left_created(order: &Order, to: OrderStatus) -> Option<Self> {
+        let (order_id, user_id, merchant_id) = (order.id, order.user_id, order.merchant_id);
+        match to {
+            OrderStatus::Paid => {
+                Some(Self::OrderPaid { order_id, user_id, merchant_id, amount_cents: order.amount_cents })
+            }
+            OrderStatus::Cancelled => Some(Self::OrderCancelled { order_id, user_id, merchant_id }),
+            _ => None,
+        }
+    }
+}
+
+/// An event as it travels: its id, when it happened and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub event_id: String,
+    /// Unix milliseconds.
+    pub occurred_at_ms: i64,
+    pub event: DomainEvent,
+}
+
+impl EventRecord {
+    pub fn new(event: DomainEvent, occurred_at_ms: i64) -> Self {
+        Self { event_id: event.event_id(), occurred_at_ms, event }
+    }
+}
+
+/// An outbox row as the relay moves it: the encoded event, untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub seq: i64,
+    pub event_id: String,
+    pub payload: String,
+}
+
+/// What the outbox holds that is not yet published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    pub unpublished: u64,
+    /// When the oldest unpublished event was written (Unix ms).
+    pub oldest_ms: Option<i64>,
+}
+
+/// The outbox as the relay sees it (the writes happen inside each store's
+/// own transactions).
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Claims up to `limit` unpublished events, oldest first, for `lease`:
+    /// another relay (another node) skips them until the lease ends, so
+    /// each is normally published by one relay; a relay that dies leaves
+    /// them to be claimed again when it ends.
+    async fn claim(&self, limit: u32, lease: Duration, now_ms: i64) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// The claimed events are on the bus.
+    async fn mark_published(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError>;
+
+    /// Forgets events published before `before_ms`; how many went.
+    async fn prune(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    async fn backlog(&self) -> Result<OutboxBacklog, StoreError>;
+}
+
+/// A consumer's record of the events it applied.
+#[async_trait]
+pub trait Inbox: Send + Sync + 'static {
+    /// Whether `consumer` applied `event_id` already.
+    async fn seen(&self, consumer: &str, event_id: &str) -> Result<bool, StoreError>;
+
+    /// `consumer` applied `event_id`.
+    async fn record(&self, consumer: &str, event_id: &str, now_ms: i64) -> Result<(), StoreError>;
+}
+
+/// One event handed to a consumer; `token` acknowledges it (and every
+/// event delivered before it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusDelivery {
+    pub token: u64,
+    /// `Err` when the payload could not be read (another version wrote it):
+    /// the consumer skips it, loudly, rather than stopping on it.
+    pub event: Result<EventRecord, String>,
+}
+
+/// Where the relay publishes and consumers read: at-least-once delivery,
+/// each consumer (by name) reading every event, shared by all nodes.
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes the entries; `Ok` once the bus holds them durably.
+    async fn publish(&self, entries: &[OutboxEntry]) -> Result<(), StoreError>;
+
+    /// Reads events for the named consumer.
+    async fn subscribe(&self, consumer: &str) -> Result<Box<dyn EventStream>, StoreError>;
+}
+
+#[async_trait]
+pub trait EventStream: Send + 'static {
+    /// Up to `max` events, waiting up to `wait` for the first.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<BusDelivery>, StoreError>;
+
+    /// The events up to and including `token` are applied.
+    async fn ack(&mut self, token: u64) -> Result<(), StoreError>;
+}
+
+/// Publishes the outbox: claim, publish, mark published.
+pub struct OutboxRelay<'a> {
+    pub outbox: &'a dyn OutboxStore,
+    pub bus: &'a dyn EventBus,
+    /// Events per step.
+    pub batch: u32,
+    /// How long a claim keeps other relays away; longer than a publish.
+    pub lease: Duration,
+}
+
+impl OutboxRelay<'_> {
+    /// One step; how many events it published. An event published but not
+    /// marked (the node died between the two) is published again: the bus
+    /// or the consumers' inboxes drop the copy.
+    pub async fn step(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let entries = self.outbox.claim(self.batch, self.lease, now_ms).await?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        self.bus.publish(&entries).await?;
+        let seqs: Vec<i64> = entries.iter().map(|entry| entry.seq).collect();
+        self.outbox.mark_published(&seqs, now_ms).await?;
+        Ok(entries.len())
+    }
+}
+
+/// A context's reaction to the events it consumes.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// The consumer's name: its inbox and its place on the bus.
+    fn consumer(&self) -> &'static str;
+
+    /// Applies one event (events it does not care about are no-ops). An
+    /// error fails the batch, which is delivered again.
+    async fn apply(&self, record: &EventRecord) -> Result<(), StoreError>;
+}
+
+/// Runs a handler over the bus: each event applied once per consumer, by
+/// its id in the inbox.
+pub struct EventConsumer<'a> {
+    pub handler: &'a dyn EventHandler,
+    pub inbox: &'a dyn Inbox,
+    /// Events per step.
+    pub batch: usize,
+}
+
+impl EventConsumer<'_> {
+    /// One step over what the bus delivers within `wait`; how many events
+    /// were applied now (repeats and unreadable ones are not).
+    ///
+    /// An event is applied, then recorded: an event whose application
+    /// failed is delivered again and applied then. A node that dies
+    /// between the two applies it again after the redelivery, so a handler
+    /// whose effect must happen once writes its effect and its inbox row in
+    /// one transaction.
+    pub async fn step(&self, stream: &mut dyn EventStream, wait: Duration, now_ms: i64) -> Result<usize, StoreError> {
+        let deliveries = stream.poll(self.batch, wait).await?;
+        let Some(last) = deliveries.last().map(|delivery| delivery.token) else {
+            return Ok(0);
+        };
+        let consumer = self.handler.consumer();
+        let mut applied = 0;
+        for delivery in deliveries {
+            let record = match delivery.event {
+                Ok(record) => record,
+                Err(error) => {
+                    // Not for this version to read: skipped, loudly, rather
+                    // than stopping every event behind it.
+                    tracing::error!(consumer, token = delivery.token, %error, "unreadable event skipped");
+                    continue;
+                }
+            };
+            if self.inbox.seen(consumer, &record.event_id).await? {
+                continue;
+            }
+            self.handler.apply(&record).await?;
+            self.inbox.record(consumer, &record.event_id, now_ms).await?;
+            applied += 1;
+        }
+        stream.ack(last).await?;
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_id_names_the_change_and_its_subject() {
+        let paid = DomainEvent::OrderPaid {
+            order_id: OrderId::new(7),
+            user_id: UserId::new(1),
+            merchant_id: MerchantId::new(2),
+            amount_cents: 100,
+        };
+        assert_eq!(paid.event_id(), "order_paid:7");
+        let refunded = DomainEvent::RefundSucceeded {
+            refund_id: RefundId::new(9),
+            payment_id: PaymentId::new(8),
+            order_id: OrderId::new(7),
+            amount_cents: 50,
+        };
+        assert_eq!(EventRecord::new(refunded, 5).event_id, "refund_succeeded:9");
+    }
+}
