@@ -77,11 +77,11 @@ impl OutboxWorkers {
     /// Publishes the outbox as fast as it fills, pausing when it is empty.
     async fn relay_until(&self, mut stopped: watch::Receiver<bool>) {
         let relay = OutboxRelay { outbox: &*self.outbox, bus: &*self.bus, batch: BATCH, lease: CLAIM_LEASE };
-        let mut housekept = tokio::time::Instant::now();
+        let mut housekept: Option<tokio::time::Instant> = None;
         while !*stopped.borrow_and_update() {
-            if housekept.elapsed() >= HOUSEKEEPING {
+            if housekept.is_none_or(|at| at.elapsed() >= HOUSEKEEPING) {
                 self.housekeep().await;
-                housekept = tokio::time::Instant::now();
+                housekept = Some(tokio::time::Instant::now());
             }
             let pause = match relay.step(self.clock.now_ms()).await {
                 Ok(published) => {

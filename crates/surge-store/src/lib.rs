@@ -63,6 +63,8 @@ pub trait RelationalStore:
 }
 
 #[cfg(test)]
+mod bus_contract;
+#[cfg(test)]
 mod flow_contract;
 #[cfg(test)]
 mod store_contract;

@@ -82,6 +82,7 @@ macro_rules! contract {
 
 mod inventory;
 mod ledger;
+mod outbox;
 
 contract!(
     a_product_reads_back_as_it_was_inserted,

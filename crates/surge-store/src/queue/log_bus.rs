@@ -1,8 +1,9 @@
 //! The embedded event bus: the outbox relay's events in the queue's own
 //! SQLite file (`queue.db`, table `bus`), each consumer reading past its
-//! own offset (`consumer_offsets`, named `bus:<consumer>`); a row every
-//! consumer has read is deleted. One node owns the file, so one reader per
-//! consumer is all there is.
+//! own offset (`consumer_offsets`, named `bus:<consumer>`). A row is kept
+//! for a day (a consumer that joins later reads that much history, as on
+//! the brokers' streams), and longer while a consumer has not read it. One
+//! node owns the file, so one reader per consumer is all there is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,9 @@ use sqlx::SqlitePool;
 use surge_domain::StoreError;
 use surge_domain::outbox::{BusDelivery, EventBus, EventStream, OutboxEntry};
 use tokio::sync::Notify;
+
+/// How long a published event is kept once every consumer has read it.
+const RETENTION_MS: i64 = 24 * 3600 * 1000;
 
 pub struct LogBus {
     pool: SqlitePool,
@@ -104,9 +108,12 @@ impl EventStream for LogBusStream {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         sqlx::query(
-            "DELETE FROM bus WHERE seq <= (SELECT MIN(acked) FROM consumer_offsets WHERE consumer LIKE 'bus:%')",
+            "DELETE FROM bus WHERE appended_at_ms < $1 \
+             AND seq <= (SELECT MIN(acked) FROM consumer_offsets WHERE consumer LIKE 'bus:%')",
         )
+        .bind(now_ms - RETENTION_MS)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;

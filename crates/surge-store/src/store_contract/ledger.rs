@@ -40,7 +40,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec(step, 0..32)
 }
 
-fn refund(nth: usize, payment: &Payment, cents: i64) -> Refund {
+pub(super) fn refund(nth: usize, payment: &Payment, cents: i64) -> Refund {
     let id = RefundId::new(5_000 + nth as i64);
     Refund {
         id,
@@ -57,7 +57,7 @@ fn refund(nth: usize, payment: &Payment, cents: i64) -> Refund {
     }
 }
 
-fn payment(i: usize, order: &surge_domain::order::Order) -> Payment {
+pub(super) fn payment(i: usize, order: &surge_domain::order::Order) -> Payment {
     let id = PaymentId::new(1_000 + i as i64);
     Payment {
         id,
