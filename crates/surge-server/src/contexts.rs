@@ -70,7 +70,7 @@ pub(crate) fn wire_contexts(
     catalog: &CatalogTiers,
     ids: &Arc<IdGenerator>,
     clock: &Arc<dyn Clock>,
-) -> Contexts {
+) -> anyhow::Result<Contexts> {
     let sale_settings = &settings.flash_sale;
     let ports = FlashSalePorts {
         sales: Arc::clone(&backend.sales),
@@ -100,10 +100,13 @@ pub(crate) fn wire_contexts(
         Arc::clone(clock),
         sale_settings.payment_timeout,
     ));
-    let provider = SandboxProvider::new(
-        settings.payments.sandbox.secret.as_ref().map(|secret| secret.expose()),
-        settings.payments.sandbox.pay_url.expose(),
-    );
+    let sandbox = &settings.payments.sandbox;
+    let provider =
+        SandboxProvider::new(sandbox.secret.as_ref().map(|secret| secret.expose()), sandbox.pay_url.expose());
+    let provider = match &sandbox.url {
+        Some(url) => provider.at(url.expose()).map_err(|error| anyhow::anyhow!("payments.sandbox.url: {error}"))?,
+        None => provider,
+    };
     let payments = Arc::new(
         Payments::new(
             Arc::clone(&backend.payments),
@@ -124,5 +127,5 @@ pub(crate) fn wire_contexts(
     let inventory =
         Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
-    Contexts { flash_sales, orders, checkouts, payments, settlement, inventory, intake_limits }
+    Ok(Contexts { flash_sales, orders, checkouts, payments, settlement, inventory, intake_limits })
 }

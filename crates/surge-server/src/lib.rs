@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod readiness;
 pub mod routes;
+pub mod sandbox_service;
 pub mod serve;
 pub mod startup;
 pub mod state;

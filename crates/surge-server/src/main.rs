@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use surge_server::auth::{Keys, Role, load_or_create_secret};
 use surge_server::backend::migrate;
 use surge_server::config::Overrides;
+use surge_server::sandbox_service::SandboxConfig;
 use surge_server::startup::shutdown_signal;
 use surge_server::{Application, Settings, telemetry};
 
@@ -52,6 +53,37 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Run the sandbox payment provider as its own process (see
+    /// `payments.sandbox.url`): it opens intents and refunds, decides them
+    /// on command or by itself, and posts signed callbacks to Surge, some
+    /// twice and some followed by a stale one, as real providers do.
+    PaymentsSandbox {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// Surge's callback route, e.g.
+        /// http://127.0.0.1:8080/v1/payments/callbacks/sandbox.
+        #[arg(long)]
+        callback: String,
+        /// The signing secret (Surge's payments.sandbox.secret).
+        #[arg(long, env = "SURGE_SANDBOX_SECRET")]
+        secret: String,
+        /// Where buyers pay: <pay-url>/<provider_ref>.
+        #[arg(long, default_value = "http://127.0.0.1:8090/pay")]
+        pay_url: String,
+        /// Decide every intent and refund by itself this long after it
+        /// opened (e.g. 500ms); without it, only on command.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        auto_after: Option<Duration>,
+        /// Of those decided by themselves, the share that fail (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        fail_ratio: f64,
+        /// The share of callbacks sent twice (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        duplicate_ratio: f64,
+        /// The share of decisions followed by a stale event (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        reorder_ratio: f64,
+    },
 }
 
 #[tokio::main]
@@ -84,6 +116,37 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let token = keys.mint(role, &sub, ttl.unwrap_or(settings.auth.token_ttl)).map_err(anyhow::Error::msg)?;
             println!("{token}");
             Ok(())
+        }
+        Command::PaymentsSandbox {
+            listen,
+            callback,
+            secret,
+            pay_url,
+            auto_after,
+            fail_ratio,
+            duplicate_ratio,
+            reorder_ratio,
+        } => {
+            let ratios = [
+                ("--fail-ratio", fail_ratio),
+                ("--duplicate-ratio", duplicate_ratio),
+                ("--reorder-ratio", reorder_ratio),
+            ];
+            if let Some((flag, _)) = ratios.iter().find(|(_, ratio)| !(0.0..=1.0).contains(ratio)) {
+                anyhow::bail!("{flag} must be between 0 and 1");
+            }
+            anyhow::ensure!(secret.len() >= 16, "--secret must be at least 16 bytes, as payments.sandbox.secret");
+            let config = SandboxConfig {
+                listen,
+                callback,
+                secret,
+                pay_url,
+                auto_after,
+                fail_ratio,
+                duplicate_ratio,
+                reorder_ratio,
+            };
+            surge_server::sandbox_service::run(config).await
         }
         Command::Migrate => {
             std::fs::create_dir_all(&settings.data_dir)?;

@@ -1,5 +1,8 @@
 //! The built-in payment provider, `sandbox`: intents are opened locally
-//! (the provider reference is derived from the payment id) and its
+//! (the provider reference is derived from the payment id), or at the
+//! `surge payments-sandbox` process when one is configured
+//! ([`SandboxProvider::at`]: the provider as its own service, over HTTP,
+//! as a real acquirer's adapter would call it), and its
 //! callbacks are signed the way large payment providers sign webhooks:
 //! `Surge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw
 //! body>")>`, refused more than five minutes away from now, compared in
@@ -22,15 +25,49 @@ pub struct SandboxProvider {
     secret: Option<Vec<u8>>,
     /// Where the buyer would pay: `<pay_url_base>/<provider_ref>`.
     pay_url_base: String,
+    /// The `surge payments-sandbox` process's base URL, and the client
+    /// that calls it; `None`: intents are opened locally.
+    service: Option<(reqwest::Client, String)>,
 }
+
+/// How long a call to the sandbox process may take.
+const SERVICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl SandboxProvider {
     pub fn new(secret: Option<&str>, pay_url_base: &str) -> Self {
         Self {
             secret: secret.map(|secret| secret.as_bytes().to_vec()),
             pay_url_base: pay_url_base.trim_end_matches('/').to_owned(),
+            service: None,
         }
     }
+
+    /// Opens intents and refunds at the sandbox process at `url`.
+    pub fn at(mut self, url: &str) -> Result<Self, StoreError> {
+        let client = reqwest::Client::builder()
+            .timeout(SERVICE_TIMEOUT)
+            .build()
+            .map_err(|error| StoreError::Unavailable(format!("sandbox client: {error}")))?;
+        self.service = Some((client, url.trim_end_matches('/').to_owned()));
+        Ok(self)
+    }
+
+    /// POSTs `body` to the process's `path`; its JSON answer.
+    async fn call(&self, path: &str, body: serde_json::Value) -> Result<Option<serde_json::Value>, StoreError> {
+        let Some((client, base)) = &self.service else { return Ok(None) };
+        let unavailable = |error: reqwest::Error| StoreError::Unavailable(format!("payment provider: {error}"));
+        let response = client.post(format!("{base}{path}")).json(&body).send().await.map_err(unavailable)?;
+        let response = response.error_for_status().map_err(unavailable)?;
+        response.json().await.map(Some).map_err(unavailable)
+    }
+}
+
+/// A string field of the sandbox process's answer.
+fn field(answer: &serde_json::Value, name: &str) -> Result<String, StoreError> {
+    let value = answer.get(name).and_then(serde_json::Value::as_str);
+    value
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::Unavailable(format!("payment provider: no {name} in its answer")))
 }
 
 /// The `Surge-Signature` header for `body` sent at `t` (Unix seconds).
@@ -64,12 +101,21 @@ impl PaymentProvider for SandboxProvider {
         "sandbox"
     }
 
-    async fn open(&self, payment: PaymentId, _amount_cents: i64) -> Result<Intent, StoreError> {
+    async fn open(&self, payment: PaymentId, amount_cents: i64) -> Result<Intent, StoreError> {
+        let body = serde_json::json!({"payment_id": payment.to_string(), "amount_cents": amount_cents});
+        if let Some(answer) = self.call("/intents", body).await? {
+            return Ok(Intent { provider_ref: field(&answer, "provider_ref")?, pay_url: field(&answer, "pay_url")? });
+        }
         let provider_ref = format!("sb_{payment}");
         Ok(Intent { pay_url: format!("{}/{provider_ref}", self.pay_url_base), provider_ref })
     }
 
-    async fn refund(&self, refund: RefundId, _payment_ref: &str, _amount_cents: i64) -> Result<String, StoreError> {
+    async fn refund(&self, refund: RefundId, payment_ref: &str, amount_cents: i64) -> Result<String, StoreError> {
+        let body = serde_json::json!({"refund_id": refund.to_string(), "payment_ref": payment_ref,
+                                      "amount_cents": amount_cents});
+        if let Some(answer) = self.call("/refunds", body).await? {
+            return field(&answer, "provider_ref");
+        }
         Ok(format!("sbr_{refund}"))
     }
 

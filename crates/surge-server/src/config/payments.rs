@@ -29,12 +29,17 @@ pub struct SandboxSettings {
     pub secret: Option<Secret>,
     /// Where a buyer pays: `<pay_url>/<provider_ref>`.
     pub pay_url: ServerUrl,
+    /// A `surge payments-sandbox` process: intents and refunds are opened
+    /// there, and it sends the callbacks. Unset: intents are opened in this
+    /// process and callbacks come from whoever holds the secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<ServerUrl>,
 }
 
 impl Default for SandboxSettings {
     fn default() -> Self {
         let pay_url = "http://127.0.0.1:8090/pay".parse().unwrap_or_else(|_| unreachable!("a valid URL"));
-        Self { secret: None, pay_url }
+        Self { secret: None, pay_url, url: None }
     }
 }
 
@@ -46,6 +51,11 @@ impl PaymentSettings {
             sandbox.secret.as_ref().is_none_or(|secret| secret.expose().len() >= 16),
             "payments.sandbox.secret",
             "must be at least 16 bytes",
+        )?;
+        ensure(
+            sandbox.url.as_ref().is_none_or(|url| url.is(&["http", "https"])),
+            "payments.sandbox.url",
+            "must be an http:// or https:// URL",
         )?;
         ensure(sandbox.pay_url.is(&["http", "https"]), "payments.sandbox.pay_url", "must be an http:// or https:// URL")
     }

@@ -477,3 +477,86 @@ async fn a_settlement_run_closes_each_ended_day_once_and_the_statements_add_up_t
     let theirs = app.client.get(app.url(path)).bearer_auth(app.merchant(2)).send().await.expect("request");
     assert_error(theirs, StatusCode::FORBIDDEN, "forbidden").await;
 }
+
+/// The sandbox as its own process (`surge payments-sandbox`), deciding by
+/// itself: Surge opens the intent and the refund there, the process posts
+/// every callback twice and follows each decision with a stale event of the
+/// other outcome; the order is paid once, the refund goes through once,
+/// and the provider's own report says the same.
+#[tokio::test]
+async fn the_sandbox_process_opens_decides_and_calls_back_as_a_provider_does() {
+    use crate::helpers::{free_port, surge_bin};
+
+    let port = free_port();
+    let sandbox = format!("http://127.0.0.1:{port}");
+    let app = spawn_app_with(|s| {
+        s.payments.sandbox.secret = Some(Secret::new(SECRET.to_owned()));
+        s.payments.sandbox.url = Some(sandbox.parse().expect("url"));
+    })
+    .await;
+    let callback = app.url("/v1/payments/callbacks/sandbox");
+    let process = std::process::Command::new(surge_bin())
+        .args(["payments-sandbox", "--listen", &format!("127.0.0.1:{port}"), "--callback", &callback])
+        .args(["--secret", SECRET, "--auto-after", "100ms", "--duplicate-ratio", "1", "--reorder-ratio", "1"])
+        .env_remove("SURGE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the sandbox starts");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _process = Stop(process);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (_, order) = ordered(&app).await;
+    let opened = started(&app, &order).await;
+    let provider_ref = opened["provider_ref"].as_str().expect("ref").to_owned();
+    assert!(provider_ref.starts_with("sbp_"), "opened at the process: {opened}");
+    let paid = || async { order_status(&app, &order).await == "PAID" };
+    for _ in 0..100 {
+        if paid().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(paid().await, "the process decided and called back");
+    let asked = refunded(&app, &order, 500, None).await;
+    assert!(asked["provider_ref"].as_str().expect("ref").starts_with("sbr_"), "{asked}");
+    let report = || async {
+        let url = format!("{sandbox}/report");
+        app.client.get(url).send().await.expect("report").json::<Value>().await.expect("json")
+    };
+    let mut through = false;
+    for _ in 0..100 {
+        through = account(&trial_balance(&app).await, "provider_clearing") == (3998, 500);
+        if through {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(through, "the refund went through once: {}", trial_balance(&app).await);
+    // The stale events and the repeats land too, and move nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(payment(&app, &opened["id"]).await["status"], "succeeded");
+    assert_eq!(account(&trial_balance(&app).await, "provider_clearing"), (3998, 500));
+    let report = report().await;
+    let lines: Vec<(&str, &str, i64)> = report
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|line| {
+            let field = |name: &str| line[name].as_str().expect("field");
+            (field("kind"), field("status"), line["amount_cents"].as_i64().expect("amount"))
+        })
+        .collect();
+    assert_eq!(lines, vec![("payment", "succeeded", 3998), ("refund", "succeeded", 500)], "{report}");
+}
