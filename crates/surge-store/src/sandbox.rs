@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
-use surge_domain::payment::{CallbackError, EventKind, Intent, PaymentProvider, ProviderEvent};
+use surge_domain::payment::{
+    CallbackError, EventKind, Intent, PaymentProvider, PaymentStatus, ProviderEvent, ProviderRecord,
+};
 use surge_domain::{PaymentId, RefundId, StoreError};
 use time::OffsetDateTime;
 
@@ -149,6 +151,34 @@ impl PaymentProvider for SandboxProvider {
         }
         read_event(body)
     }
+
+    /// The process's `GET /report`; the built-in sandbox keeps none.
+    async fn report(&self) -> Result<Option<Vec<ProviderRecord>>, StoreError> {
+        let Some((client, base)) = &self.service else { return Ok(None) };
+        let unavailable = |error: reqwest::Error| StoreError::Unavailable(format!("payment provider: {error}"));
+        let response = client.get(format!("{base}/report")).send().await.map_err(unavailable)?;
+        let lines: Vec<ReportLine> =
+            response.error_for_status().map_err(unavailable)?.json().await.map_err(unavailable)?;
+        let records = lines.into_iter().map(|line| {
+            let status = PaymentStatus::parse(&line.status)
+                .ok_or_else(|| StoreError::Unavailable(format!("payment provider: status {:?}", line.status)))?;
+            Ok(ProviderRecord {
+                provider_ref: line.provider_ref,
+                amount_cents: line.amount_cents,
+                status,
+                order_id: None,
+            })
+        });
+        records.collect::<Result<Vec<_>, StoreError>>().map(Some)
+    }
+}
+
+/// One line of the sandbox process's report.
+#[derive(Deserialize)]
+struct ReportLine {
+    provider_ref: String,
+    amount_cents: i64,
+    status: String,
 }
 
 fn read_event(body: &[u8]) -> Result<ProviderEvent, CallbackError> {

@@ -107,7 +107,7 @@ macro_rules! ledger_store {
                         sqlx::query_as(&sql).bind(i64::from(limit)).fetch_all(&mut *tx).await.map_err(store_error)?;
                     mismatches.extend(rows.into_iter().map(|(order, detail)| Mismatch {
                         kind,
-                        order_id: OrderId::new(order),
+                        order_id: Some(OrderId::new(order)),
                         detail,
                     }));
                 }

@@ -73,6 +73,24 @@ macro_rules! payment_store {
                 row.map(Refund::try_from).transpose()
             }
 
+            async fn provider_records(&self, provider: &str) -> Result<Vec<ProviderRecord>, StoreError> {
+                let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(
+                    "SELECT provider_ref, amount_cents, status, order_id FROM payments WHERE provider = $1 \
+                     UNION ALL SELECT provider_ref, amount_cents, status, order_id FROM refunds WHERE provider = $1",
+                )
+                .bind(provider)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+                rows.into_iter()
+                    .map(|(provider_ref, amount_cents, status, order)| {
+                        let status = PaymentStatus::parse(&status)
+                            .ok_or_else(|| StoreError::Unavailable(format!("unknown payment status {status:?}")))?;
+                        Ok(ProviderRecord { provider_ref, amount_cents, status, order_id: Some(OrderId::new(order)) })
+                    })
+                    .collect()
+            }
+
             async fn captured_of(&self, order: OrderId) -> Result<Option<Payment>, StoreError> {
                 let sql = format!(
                     "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'succeeded' ORDER BY id LIMIT 1"

@@ -11,9 +11,10 @@ mod ports;
 mod service;
 
 pub use ports::{
-    Applied, CallbackError, EventKind, Intent, PaymentProvider, PaymentStore, ProviderEvent, RefundOutcome,
+    Applied, CallbackError, EventKind, Intent, PaymentProvider, PaymentStore, ProviderEvent, ProviderRecord,
+    RefundOutcome,
 };
-pub use service::{PaymentError, Payments};
+pub use service::{PaymentError, Payments, ProviderBooks};
 
 use serde::Serialize;
 use time::OffsetDateTime;

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use super::{Payment, Refund};
+use super::{Payment, PaymentStatus, Refund};
 use crate::ids::{OrderId, PaymentId, ProductId, RefundId};
 use crate::store::StoreError;
 
@@ -85,6 +85,23 @@ pub trait PaymentProvider: Send + Sync + 'static {
     /// time, for replayed old callbacks) and reads its event.
     fn verify(&self, signature: Option<&str>, body: &[u8], now: OffsetDateTime)
     -> Result<ProviderEvent, CallbackError>;
+
+    /// The provider's own record of every payment and refund it was asked
+    /// for, for reconciliation; `None` when it keeps none to compare with.
+    async fn report(&self) -> Result<Option<Vec<ProviderRecord>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// A payment or refund as a provider's report, or the platform's books,
+/// have it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecord {
+    pub provider_ref: String,
+    pub amount_cents: i64,
+    pub status: PaymentStatus,
+    /// The order it is of (the platform's books know; a provider need not).
+    pub order_id: Option<OrderId>,
 }
 
 /// What applying one event did.
@@ -137,6 +154,10 @@ pub trait PaymentStore: Send + Sync + 'static {
     async fn insert_refund(&self, refund: &Refund, idempotency_key: Option<&str>) -> Result<RefundOutcome, StoreError>;
 
     async fn refund(&self, id: RefundId) -> Result<Option<Refund>, StoreError>;
+
+    /// Every payment and refund with `provider`, as the platform's books
+    /// have it (the other side of the provider's report).
+    async fn provider_records(&self, provider: &str) -> Result<Vec<ProviderRecord>, StoreError>;
 
     /// The order's captured payment, if any (the refunds' source).
     async fn captured_of(&self, order: OrderId) -> Result<Option<Payment>, StoreError>;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::ports::{Applied, CallbackError, EventKind, PaymentProvider, PaymentStore, ProviderEvent, RefundOutcome};
+use super::ports::{
+    Applied, CallbackError, EventKind, PaymentProvider, PaymentStore, ProviderEvent, ProviderRecord, RefundOutcome,
+};
 use super::{Payment, PaymentStatus, Refund};
 use crate::actor::Actor;
 use crate::clock::Clock;
@@ -207,6 +209,14 @@ impl Payments {
 
     /// The payment, for its payer, its merchant or an admin; anyone else
     /// finds nothing.
+    /// The provider's report beside the platform's books of that provider,
+    /// for reconciliation; `None` when the provider keeps no report.
+    pub async fn provider_books(&self) -> Result<Option<ProviderBooks>, StoreError> {
+        let Some(theirs) = self.provider.report().await? else { return Ok(None) };
+        let ours = self.store.provider_records(self.provider.name()).await?;
+        Ok(Some(ProviderBooks { ours, theirs }))
+    }
+
     pub async fn get(&self, actor: &Actor, id: PaymentId) -> Result<Payment, PaymentError> {
         let payment = self.store.get(id).await?.ok_or(PaymentError::NotFound("payment"))?;
         let allowed = match actor {
@@ -252,4 +262,13 @@ impl Payments {
             }
         }
     }
+}
+
+/// The two sides of a provider reconciliation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderBooks {
+    /// The platform's payments and refunds with the provider.
+    pub ours: Vec<ProviderRecord>,
+    /// The provider's report.
+    pub theirs: Vec<ProviderRecord>,
 }

@@ -26,7 +26,11 @@ use time::OffsetDateTime;
 use crate::actor::Actor;
 use crate::clock::Clock;
 use crate::ids::{IdGenerator, MerchantId, SettlementId};
+use crate::payment::ProviderBooks;
 use crate::store::StoreError;
+
+mod provider;
+pub use provider::provider_mismatches;
 
 /// The account where captured money waits at the provider.
 pub const PROVIDER_CLEARING: &str = "provider_clearing";
@@ -147,15 +151,29 @@ impl Settlement {
         }
     }
 
-    /// Orders ↔ payments ↔ refunds ↔ ledger: every mismatch (admin). The
-    /// provider's own report is not compared yet.
-    pub async fn reconcile(&self, actor: &Actor) -> Result<Reconciliation, SettlementError> {
+    /// Orders ↔ payments ↔ refunds ↔ ledger, and the provider's report
+    /// against the books when it keeps one: every mismatch (admin).
+    pub async fn reconcile(
+        &self,
+        actor: &Actor,
+        provider: Option<ProviderBooks>,
+    ) -> Result<Reconciliation, SettlementError> {
         if !actor.is_admin() {
             return Err(SettlementError::Forbidden("only an admin runs a reconciliation"));
         }
-        let pass = self.ports.reconciliation.reconcile(MISMATCHES_MAX).await?;
+        let mut pass = self.ports.reconciliation.reconcile(MISMATCHES_MAX).await?;
+        if let Some(books) = provider {
+            pass.checked += books.theirs.len() as u64;
+            pass.mismatches.extend(provider_mismatches(&books, MISMATCHES_MAX as usize));
+        }
         for mismatch in &pass.mismatches {
-            tracing::warn!(kind = mismatch.kind.as_str(), order_id = %mismatch.order_id, detail = mismatch.detail, "reconciliation mismatch");
+            let order_id = mismatch.order_id.map(|id| id.to_string()).unwrap_or_default();
+            tracing::warn!(
+                kind = mismatch.kind.as_str(),
+                order_id,
+                detail = mismatch.detail,
+                "reconciliation mismatch"
+            );
         }
         Ok(pass)
     }
@@ -179,7 +197,7 @@ impl Settlement {
 
 /// What a reconciliation pass found wrong between orders, payments and the
 /// ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MismatchKind {
     /// The order is paid (or past it) but no payment of it was captured.
@@ -195,6 +213,15 @@ pub enum MismatchKind {
     CaptureWithoutLedgerEntry,
     /// A succeeded refund has no posted transfer in the ledger.
     RefundWithoutLedgerEntry,
+    /// The provider decided a payment or refund that is not decided so
+    /// here (its callback never arrived).
+    ProviderDecisionNotApplied,
+    /// Decided here, not at the provider (a callback it never sent).
+    UnknownToProvider,
+    /// The provider captured money under a reference nothing here has.
+    UnknownToPlatform,
+    /// The provider's amount is not the platform's.
+    ProviderAmountDiffers,
 }
 
 impl MismatchKind {
@@ -206,6 +233,10 @@ impl MismatchKind {
             MismatchKind::CapturedTwice => "captured_twice",
             MismatchKind::CaptureWithoutLedgerEntry => "capture_without_ledger_entry",
             MismatchKind::RefundWithoutLedgerEntry => "refund_without_ledger_entry",
+            MismatchKind::ProviderDecisionNotApplied => "provider_decision_not_applied",
+            MismatchKind::UnknownToProvider => "unknown_to_provider",
+            MismatchKind::UnknownToPlatform => "unknown_to_platform",
+            MismatchKind::ProviderAmountDiffers => "provider_amount_differs",
         }
     }
 }
@@ -213,7 +244,8 @@ impl MismatchKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mismatch {
     pub kind: MismatchKind,
-    pub order_id: crate::ids::OrderId,
+    /// `None`: the provider's record names nothing of the platform's.
+    pub order_id: Option<crate::ids::OrderId>,
     pub detail: String,
 }
 

@@ -6,7 +6,9 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use surge_domain::catalog::PageRequest;
 use surge_domain::ids::SettlementId;
-use surge_domain::settlement::{AccountTotals, MerchantBalance, Mismatch, Reconciliation, Statement, TrialBalance};
+use surge_domain::settlement::{
+    AccountTotals, MerchantBalance, Mismatch, Reconciliation, SettlementError, Statement, TrialBalance,
+};
 use surge_domain::{Actor, MerchantId, OrderId};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -103,11 +105,14 @@ struct RunBody {
 #[schema(as = Mismatch)]
 struct MismatchBody {
     /// `paid_without_capture`, `capture_without_paid_order`, `amount_differs`,
-    /// `captured_twice`, `capture_without_ledger_entry` or
-    /// `refund_without_ledger_entry`.
+    /// `captured_twice`, `capture_without_ledger_entry`,
+    /// `refund_without_ledger_entry`; against the provider's report:
+    /// `provider_decision_not_applied`, `unknown_to_provider`,
+    /// `unknown_to_platform`, `provider_amount_differs`.
     kind: String,
-    #[schema(value_type = Id)]
-    order_id: OrderId,
+    /// `null`: the provider's record names nothing of the platform's.
+    #[schema(value_type = Option<Id>)]
+    order_id: Option<OrderId>,
     detail: String,
 }
 
@@ -215,7 +220,7 @@ async fn merchant_balance(
     Ok(Json(state.settlement.merchant_balance(&actor, merchant).await?.into()))
 }
 
-/// Reconciliation: orders, payments, refunds and the ledger compared (admin)
+/// Reconciliation: orders, payments, refunds, the ledger and the provider's report compared (admin)
 ///
 /// The body is ignored (`{}` or nothing).
 #[utoipa::path(post, path = "/v1/admin/reconciliation/run", tag = TAG, security(("bearer" = [])),
@@ -230,7 +235,10 @@ async fn run_reconciliation(
     State(state): State<AppState>,
     Caller(actor): Caller,
 ) -> Result<Json<ReconciliationBody>, ApiError> {
-    Ok(Json(state.settlement.reconcile(&actor).await?.into()))
+    // The provider is asked only for an admin's run.
+    let provider =
+        if actor.is_admin() { state.payments.provider_books().await.map_err(SettlementError::from)? } else { None };
+    Ok(Json(state.settlement.reconcile(&actor, provider).await?.into()))
 }
 
 /// Closes the statements of every day that ended by `until` (admin; also

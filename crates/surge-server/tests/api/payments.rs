@@ -559,4 +559,79 @@ async fn the_sandbox_process_opens_decides_and_calls_back_as_a_provider_does() {
         })
         .collect();
     assert_eq!(lines, vec![("payment", "succeeded", 3998), ("refund", "succeeded", 500)], "{report}");
+    let url = app.url("/v1/admin/reconciliation/run");
+    let pass = app.client.post(url).bearer_auth(app.admin()).json(&json!({})).send().await.expect("run");
+    let pass: Value = pass.json().await.expect("json");
+    assert_eq!((&pass["mismatches"], &pass["checked"]), (&json!([]), &json!(4)), "books and report agree: {pass}");
+}
+
+/// A callback that never arrives, and a capture the provider never made:
+/// the reconciliation compares the sandbox process's report with the books
+/// and names both, with their orders.
+#[tokio::test]
+async fn the_reconciliation_finds_what_the_provider_and_the_books_disagree_on() {
+    use crate::helpers::{free_port, surge_bin};
+
+    let port = free_port();
+    let sandbox = format!("http://127.0.0.1:{port}");
+    let app = spawn_app_with(|s| {
+        s.payments.sandbox.secret = Some(Secret::new(SECRET.to_owned()));
+        s.payments.sandbox.url = Some(sandbox.parse().expect("url"));
+    })
+    .await;
+    // Its callbacks go nowhere: nothing listens there.
+    let nowhere = format!("http://127.0.0.1:{}/v1/payments/callbacks/sandbox", free_port());
+    let process = std::process::Command::new(surge_bin())
+        .args(["payments-sandbox", "--listen", &format!("127.0.0.1:{port}"), "--callback", &nowhere])
+        .args(["--secret", SECRET])
+        .env_remove("SURGE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the sandbox starts");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _process = Stop(process);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, lost) = ordered(&app).await;
+    let lost_payment = started(&app, &lost).await;
+    let (_, forged) = ordered(&app).await;
+    let forged_payment = started(&app, &forged).await;
+    let run = || async {
+        let url = app.url("/v1/admin/reconciliation/run");
+        let response = app.client.post(url).bearer_auth(app.admin()).json(&json!({})).send().await.expect("run");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.expect("json")
+    };
+    assert_eq!(run().await["mismatches"], json!([]), "both pending on both sides");
+
+    // The provider captures the first; its callback is lost.
+    let path = format!("/intents/{}/succeed", lost_payment["provider_ref"].as_str().expect("ref"));
+    let decided = app.client.post(format!("{sandbox}{path}")).send().await.expect("decide");
+    assert_eq!(decided.status(), StatusCode::OK);
+    // The second is "captured" by a callback the provider never sent.
+    let response = callback(&app, &event("forged-1", "payment.succeeded", &forged_payment)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let pass = run().await;
+    let found: Vec<(&str, &str)> = pass["mismatches"]
+        .as_array()
+        .expect("mismatches")
+        .iter()
+        .map(|m| (m["kind"].as_str().expect("kind"), m["order_id"].as_str().expect("order")))
+        .collect();
+    assert_eq!(
+        found,
+        vec![("provider_decision_not_applied", lost.as_str()), ("unknown_to_provider", forged.as_str())],
+        "{pass}"
+    );
 }

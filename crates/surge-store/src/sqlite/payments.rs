@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use surge_domain::order::{Order, OrderStatus};
 use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::payment::{
-    Applied, EventKind, Payment, PaymentStatus, PaymentStore, ProviderEvent, Refund, RefundOutcome,
+    Applied, EventKind, Payment, PaymentStatus, PaymentStore, ProviderEvent, ProviderRecord, Refund, RefundOutcome,
 };
 use surge_domain::{OrderId, PaymentId, ProductId, RefundId, StoreError};
 use time::OffsetDateTime;
