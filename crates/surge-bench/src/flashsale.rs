@@ -99,9 +99,9 @@ struct Sent {
     order_id: Option<String>,
 }
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+pub type Http = Client<HttpConnector, Full<Bytes>>;
 
-fn client(connections: usize) -> Http {
+pub fn client(connections: usize) -> Http {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new()).pool_max_idle_per_host(connections).build(connector)
@@ -222,7 +222,13 @@ async fn drive(
     }
 }
 
-async fn call(http: &Http, method: &str, url: &str, token: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+pub async fn call(
+    http: &Http,
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, Value)> {
     let payload = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
     let request = Request::builder()
         .method(method)

@@ -6,6 +6,7 @@
 //! alternates rounds between a target and a baseline URL and reports both and
 //! their ratio.
 
+mod checkout;
 mod flashsale;
 mod load;
 mod minimal;
@@ -76,7 +77,24 @@ enum Command {
         #[command(flatten)]
         scenario: flashsale::Scenario,
     },
-    /// Serve the naive intake baseline (one SQL transaction per request).
+    /// The checkout scenario (carts of hot products) against a target, with
+    /// its invariant; optionally the same against the naive baseline in the
+    /// same run, with the ratio.
+    Checkout {
+        /// Base URL of the Surge deployment.
+        #[arg(long)]
+        target: String,
+        /// The deployment's JWT secret, as a file.
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// Base URL of `surge-bench naive-server`, to compare against.
+        #[arg(long)]
+        naive: Option<String>,
+        #[command(flatten)]
+        scenario: checkout::Scenario,
+    },
+    /// Serve the naive baselines (one SQL transaction per request): intake
+    /// and checkout.
     NaiveServer {
         #[arg(long, default_value = "127.0.0.1:9181")]
         listen: SocketAddr,
@@ -129,6 +147,20 @@ fn main() -> anyhow::Result<()> {
             Command::MinimalServer { listen } => minimal::serve(listen).await,
             Command::NaiveServer { listen, data_dir, secret_file } => {
                 naive::serve(listen, data_dir, tokens::Tokens::from_file(&secret_file)?).await
+            }
+            Command::Checkout { target, secret_file, naive, scenario } => {
+                let tokens = tokens::Tokens::from_file(&secret_file)?;
+                let surge = checkout::run(&target, &tokens, &scenario, "surge", true).await?;
+                surge.print();
+                if let Some(naive) = naive {
+                    let textbook = checkout::run(&naive, &tokens, &scenario, "naive", false).await?;
+                    textbook.print();
+                    println!("ratio surge/naive: throughput {:.2}", surge.throughput() / textbook.throughput());
+                }
+                if !surge.violations.is_empty() {
+                    anyhow::bail!("invariants violated");
+                }
+                Ok(())
             }
             Command::FlashSale { target, secret_file, naive, minimal, scenario } => {
                 flash_sale(&target, &secret_file, naive.as_deref(), minimal.as_deref(), &scenario).await

@@ -3,7 +3,9 @@
 //! stock >= q`, a per-user check, an insert) on SQLite with the same durability as
 //! Surge's queue (WAL, `synchronous = FULL`). It serves just enough of the
 //! API for the flash-sale scenario: create product and sale, intake, read
-//! orders. Tokens are verified with the same secret, as Surge does.
+//! orders; and the checkout the same way (each line's conditional update and
+//! one order per merchant, in one transaction). Tokens are verified with the
+//! same secret, as Surge does.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,12 +45,18 @@ pub async fn serve(listen: SocketAddr, data_dir: PathBuf, tokens: Tokens) -> any
         "CREATE TABLE IF NOT EXISTS orders (id BIGINT PRIMARY KEY, sale_id BIGINT NOT NULL, user_id BIGINT NOT NULL, \
          quantity BIGINT NOT NULL, idempotency_key TEXT, UNIQUE (user_id, idempotency_key))",
         "CREATE INDEX IF NOT EXISTS orders_sale_user ON orders (sale_id, user_id)",
+        "CREATE TABLE IF NOT EXISTS products (id BIGINT PRIMARY KEY, merchant_id BIGINT NOT NULL, \
+         price_cents BIGINT NOT NULL, stock BIGINT NOT NULL CHECK (stock >= 0))",
+        "CREATE TABLE IF NOT EXISTS checkout_orders (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
+         merchant_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL, idempotency_key TEXT NOT NULL, \
+         UNIQUE (user_id, idempotency_key, merchant_id))",
     ] {
         sqlx::query(ddl).execute(&pool).await?;
     }
     let state = Naive { pool, tokens: Arc::new(tokens), next_id: Arc::new(AtomicI64::new(now_ms() << 16)) };
     let app = Router::new()
         .route("/v1/products", post(create_product))
+        .route("/v1/checkout", post(checkout))
         .route("/v1/flash-sales", post(create_sale))
         .route("/v1/flash-sales/{id}/orders", post(place_order))
         .route("/v1/orders", get(list_orders))
@@ -68,8 +76,91 @@ fn error(status: StatusCode, code: &str) -> Response {
     (status, Json(json!({"error": {"code": code, "message": code}}))).into_response()
 }
 
-async fn create_product() -> Response {
-    (StatusCode::CREATED, Json(json!({"id": "1"}))).into_response()
+async fn create_product(State(naive): State<Naive>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let id = naive.next_id.fetch_add(1, Ordering::Relaxed);
+    let merchant = naive.tokens.subject(&headers, "merchant").unwrap_or(1);
+    let inserted = sqlx::query("INSERT INTO products (id, merchant_id, price_cents, stock) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(merchant)
+        .bind(body["price_cents"].as_i64().unwrap_or(0))
+        .bind(body["stock"].as_i64().unwrap_or(0))
+        .execute(&naive.pool)
+        .await;
+    match inserted {
+        Ok(_) => (StatusCode::CREATED, Json(json!({"id": id.to_string()}))).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    }
+}
+
+#[derive(Deserialize)]
+struct CheckoutBody {
+    items: Vec<CheckoutLine>,
+}
+
+#[derive(Deserialize)]
+struct CheckoutLine {
+    product_id: String,
+    quantity: i64,
+}
+
+async fn checkout(State(naive): State<Naive>, headers: HeaderMap, Json(body): Json<CheckoutBody>) -> Response {
+    let Some(user) = naive.tokens.customer(&headers) else {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    };
+    let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+        return error(StatusCode::BAD_REQUEST, "idempotency_key_required");
+    };
+    let mut lines: Vec<(i64, i64)> =
+        body.items.iter().filter_map(|line| Some((line.product_id.parse().ok()?, line.quantity))).collect();
+    lines.sort_unstable();
+    match checkout_once(&naive, user, &key, &lines).await {
+        Ok(Ok(orders)) => (StatusCode::CREATED, Json(json!({"orders": orders}))).into_response(),
+        Ok(Err(code)) => error(StatusCode::CONFLICT, code),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    }
+}
+
+/// One transaction per checkout: each line's conditional update, then one
+/// order per merchant.
+async fn checkout_once(
+    naive: &Naive,
+    user: i64,
+    key: &str,
+    lines: &[(i64, i64)],
+) -> Result<Result<Vec<Value>, &'static str>, sqlx::Error> {
+    let mut tx = naive.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut per_merchant: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for (product, quantity) in lines {
+        let taken: Option<(i64, i64)> = sqlx::query_as(
+            "UPDATE products SET stock = stock - $1 WHERE id = $2 AND stock >= $1 RETURNING merchant_id, price_cents",
+        )
+        .bind(quantity)
+        .bind(product)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((merchant, price)) = taken else {
+            return Ok(Err("insufficient_stock"));
+        };
+        *per_merchant.entry(merchant).or_default() += price * quantity;
+    }
+    let mut orders = Vec::with_capacity(per_merchant.len());
+    for (merchant, amount) in per_merchant {
+        let id = naive.next_id.fetch_add(1, Ordering::Relaxed);
+        sqlx::query(
+            "INSERT INTO checkout_orders (id, user_id, merchant_id, amount_cents, idempotency_key) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(merchant)
+        .bind(amount)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        orders.push(json!({"id": id.to_string(), "merchant_id": merchant.to_string(), "amount_cents": amount}));
+    }
+    tx.commit().await?;
+    Ok(Ok(orders))
 }
 
 async fn create_sale(State(naive): State<Naive>, Json(body): Json<Value>) -> Response {

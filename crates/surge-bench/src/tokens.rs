@@ -41,8 +41,13 @@ impl Tokens {
 
     /// The customer id behind a request's bearer token, if it verifies.
     pub fn customer(&self, headers: &HeaderMap) -> Option<i64> {
+        self.subject(headers, "customer")
+    }
+
+    /// The numeric subject of a verified token of `role`.
+    pub fn subject(&self, headers: &HeaderMap, role: &str) -> Option<i64> {
         let token = headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &Validation::new(Algorithm::HS256)).ok()?;
-        (data.claims.role == "customer").then(|| data.claims.sub.parse().ok()).flatten()
+        (data.claims.role == role).then(|| data.claims.sub.parse().ok()).flatten()
     }
 }
