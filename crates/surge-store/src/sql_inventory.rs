@@ -9,8 +9,10 @@
 //! `reserved >= 0`) stand behind. Rows are taken in one order: an order,
 //! then buyer rows, then a sale, then products in ascending id.
 
-/// `InventoryStore` and `CheckoutStore` for `$store` (a type with a `pool`
-/// field); the adapter's module imports what they use.
+/// `InventoryStore` for `$store` (a type with a `pool` field); the
+/// adapter's module imports what it uses. Each adapter writes its own
+/// `CheckoutStore` around [`place_on`](inventory_moves): PostgreSQL one
+/// transaction per checkout, SQLite many checkouts per commit.
 macro_rules! inventory_store {
     ($store:ty) => {
         #[async_trait]
@@ -46,90 +48,13 @@ macro_rules! inventory_store {
                     let Some((product, unsold)) = row else { continue };
                     release_units(&mut *tx, product, unsold, false, unix_ms(now)).await.map_err(store_error)?;
                     tx.commit().await.map_err(store_error)?;
-                    closed.push(ClosedSale { sale: SaleId::new(sale), product: ProductId::new(product), returned: unsold });
+                    closed.push(ClosedSale {
+                        sale: SaleId::new(sale),
+                        product: ProductId::new(product),
+                        returned: unsold,
+                    });
                 }
                 Ok(closed)
-            }
-        }
-
-        #[async_trait]
-        impl CheckoutStore for $store {
-            async fn place(
-                &self,
-                checkout_id: i64,
-                user: UserId,
-                orders: &[NewCheckoutOrder],
-                address: &Address,
-                idempotency_key: Option<&str>,
-                pay_by: OffsetDateTime,
-                now: OffsetDateTime,
-            ) -> Result<Placed, StoreError> {
-                let mut tx = self.pool.begin().await.map_err(store_error)?;
-                if let Some(key) = idempotency_key {
-                    let claimed = sqlx::query(
-                        "INSERT INTO checkouts (user_id, idempotency_key, id, created_at_ms) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(user.get())
-                    .bind(key)
-                    .bind(checkout_id)
-                    .bind(unix_ms(now))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(store_error)?
-                    .rows_affected();
-                    if claimed == 0 {
-                        drop(tx);
-                        return Ok(Placed::Replayed(self.checkout_orders(user, key).await?));
-                    }
-                }
-                let mut lines: Vec<_> = orders.iter().flat_map(|order| order.lines.iter()).collect();
-                lines.sort_by_key(|line| line.product_id);
-                let mut priced = std::collections::HashMap::with_capacity(lines.len());
-                for line in lines {
-                    match reserve_units(&mut *tx, line, unix_ms(now)).await.map_err(store_error)? {
-                        Reserved::Priced(sku, price) => {
-                            priced.insert(line.product_id, (sku, price));
-                        }
-                        // Dropping the transaction rolls every move back.
-                        Reserved::Short => return Ok(Placed::InsufficientStock(line.product_id)),
-                        Reserved::Missing => return Ok(Placed::UnknownProduct(line.product_id)),
-                    }
-                }
-                let address = serde_json::to_string(&AddressDoc::from(address))
-                    .map_err(|error| StoreError::Unavailable(error.to_string()))?;
-                let mut written = Vec::with_capacity(orders.len());
-                for order in orders {
-                    let row = insert_checkout_order(&mut *tx, checkout_id, user, order, &priced, &address, pay_by, now)
-                        .await
-                        .map_err(store_error)?;
-                    written.push(Order::try_from(row)?);
-                }
-                let placed: Vec<_> = written
-                    .iter()
-                    .map(|order| EventRecord::new(DomainEvent::placed(order), unix_ms(now)))
-                    .collect();
-                record_events(&mut *tx, &placed).await.map_err(store_error)?;
-                tx.commit().await.map_err(store_error)?;
-                Ok(Placed::Created(written))
-            }
-        }
-
-        impl $store {
-            /// The orders of the checkout the buyer made under `key`, in
-            /// merchant order.
-            async fn checkout_orders(&self, user: UserId, key: &str) -> Result<Vec<Order>, StoreError> {
-                let sql = format!(
-                    "SELECT {ORDER_COLUMNS} FROM orders WHERE checkout_id = \
-                     (SELECT id FROM checkouts WHERE user_id = $1 AND idempotency_key = $2) ORDER BY merchant_id"
-                );
-                let rows: Vec<OrderRow> = sqlx::query_as(&sql)
-                    .bind(user.get())
-                    .bind(key)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(store_error)?;
-                rows.into_iter().map(Order::try_from).collect()
             }
         }
     };
@@ -146,6 +71,79 @@ macro_rules! inventory_moves {
             Priced(String, i64),
             Short,
             Missing,
+        }
+
+        /// A whole checkout on `conn`, inside the caller's transaction: the
+        /// key claimed, every line reserved, one order per merchant written
+        /// with its `order_placed` event. Anything but `Created` leaves
+        /// writes the caller must roll back (a replay wrote nothing).
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) async fn place_on(
+            conn: &mut $conn,
+            checkout_id: i64,
+            user: UserId,
+            orders: &[NewCheckoutOrder],
+            address: &Address,
+            idempotency_key: Option<&str>,
+            pay_by: OffsetDateTime,
+            now: OffsetDateTime,
+        ) -> Result<Placed, StoreError> {
+            if let Some(key) = idempotency_key {
+                let claimed = sqlx::query(
+                    "INSERT INTO checkouts (user_id, idempotency_key, id, created_at_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(user.get())
+                .bind(key)
+                .bind(checkout_id)
+                .bind(unix_ms(now))
+                .execute(&mut *conn)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+                if claimed == 0 {
+                    // Taken by an earlier checkout: committed, or earlier in
+                    // this very transaction.
+                    return Ok(Placed::Replayed(checkout_orders_on(conn, user, key).await?));
+                }
+            }
+            let mut lines: Vec<_> = orders.iter().flat_map(|order| order.lines.iter()).collect();
+            lines.sort_by_key(|line| line.product_id);
+            let mut priced = std::collections::HashMap::with_capacity(lines.len());
+            for line in lines {
+                match reserve_units(&mut *conn, line, unix_ms(now)).await.map_err(store_error)? {
+                    Reserved::Priced(sku, price) => {
+                        priced.insert(line.product_id, (sku, price));
+                    }
+                    Reserved::Short => return Ok(Placed::InsufficientStock(line.product_id)),
+                    Reserved::Missing => return Ok(Placed::UnknownProduct(line.product_id)),
+                }
+            }
+            let address = serde_json::to_string(&AddressDoc::from(address))
+                .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+            let mut written = Vec::with_capacity(orders.len());
+            for order in orders {
+                let row = insert_checkout_order(&mut *conn, checkout_id, user, order, &priced, &address, pay_by, now)
+                    .await
+                    .map_err(store_error)?;
+                written.push(Order::try_from(row)?);
+            }
+            let placed: Vec<_> =
+                written.iter().map(|order| EventRecord::new(DomainEvent::placed(order), unix_ms(now))).collect();
+            record_events(&mut *conn, &placed).await.map_err(store_error)?;
+            Ok(Placed::Created(written))
+        }
+
+        /// The orders of the checkout the buyer made under `key`, in
+        /// merchant order.
+        async fn checkout_orders_on(conn: &mut $conn, user: UserId, key: &str) -> Result<Vec<Order>, StoreError> {
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE checkout_id = \
+                 (SELECT id FROM checkouts WHERE user_id = $1 AND idempotency_key = $2) ORDER BY merchant_id"
+            );
+            let rows: Vec<OrderRow> =
+                sqlx::query_as(&sql).bind(user.get()).bind(key).fetch_all(&mut *conn).await.map_err(store_error)?;
+            rows.into_iter().map(Order::try_from).collect()
         }
 
         /// Moves a line's units from its product's `stock` to `reserved` if

@@ -17,3 +17,27 @@ use crate::rows::{AddressDoc, ItemDoc, ORDER_COLUMNS, OrderRow, unix_ms};
 
 crate::sql_inventory::inventory_store!(PgStore);
 crate::sql_inventory::inventory_moves!(sqlx::PgConnection);
+
+/// One transaction per checkout: PostgreSQL runs many at once, each
+/// waiting only on the product rows it shares with another.
+#[async_trait]
+impl CheckoutStore for PgStore {
+    async fn place(
+        &self,
+        checkout_id: i64,
+        user: UserId,
+        orders: &[NewCheckoutOrder],
+        address: &Address,
+        idempotency_key: Option<&str>,
+        pay_by: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Placed, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let placed = place_on(&mut tx, checkout_id, user, orders, address, idempotency_key, pay_by, now).await?;
+        if matches!(placed, Placed::Created(_)) {
+            tx.commit().await.map_err(store_error)?;
+        }
+        // Anything else: dropping the transaction rolls its moves back.
+        Ok(placed)
+    }
+}

@@ -5,6 +5,7 @@
 //! briefly instead of failing, and WAL lets readers run beside the writer.
 
 mod catalog;
+mod checkout;
 mod counters;
 mod flashsale;
 mod inventory;
@@ -43,6 +44,8 @@ impl SqliteConfig {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The group-committing checkout writer (`checkout.rs`).
+    checkouts: tokio::sync::mpsc::Sender<checkout::Checkout>,
 }
 
 impl SqliteStore {
@@ -63,7 +66,9 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self { pool })
+        let (checkouts, receiver) = tokio::sync::mpsc::channel(checkout::CAPACITY);
+        tokio::spawn(checkout::write_loop(pool.clone(), receiver));
+        Ok(Self { pool, checkouts })
     }
 }
 

@@ -21,6 +21,7 @@ contract!(
     paying_or_cancelling_a_checkout_order_moves_its_reservation,
     a_closed_sale_gives_back_what_it_did_not_sell_once_and_takes_no_late_order,
     concurrent_checkouts_never_reserve_more_than_the_stock,
+    racing_checkouts_under_shared_keys_reserve_once_per_key_and_a_short_one_takes_nothing,
 );
 
 /// Product `id` of `merchant` (sku `S<id>`, price 100) with `stock` units.
@@ -198,4 +199,39 @@ async fn concurrent_checkouts_never_reserve_more_than_the_stock<B: Backend>(back
     assert_eq!(created, STOCK);
     assert_eq!(units(&*nodes[0], 1).await, (0, STOCK));
     assert_eq!(units(&*nodes[0], 2).await, (1_000 - STOCK, STOCK), "the refused carts took nothing of product 2");
+}
+
+/// 40 checkouts at once of one unit each, for a product with 10: twenty
+/// keys, each sent twice. However they are batched (SQLite commits many in
+/// one transaction, each in a savepoint), ten keys get their orders, their
+/// twins replay those orders, and the twenty others take nothing.
+async fn racing_checkouts_under_shared_keys_reserve_once_per_key_and_a_short_one_takes_nothing<B: Backend>(
+    backend: &B,
+) {
+    let store = backend.open().await;
+    product(&store, 1, 1, 10).await;
+    let attempts = (0..40).map(|i| {
+        let store = &store;
+        async move {
+            let key = format!("k{}", i % 20);
+            let cart = [order(100 + i, 1, vec![line(1, 1)])];
+            (key.clone(), place(store, 1_000 + i, 7, &cart, Some(&key)).await)
+        }
+    });
+    let outcomes = futures::future::join_all(attempts).await;
+    let mut created = std::collections::HashMap::new();
+    let (mut replayed, mut short) = (Vec::new(), 0);
+    for (key, placed) in outcomes {
+        match placed {
+            Placed::Created(orders) => assert!(created.insert(key, orders).is_none(), "a key placed twice"),
+            Placed::Replayed(orders) => replayed.push((key, orders)),
+            Placed::InsufficientStock(_) => short += 1,
+            Placed::UnknownProduct(_) => panic!("the product exists"),
+        }
+    }
+    assert_eq!((created.len(), replayed.len(), short), (10, 10, 20));
+    for (key, orders) in replayed {
+        assert_eq!(created.get(&key), Some(&orders), "a twin replays its key's orders");
+    }
+    assert_eq!(units(&store, 1).await, (0, 10), "ten units reserved, none twice");
 }
