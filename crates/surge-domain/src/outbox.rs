@@ -146,8 +146,8 @@ pub trait Inbox: Send + Sync + 'static {
     /// Whether `consumer` applied `event_id` already.
     async fn seen(&self, consumer: &str, event_id: &str) -> Result<bool, StoreError>;
 
-    /// `consumer` applied `event_id`.
-    async fn record(&self, consumer: &str, event_id: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// `consumer` applied these events (one write for a whole batch).
+    async fn record(&self, consumer: &str, event_ids: &[String], now_ms: i64) -> Result<(), StoreError>;
 }
 
 /// One event handed to a consumer; `token` acknowledges it (and every
@@ -230,18 +230,18 @@ impl EventConsumer<'_> {
     /// One step over what the bus delivers within `wait`; how many events
     /// were applied now (repeats and unreadable ones are not).
     ///
-    /// An event is applied, then recorded: an event whose application
-    /// failed is delivered again and applied then. A node that dies
-    /// between the two applies it again after the redelivery, so a handler
-    /// whose effect must happen once writes its effect and its inbox row in
-    /// one transaction.
+    /// The batch's events are applied, then recorded in one write: an
+    /// event whose application failed is delivered again and applied then.
+    /// A node that dies between the two applies the batch's events again
+    /// after the redelivery, so a handler whose effect must happen once
+    /// writes its effect and its inbox row in one transaction.
     pub async fn step(&self, stream: &mut dyn EventStream, wait: Duration, now_ms: i64) -> Result<usize, StoreError> {
         let deliveries = stream.poll(self.batch, wait).await?;
         let Some(last) = deliveries.last().map(|delivery| delivery.token) else {
             return Ok(0);
         };
         let consumer = self.handler.consumer();
-        let mut applied = 0;
+        let mut applied = Vec::new();
         for delivery in deliveries {
             let record = match delivery.event {
                 Ok(record) => record,
@@ -252,15 +252,17 @@ impl EventConsumer<'_> {
                     continue;
                 }
             };
-            if self.inbox.seen(consumer, &record.event_id).await? {
+            if applied.contains(&record.event_id) || self.inbox.seen(consumer, &record.event_id).await? {
                 continue;
             }
             self.handler.apply(&record).await?;
-            self.inbox.record(consumer, &record.event_id, now_ms).await?;
-            applied += 1;
+            applied.push(record.event_id);
+        }
+        if !applied.is_empty() {
+            self.inbox.record(consumer, &applied, now_ms).await?;
         }
         stream.ack(last).await?;
-        Ok(applied)
+        Ok(applied.len())
     }
 }
 

@@ -140,17 +140,18 @@ macro_rules! outbox_store {
                 Ok(seen.is_some())
             }
 
-            async fn record(&self, consumer: &str, event_id: &str, now_ms: i64) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO inbox (consumer, event_id, received_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(consumer)
-                .bind(event_id)
-                .bind(now_ms)
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-                Ok(())
+            async fn record(&self, consumer: &str, event_ids: &[String], now_ms: i64) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                for chunk in event_ids.chunks(500) {
+                    let mut insert =
+                        sqlx::QueryBuilder::<$db>::new("INSERT INTO inbox (consumer, event_id, received_at_ms) ");
+                    insert.push_values(chunk, |mut row, event_id| {
+                        row.push_bind(consumer).push_bind(event_id.as_str()).push_bind(now_ms);
+                    });
+                    insert.push(" ON CONFLICT DO NOTHING");
+                    insert.build().execute(&mut *tx).await.map_err(store_error)?;
+                }
+                tx.commit().await.map_err(store_error)
             }
         }
     };

@@ -165,8 +165,10 @@ async fn relays_on_two_nodes_claim_disjoint_events<B: Backend>(backend: &B) {
 async fn the_inbox_remembers_what_each_consumer_applied<B: Backend>(backend: &B) {
     let store = backend.open().await;
     assert!(!store.seen("notifications", "order_placed:1").await.expect("seen"));
-    store.record("notifications", "order_placed:1", 1_000).await.expect("record");
-    store.record("notifications", "order_placed:1", 1_001).await.expect("a repeat is no error");
+    let placed = |ids: &[i64]| ids.iter().map(|id| format!("order_placed:{id}")).collect::<Vec<_>>();
+    store.record("notifications", &placed(&[1, 2]), 1_000).await.expect("record");
+    store.record("notifications", &placed(&[1, 3]), 1_001).await.expect("a repeat is no error");
+    assert!(store.seen("notifications", "order_placed:3").await.expect("seen"), "the rest of a batch with a repeat");
     assert!(store.seen("notifications", "order_placed:1").await.expect("seen"));
     assert!(!store.seen("fulfilment", "order_placed:1").await.expect("seen"), "per consumer");
     let reopened = backend.open().await;
