@@ -485,7 +485,7 @@ async fn a_settlement_run_closes_each_ended_day_once_and_the_statements_add_up_t
 /// and the provider's own report says the same.
 #[tokio::test]
 async fn the_sandbox_process_opens_decides_and_calls_back_as_a_provider_does() {
-    use crate::helpers::{free_port, surge_bin};
+    use crate::helpers::free_port;
 
     let port = free_port();
     let sandbox = format!("http://127.0.0.1:{port}");
@@ -495,27 +495,8 @@ async fn the_sandbox_process_opens_decides_and_calls_back_as_a_provider_does() {
     })
     .await;
     let callback = app.url("/v1/payments/callbacks/sandbox");
-    let process = std::process::Command::new(surge_bin())
-        .args(["payments-sandbox", "--listen", &format!("127.0.0.1:{port}"), "--callback", &callback])
-        .args(["--secret", SECRET, "--auto-after", "100ms", "--duplicate-ratio", "1", "--reorder-ratio", "1"])
-        .env_remove("SURGE_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("the sandbox starts");
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _process = Stop(process);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let auto = ["--auto-after", "100ms", "--duplicate-ratio", "1", "--reorder-ratio", "1"];
+    let _process = SandboxProcess::start(port, &callback, &auto).await;
 
     let (_, order) = ordered(&app).await;
     let opened = started(&app, &order).await;
@@ -570,7 +551,7 @@ async fn the_sandbox_process_opens_decides_and_calls_back_as_a_provider_does() {
 /// and names both, with their orders.
 #[tokio::test]
 async fn the_reconciliation_finds_what_the_provider_and_the_books_disagree_on() {
-    use crate::helpers::{free_port, surge_bin};
+    use crate::helpers::free_port;
 
     let port = free_port();
     let sandbox = format!("http://127.0.0.1:{port}");
@@ -581,27 +562,7 @@ async fn the_reconciliation_finds_what_the_provider_and_the_books_disagree_on() 
     .await;
     // Its callbacks go nowhere: nothing listens there.
     let nowhere = format!("http://127.0.0.1:{}/v1/payments/callbacks/sandbox", free_port());
-    let process = std::process::Command::new(surge_bin())
-        .args(["payments-sandbox", "--listen", &format!("127.0.0.1:{port}"), "--callback", &nowhere])
-        .args(["--secret", SECRET])
-        .env_remove("SURGE_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("the sandbox starts");
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _process = Stop(process);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _process = SandboxProcess::start(port, &nowhere, &[]).await;
     let (_, lost) = ordered(&app).await;
     let lost_payment = started(&app, &lost).await;
     let (_, forged) = ordered(&app).await;
@@ -634,4 +595,36 @@ async fn the_reconciliation_finds_what_the_provider_and_the_books_disagree_on() 
         vec![("provider_decision_not_applied", lost.as_str()), ("unknown_to_provider", forged.as_str())],
         "{pass}"
     );
+}
+
+/// `surge payments-sandbox` on `port`, calling back `callback`, stopped
+/// when dropped.
+struct SandboxProcess(std::process::Child);
+
+impl SandboxProcess {
+    async fn start(port: u16, callback: &str, flags: &[&str]) -> Self {
+        let process = std::process::Command::new(crate::helpers::surge_bin())
+            .args(["payments-sandbox", "--listen", &format!("127.0.0.1:{port}"), "--callback", callback])
+            .args(["--secret", SECRET])
+            .args(flags)
+            .env_remove("SURGE_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the sandbox starts");
+        let process = Self(process);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        process
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -82,18 +82,8 @@ impl NatsQueue {
             .map_err(unavailable)?;
         let context = jetstream::ContextBuilder::new().timeout(config.publish_timeout).build(client.clone());
         let subject = format!("{}.requested", config.stream);
-        let stream = context
-            .get_or_create_stream(stream::Config {
-                name: config.stream.clone(),
-                subjects: vec![subject.clone()],
-                storage: StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                num_replicas: usize::from(config.replicas),
-                max_age: config.max_age,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
+        let stream =
+            context.get_or_create_stream(stream_config(config, &config.stream, &subject)).await.map_err(unavailable)?;
         let consumer = stream
             .get_or_create_consumer(
                 &config.consumer,
@@ -220,6 +210,20 @@ impl OrderQueue for NatsQueue {
             return Err(StoreError::Unavailable("nats: not connected".to_owned()));
         }
         self.client.flush().await.map_err(unavailable)
+    }
+}
+
+/// A file-backed stream of one subject, with the configured copies and
+/// age, and a two-minute window in which a message id is stored once.
+pub(super) fn stream_config(config: &NatsQueueConfig, name: &str, subject: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject.to_owned()],
+        storage: StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        num_replicas: usize::from(config.replicas),
+        max_age: config.max_age,
+        ..Default::default()
     }
 }
 

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::stream;
 use async_nats::jetstream::{self, AckKind, Message};
 use async_trait::async_trait;
 use surge_domain::StoreError;
 use surge_domain::outbox::{BusDelivery, EventBus, EventStream, OutboxEntry};
 
-use super::nats::{NatsQueueConfig, fetch, unavailable};
+use super::nats::{NatsQueueConfig, fetch, stream_config, unavailable};
 
 pub struct NatsBus {
     context: jetstream::Context,
@@ -37,18 +37,7 @@ impl NatsBus {
         let context = jetstream::ContextBuilder::new().timeout(config.publish_timeout).build(client);
         let name = format!("{}_EVENTS", config.stream);
         let subject = format!("{name}.events");
-        let stream = context
-            .get_or_create_stream(stream::Config {
-                name,
-                subjects: vec![subject.clone()],
-                storage: StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                num_replicas: usize::from(config.replicas),
-                max_age: config.max_age,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
+        let stream = context.get_or_create_stream(stream_config(config, &name, &subject)).await.map_err(unavailable)?;
         Ok(Self { context, stream, subject, publish_timeout: config.publish_timeout, ack_wait: config.ack_wait })
     }
 }
