@@ -43,7 +43,9 @@ macro_rules! outbox_moves {
                         .push_bind(record.occurred_at_ms);
                 });
                 insert.push(" ON CONFLICT (event_id) DO NOTHING");
-                insert.build().execute(&mut *conn).await?;
+                // Not kept prepared: each row count is another statement,
+                // and a connection's cache of them would only grow.
+                insert.build().persistent(false).execute(&mut *conn).await?;
             }
             Ok(())
         }
@@ -93,7 +95,7 @@ macro_rules! outbox_store {
                         list.push_bind(*seq);
                     }
                     update.push(")");
-                    update.build().execute(&self.pool).await.map_err(store_error)?;
+                    update.build().persistent(false).execute(&self.pool).await.map_err(store_error)?;
                 }
                 Ok(())
             }
@@ -149,7 +151,7 @@ macro_rules! outbox_store {
                         row.push_bind(consumer).push_bind(event_id.as_str()).push_bind(now_ms);
                     });
                     insert.push(" ON CONFLICT DO NOTHING");
-                    insert.build().execute(&mut *tx).await.map_err(store_error)?;
+                    insert.build().persistent(false).execute(&mut *tx).await.map_err(store_error)?;
                 }
                 tx.commit().await.map_err(store_error)
             }

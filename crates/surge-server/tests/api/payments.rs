@@ -603,7 +603,12 @@ struct SandboxProcess(std::process::Child);
 
 impl SandboxProcess {
     async fn start(port: u16, callback: &str, flags: &[&str]) -> Self {
-        let process = std::process::Command::new(crate::helpers::surge_bin())
+        let mut command = std::process::Command::new(crate::helpers::surge_bin());
+        // The test suite's own switches are not settings of the binary.
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("SURGE_TEST_")) {
+            command.env_remove(name);
+        }
+        let process = command
             .args(["payments-sandbox", "--listen", &format!("127.0.0.1:{port}"), "--callback", callback])
             .args(["--secret", SECRET])
             .args(flags)
@@ -612,13 +617,14 @@ impl SandboxProcess {
             .spawn()
             .expect("the sandbox starts");
         let process = Self(process);
-        for _ in 0..100 {
+        // A debug binary on a loaded machine can take seconds to listen.
+        for _ in 0..600 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
+                return process;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        process
+        panic!("the sandbox process never listened on {port}");
     }
 }
 

@@ -38,7 +38,8 @@ impl EventBus for LogBus {
             insert.push_values(chunk, |mut row, entry| {
                 row.push_bind(entry.event_id.as_str()).push_bind(entry.payload.as_str()).push_bind(now_ms);
             });
-            insert.build().execute(&mut *tx).await.map_err(unavailable)?;
+            // Not kept prepared: each row count is another statement.
+            insert.build().persistent(false).execute(&mut *tx).await.map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
         self.published.notify_waiters();
