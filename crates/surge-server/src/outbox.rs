@@ -27,8 +27,11 @@ const CLAIM_LEASE: Duration = Duration::from_secs(10);
 /// Published events are kept this long, then pruned (with the inbox rows
 /// of that age: no bus redelivers an event that old).
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// How often the relay prunes and sets the backlog gauges.
-const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How often the relay sets the backlog gauges.
+const GAUGES: Duration = Duration::from_secs(1);
+/// How often it prunes what passed `RETENTION`: a day's rows leave a minute
+/// at a time.
+const PRUNING: Duration = Duration::from_secs(60);
 /// How long a consumer waits on the bus for new events before looking again.
 const CONSUMER_WAIT: Duration = Duration::from_millis(200);
 /// Pause after a failed step, so a dead store or broker isn't hammered.
@@ -77,11 +80,16 @@ impl OutboxWorkers {
     /// Publishes the outbox as fast as it fills, pausing when it is empty.
     async fn relay_until(&self, mut stopped: watch::Receiver<bool>) {
         let relay = OutboxRelay { outbox: &*self.outbox, bus: &*self.bus, batch: BATCH, lease: CLAIM_LEASE };
-        let mut housekept: Option<tokio::time::Instant> = None;
+        let mut gauged: Option<tokio::time::Instant> = None;
+        let mut pruned: Option<tokio::time::Instant> = None;
         while !*stopped.borrow_and_update() {
-            if housekept.is_none_or(|at| at.elapsed() >= HOUSEKEEPING) {
-                self.housekeep().await;
-                housekept = Some(tokio::time::Instant::now());
+            if pruned.is_none_or(|at| at.elapsed() >= PRUNING) {
+                self.prune().await;
+                pruned = Some(tokio::time::Instant::now());
+            }
+            if gauged.is_none_or(|at| at.elapsed() >= GAUGES) {
+                self.gauge().await;
+                gauged = Some(tokio::time::Instant::now());
             }
             let pause = match relay.step(self.clock.now_ms()).await {
                 Ok(published) => {
@@ -100,12 +108,15 @@ impl OutboxWorkers {
         }
     }
 
-    async fn housekeep(&self) {
-        let now_ms = self.clock.now_ms();
+    async fn prune(&self) {
         let retention = i64::try_from(RETENTION.as_millis()).unwrap_or(i64::MAX);
-        if let Err(error) = self.outbox.prune(now_ms - retention).await {
+        if let Err(error) = self.outbox.prune(self.clock.now_ms() - retention).await {
             tracing::warn!(%error, "published outbox events not pruned");
         }
+    }
+
+    async fn gauge(&self) {
+        let now_ms = self.clock.now_ms();
         match self.outbox.backlog().await {
             Ok(backlog) => {
                 self.backlog.set(backlog.unpublished as f64);

@@ -54,12 +54,21 @@ impl SandboxProvider {
         Ok(self)
     }
 
-    /// POSTs `body` to the process's `path`; its JSON answer.
-    async fn call(&self, path: &str, body: serde_json::Value) -> Result<Option<serde_json::Value>, StoreError> {
+    /// POSTs `body` to the process's `path` (GETs it without a body); its
+    /// JSON answer, or `None` when no process is configured.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Option<T>, StoreError> {
         let Some((client, base)) = &self.service else { return Ok(None) };
         let unavailable = |error: reqwest::Error| StoreError::Unavailable(format!("payment provider: {error}"));
-        let response = client.post(format!("{base}{path}")).json(&body).send().await.map_err(unavailable)?;
-        let response = response.error_for_status().map_err(unavailable)?;
+        let url = format!("{base}{path}");
+        let request = match body {
+            Some(body) => client.post(url).json(&body),
+            None => client.get(url),
+        };
+        let response = request.send().await.map_err(unavailable)?.error_for_status().map_err(unavailable)?;
         response.json().await.map(Some).map_err(unavailable)
     }
 }
@@ -105,7 +114,7 @@ impl PaymentProvider for SandboxProvider {
 
     async fn open(&self, payment: PaymentId, amount_cents: i64) -> Result<Intent, StoreError> {
         let body = serde_json::json!({"payment_id": payment.to_string(), "amount_cents": amount_cents});
-        if let Some(answer) = self.call("/intents", body).await? {
+        if let Some(answer) = self.call::<serde_json::Value>("/intents", Some(body)).await? {
             return Ok(Intent { provider_ref: field(&answer, "provider_ref")?, pay_url: field(&answer, "pay_url")? });
         }
         let provider_ref = format!("sb_{payment}");
@@ -115,7 +124,7 @@ impl PaymentProvider for SandboxProvider {
     async fn refund(&self, refund: RefundId, payment_ref: &str, amount_cents: i64) -> Result<String, StoreError> {
         let body = serde_json::json!({"refund_id": refund.to_string(), "payment_ref": payment_ref,
                                       "amount_cents": amount_cents});
-        if let Some(answer) = self.call("/refunds", body).await? {
+        if let Some(answer) = self.call::<serde_json::Value>("/refunds", Some(body)).await? {
             return field(&answer, "provider_ref");
         }
         Ok(format!("sbr_{refund}"))
@@ -154,11 +163,7 @@ impl PaymentProvider for SandboxProvider {
 
     /// The process's `GET /report`; the built-in sandbox keeps none.
     async fn report(&self) -> Result<Option<Vec<ProviderRecord>>, StoreError> {
-        let Some((client, base)) = &self.service else { return Ok(None) };
-        let unavailable = |error: reqwest::Error| StoreError::Unavailable(format!("payment provider: {error}"));
-        let response = client.get(format!("{base}/report")).send().await.map_err(unavailable)?;
-        let lines: Vec<ReportLine> =
-            response.error_for_status().map_err(unavailable)?.json().await.map_err(unavailable)?;
+        let Some(lines) = self.call::<Vec<ReportLine>>("/report", None).await? else { return Ok(None) };
         let records = lines.into_iter().map(|line| {
             let status = PaymentStatus::parse(&line.status)
                 .ok_or_else(|| StoreError::Unavailable(format!("payment provider: status {:?}", line.status)))?;

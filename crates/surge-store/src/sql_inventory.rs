@@ -128,9 +128,7 @@ macro_rules! inventory_moves {
                     .map_err(store_error)?;
                 written.push(Order::try_from(row)?);
             }
-            let placed: Vec<_> =
-                written.iter().map(|order| EventRecord::new(DomainEvent::placed(order), unix_ms(now))).collect();
-            record_events(&mut *conn, &placed).await.map_err(store_error)?;
+            record_events(&mut *conn, &crate::sql_outbox::placed(&written, now)).await.map_err(store_error)?;
             Ok(Placed::Created(written))
         }
 

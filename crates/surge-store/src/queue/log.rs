@@ -192,7 +192,7 @@ impl LogQueue {
                     .bind(seq)
                     .bind(&payload)
                     .bind(error.to_string())
-                    .bind((time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64)
+                    .bind(crate::rows::unix_ms(time::OffsetDateTime::now_utc()))
                     .execute(&self.pool)
                     .await
                     .map_err(unavailable)?;
@@ -228,7 +228,7 @@ async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Append>, batc
 const ROWS_PER_STATEMENT: usize = 256;
 
 async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<(), StoreError> {
-    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let now_ms = crate::rows::unix_ms(time::OffsetDateTime::now_utc());
     let mut tx = pool.begin().await.map_err(unavailable)?;
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         let mut insert = sqlx::QueryBuilder::new("INSERT INTO events (payload, appended_at_ms) ");

@@ -31,7 +31,7 @@ impl LogBus {
 #[async_trait]
 impl EventBus for LogBus {
     async fn publish(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
-        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = crate::rows::unix_ms(time::OffsetDateTime::now_utc());
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         for chunk in entries.chunks(256) {
             let mut insert = sqlx::QueryBuilder::new("INSERT INTO bus (event_id, payload, appended_at_ms) ");
@@ -109,7 +109,7 @@ impl EventStream for LogBusStream {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = crate::rows::unix_ms(time::OffsetDateTime::now_utc());
         sqlx::query(
             "DELETE FROM bus WHERE appended_at_ms < $1 \
              AND seq <= (SELECT MIN(acked) FROM consumer_offsets WHERE consumer LIKE 'bus:%')",
