@@ -235,7 +235,15 @@ async fn open_queue(
 ) -> anyhow::Result<(Arc<dyn OrderQueue>, Arc<dyn EventBus>, Option<Arc<LogQueue>>)> {
     Ok(match &settings.queue {
         QueueSettings::Log(_) => {
-            let config = LogQueueConfig { batch_max: settings.flash_sale.queue_batch, ..LogQueueConfig::default() };
+            let page_cache_kib = match &settings.store {
+                StoreSettings::Sqlite(sqlite) => sqlite.page_cache_kib,
+                StoreSettings::Postgres(_) => LogQueueConfig::default().page_cache_kib,
+            };
+            let config = LogQueueConfig {
+                batch_max: settings.flash_sale.queue_batch,
+                page_cache_kib,
+                ..LogQueueConfig::default()
+            };
             let log = Arc::new(LogQueue::open(&settings.data_dir, config).await.context("opening the queue")?);
             (log.clone(), Arc::new(log.bus()), Some(log))
         }

@@ -33,11 +33,16 @@ pub struct SqliteSettings {
     /// How long a writer waits for the write lock.
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
+    /// SQLite's page cache per connection (the store's and the embedded
+    /// queue's), in KiB: memory traded for reads that skip the file.
+    /// Resident memory grows with the database until every connection's
+    /// cache is full.
+    pub page_cache_kib: u32,
 }
 
 impl Default for SqliteSettings {
     fn default() -> Self {
-        Self { max_connections: 8, busy_timeout: Duration::from_secs(5) }
+        Self { max_connections: 8, busy_timeout: Duration::from_secs(5), page_cache_kib: 2048 }
     }
 }
 
@@ -73,6 +78,8 @@ impl StoreSettings {
             Self::Sqlite(sqlite) => {
                 at_most("store.max_connections", u64::from(sqlite.max_connections), 1_000)?;
                 ensure(sqlite.max_connections > 0, "store.max_connections", "must be at least 1")?;
+                at_most("store.page_cache_kib", u64::from(sqlite.page_cache_kib), 1 << 20)?;
+                ensure(sqlite.page_cache_kib >= 64, "store.page_cache_kib", "must be at least 64")?;
                 ensure(
                     sqlite.busy_timeout < http.request_budget,
                     "store.busy_timeout",
@@ -94,6 +101,7 @@ impl SqliteSettings {
         SqliteConfig {
             max_connections: self.max_connections,
             busy_timeout: self.busy_timeout,
+            page_cache_kib: self.page_cache_kib,
             ..SqliteConfig::in_dir(data_dir)
         }
     }

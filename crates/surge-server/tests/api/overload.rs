@@ -132,7 +132,14 @@ async fn sales_that_end_leave_memory() {
     let surge = ChildSurge::start(
         &dir,
         free_port(),
-        &[("SURGE_FLASH_SALE__PER_USER_RATE", "100000"), ("SURGE_FLASH_SALE__RESERVATION_TIMEOUT", "11s")],
+        &[
+            ("SURGE_FLASH_SALE__PER_USER_RATE", "100000"),
+            ("SURGE_FLASH_SALE__RESERVATION_TIMEOUT", "11s"),
+            // SQLite's page caches fill as the database grows, up to 2 MiB
+            // on each of 11 connections: bounded, but still filling rounds
+            // later. Small caches fill in the first round.
+            ("SURGE_STORE__PAGE_CACHE_KIB", "128"),
+        ],
     );
     let client = reqwest::Client::new();
     wait_ready(&client, &surge.base).await;
@@ -237,16 +244,14 @@ async fn sales_that_end_leave_memory() {
     assert_eq!(served().await, Some(0.0), "nothing was loaded for the ended sale");
 
     println!("RSS after each round of {SALES} ended sales (KiB): {rss_kib:?}");
-    // The first rounds warm what is bounded but starts empty (SQLite's
-    // page cache per connection, the allocator's arenas, the sale cache).
-    // Seven rounds before the outbox, on a quiet machine: [73,368, 80,912,
-    // 85,556, 86,220, 86,764, 86,600, 84,764] KiB, flat from the third.
-    // Eight with it (each order also writes an event, published to the
-    // bus and recorded in the inbox, tables kept a day): [86,936, 102,012,
-    // 107,940, 117,196, 118,612, 121,980, 119,640, 126,032] KiB: still
-    // creeping (about 2 MiB a round of 4,000 orders from the fourth round;
-    // not explained yet, see the stop's note). Memory is measured from the
-    // fourth round: two more keep it within 10%.
+    // The first rounds warm what is bounded but starts empty (the
+    // allocator's arenas, the sale cache, the small page caches). With
+    // SQLite's default caches memory crept about 2 MiB a round (8 rounds:
+    // [86,936, 102,012, 107,940, 117,196, 118,612, 121,980, 119,640,
+    // 126,032] KiB); with 128 KiB caches it was flat from the second round
+    // ([84,364, 100,784, 100,652, 101,096, 101,152, 100,020, 99,048,
+    // 98,516] KiB). Memory is measured from the fourth round: two more keep
+    // it within 10%.
     let (warm, last) = (rss_kib[3] as f64, rss_kib[ROUNDS - 1] as f64);
     assert!(last <= warm * 1.10, "resident memory grew from {warm} KiB to {last} KiB over the last two rounds");
 }

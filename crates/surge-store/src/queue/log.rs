@@ -34,11 +34,13 @@ pub struct LogQueueConfig {
     pub batch_max: usize,
     /// Appends waiting for the writer; callers beyond it wait for room.
     pub capacity: usize,
+    /// SQLite's page cache per connection, in KiB (as the store's).
+    pub page_cache_kib: u32,
 }
 
 impl Default for LogQueueConfig {
     fn default() -> Self {
-        Self { batch_max: 1024, capacity: 65_536 }
+        Self { batch_max: 1024, capacity: 65_536, page_cache_kib: 2048 }
     }
 }
 
@@ -62,7 +64,8 @@ impl LogQueue {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("cache_size", format!("-{}", config.page_cache_kib));
         let pool = SqlitePoolOptions::new().max_connections(3).connect_with(options).await.map_err(unavailable)?;
         sqlx::migrate!("./migrations/queue").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         sqlx::query("INSERT INTO consumer_offsets (consumer, acked) VALUES ($1, 0) ON CONFLICT DO NOTHING")

@@ -32,11 +32,19 @@ pub struct SqliteConfig {
     pub max_connections: u32,
     /// How long a writer waits for the write lock before giving up.
     pub busy_timeout: Duration,
+    /// SQLite's page cache, per connection, in KiB: what a connection keeps
+    /// of the file in memory (SQLite's own default is about 2 MiB).
+    pub page_cache_kib: u32,
 }
 
 impl SqliteConfig {
     pub fn in_dir(data_dir: &Path) -> Self {
-        Self { path: data_dir.join(DATABASE_FILE), max_connections: 8, busy_timeout: Duration::from_secs(5) }
+        Self {
+            path: data_dir.join(DATABASE_FILE),
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(5),
+            page_cache_kib: 2048,
+        }
     }
 }
 
@@ -59,6 +67,8 @@ impl SqliteStore {
             // FULL: a committed transaction survives power loss, not just a crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(config.busy_timeout)
+            // Negative: a size in KiB rather than in pages.
+            .pragma("cache_size", format!("-{}", config.page_cache_kib))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
