@@ -145,6 +145,10 @@ id_type!(
     SettlementId
 );
 id_type!(
+    /// A payout of a merchant's closed statements.
+    PayoutId
+);
+id_type!(
     /// A merchant, which is also a tenant.
     MerchantId
 );

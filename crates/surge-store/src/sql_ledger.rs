@@ -25,23 +25,28 @@ macro_rules! ledger_store {
             }
 
             async fn merchant_balance(&self, merchant: MerchantId) -> Result<MerchantBalance, StoreError> {
-                let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
-                    "SELECT debits_pending, credits_pending, debits_posted, credits_posted \
+                // One statement: a payout moves the account and adds its
+                // row in one transaction, and this reads both in one snapshot.
+                let row: Option<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT debits_pending, credits_pending, debits_posted, credits_posted, \
+                     (SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM payouts WHERE merchant_id = $2) \
                      FROM ledger_accounts WHERE name = $1",
                 )
                 .bind(merchant_payable(merchant))
+                .bind(merchant.get())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
-                let Some((debits_pending, credits_pending, debits_posted, credits_posted)) = row else {
+                let Some((debits_pending, credits_pending, debits_posted, credits_posted, paid_out_cents)) = row else {
                     return Ok(MerchantBalance::default());
                 };
                 // A refund on its way out is no longer available (as a
-                // provider takes a refund from the balance when it is asked).
+                // provider takes a refund from the balance when it is asked);
+                // payouts are posted debits, so they left `available` too.
                 Ok(MerchantBalance {
                     pending_cents: credits_pending,
                     available_cents: credits_posted - debits_posted - debits_pending,
-                    paid_out_cents: 0,
+                    paid_out_cents,
                 })
             }
         }

@@ -1,21 +1,100 @@
 //! `StatementStore` for both relational adapters, as in `crate::sql`: a
 //! settlement run sums the ledger's posted transfers per merchant and UTC
 //! day and writes one statement per (merchant, day), `ON CONFLICT DO
-//! NOTHING`, so racing runs close each day once.
+//! NOTHING`, so racing runs close each day once. A payout marks a
+//! merchant's closed statements `paid` by a conditional update and posts
+//! their net from its payable account in the same transaction, only while
+//! the account's available balance covers it.
 
 /// `StatementStore` for `$store`; the adapter's module imports what it uses.
 macro_rules! statement_store {
     ($store:ty) => {
         /// A statement as a row: id, merchant, period start and end, gross,
-        /// refunds, commission, net, status.
-        type StatementRow = (i64, i64, i64, i64, i64, i64, i64, i64, String);
+        /// refunds, commission, net, status, payout.
+        type StatementRow = (i64, i64, i64, i64, i64, i64, i64, i64, String, Option<i64>);
 
         const STATEMENT_COLUMNS: &str = "id, merchant_id, period_start_ms, period_end_ms, gross_cents, refunds_cents, \
-                                         commission_cents, net_cents, status";
+                                         commission_cents, net_cents, status, payout_id";
+
+        /// A payout as a row: id, merchant, amount, statements, status,
+        /// created at.
+        type PayoutRow = (i64, i64, i64, i64, String, i64);
+
+        const PAYOUT_COLUMNS: &str = "id, merchant_id, amount_cents, statements, status, created_at_ms";
+
+        fn payout((id, merchant, amount, statements, status, created): PayoutRow) -> Payout {
+            Payout {
+                id: PayoutId::new(id),
+                merchant_id: MerchantId::new(merchant),
+                amount_cents: amount,
+                statements: u32::try_from(statements).unwrap_or(u32::MAX),
+                status,
+                created_at: from_unix_ms(created),
+            }
+        }
+
+        /// Pays the merchant's closed statements in one transaction, or
+        /// nothing (their net is not positive, the balance does not cover
+        /// it, or a racing run took them first).
+        async fn pay_merchant(
+            store: &$store,
+            merchant: i64,
+            id: i64,
+            now_ms: i64,
+        ) -> Result<Option<Payout>, sqlx::Error> {
+            let mut tx = store.pool.begin().await?;
+            let nets: Vec<i64> = sqlx::query_scalar(
+                "UPDATE settlements SET status = 'paid', payout_id = $1 \
+                 WHERE merchant_id = $2 AND status = 'closed' RETURNING net_cents",
+            )
+            .bind(id)
+            .bind(merchant)
+            .fetch_all(&mut *tx)
+            .await?;
+            let amount: i64 = nets.iter().sum();
+            if amount <= 0 {
+                return Ok(None);
+            }
+            let payable = merchant_payable(MerchantId::new(merchant));
+            let covered = sqlx::query(
+                "UPDATE ledger_accounts SET debits_posted = debits_posted + $2 \
+                 WHERE name = $1 AND credits_posted - debits_posted - debits_pending >= $2",
+            )
+            .bind(&payable)
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
+            if covered.rows_affected() == 0 {
+                return Ok(None);
+            }
+            sqlx::query("UPDATE ledger_accounts SET credits_posted = credits_posted + $2 WHERE name = $1")
+                .bind(PROVIDER_CLEARING)
+                .bind(amount)
+                .execute(&mut *tx)
+                .await?;
+            let sql = format!(
+                "INSERT INTO payouts ({PAYOUT_COLUMNS}, debit_account, credit_account) \
+                 VALUES ($1, $2, $3, $4, 'paid', $5, $6, $7) RETURNING {PAYOUT_COLUMNS}"
+            );
+            let row: PayoutRow = sqlx::query_as(&sql)
+                .bind(id)
+                .bind(merchant)
+                .bind(amount)
+                .bind(nets.len() as i64)
+                .bind(now_ms)
+                .bind(&payable)
+                .bind(PROVIDER_CLEARING)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(payout(row)))
+        }
 
         const DAY_MS: i64 = 86_400_000;
 
-        fn statement((id, merchant, start, end, gross, refunds, commission, net, status): StatementRow) -> Statement {
+        fn statement(
+            (id, merchant, start, end, gross, refunds, commission, net, status, payout): StatementRow,
+        ) -> Statement {
             Statement {
                 id: SettlementId::new(id),
                 merchant_id: MerchantId::new(merchant),
@@ -26,6 +105,7 @@ macro_rules! statement_store {
                 commission_cents: commission,
                 net_cents: net,
                 status,
+                payout_id: payout.map(PayoutId::new),
             }
         }
 
@@ -63,7 +143,7 @@ macro_rules! statement_store {
                 for (merchant, day, gross, refunds, commission) in days {
                     let sql = format!(
                         "INSERT INTO settlements ({STATEMENT_COLUMNS}, created_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'closed', $9) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'closed', NULL, $9) \
                          ON CONFLICT (merchant_id, period_start_ms) DO NOTHING RETURNING {STATEMENT_COLUMNS}"
                     );
                     let row: Option<StatementRow> = sqlx::query_as(&sql)
@@ -102,6 +182,40 @@ macro_rules! statement_store {
                     .await
                     .map_err(store_error)?;
                 Ok(rows.into_iter().map(statement).collect())
+            }
+
+            async fn pay_out(&self, ids: &IdGenerator, now: OffsetDateTime) -> Result<Vec<Payout>, StoreError> {
+                let merchants: Vec<i64> = sqlx::query_scalar(
+                    "SELECT DISTINCT merchant_id FROM settlements WHERE status = 'closed' ORDER BY merchant_id",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+                let mut paid = Vec::new();
+                for merchant in merchants {
+                    let made = pay_merchant(self, merchant, ids.next_id(), unix_ms(now)).await.map_err(store_error)?;
+                    paid.extend(made);
+                }
+                Ok(paid)
+            }
+
+            async fn payouts(
+                &self,
+                merchant: MerchantId,
+                before: Option<PayoutId>,
+                limit: u32,
+            ) -> Result<Vec<Payout>, StoreError> {
+                let sql = format!(
+                    "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE merchant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                );
+                let rows: Vec<PayoutRow> = sqlx::query_as(&sql)
+                    .bind(merchant.get())
+                    .bind(before.map_or(i64::MAX, PayoutId::get))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Ok(rows.into_iter().map(payout).collect())
             }
         }
     };

@@ -83,6 +83,7 @@ macro_rules! contract {
 mod inventory;
 mod ledger;
 mod outbox;
+mod payouts;
 
 contract!(
     a_product_reads_back_as_it_was_inserted,

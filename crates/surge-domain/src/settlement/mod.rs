@@ -11,6 +11,8 @@
 //! | a payment is opened (pending) | `provider_clearing` | `merchant_payable:<merchant>` |
 //! | it succeeds (that transfer posted, and) | `merchant_payable:<merchant>` | `platform_commission` |
 //! | it fails (the first voided) | | |
+//! | a refund is asked (pending), then posted or voided | `merchant_payable:<merchant>` | `provider_clearing` |
+//! | closed statements are paid out (posted) | `merchant_payable:<merchant>` | `provider_clearing` |
 //!
 //! So a merchant's payable account holds, as posted credit minus debit, what
 //! the platform owes it, and as pending credit what is on its way.
@@ -25,7 +27,7 @@ use time::OffsetDateTime;
 
 use crate::actor::Actor;
 use crate::clock::Clock;
-use crate::ids::{IdGenerator, MerchantId, SettlementId};
+use crate::ids::{IdGenerator, MerchantId, PayoutId, SettlementId};
 use crate::payment::ProviderBooks;
 use crate::store::StoreError;
 
@@ -129,6 +131,29 @@ impl Settlement {
             tracing::info!(statements = closed.len(), until = %until, "settlement statements closed");
         }
         Ok(closed)
+    }
+
+    /// Pays out every merchant's closed statements (admin).
+    pub async fn pay_out(&self, actor: &Actor) -> Result<Vec<Payout>, SettlementError> {
+        if !actor.is_admin() {
+            return Err(SettlementError::Forbidden("only an admin runs the payouts"));
+        }
+        let paid = self.ports.statements.pay_out(&self.ids, self.clock.now()).await?;
+        let cents: i64 = paid.iter().map(|payout| payout.amount_cents).sum();
+        tracing::info!(payouts = paid.len(), cents, "payouts made");
+        Ok(paid)
+    }
+
+    /// A merchant's payouts, newest first (that merchant, an admin).
+    pub async fn payouts(
+        &self,
+        actor: &Actor,
+        merchant: MerchantId,
+        before: Option<PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<Payout>, SettlementError> {
+        self.may_read(actor, merchant)?;
+        Ok(self.ports.statements.payouts(merchant, before, limit).await?)
     }
 
     /// A merchant's statements, newest first (that merchant, an admin).
@@ -281,8 +306,9 @@ pub struct Statement {
     pub refunds_cents: i64,
     pub commission_cents: i64,
     pub net_cents: i64,
-    /// Always `closed` so far (payouts would add `paid`).
+    /// `closed`, then `paid` once a payout took it.
     pub status: String,
+    pub payout_id: Option<PayoutId>,
 }
 
 #[async_trait]
@@ -305,6 +331,36 @@ pub trait StatementStore: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Statement>, StoreError>;
+
+    /// Pays every merchant its closed statements, one payout each, when
+    /// their net is positive and no more than its available balance (a
+    /// refund asked since may hold part of it: those wait for the next
+    /// run); each statement once however many runs race. Returns the
+    /// payouts this call made.
+    async fn pay_out(&self, ids: &IdGenerator, now: OffsetDateTime) -> Result<Vec<Payout>, StoreError>;
+
+    /// The merchant's payouts, newest first, with ids below `before`.
+    async fn payouts(
+        &self,
+        merchant: MerchantId,
+        before: Option<PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<Payout>, StoreError>;
+}
+
+/// A merchant's closed statements paid out: posted at once from its
+/// payable account to the provider's clearing account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payout {
+    pub id: PayoutId,
+    pub merchant_id: MerchantId,
+    pub amount_cents: i64,
+    /// How many statements it paid.
+    pub statements: u32,
+    /// `paid`.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
 }
 
 /// How long after a day ends a run may close it: postings stamped by a node

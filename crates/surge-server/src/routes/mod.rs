@@ -7,6 +7,7 @@ mod flashsale;
 mod ops;
 mod orders;
 mod payments;
+mod payouts;
 mod settlement;
 pub mod wire;
 
@@ -195,6 +196,7 @@ fn surface(guards: &OverloadGuards) -> Surface {
         .merge(checkout::routes(guards))
         .merge(payments::routes(guards))
         .merge(settlement::routes(guards))
+        .merge(payouts::routes(guards))
         .merge(admin::routes())
         .split_for_parts();
     let (ops, ops_document) = ops::routes().split_for_parts();

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use surge_domain::catalog::PageRequest;
-use surge_domain::ids::SettlementId;
+use surge_domain::ids::{PayoutId, SettlementId};
 use surge_domain::settlement::{
     AccountTotals, MerchantBalance, Mismatch, Reconciliation, SettlementError, Statement, TrialBalance,
 };
@@ -51,8 +51,11 @@ struct StatementBody {
     commission_cents: i64,
     /// `gross - refunds - commission`.
     net_cents: i64,
-    /// `closed`.
+    /// `closed`, then `paid`.
     status: String,
+    /// The payout that paid it; `null` while `closed`.
+    #[schema(value_type = Option<Id>, required = true)]
+    payout_id: Option<PayoutId>,
 }
 
 impl From<Statement> for StatementBody {
@@ -67,6 +70,7 @@ impl From<Statement> for StatementBody {
             commission_cents,
             net_cents,
             status,
+            payout_id,
         } = statement;
         Self {
             id,
@@ -78,6 +82,7 @@ impl From<Statement> for StatementBody {
             commission_cents,
             net_cents,
             status,
+            payout_id,
         }
     }
 }

@@ -442,7 +442,7 @@ async fn settle(app: &TestApp, until: Option<&str>) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn a_settlement_run_closes_each_ended_day_once_and_the_statements_add_up_to_the_balance() {
+async fn a_settlement_run_closes_each_ended_day_once_the_statements_add_up_to_the_balance_and_a_payout_pays_them() {
     let clock = Arc::new(ManualClock::starting_at(time::OffsetDateTime::now_utc()));
     let app = spawn_app_on(clock.clone(), |s| s.payments.sandbox.secret = Some(Secret::new(SECRET.to_owned()))).await;
     let (_, order) = ordered(&app).await;
@@ -476,6 +476,37 @@ async fn a_settlement_run_closes_each_ended_day_once_and_the_statements_add_up_t
     assert_eq!(owed["available_cents"], net, "the balance is the sum of the statements");
     let theirs = app.client.get(app.url(path)).bearer_auth(app.merchant(2)).send().await.expect("request");
     assert_error(theirs, StatusCode::FORBIDDEN, "forbidden").await;
+
+    // The payout takes the closed statement: the balance moves from
+    // available to paid out, the ledger still balances, and a second run
+    // pays nothing.
+    let as_merchant = app.client.post(app.url("/v1/admin/payouts/run")).bearer_auth(app.merchant(1)).send().await;
+    assert_error(as_merchant.expect("request"), StatusCode::FORBIDDEN, "forbidden").await;
+    let paid = pay_out(&app).await;
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!((&paid[0]["merchant_id"], &paid[0]["amount_cents"]), (&json!("1"), &json!(net)));
+    assert_eq!((&paid[0]["statements"], &paid[0]["status"]), (&json!(1), &json!("paid")));
+    assert!(pay_out(&app).await.is_empty(), "a statement is paid once");
+    let owed: Value = balance(&app, &app.merchant(1), 1).await.json().await.expect("json");
+    let unpaid_pending = owed["pending_cents"].clone();
+    assert_eq!(owed, json!({"pending_cents": unpaid_pending, "available_cents": 0, "paid_out_cents": net}));
+    let listed = app.client.get(app.url(path)).bearer_auth(app.merchant(1)).send().await.expect("request");
+    let listed: Value = listed.json().await.expect("json");
+    assert_eq!((&listed["items"][0]["status"], &listed["items"][0]["payout_id"]), (&json!("paid"), &paid[0]["id"]));
+    let payouts = app.client.get(app.url("/v1/merchants/1/payouts")).bearer_auth(app.merchant(1)).send().await;
+    let payouts: Value = payouts.expect("request").json().await.expect("json");
+    assert_eq!(payouts["items"], json!(paid));
+    let ledger = trial_balance(&app).await;
+    assert_eq!(ledger["balanced"], true, "{ledger}");
+    assert_eq!(account(&ledger, "provider_clearing"), (3_998, 1_000 + net), "captured, refunded, paid out");
+}
+
+async fn pay_out(app: &TestApp) -> Vec<Value> {
+    let url = app.url("/v1/admin/payouts/run");
+    let response = app.client.post(url).bearer_auth(app.admin()).send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.expect("json");
+    page["items"].as_array().expect("items").clone()
 }
 
 /// The sandbox as its own process (`surge payments-sandbox`), deciding by

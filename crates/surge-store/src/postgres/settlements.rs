@@ -1,8 +1,8 @@
 //! `StatementStore` on PostgreSQL (the statements are in `crate::sql_settlements`).
 
 use async_trait::async_trait;
-use surge_domain::ids::SettlementId;
-use surge_domain::settlement::{Statement, StatementStore};
+use surge_domain::ids::{PayoutId, SettlementId};
+use surge_domain::settlement::{PROVIDER_CLEARING, Payout, Statement, StatementStore, merchant_payable};
 use surge_domain::{IdGenerator, MerchantId, StoreError};
 use time::OffsetDateTime;
 

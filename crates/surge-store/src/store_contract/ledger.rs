@@ -1,29 +1,36 @@
 //! The ledger's part of the store contract: whatever sequence of payments
 //! opened, succeeded, failed and redelivered, and of refunds asked,
 //! succeeded and failed, the trial balance balances, no payment is refunded
-//! beyond what it captured, and every account holds what the outcomes say (a property
-//! test, on SQLite; the API tests run the same paths on PostgreSQL).
+//! beyond what it captured, every account holds what the outcomes say, and
+//! daily settlement runs with payouts between them pay out exactly the net
+//! of the statements they paid (a property test, on SQLite; the API tests
+//! run the same paths on PostgreSQL).
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
+use surge_domain::IdGenerator;
 use surge_domain::order::{CheckoutStore, Placed};
 use surge_domain::payment::{EventKind, Payment, PaymentStatus, PaymentStore, ProviderEvent, Refund, RefundOutcome};
-use surge_domain::settlement::{LedgerStore, PLATFORM_COMMISSION, PROVIDER_CLEARING, TrialBalance, merchant_payable};
+use surge_domain::settlement::{
+    LedgerStore, PLATFORM_COMMISSION, PROVIDER_CLEARING, StatementStore, TrialBalance, merchant_payable,
+};
 use surge_domain::{MerchantId, OrderId, PaymentId, RefundId, UserId};
 
 use super::inventory::{address, line, order, product};
-use super::{Backend, SqliteBackend, at_ms, now_ms};
+use super::{Backend, SqliteBackend, at_ms};
 
 /// One step: open the payment of order `i`, deliver event `event` of kind
 /// `succeeded` about it (event ids repeat: redeliveries), ask to refund
-/// `cents` of it, or deliver an event about the `nth` refund asked.
+/// `cents` of it, deliver an event about the `nth` refund asked, or end the
+/// day: close its statements and pay them out.
 #[derive(Debug, Clone)]
 enum Step {
     Open(usize),
     Event { order: usize, event: u8, succeeded: bool },
     Refund { order: usize, cents: i64 },
     RefundEvent { nth: usize, succeeded: bool },
+    EndOfDay,
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
@@ -36,6 +43,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         }),
         (0..4_usize, 1..300_i64).prop_map(|(order, cents)| Step::Refund { order, cents }),
         (0..6_usize, any::<bool>()).prop_map(|(nth, succeeded)| Step::RefundEvent { nth, succeeded }),
+        Just(Step::EndOfDay),
     ];
     prop::collection::vec(step, 0..32)
 }
@@ -92,8 +100,34 @@ async fn run(steps: Vec<Step>) {
     // rules of the domain.
     let mut model: HashMap<usize, (Payment, PaymentStatus)> = HashMap::new();
     let mut refunds: Vec<(Refund, PaymentStatus)> = Vec::new();
+    // Events land on the day `day` (in days since the epoch), a second
+    // apart; the end of a day closes it and pays it out.
+    const DAY_MS: i64 = 86_400_000;
+    let (mut day, mut tick) = (20_000_i64, 0_i64);
+    let mut stamp = |day: i64| {
+        tick += 1_000;
+        at_ms(day * DAY_MS + tick % DAY_MS)
+    };
+    let ids = IdGenerator::new(1).expect("node id in range");
+    let mut paid_out = 0;
     for step in steps {
         match step {
+            Step::EndOfDay => {
+                day += 1;
+                store.close_statements(at_ms(day * DAY_MS), &ids, at_ms(day * DAY_MS)).await.expect("close");
+                let payouts = store.pay_out(&ids, at_ms(day * DAY_MS)).await.expect("pay out");
+                paid_out += payouts.iter().map(|payout| payout.amount_cents).sum::<i64>();
+                let again = store.pay_out(&ids, at_ms(day * DAY_MS)).await.expect("pay out");
+                assert!(again.is_empty(), "a statement is paid once: {again:?}");
+                for merchant in [1, 2].map(MerchantId::new) {
+                    let left = store.statements(merchant, None, 1_000).await.expect("statements");
+                    let unpaid: i64 = left.iter().filter(|s| s.status == "closed").map(|s| s.net_cents).sum();
+                    let owed = store.merchant_balance(merchant).await.expect("balance");
+                    let paid = payouts.iter().any(|payout| payout.merchant_id == merchant);
+                    assert!(!paid || owed.available_cents >= 0, "a payout never overdraws: {owed:?}");
+                    assert!(unpaid <= 0 || unpaid > owed.available_cents, "{unpaid} payable of {owed:?} left unpaid");
+                }
+            }
             Step::Refund { order: i, cents } => {
                 let Some((paid, PaymentStatus::Succeeded)) = model.get(&i) else { continue };
                 let held: i64 = refunds
@@ -120,7 +154,7 @@ async fn run(steps: Vec<Step>) {
                     provider_ref: asked.provider_ref.clone(),
                     amount_cents: asked.amount_cents,
                 };
-                store.apply("sandbox", &event, now_ms()).await.expect("apply refund");
+                store.apply("sandbox", &event, stamp(day)).await.expect("apply refund");
                 if *status == PaymentStatus::Pending {
                     *status = if succeeded { PaymentStatus::Succeeded } else { PaymentStatus::Failed };
                 }
@@ -142,7 +176,7 @@ async fn run(steps: Vec<Step>) {
                     provider_ref: opened.provider_ref.clone(),
                     amount_cents: opened.amount_cents,
                 };
-                store.apply("sandbox", &event, now_ms()).await.expect("apply");
+                store.apply("sandbox", &event, stamp(day)).await.expect("apply");
                 *status = match (*status, succeeded) {
                     (_, true) => PaymentStatus::Succeeded,
                     (PaymentStatus::Pending, false) => PaymentStatus::Failed,
@@ -170,20 +204,26 @@ async fn run(steps: Vec<Step>) {
     };
     let (amount, commission) = captured(None);
     let returned = refunded(None, PaymentStatus::Succeeded);
-    assert_eq!(totals.get(PROVIDER_CLEARING).copied().unwrap_or_default(), (amount, returned));
+    assert_eq!(totals.get(PROVIDER_CLEARING).copied().unwrap_or_default(), (amount, returned + paid_out));
     assert_eq!(totals.get(PLATFORM_COMMISSION).copied().unwrap_or_default(), (0, commission));
     for merchant in [1, 2] {
         let (amount, commission) = captured(Some(merchant));
         let returned = refunded(Some(merchant), PaymentStatus::Succeeded);
         let payable = merchant_payable(MerchantId::new(merchant));
-        assert_eq!(totals.get(&payable).copied().unwrap_or_default(), (commission + returned, amount), "{payable}");
+        let owed = store.merchant_balance(MerchantId::new(merchant)).await.expect("balance");
+        let statements = store.statements(MerchantId::new(merchant), None, 1_000).await.expect("statements");
+        let paid: i64 = statements.iter().filter(|s| s.status == "paid").map(|s| s.net_cents).sum();
+        assert_eq!(owed.paid_out_cents, paid, "payouts pay the net of the statements they paid");
+        assert!(statements.iter().all(|s| (s.status == "paid") == s.payout_id.is_some()), "{statements:?}");
+        let out = owed.paid_out_cents;
+        let debits = commission + returned + out;
+        assert_eq!(totals.get(&payable).copied().unwrap_or_default(), (debits, amount), "{payable}");
         let pending: i64 = model
             .values()
             .filter(|(p, s)| *s == PaymentStatus::Pending && p.merchant_id.get() == merchant)
             .map(|(p, _)| p.amount_cents)
             .sum::<i64>();
-        let owed = store.merchant_balance(MerchantId::new(merchant)).await.expect("balance");
-        let available = amount - commission - returned - refunded(Some(merchant), PaymentStatus::Pending);
+        let available = amount - commission - returned - refunded(Some(merchant), PaymentStatus::Pending) - out;
         assert_eq!((owed.pending_cents, owed.available_cents), (pending, available), "{payable}");
     }
     for (opened, status) in model.values() {
