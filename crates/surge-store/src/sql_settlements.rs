@@ -92,6 +92,8 @@ macro_rules! statement_store {
 
         const DAY_MS: i64 = 86_400_000;
 
+        const STATEMENTS_PER_COMMIT: usize = 256;
+
         fn statement(
             (id, merchant, start, end, gross, refunds, commission, net, status, payout): StatementRow,
         ) -> Statement {
@@ -139,27 +141,34 @@ macro_rules! statement_store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
+                // A few hundred statements per transaction: one commit (one
+                // fsync) for many, and never a long hold on SQLite's one
+                // writer lock.
                 let mut closed = Vec::new();
-                for (merchant, day, gross, refunds, commission) in days {
-                    let sql = format!(
-                        "INSERT INTO settlements ({STATEMENT_COLUMNS}, created_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'closed', NULL, $9) \
-                         ON CONFLICT (merchant_id, period_start_ms) DO NOTHING RETURNING {STATEMENT_COLUMNS}"
-                    );
-                    let row: Option<StatementRow> = sqlx::query_as(&sql)
-                        .bind(ids.next_id())
-                        .bind(merchant)
-                        .bind(day * DAY_MS)
-                        .bind((day + 1) * DAY_MS)
-                        .bind(gross)
-                        .bind(refunds)
-                        .bind(commission)
-                        .bind(gross - refunds - commission)
-                        .bind(unix_ms(now))
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(store_error)?;
-                    closed.extend(row.map(statement));
+                for chunk in days.chunks(STATEMENTS_PER_COMMIT) {
+                    let mut tx = self.pool.begin().await.map_err(store_error)?;
+                    for &(merchant, day, gross, refunds, commission) in chunk {
+                        let sql = format!(
+                            "INSERT INTO settlements ({STATEMENT_COLUMNS}, created_at_ms) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'closed', NULL, $9) \
+                             ON CONFLICT (merchant_id, period_start_ms) DO NOTHING RETURNING {STATEMENT_COLUMNS}"
+                        );
+                        let row: Option<StatementRow> = sqlx::query_as(&sql)
+                            .bind(ids.next_id())
+                            .bind(merchant)
+                            .bind(day * DAY_MS)
+                            .bind((day + 1) * DAY_MS)
+                            .bind(gross)
+                            .bind(refunds)
+                            .bind(commission)
+                            .bind(gross - refunds - commission)
+                            .bind(unix_ms(now))
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(store_error)?;
+                        closed.extend(row.map(statement));
+                    }
+                    tx.commit().await.map_err(store_error)?;
                 }
                 Ok(closed)
             }
