@@ -6,6 +6,7 @@
 //! alternates rounds between a target and a baseline URL and reports both and
 //! their ratio.
 
+mod callbacks;
 mod checkout;
 mod flashsale;
 mod load;
@@ -93,6 +94,26 @@ enum Command {
         #[command(flatten)]
         scenario: checkout::Scenario,
     },
+    /// The callback-ingestion scenario: payments opened on a target, then
+    /// their signed sandbox callbacks with duplicates and stale events,
+    /// with the ledger check; optionally the same requests against the
+    /// minimal handler, with the ratio.
+    Callbacks {
+        /// Base URL of the Surge deployment.
+        #[arg(long)]
+        target: String,
+        /// The deployment's JWT secret, as a file.
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// The sandbox's callback secret (`payments.sandbox.secret`).
+        #[arg(long)]
+        callback_secret: String,
+        /// Base URL of `surge-bench minimal-server`, to compare against.
+        #[arg(long)]
+        minimal: Option<String>,
+        #[command(flatten)]
+        scenario: callbacks::Scenario,
+    },
     /// Serve the naive baselines (one SQL transaction per request): intake
     /// and checkout.
     NaiveServer {
@@ -109,6 +130,9 @@ enum Command {
     MinimalServer {
         #[arg(long, default_value = "127.0.0.1:9180")]
         listen: SocketAddr,
+        /// The secret its callback route checks signatures with.
+        #[arg(long, default_value = "bench-callback-secret")]
+        callback_secret: String,
     },
 }
 
@@ -144,7 +168,10 @@ fn main() -> anyhow::Result<()> {
             Command::Compare { target, baseline, rounds, plan } => {
                 compare(&target, &baseline, rounds, &plan.plan()).await
             }
-            Command::MinimalServer { listen } => minimal::serve(listen).await,
+            Command::MinimalServer { listen, callback_secret } => minimal::serve(listen, callback_secret).await,
+            Command::Callbacks { target, secret_file, callback_secret, minimal, scenario } => {
+                callback_ingestion(&target, &secret_file, &callback_secret, minimal.as_deref(), &scenario).await
+            }
             Command::NaiveServer { listen, data_dir, secret_file } => {
                 naive::serve(listen, data_dir, tokens::Tokens::from_file(&secret_file)?).await
             }
@@ -193,6 +220,34 @@ async fn flash_sale(
     }
     println!("{}", if failed { "FAIL" } else { "PASS" });
     if failed {
+        anyhow::bail!("invariants violated");
+    }
+    Ok(())
+}
+
+async fn callback_ingestion(
+    target: &str,
+    secret_file: &std::path::Path,
+    callback_secret: &str,
+    minimal: Option<&str>,
+    scenario: &callbacks::Scenario,
+) -> anyhow::Result<()> {
+    let tokens = tokens::Tokens::from_file(secret_file)?;
+    let opened = callbacks::open_payments(target, &tokens, scenario).await?;
+    let bodies = std::sync::Arc::new(callbacks::plan(&opened, scenario));
+    println!("{} payments opened; {} callbacks to post", opened.len(), bodies.len());
+    let admin = tokens.mint("admin", "bench")?;
+    let books = Some((admin.as_str(), callbacks::total(&opened)));
+    let secret = callback_secret.as_bytes();
+    let connections = scenario.connections;
+    let surge = callbacks::run(target, secret, std::sync::Arc::clone(&bodies), connections, "surge", books).await?;
+    surge.print();
+    if let Some(minimal) = minimal {
+        let bare = callbacks::run(minimal, secret, bodies, connections, "minimal", None).await?;
+        bare.print();
+        println!("ratio surge/minimal: throughput {:.2}", surge.throughput() / bare.throughput());
+    }
+    if !surge.violations.is_empty() {
         anyhow::bail!("invariants violated");
     }
     Ok(())

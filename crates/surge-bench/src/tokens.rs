@@ -15,6 +15,7 @@ struct Claims {
     iat: u64,
 }
 
+#[derive(Clone)]
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
