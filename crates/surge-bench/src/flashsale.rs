@@ -43,6 +43,10 @@ pub struct Scenario {
     /// connections go.
     #[arg(long)]
     pub rate: Option<u64>,
+    /// How long each sale is open from its creation (it must outlast the
+    /// run; a short one lets the node forget sold-out sales meanwhile).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub sale_window: std::time::Duration,
 }
 
 /// What one run measured and found.
@@ -254,7 +258,7 @@ async fn create_sale(http: &Http, base: &str, tokens: &Tokens, scenario: &Scenar
     let format = time::format_description::well_known::Rfc3339;
     let sale = json!({
         "product_id": product["id"], "stock": scenario.stock, "price_cents": 990,
-        "starts_at": now.format(&format)?, "ends_at": (now + time::Duration::hours(1)).format(&format)?,
+        "starts_at": now.format(&format)?, "ends_at": (now + scenario.sale_window).format(&format)?,
         "per_user_limit": scenario.per_user_limit,
     });
     let admin = tokens.mint("admin", "bench")?;

@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::body::Bytes;
-use axum::extract::State;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -70,5 +70,9 @@ async fn callback(State(secret): State<Arc<[u8]>>, headers: axum::http::HeaderMa
     mac.update(b".");
     mac.update(&body);
     let signed = v1.is_some_and(|v1| mac.verify_slice(&v1).is_ok());
-    if signed && serde_json::from_slice::<CallbackBody>(&body).is_ok() { StatusCode::OK } else { StatusCode::BAD_REQUEST }
+    if signed && serde_json::from_slice::<CallbackBody>(&body).is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
 }

@@ -169,62 +169,9 @@ macro_rules! payment_store {
                 event: &ProviderEvent,
                 now: OffsetDateTime,
             ) -> Result<Applied, StoreError> {
-                if event.kind.is_refund() {
-                    return self.apply_refund(provider, event, now).await;
-                }
-                let mut tx = self.pool.begin().await.map_err(store_error)?;
-                let recorded = record_event(&mut tx, provider, event, now).await.map_err(store_error)?;
-                let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = $1 AND provider_ref = $2");
-                let row: Option<PaymentRow> = sqlx::query_as(&sql)
-                    .bind(provider)
-                    .bind(&event.provider_ref)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
-                let Some(payment) = row.map(Payment::try_from).transpose()? else {
-                    return Ok(Applied::UnknownRef);
-                };
-                if payment.amount_cents != event.amount_cents {
-                    return Ok(Applied::AmountMismatch(payment));
-                }
-                if recorded == 0 {
-                    return Ok(Applied::Repeat(payment));
-                }
-                let (to, from) = match event.kind {
-                    EventKind::PaymentSucceeded => (PaymentStatus::Succeeded, "status <> 'succeeded'"),
-                    _ => (PaymentStatus::Failed, "status = 'pending'"),
-                };
-                let sql = format!(
-                    "UPDATE payments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND {from} \
-                     RETURNING {PAYMENT_COLUMNS}"
-                );
-                let moved: Option<PaymentRow> = sqlx::query_as(&sql)
-                    .bind(to.as_str())
-                    .bind(unix_ms(now))
-                    .bind(payment.id.get())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
-                let Some(moved) = moved.map(Payment::try_from).transpose()? else {
-                    // Seen, and kept as seen; the payment stays as it is.
-                    tx.commit().await.map_err(store_error)?;
-                    return Ok(Applied::Stale(payment));
-                };
-                let (payment_id, order_id, amount_cents) = (moved.id, moved.order_id, moved.amount_cents);
-                let (products, event) = match to {
-                    PaymentStatus::Succeeded => {
-                        post_payment(&mut tx, &moved, unix_ms(now)).await.map_err(store_error)?;
-                        let products = pay_order(&mut tx, &moved, now).await.map_err(store_error)?;
-                        (products, DomainEvent::PaymentSucceeded { payment_id, order_id, amount_cents })
-                    }
-                    _ => {
-                        void_payment(&mut tx, &moved, unix_ms(now)).await.map_err(store_error)?;
-                        (Vec::new(), DomainEvent::PaymentFailed { payment_id, order_id, amount_cents })
-                    }
-                };
-                record_events(&mut *tx, &[EventRecord::new(event, unix_ms(now))]).await.map_err(store_error)?;
-                tx.commit().await.map_err(store_error)?;
-                Ok(Applied::Moved { payment: moved, products, refund: None })
+                // Each adapter runs `apply_in` in a transaction its way
+                // (SQLite: group-committed with other writes).
+                self.apply_event(provider, event, now).await
             }
         }
 
@@ -239,34 +186,99 @@ macro_rules! payment_store {
                     .map_err(store_error)?;
                 row.map(Refund::try_from).transpose()
             }
+        }
 
-            /// A refund event, as `apply`: recorded once; `pending` moves to
-            /// `succeeded` (the ledger posts it) or `failed` (its amount may
-            /// be refunded again; the ledger voids it); both are final.
-            async fn apply_refund(
-                &self,
-                provider: &str,
-                event: &ProviderEvent,
-                now: OffsetDateTime,
-            ) -> Result<Applied, StoreError> {
-                let mut tx = self.pool.begin().await.map_err(store_error)?;
-                let recorded = record_event(&mut tx, provider, event, now).await.map_err(store_error)?;
+        /// Applies a provider event inside `tx`: what it did, and whether
+        /// to keep its writes (`false`: roll them back; the event is not
+        /// recorded as seen).
+        pub(super) async fn apply_in(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            provider: &str,
+            event: &ProviderEvent,
+            now: OffsetDateTime,
+        ) -> Result<(Applied, bool), StoreError> {
+                if event.kind.is_refund() {
+                    return apply_refund_in(tx, provider, event, now).await;
+                }
+                let recorded = record_event(tx, provider, event, now).await.map_err(store_error)?;
+                let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = $1 AND provider_ref = $2");
+                let row: Option<PaymentRow> = sqlx::query_as(&sql)
+                    .bind(provider)
+                    .bind(&event.provider_ref)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(store_error)?;
+                let Some(payment) = row.map(Payment::try_from).transpose()? else {
+                    return Ok((Applied::UnknownRef, false));
+                };
+                if payment.amount_cents != event.amount_cents {
+                    return Ok((Applied::AmountMismatch(payment), false));
+                }
+                if recorded == 0 {
+                    return Ok((Applied::Repeat(payment), false));
+                }
+                let (to, from) = match event.kind {
+                    EventKind::PaymentSucceeded => (PaymentStatus::Succeeded, "status <> 'succeeded'"),
+                    _ => (PaymentStatus::Failed, "status = 'pending'"),
+                };
+                let sql = format!(
+                    "UPDATE payments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND {from} \
+                     RETURNING {PAYMENT_COLUMNS}"
+                );
+                let moved: Option<PaymentRow> = sqlx::query_as(&sql)
+                    .bind(to.as_str())
+                    .bind(unix_ms(now))
+                    .bind(payment.id.get())
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(store_error)?;
+                let Some(moved) = moved.map(Payment::try_from).transpose()? else {
+                    // Seen, and kept as seen; the payment stays as it is.
+                    return Ok((Applied::Stale(payment), true));
+                };
+                let (payment_id, order_id, amount_cents) = (moved.id, moved.order_id, moved.amount_cents);
+                let (products, event) = match to {
+                    PaymentStatus::Succeeded => {
+                        post_payment(tx, &moved, unix_ms(now)).await.map_err(store_error)?;
+                        let products = pay_order(tx, &moved, now).await.map_err(store_error)?;
+                        (products, DomainEvent::PaymentSucceeded { payment_id, order_id, amount_cents })
+                    }
+                    _ => {
+                        void_payment(tx, &moved, unix_ms(now)).await.map_err(store_error)?;
+                        (Vec::new(), DomainEvent::PaymentFailed { payment_id, order_id, amount_cents })
+                    }
+                };
+                record_events(&mut **tx, &[EventRecord::new(event, unix_ms(now))]).await.map_err(store_error)?;
+                Ok((Applied::Moved { payment: moved, products, refund: None }, true))
+        }
+
+
+        /// A refund event, as `apply_in`: recorded once; `pending` moves to
+        /// `succeeded` (the ledger posts it) or `failed` (its amount may be
+        /// refunded again; the ledger voids it); both are final.
+        async fn apply_refund_in(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            provider: &str,
+            event: &ProviderEvent,
+            now: OffsetDateTime,
+        ) -> Result<(Applied, bool), StoreError> {
+                let recorded = record_event(tx, provider, event, now).await.map_err(store_error)?;
                 let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE provider = $1 AND provider_ref = $2");
                 let row: Option<RefundRow> = sqlx::query_as(&sql)
                     .bind(provider)
                     .bind(&event.provider_ref)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await
                     .map_err(store_error)?;
                 let Some(refund) = row.map(Refund::try_from).transpose()? else {
-                    return Ok(Applied::UnknownRef);
+                    return Ok((Applied::UnknownRef, false));
                 };
-                let payment = payment_in(&mut tx, refund.payment_id).await?;
+                let payment = payment_in(tx, refund.payment_id).await?;
                 if refund.amount_cents != event.amount_cents {
-                    return Ok(Applied::AmountMismatch(payment));
+                    return Ok((Applied::AmountMismatch(payment), false));
                 }
                 if recorded == 0 {
-                    return Ok(Applied::Repeat(payment));
+                    return Ok((Applied::Repeat(payment), false));
                 }
                 let succeeded = event.kind == EventKind::RefundSucceeded;
                 let to = if succeeded { PaymentStatus::Succeeded } else { PaymentStatus::Failed };
@@ -278,23 +290,22 @@ macro_rules! payment_store {
                     .bind(to.as_str())
                     .bind(unix_ms(now))
                     .bind(refund.id.get())
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await
                     .map_err(store_error)?;
                 let Some(moved) = moved.map(Refund::try_from).transpose()? else {
-                    tx.commit().await.map_err(store_error)?;
-                    return Ok(Applied::Stale(payment));
+                    return Ok((Applied::Stale(payment), true));
                 };
                 if !succeeded {
                     sqlx::query("UPDATE payments SET refunded_cents = refunded_cents - $1, updated_at_ms = $2 WHERE id = $3")
                         .bind(refund.amount_cents)
                         .bind(unix_ms(now))
                         .bind(refund.payment_id.get())
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await
                         .map_err(store_error)?;
                 }
-                settle_refund_transfer(&mut tx, &refund, succeeded, unix_ms(now)).await.map_err(store_error)?;
+                settle_refund_transfer(tx, &refund, succeeded, unix_ms(now)).await.map_err(store_error)?;
                 if succeeded {
                     let event = DomainEvent::RefundSucceeded {
                         refund_id: refund.id,
@@ -302,13 +313,12 @@ macro_rules! payment_store {
                         order_id: refund.order_id,
                         amount_cents: refund.amount_cents,
                     };
-                    record_events(&mut *tx, &[EventRecord::new(event, unix_ms(now))]).await.map_err(store_error)?;
+                    record_events(&mut **tx, &[EventRecord::new(event, unix_ms(now))]).await.map_err(store_error)?;
                 }
-                let payment = payment_in(&mut tx, refund.payment_id).await?;
-                tx.commit().await.map_err(store_error)?;
-                Ok(Applied::Moved { payment, products: Vec::new(), refund: Some(moved) })
-            }
+                let payment = payment_in(tx, refund.payment_id).await?;
+                Ok((Applied::Moved { payment, products: Vec::new(), refund: Some(moved) }, true))
         }
+
 
         async fn payment_in(tx: &mut sqlx::Transaction<'static, Db>, id: PaymentId) -> Result<Payment, StoreError> {
             let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");

@@ -80,6 +80,7 @@ macro_rules! contract {
     )+};
 }
 
+mod callbacks;
 mod inventory;
 mod ledger;
 mod outbox;

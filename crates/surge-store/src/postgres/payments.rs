@@ -18,3 +18,20 @@ use crate::rows::{ORDER_COLUMNS, OrderRow, PAYMENT_COLUMNS, PaymentRow, REFUND_C
 type Db = sqlx::Postgres;
 
 crate::sql_payments::payment_store!(PgStore);
+
+impl PgStore {
+    /// One transaction per event: PostgreSQL takes concurrent writers.
+    async fn apply_event(
+        &self,
+        provider: &str,
+        event: &ProviderEvent,
+        now: OffsetDateTime,
+    ) -> Result<Applied, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let (applied, keep) = apply_in(&mut tx, provider, event, now).await?;
+        if keep {
+            tx.commit().await.map_err(store_error)?;
+        }
+        Ok(applied)
+    }
+}

@@ -5,9 +5,9 @@
 //! briefly instead of failing, and WAL lets readers run beside the writer.
 
 mod catalog;
-mod checkout;
 mod counters;
 mod flashsale;
+mod group_commit;
 mod inventory;
 mod ledger;
 mod orders;
@@ -52,8 +52,9 @@ impl SqliteConfig {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The group-committing checkout writer (`checkout.rs`).
-    checkouts: tokio::sync::mpsc::Sender<checkout::Checkout>,
+    /// The group-committing writer of checkouts and callbacks
+    /// (`group_commit.rs`).
+    writes: tokio::sync::mpsc::Sender<group_commit::Write>,
 }
 
 impl SqliteStore {
@@ -76,9 +77,9 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let (checkouts, receiver) = tokio::sync::mpsc::channel(checkout::CAPACITY);
-        tokio::spawn(checkout::write_loop(pool.clone(), receiver));
-        Ok(Self { pool, checkouts })
+        let (writes, receiver) = tokio::sync::mpsc::channel(group_commit::CAPACITY);
+        tokio::spawn(group_commit::write_loop(pool.clone(), receiver));
+        Ok(Self { pool, writes })
     }
 }
 

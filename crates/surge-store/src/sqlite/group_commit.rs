@@ -1,0 +1,203 @@
+//! Group commit on SQLite for the hot writes: checkouts (`CheckoutStore`)
+//! and provider callbacks (`PaymentStore::apply`). SQLite has one writer,
+//! so these are written one at a time whatever happens; what costs is the
+//! commit's fsync (`synchronous = FULL`). One writer task takes every write
+//! waiting (up to `BATCH_MAX`) and runs them in one transaction, each inside
+//! its own savepoint: a checkout short of stock, or a callback to drop (a
+//! repeat, an unknown reference), rolls back to its savepoint and leaves
+//! nothing, the others go on, and one fsync covers the batch. A caller
+//! hears its answer only after the commit, so a 201 or a callback's 200 is
+//! as durable as before; a failed commit fails every write of the batch.
+//! Writes in one batch see each other's effects, exactly as if they had
+//! been written one after the other.
+
+use async_trait::async_trait;
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use surge_domain::StoreError;
+use surge_domain::UserId;
+use surge_domain::order::{Address, CheckoutStore, NewCheckoutOrder, Placed};
+use surge_domain::payment::{Applied, ProviderEvent};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::inventory::place_on;
+use super::payments::apply_in;
+use super::{SqliteStore, store_error};
+
+/// Most writes one commit covers.
+const BATCH_MAX: usize = 128;
+/// Writes waiting for the writer; callers beyond it wait for room.
+pub(super) const CAPACITY: usize = 4_096;
+
+/// One write for the writer, with where its answer goes.
+#[derive(Debug)]
+pub(super) enum Write {
+    Checkout(Checkout),
+    Callback(Callback),
+}
+
+pub(super) struct Callback {
+    provider: String,
+    event: ProviderEvent,
+    now: OffsetDateTime,
+    done: oneshot::Sender<Result<Applied, StoreError>>,
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callback").field("event_id", &self.event.event_id).finish_non_exhaustive()
+    }
+}
+
+pub(super) struct Checkout {
+    checkout_id: i64,
+    user: UserId,
+    orders: Vec<NewCheckoutOrder>,
+    address: Address,
+    idempotency_key: Option<String>,
+    pay_by: OffsetDateTime,
+    now: OffsetDateTime,
+    done: oneshot::Sender<Result<Placed, StoreError>>,
+}
+
+impl std::fmt::Debug for Checkout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkout").field("checkout_id", &self.checkout_id).finish_non_exhaustive()
+    }
+}
+
+/// A write's answer, before it goes back to its caller.
+enum Answer {
+    Placed(Placed),
+    Applied(Box<Applied>),
+}
+
+/// The writer: one transaction, one fsync, per batch of waiting writes.
+pub(super) async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
+        let answers = write_batch(&pool, &batch).await;
+        for (write, answer) in batch.drain(..).zip(answers) {
+            match (write, answer) {
+                (Write::Checkout(checkout), answer) => {
+                    let _ = checkout.done.send(answer.and_then(|answer| match answer {
+                        Answer::Placed(placed) => Ok(placed),
+                        Answer::Applied(_) => Err(mixed_up()),
+                    }));
+                }
+                (Write::Callback(callback), answer) => {
+                    let _ = callback.done.send(answer.and_then(|answer| match answer {
+                        Answer::Applied(applied) => Ok(*applied),
+                        Answer::Placed(_) => Err(mixed_up()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Answers go back in the order of the writes; a mismatch is a bug.
+fn mixed_up() -> StoreError {
+    StoreError::Unavailable("the group-commit writer mixed up its answers".to_owned())
+}
+
+async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Vec<Result<Answer, StoreError>> {
+    let failed = |error: &StoreError| batch.iter().map(|_| Err(error.clone())).collect();
+    // IMMEDIATE: the write lock at once (a read first could not upgrade).
+    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await.map_err(store_error) {
+        Ok(tx) => tx,
+        Err(error) => return failed(&error),
+    };
+    let mut answers = Vec::with_capacity(batch.len());
+    for write in batch {
+        match one(&mut tx, write).await {
+            Ok(answer) => answers.push(answer),
+            // The transaction itself is broken: nothing of the batch holds.
+            Err(error) => return failed(&error),
+        }
+    }
+    match tx.commit().await.map_err(store_error) {
+        Ok(()) => answers,
+        Err(error) => failed(&error),
+    }
+}
+
+/// One write inside its savepoint: kept if it did what it came for, rolled
+/// back to the savepoint otherwise. `Err` only when the transaction can't
+/// go on.
+async fn one(tx: &mut Transaction<'static, Sqlite>, write: &Write) -> Result<Result<Answer, StoreError>, StoreError> {
+    sqlx::query("SAVEPOINT write").execute(&mut **tx).await.map_err(store_error)?;
+    let (answer, keep) = match write {
+        Write::Checkout(checkout) => {
+            let placed = place_on(
+                tx,
+                checkout.checkout_id,
+                checkout.user,
+                &checkout.orders,
+                &checkout.address,
+                checkout.idempotency_key.as_deref(),
+                checkout.pay_by,
+                checkout.now,
+            )
+            .await;
+            let keep = matches!(placed, Ok(Placed::Created(_)));
+            (placed.map(Answer::Placed), keep)
+        }
+        Write::Callback(callback) => match apply_in(tx, &callback.provider, &callback.event, callback.now).await {
+            Ok((applied, keep)) => (Ok(Answer::Applied(Box::new(applied))), keep),
+            Err(error) => (Err(error), false),
+        },
+    };
+    if !keep {
+        sqlx::query("ROLLBACK TO write").execute(&mut **tx).await.map_err(store_error)?;
+    }
+    sqlx::query("RELEASE write").execute(&mut **tx).await.map_err(store_error)?;
+    Ok(answer)
+}
+
+#[async_trait]
+impl CheckoutStore for SqliteStore {
+    async fn place(
+        &self,
+        checkout_id: i64,
+        user: UserId,
+        orders: &[NewCheckoutOrder],
+        address: &Address,
+        idempotency_key: Option<&str>,
+        pay_by: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Placed, StoreError> {
+        let (done, answer) = oneshot::channel();
+        let checkout = Checkout {
+            checkout_id,
+            user,
+            orders: orders.to_vec(),
+            address: address.clone(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            pay_by,
+            now,
+            done,
+        };
+        self.writes.send(Write::Checkout(checkout)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the group-commit writer stopped".to_owned())
+}
+
+impl SqliteStore {
+    /// A provider event, group-committed with the other hot writes.
+    pub(super) async fn apply_event(
+        &self,
+        provider: &str,
+        event: &ProviderEvent,
+        now: OffsetDateTime,
+    ) -> Result<Applied, StoreError> {
+        let (done, answer) = oneshot::channel();
+        let callback = Callback { provider: provider.to_owned(), event: event.clone(), now, done };
+        self.writes.send(Write::Callback(callback)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
