@@ -175,3 +175,9 @@ async fn drive(
         sent.push((index, status));
     }
 }
+
+/// Checkouts answered 201 per second: what counts when some are shed (503)
+/// or refused.
+pub fn placed_per_second(outcome: &Outcome) -> f64 {
+    outcome.statuses.get(&201).copied().unwrap_or(0) as f64 / outcome.elapsed.as_secs_f64()
+}

@@ -179,10 +179,13 @@ fn main() -> anyhow::Result<()> {
                 let tokens = tokens::Tokens::from_file(&secret_file)?;
                 let surge = checkout::run(&target, &tokens, &scenario, "surge", true).await?;
                 surge.print();
+                println!("surge: {:.0} checkouts placed/s (201)", checkout::placed_per_second(&surge));
                 if let Some(naive) = naive {
                     let textbook = checkout::run(&naive, &tokens, &scenario, "naive", false).await?;
                     textbook.print();
-                    println!("ratio surge/naive: throughput {:.2}", surge.throughput() / textbook.throughput());
+                    println!("naive: {:.0} checkouts placed/s (201)", checkout::placed_per_second(&textbook));
+                    let ratio = checkout::placed_per_second(&surge) / checkout::placed_per_second(&textbook);
+                    println!("ratio surge/naive: checkouts placed {ratio:.2}");
                 }
                 if !surge.violations.is_empty() {
                     anyhow::bail!("invariants violated");
