@@ -51,6 +51,20 @@ impl DomainEvent {
         }
     }
 
+    /// The order the event is about: what orders its delivery (a broker
+    /// partitions by it, so one order's events arrive in the order they
+    /// were written).
+    pub fn order_id(&self) -> OrderId {
+        match self {
+            Self::OrderPlaced { order_id, .. }
+            | Self::OrderPaid { order_id, .. }
+            | Self::OrderCancelled { order_id, .. }
+            | Self::PaymentSucceeded { order_id, .. }
+            | Self::PaymentFailed { order_id, .. }
+            | Self::RefundSucceeded { order_id, .. } => *order_id,
+        }
+    }
+
     /// The id the change determines: each of these happens at most once to
     /// the thing it names.
     pub fn event_id(&self) -> String {

@@ -1,6 +1,8 @@
 //! The event bus on a Kafka-protocol broker: the outbox relay's events on
 //! their own topic beside the order requests' (`<topic>.events`), keyed by
-//! event id, through the queue's idempotent producer; each consuming
+//! the order they are about (so one order's events share a partition and
+//! arrive in the order the relay published them, which is the outbox's),
+//! through the queue's idempotent producer; each consuming
 //! context is its own consumer group (`<group>.<consumer>`), shared by every
 //! node and committing only after its events are applied.
 
@@ -17,6 +19,13 @@ use surge_domain::StoreError;
 use surge_domain::outbox::{BusDelivery, EventBus, EventStream, OutboxEntry};
 
 use super::kafka::{KafkaQueueConfig, client_config, create_topic, producer, unavailable};
+
+/// The order an event is about; an event that does not decode (none
+/// should) goes under its own id.
+fn partition_key(entry: &OutboxEntry) -> String {
+    crate::events_wire::decode(entry.payload.as_bytes())
+        .map_or_else(|_| entry.event_id.clone(), |record| record.event.order_id().to_string())
+}
 
 pub struct KafkaBus {
     config: KafkaQueueConfig,
@@ -38,8 +47,9 @@ impl EventBus for KafkaBus {
     /// Sends them all, then waits for every ack.
     async fn publish(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
         let timeout = self.config.publish_timeout;
-        let sends = entries.iter().map(|entry| {
-            let record = FutureRecord::to(&self.topic).key(&entry.event_id).payload(&entry.payload);
+        let keys: Vec<String> = entries.iter().map(partition_key).collect();
+        let sends = entries.iter().zip(&keys).map(|(entry, key)| {
+            let record = FutureRecord::to(&self.topic).key(key).payload(&entry.payload);
             self.producer.send(record, timeout)
         });
         let all = futures::future::join_all(sends);
@@ -181,5 +191,37 @@ impl GroupReader {
             .await
             .map_err(unavailable)?
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use surge_domain::outbox::{DomainEvent, EventRecord, OutboxEntry};
+    use surge_domain::{MerchantId, OrderId, PaymentId, UserId};
+
+    use super::partition_key;
+
+    fn entry(event: DomainEvent) -> OutboxEntry {
+        let record = EventRecord::new(event, 1_000);
+        OutboxEntry {
+            seq: 1,
+            event_id: record.event_id.clone(),
+            payload: crate::events_wire::encode(&record).expect("encodes"),
+        }
+    }
+
+    #[test]
+    fn an_orders_events_share_its_key_and_another_orders_do_not() {
+        let (user_id, merchant_id) = (UserId::new(7), MerchantId::new(1));
+        let order_id = OrderId::new(42);
+        let paid = entry(DomainEvent::OrderPaid { order_id, user_id, merchant_id, amount_cents: 100 });
+        let payment_id = PaymentId::new(9);
+        let captured = entry(DomainEvent::PaymentSucceeded { payment_id, order_id, amount_cents: 100 });
+        let other = entry(DomainEvent::OrderCancelled { order_id: OrderId::new(43), user_id, merchant_id });
+        assert_eq!(partition_key(&paid), "42");
+        assert_eq!(partition_key(&captured), "42");
+        assert_eq!(partition_key(&other), "43");
+        let unreadable = OutboxEntry { seq: 2, event_id: "x:1".into(), payload: "{".into() };
+        assert_eq!(partition_key(&unreadable), "x:1");
     }
 }
