@@ -160,6 +160,14 @@ pub trait Inbox: Send + Sync + 'static {
     /// Whether `consumer` applied `event_id` already.
     async fn seen(&self, consumer: &str, event_id: &str) -> Result<bool, StoreError>;
 
+    /// Which of `event_ids` `consumer` applied already (one read for a
+    /// whole batch).
+    async fn seen_among(
+        &self,
+        consumer: &str,
+        event_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+
     /// `consumer` applied these events (one write for a whole batch).
     async fn record(&self, consumer: &str, event_ids: &[String], now_ms: i64) -> Result<(), StoreError>;
 }
@@ -255,18 +263,20 @@ impl EventConsumer<'_> {
             return Ok(0);
         };
         let consumer = self.handler.consumer();
-        let mut applied = Vec::new();
+        let mut records = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            let record = match delivery.event {
-                Ok(record) => record,
-                Err(error) => {
-                    // Not for this version to read: skipped, loudly, rather
-                    // than stopping every event behind it.
-                    tracing::error!(consumer, token = delivery.token, %error, "unreadable event skipped");
-                    continue;
-                }
-            };
-            if applied.contains(&record.event_id) || self.inbox.seen(consumer, &record.event_id).await? {
+            match delivery.event {
+                Ok(record) => records.push(record),
+                // Not for this version to read: skipped, loudly, rather
+                // than stopping every event behind it.
+                Err(error) => tracing::error!(consumer, token = delivery.token, %error, "unreadable event skipped"),
+            }
+        }
+        let ids: Vec<String> = records.iter().map(|record| record.event_id.clone()).collect();
+        let seen = self.inbox.seen_among(consumer, &ids).await?;
+        let mut applied: Vec<String> = Vec::new();
+        for record in records {
+            if seen.contains(&record.event_id) || applied.contains(&record.event_id) {
                 continue;
             }
             self.handler.apply(&record).await?;
@@ -283,6 +293,78 @@ impl EventConsumer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    /// Delivers its script, a step at a time (a redelivery is the same
+    /// event again in a later step).
+    struct Script(Vec<Vec<EventRecord>>);
+
+    #[async_trait]
+    impl EventStream for Script {
+        async fn poll(&mut self, _max: usize, _wait: Duration) -> Result<Vec<BusDelivery>, StoreError> {
+            let step = if self.0.is_empty() { Vec::new() } else { self.0.remove(0) };
+            Ok(step.into_iter().zip(1..).map(|(record, token)| BusDelivery { token, event: Ok(record) }).collect())
+        }
+
+        async fn ack(&mut self, _token: u64) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Fakes {
+        inbox: Mutex<HashSet<String>>,
+        applied: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Inbox for Fakes {
+        async fn seen(&self, _consumer: &str, event_id: &str) -> Result<bool, StoreError> {
+            Ok(self.inbox.lock().expect("inbox").contains(event_id))
+        }
+
+        async fn seen_among(&self, _consumer: &str, event_ids: &[String]) -> Result<HashSet<String>, StoreError> {
+            let inbox = self.inbox.lock().expect("inbox");
+            Ok(event_ids.iter().filter(|id| inbox.contains(*id)).cloned().collect())
+        }
+
+        async fn record(&self, _consumer: &str, event_ids: &[String], _now_ms: i64) -> Result<(), StoreError> {
+            self.inbox.lock().expect("inbox").extend(event_ids.iter().cloned());
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl EventHandler for Fakes {
+        fn consumer(&self) -> &'static str {
+            "test"
+        }
+
+        async fn apply(&self, record: &EventRecord) -> Result<(), StoreError> {
+            self.applied.lock().expect("applied").push(record.event_id.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_consumer_applies_each_event_once_across_redeliveries_and_repeats_in_a_batch() {
+        let cancelled = |id| {
+            let event = DomainEvent::OrderCancelled {
+                order_id: OrderId::new(id),
+                user_id: UserId::new(1),
+                merchant_id: MerchantId::new(2),
+            };
+            EventRecord::new(event, 5)
+        };
+        let mut stream = Script(vec![vec![cancelled(1), cancelled(2), cancelled(1)], vec![cancelled(2), cancelled(3)]]);
+        let fakes = Fakes::default();
+        let consumer = EventConsumer { handler: &fakes, inbox: &fakes, batch: 10 };
+        assert_eq!(consumer.step(&mut stream, Duration::ZERO, 1).await.expect("step"), 2);
+        assert_eq!(consumer.step(&mut stream, Duration::ZERO, 2).await.expect("step"), 1, "2 was applied before");
+        let applied = fakes.applied.lock().expect("applied").clone();
+        assert_eq!(applied, ["order_cancelled:1", "order_cancelled:2", "order_cancelled:3"]);
+    }
 
     #[test]
     fn an_event_id_names_the_change_and_its_subject() {

@@ -142,6 +142,31 @@ macro_rules! outbox_store {
                 Ok(seen.is_some())
             }
 
+            async fn seen_among(
+                &self,
+                consumer: &str,
+                event_ids: &[String],
+            ) -> Result<std::collections::HashSet<String>, StoreError> {
+                let mut seen = std::collections::HashSet::new();
+                for chunk in event_ids.chunks(500) {
+                    let mut select = sqlx::QueryBuilder::<$db>::new("SELECT event_id FROM inbox WHERE consumer = ");
+                    select.push_bind(consumer).push(" AND event_id IN (");
+                    let mut ids = select.separated(", ");
+                    for event_id in chunk {
+                        ids.push_bind(event_id.as_str());
+                    }
+                    select.push(")");
+                    let rows: Vec<String> = select
+                        .build_query_scalar()
+                        .persistent(false)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(store_error)?;
+                    seen.extend(rows);
+                }
+                Ok(seen)
+            }
+
             async fn record(&self, consumer: &str, event_ids: &[String], now_ms: i64) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
                 for chunk in event_ids.chunks(500) {

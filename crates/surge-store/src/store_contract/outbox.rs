@@ -171,4 +171,10 @@ async fn the_inbox_remembers_what_each_consumer_applied<B: Backend>(backend: &B)
     assert!(!store.seen("fulfilment", "order_placed:1").await.expect("seen"), "per consumer");
     let reopened = backend.open().await;
     assert!(reopened.seen("notifications", "order_placed:1").await.expect("seen"), "durable");
+    let mut among: Vec<String> =
+        reopened.seen_among("notifications", &placed(&[1, 2, 3, 4])).await.expect("seen").into_iter().collect();
+    among.sort();
+    assert_eq!(among, placed(&[1, 2, 3]), "one read for a batch: what was applied, of what was asked");
+    assert!(reopened.seen_among("fulfilment", &placed(&[1, 2])).await.expect("seen").is_empty(), "per consumer");
+    assert!(reopened.seen_among("notifications", &[]).await.expect("empty").is_empty());
 }
