@@ -77,18 +77,10 @@ macro_rules! inventory_moves {
         /// key claimed, every line reserved, one order per merchant written
         /// with its `order_placed` event. Anything but `Created` leaves
         /// writes the caller must roll back (a replay wrote nothing).
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) async fn place_on(
-            conn: &mut $conn,
-            checkout_id: i64,
-            user: UserId,
-            orders: &[NewCheckoutOrder],
-            address: &Address,
-            idempotency_key: Option<&str>,
-            pay_by: OffsetDateTime,
-            now: OffsetDateTime,
-        ) -> Result<Placed, StoreError> {
-            if let Some(key) = idempotency_key {
+        pub(crate) async fn place_on(conn: &mut $conn, checkout: &NewCheckout) -> Result<Placed, StoreError> {
+            let NewCheckout { checkout_id, user, orders, address, idempotency_key, pay_by, now } = checkout;
+            let (checkout_id, user, pay_by, now) = (*checkout_id, *user, *pay_by, *now);
+            if let Some(key) = idempotency_key.as_deref() {
                 let claimed = sqlx::query(
                     "INSERT INTO checkouts (user_id, idempotency_key, id, created_at_ms) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT DO NOTHING",

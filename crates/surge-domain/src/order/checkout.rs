@@ -140,17 +140,21 @@ pub trait CheckoutStore: Send + Sync + 'static {
     /// one is short: [`Placed::InsufficientStock`], nothing changed); writes
     /// the orders `CREATED`, payable until `pay_by`, at the products'
     /// prices of that moment.
-    #[allow(clippy::too_many_arguments)]
-    async fn place(
-        &self,
-        checkout_id: i64,
-        user: UserId,
-        orders: &[NewCheckoutOrder],
-        address: &Address,
-        idempotency_key: Option<&str>,
-        pay_by: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<Placed, StoreError>;
+    async fn place(&self, checkout: &NewCheckout) -> Result<Placed, StoreError>;
+}
+
+/// A checkout as the store writes it: the buyer's cart split into one new
+/// order per merchant, with what the write needs besides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCheckout {
+    pub checkout_id: i64,
+    pub user: UserId,
+    pub orders: Vec<NewCheckoutOrder>,
+    pub address: Address,
+    pub idempotency_key: Option<String>,
+    /// Unpaid orders are cancelled from then on.
+    pub pay_by: OffsetDateTime,
+    pub now: OffsetDateTime,
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -201,18 +205,16 @@ impl Checkouts {
         };
         let orders = self.split_by_merchant(checkout).await?;
         let now = self.clock.now();
-        let placed = self
-            .store
-            .place(
-                self.ids.next_id(),
-                *user,
-                &orders,
-                checkout.address(),
-                idempotency_key,
-                now + self.payment_timeout,
-                now,
-            )
-            .await?;
+        let new = NewCheckout {
+            checkout_id: self.ids.next_id(),
+            user: *user,
+            orders,
+            address: checkout.address().clone(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            pay_by: now + self.payment_timeout,
+            now,
+        };
+        let placed = self.store.place(&new).await?;
         match placed {
             Placed::Created(orders) => {
                 let products: Vec<ProductId> = checkout.lines().iter().map(|line| line.product_id).collect();

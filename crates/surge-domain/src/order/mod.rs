@@ -6,7 +6,7 @@ mod service;
 mod status;
 
 pub use checkout::{
-    Address, Checkout, CheckoutError, CheckoutLine, CheckoutStore, Checkouts, NewCheckoutOrder, Placed,
+    Address, Checkout, CheckoutError, CheckoutLine, CheckoutStore, Checkouts, NewCheckout, NewCheckoutOrder, Placed,
 };
 pub use ports::{
     CreatedOrders, OrderPage, OrderScope, OrderStore, PendingOrders, SaleHoldings, SaleTally, StockKeeper,

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use surge_domain::inventory::{ClosedSale, InventoryStore};
 use surge_domain::order::{
-    Address, CheckoutLine, CheckoutStore, NewCheckoutOrder, Order, OrderKind, OrderStatus, Placed,
+    CheckoutLine, CheckoutStore, NewCheckout, NewCheckoutOrder, Order, OrderKind, OrderStatus, Placed,
 };
 use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{ProductId, SaleId, StoreError, UserId};
@@ -22,18 +22,9 @@ crate::sql_inventory::inventory_moves!(sqlx::PgConnection);
 /// waiting only on the product rows it shares with another.
 #[async_trait]
 impl CheckoutStore for PgStore {
-    async fn place(
-        &self,
-        checkout_id: i64,
-        user: UserId,
-        orders: &[NewCheckoutOrder],
-        address: &Address,
-        idempotency_key: Option<&str>,
-        pay_by: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<Placed, StoreError> {
+    async fn place(&self, checkout: &NewCheckout) -> Result<Placed, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let placed = place_on(&mut tx, checkout_id, user, orders, address, idempotency_key, pay_by, now).await?;
+        let placed = place_on(&mut tx, checkout).await?;
         if matches!(placed, Placed::Created(_)) {
             tx.commit().await.map_err(store_error)?;
         }

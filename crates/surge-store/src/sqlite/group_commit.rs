@@ -14,8 +14,7 @@
 use async_trait::async_trait;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use surge_domain::StoreError;
-use surge_domain::UserId;
-use surge_domain::order::{Address, CheckoutStore, NewCheckoutOrder, Placed};
+use surge_domain::order::{CheckoutStore, NewCheckout, Placed};
 use surge_domain::payment::{Applied, ProviderEvent};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -50,19 +49,13 @@ impl std::fmt::Debug for Callback {
 }
 
 pub(super) struct Checkout {
-    checkout_id: i64,
-    user: UserId,
-    orders: Vec<NewCheckoutOrder>,
-    address: Address,
-    idempotency_key: Option<String>,
-    pay_by: OffsetDateTime,
-    now: OffsetDateTime,
+    new: NewCheckout,
     done: oneshot::Sender<Result<Placed, StoreError>>,
 }
 
 impl std::fmt::Debug for Checkout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkout").field("checkout_id", &self.checkout_id).finish_non_exhaustive()
+        f.debug_struct("Checkout").field("checkout_id", &self.new.checkout_id).finish_non_exhaustive()
     }
 }
 
@@ -129,17 +122,7 @@ async fn one(tx: &mut Transaction<'static, Sqlite>, write: &Write) -> Result<Res
     sqlx::query("SAVEPOINT write").execute(&mut **tx).await.map_err(store_error)?;
     let (answer, keep) = match write {
         Write::Checkout(checkout) => {
-            let placed = place_on(
-                tx,
-                checkout.checkout_id,
-                checkout.user,
-                &checkout.orders,
-                &checkout.address,
-                checkout.idempotency_key.as_deref(),
-                checkout.pay_by,
-                checkout.now,
-            )
-            .await;
+            let placed = place_on(tx, &checkout.new).await;
             let keep = matches!(placed, Ok(Placed::Created(_)));
             (placed.map(Answer::Placed), keep)
         }
@@ -157,27 +140,9 @@ async fn one(tx: &mut Transaction<'static, Sqlite>, write: &Write) -> Result<Res
 
 #[async_trait]
 impl CheckoutStore for SqliteStore {
-    async fn place(
-        &self,
-        checkout_id: i64,
-        user: UserId,
-        orders: &[NewCheckoutOrder],
-        address: &Address,
-        idempotency_key: Option<&str>,
-        pay_by: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<Placed, StoreError> {
+    async fn place(&self, checkout: &NewCheckout) -> Result<Placed, StoreError> {
         let (done, answer) = oneshot::channel();
-        let checkout = Checkout {
-            checkout_id,
-            user,
-            orders: orders.to_vec(),
-            address: address.clone(),
-            idempotency_key: idempotency_key.map(str::to_owned),
-            pay_by,
-            now,
-            done,
-        };
+        let checkout = Checkout { new: checkout.clone(), done };
         self.writes.send(Write::Checkout(checkout)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }

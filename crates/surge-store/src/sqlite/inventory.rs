@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use surge_domain::inventory::{ClosedSale, InventoryStore};
-use surge_domain::order::{Address, CheckoutLine, NewCheckoutOrder, Order, OrderKind, OrderStatus, Placed};
+use surge_domain::order::{CheckoutLine, NewCheckout, NewCheckoutOrder, Order, OrderKind, OrderStatus, Placed};
 use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{ProductId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;

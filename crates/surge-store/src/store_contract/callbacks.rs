@@ -5,11 +5,11 @@
 //! a wrong amount among them: each success applies once, the dropped ones
 //! leave nothing, and the ledger holds exactly the captures.
 
+use surge_domain::OrderId;
 use surge_domain::payment::{Applied, EventKind, PaymentStatus, PaymentStore, ProviderEvent};
 use surge_domain::settlement::{LedgerStore, PROVIDER_CLEARING, TrialBalance};
-use surge_domain::{OrderId, UserId};
 
-use super::inventory::{address, line, order, product};
+use super::inventory::{line, order, placed_order, product};
 use super::ledger::payment;
 use super::{Backend, PgBackend, SqliteBackend, now_ms};
 
@@ -22,22 +22,8 @@ async fn concurrent_callbacks_apply_each_event_once_and_drop_what_they_must<B: B
     product(&store, 1, 1, PAYMENTS as i64).await;
     let mut opened = Vec::new();
     for i in 0..PAYMENTS {
-        let cart = [order(100 + i as i64, 1, vec![line(1, 1)])];
-        let to = address();
-        let placed = surge_domain::order::CheckoutStore::place(
-            &store,
-            i as i64,
-            UserId::new(7),
-            &cart,
-            &to,
-            None,
-            now_ms() + time::Duration::HOUR,
-            now_ms(),
-        );
-        let surge_domain::order::Placed::Created(mut written) = placed.await.expect("place") else {
-            panic!("not placed")
-        };
-        opened.push(PaymentStore::insert(&store, &payment(i, &written.remove(0))).await.expect("insert"));
+        let placed = placed_order(&store, i as i64, 7, order(100 + i as i64, 1, vec![line(1, 1)])).await;
+        opened.push(PaymentStore::insert(&store, &payment(i, &placed)).await.expect("insert"));
     }
     let event = |id: String, kind, provider_ref: &str, amount_cents| ProviderEvent {
         event_id: id,

@@ -9,7 +9,8 @@ use surge_domain::catalog::{CatalogStore, Stock};
 use surge_domain::flashsale::{FlashSale, Quantity, SaleStore};
 use surge_domain::inventory::{ClosedSale, InventoryStore};
 use surge_domain::order::{
-    Address, CheckoutLine, CheckoutStore, NewCheckoutOrder, OrderKind, OrderStatus, OrderStore, Placed,
+    Address, CheckoutLine, CheckoutStore, NewCheckout, NewCheckoutOrder, Order, OrderKind, OrderStatus, OrderStore,
+    Placed,
 };
 use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, UserId};
 
@@ -65,16 +66,30 @@ pub(super) fn order(id: i64, merchant: i64, lines: Vec<CheckoutLine>) -> NewChec
     NewCheckoutOrder { id: OrderId::new(id), merchant_id: MerchantId::new(merchant), lines }
 }
 
-async fn place<S: Store>(
+/// Checkout `checkout` of `user`, at 1 s, payable until 9 s.
+pub(super) async fn place<S: Store>(
     store: &S,
     checkout: i64,
     user: i64,
     orders: &[NewCheckoutOrder],
     key: Option<&str>,
 ) -> Placed {
-    CheckoutStore::place(store, checkout, UserId::new(user), orders, &address(), key, at_ms(9_000), at_ms(1_000))
-        .await
-        .expect("place")
+    let new = NewCheckout {
+        checkout_id: checkout,
+        user: UserId::new(user),
+        orders: orders.to_vec(),
+        address: address(),
+        idempotency_key: key.map(str::to_owned),
+        pay_by: at_ms(9_000),
+        now: at_ms(1_000),
+    };
+    CheckoutStore::place(store, &new).await.expect("place")
+}
+
+/// The order of a one-order checkout placed as [`place`] does.
+pub(super) async fn placed_order<S: Store>(store: &S, checkout: i64, user: i64, order: NewCheckoutOrder) -> Order {
+    let Placed::Created(mut written) = place(store, checkout, user, &[order], None).await else { panic!("not placed") };
+    written.remove(0)
 }
 
 async fn a_sale_takes_its_stock_from_the_product_or_nothing<B: Backend>(backend: &B) {

@@ -10,14 +10,13 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 use surge_domain::IdGenerator;
-use surge_domain::order::{CheckoutStore, Placed};
 use surge_domain::payment::{EventKind, Payment, PaymentStatus, PaymentStore, ProviderEvent, Refund, RefundOutcome};
 use surge_domain::settlement::{
     LedgerStore, PLATFORM_COMMISSION, PROVIDER_CLEARING, StatementStore, TrialBalance, merchant_payable,
 };
-use surge_domain::{MerchantId, OrderId, PaymentId, RefundId, UserId};
+use surge_domain::{MerchantId, OrderId, PaymentId, RefundId};
 
-use super::inventory::{address, line, order, product};
+use super::inventory::{line, order, placed_order, product};
 use super::{Backend, SqliteBackend, at_ms};
 
 /// One step: open the payment of order `i`, deliver event `event` of kind
@@ -90,11 +89,7 @@ async fn run(steps: Vec<Step>) {
     let mut orders = Vec::new();
     for i in 0..4_i64 {
         product(&store, i + 1, (i % 2) + 1, 10).await;
-        let cart = [order(100 + i, (i % 2) + 1, vec![line(i + 1, (i + 1) as u32)])];
-        let to = address();
-        let placed = CheckoutStore::place(&store, i, UserId::new(7), &cart, &to, None, at_ms(9_000), at_ms(1_000));
-        let Placed::Created(mut written) = placed.await.expect("place") else { panic!("not placed") };
-        orders.push(written.remove(0));
+        orders.push(placed_order(&store, i, 7, order(100 + i, (i % 2) + 1, vec![line(i + 1, (i + 1) as u32)])).await);
     }
     // The model: each opened payment's status, and each refund's, by the
     // rules of the domain.

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use surge_domain::order::{CheckoutStore, OrderStatus, OrderStore, Placed};
+use surge_domain::order::{CheckoutStore, NewCheckout, OrderStatus, OrderStore, Placed};
 use surge_domain::outbox::{Inbox, OutboxEntry, OutboxStore};
 use surge_domain::payment::{EventKind, PaymentStore, ProviderEvent, RefundOutcome};
 use surge_domain::{OrderId, ProductId};
@@ -57,10 +57,16 @@ async fn every_change_writes_its_event_once_and_a_change_that_did_not_happen_wri
     let place = |orders: Vec<_>, checkout: i64| {
         let store = &store;
         async move {
-            store
-                .place(checkout, surge_domain::UserId::new(9), &orders, &address(), None, pay_by, now_ms())
-                .await
-                .expect("place")
+            let new = NewCheckout {
+                checkout_id: checkout,
+                user: surge_domain::UserId::new(9),
+                orders,
+                address: address(),
+                idempotency_key: None,
+                pay_by,
+                now: now_ms(),
+            };
+            store.place(&new).await.expect("place")
         }
     };
     let short = place(vec![order(20, 1, vec![line(2, 9)])], 1).await;

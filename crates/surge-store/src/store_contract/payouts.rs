@@ -3,12 +3,12 @@
 //! beyond what the merchant's balance covers, and pays what it held back
 //! once the balance covers it. On SQLite and on PostgreSQL.
 
-use surge_domain::order::{CheckoutStore, Order, Placed};
+use surge_domain::order::Order;
 use surge_domain::payment::{EventKind, Payment, PaymentStore, ProviderEvent, RefundOutcome};
 use surge_domain::settlement::{LedgerStore, Payout, StatementStore, TrialBalance};
-use surge_domain::{IdGenerator, MerchantId, UserId};
+use surge_domain::{IdGenerator, MerchantId};
 
-use super::inventory::{address, line, order, product};
+use super::inventory::{line, order, placed_order, product};
 use super::ledger::{payment, refund};
 use super::{Backend, PgBackend, SqliteBackend, Store, at_ms};
 
@@ -19,11 +19,7 @@ const DAY: i64 = 20_000;
 
 async fn placed<S: Store>(store: &S, i: i64, merchant: i64) -> Order {
     product(store, i, merchant, 10).await;
-    let cart = [order(100 + i, merchant, vec![line(i, 1)])];
-    let to = address();
-    let placed = CheckoutStore::place(store, i, UserId::new(7), &cart, &to, None, at_ms(9_000), at_ms(1_000));
-    let Placed::Created(mut written) = placed.await.expect("place") else { panic!("not placed") };
-    written.remove(0)
+    placed_order(store, i, 7, order(100 + i, merchant, vec![line(i, 1)])).await
 }
 
 /// Opens the payment of `order` and captures it on `day`.
