@@ -76,7 +76,7 @@ fn a_customer_token_needs_an_id_subject() {
 #[tokio::test]
 async fn sigterm_stops_the_server_cleanly() {
     let dir = TempDir::new().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let port = crate::helpers::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(surge_bin())
         .args(["--data-dir", dir.path().to_str().expect("utf-8"), "--listen", &listen])

@@ -326,9 +326,29 @@ pub fn surge_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_surge"))
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a child process to bind later.
+///
+/// It is taken below Linux's ephemeral range (32768 and up): a port the
+/// kernel handed out for `bind(0)` was free again the moment it was
+/// returned, and while the child started, any other test's listener or
+/// outgoing connection could take it ("Address already in use", as CI
+/// once saw). Below that range only this function hands ports out, each
+/// once per run.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 5_000;
+    // Two test binaries running at once start at different places.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id();
+    for _ in 0..COUNT {
+        let step = offset.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % u32::from(COUNT);
+        let port = FIRST + u16::try_from(step).expect("below COUNT");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// The real `surge` binary as a child process, for tests that kill it or
