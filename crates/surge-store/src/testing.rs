@@ -245,3 +245,23 @@ pub(crate) async fn tls_front(
         }
     })
 }
+
+/// A port nothing listens on, for a server process the test starts: taken
+/// below Linux's ephemeral range (from 32768), where neither `bind(0)` nor
+/// an outgoing connection can take it while the server starts, each once
+/// per run (the API tests hand out 20000-24999 the same way).
+pub(crate) fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u16 = 26_000;
+    const COUNT: u16 = 5_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id();
+    for _ in 0..COUNT {
+        let step = offset.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % u32::from(COUNT);
+        let port = FIRST + u16::try_from(step).expect("below COUNT");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
+}

@@ -288,7 +288,7 @@ mod tests {
 
     impl OwnNats {
         fn start() -> Self {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+            let port = crate::testing::free_port();
             let store = tempfile::tempdir().expect("tempdir");
             let process = Command::new("nats-server")
                 .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
@@ -299,7 +299,12 @@ mod tests {
                 .expect("nats-server starts");
             // Owned at once, so that a panic below still stops it.
             let server = Self { process, port, _store: store };
+            let mut server = server;
             for _ in 0..100 {
+                // Ours, not whoever else might listen there.
+                if let Ok(Some(status)) = server.process.try_wait() {
+                    panic!("nats-server exited at start: {status}");
+                }
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return server;
                 }
@@ -311,6 +316,23 @@ mod tests {
         fn signal(&self, signal: &str) {
             let sent = Command::new("kill").args([signal, &self.process.id().to_string()]).status().expect("kill");
             assert!(sent.success());
+        }
+
+        /// Until the kernel shows the process stopped (`T` in
+        /// `/proc/<pid>/stat`): `kill` returns once the signal is sent,
+        /// and a poll sent before the server's threads stop may still be
+        /// answered.
+        fn wait_until_stopped(&self) {
+            let stat = format!("/proc/{}/stat", self.process.id());
+            for _ in 0..200 {
+                let state = std::fs::read_to_string(&stat).expect("the server is alive");
+                // `pid (comm) state ...`: the state follows the last ')'.
+                if state.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('T')) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            panic!("nats-server never stopped");
         }
     }
 
@@ -333,6 +355,7 @@ mod tests {
         let queue = NatsQueue::open(&config).await.expect("open");
         assert_eq!(queue.poll(10, Duration::ZERO).await.map(|d| d.len()), Ok(0), "an empty queue answers");
         server.signal("-STOP");
+        server.wait_until_stopped();
         for wait in [Duration::ZERO, Duration::from_millis(100)] {
             let polled = tokio::time::timeout(Duration::from_secs(10), queue.poll(10, wait)).await;
             let polled = polled.unwrap_or_else(|_| panic!("a poll waiting {wait:?} hung"));

@@ -295,7 +295,7 @@ mod tests {
     async fn a_rediss_url_talks_tls_to_a_tls_only_redis() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ca, cert, key) = crate::testing::tls_certificates(dir.path());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let port = crate::testing::free_port();
         let mut server = std::process::Command::new("redis-server")
             .args([
                 "--port",
