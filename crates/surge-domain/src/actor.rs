@@ -1,6 +1,6 @@
 //! Who is calling: the authenticated principal, already checked by the edge.
 
-use crate::ids::{MerchantId, UserId};
+use crate::ids::{CourierId, MerchantId, UserId};
 
 /// The caller of a use case. Tokens carry a role and a subject; the server
 /// turns a verified token into an `Actor` and domain services decide with it.
@@ -11,6 +11,8 @@ pub enum Actor {
     Merchant(MerchantId),
     /// Operators; the subject is kept for audit logs.
     Admin(String),
+    /// Carries parcels; sees and scans only those assigned to it.
+    Courier(CourierId),
 }
 
 impl Actor {
@@ -23,7 +25,7 @@ impl Actor {
         match self {
             Actor::Admin(_) => true,
             Actor::Merchant(own) => *own == merchant,
-            Actor::Customer(_) => false,
+            Actor::Customer(_) | Actor::Courier(_) => false,
         }
     }
 }

@@ -164,6 +164,10 @@ id_type!(
     /// An order; minted at intake, before the order row exists.
     OrderId
 );
+id_type!(
+    /// A courier of the fulfilment context (a token's subject).
+    CourierId
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("an id is a string of 1 to 19 digits within a signed 64-bit integer")]

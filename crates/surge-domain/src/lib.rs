@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod clock;
 pub mod degradation;
 pub mod flashsale;
+pub mod fulfilment;
 pub mod ids;
 pub mod inventory;
 pub mod money;
@@ -23,6 +24,6 @@ pub mod store;
 
 pub use actor::Actor;
 pub use clock::{Clock, SystemClock};
-pub use ids::{IdGenerator, MerchantId, OrderId, PaymentId, ProductId, RefundId, SaleId, UserId};
+pub use ids::{CourierId, IdGenerator, MerchantId, OrderId, PaymentId, ProductId, RefundId, SaleId, UserId};
 pub use money::Cents;
 pub use store::StoreError;

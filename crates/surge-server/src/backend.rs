@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use surge_domain::StoreError;
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
+use surge_domain::fulfilment::FulfilmentStore;
 use surge_domain::inventory::InventoryStore;
 use surge_domain::order::{CheckoutStore, OrderStore, PendingOrders};
 use surge_domain::outbox::{EventBus, Inbox, OutboxStore};
@@ -46,6 +47,7 @@ pub struct Backend {
     pub ledger_store: Arc<dyn LedgerStore>,
     pub reconciliation: Arc<dyn ReconciliationStore>,
     pub statements: Arc<dyn StatementStore>,
+    pub fulfilment: Arc<dyn FulfilmentStore>,
     pub switches: Arc<dyn SwitchStore>,
     pub config: Arc<dyn ConfigStore>,
     pub ledger: Arc<dyn StockLedger>,
@@ -77,6 +79,7 @@ struct StorePorts {
     ledger_store: Arc<dyn LedgerStore>,
     reconciliation: Arc<dyn ReconciliationStore>,
     statements: Arc<dyn StatementStore>,
+    fulfilment: Arc<dyn FulfilmentStore>,
     switches: Arc<dyn SwitchStore>,
     config: Arc<dyn ConfigStore>,
     outbox: Arc<dyn OutboxStore>,
@@ -95,6 +98,7 @@ impl StorePorts {
             ledger_store: store.clone(),
             reconciliation: store.clone(),
             statements: store.clone(),
+            fulfilment: store.clone(),
             switches: store.clone(),
             config: store.clone(),
             outbox: store.clone(),
@@ -116,6 +120,7 @@ impl Backend {
             ledger_store,
             reconciliation,
             statements,
+            fulfilment,
             switches,
             config,
             outbox,
@@ -137,6 +142,7 @@ impl Backend {
             ledger_store,
             reconciliation,
             statements,
+            fulfilment,
             switches,
             config,
             outbox,

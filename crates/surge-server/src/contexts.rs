@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
+use surge_domain::fulfilment::Fulfilment;
 use surge_domain::inventory::Inventory;
 use surge_domain::order::{Checkouts, Orders, StockKeeper};
 use surge_domain::payment::Payments;
@@ -37,6 +38,7 @@ pub(crate) struct Contexts {
     pub(crate) payments: Arc<Payments>,
     pub(crate) settlement: Arc<Settlement>,
     pub(crate) inventory: Arc<Inventory>,
+    pub(crate) fulfilment: Arc<Fulfilment>,
     pub(crate) intake_limits: Arc<IntakeLimits>,
 }
 
@@ -127,5 +129,7 @@ pub(crate) fn wire_contexts(
     let inventory =
         Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
-    Ok(Contexts { flash_sales, orders, checkouts, payments, settlement, inventory, intake_limits })
+    let fulfilment =
+        Arc::new(Fulfilment::new(Arc::clone(&backend.fulfilment), (&settings.fulfilment).into(), Arc::clone(clock)));
+    Ok(Contexts { flash_sales, orders, checkouts, payments, settlement, inventory, fulfilment, intake_limits })
 }

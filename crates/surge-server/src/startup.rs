@@ -83,7 +83,7 @@ impl Application {
         let notify_breaker = Arc::new(switches::notify_breaker(settings, &metrics, &switches));
         let notifier = notifications::notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker))?;
         let contexts = wire_contexts(settings, &backend, &catalog, &ids, &clock)?;
-        let outbox = OutboxWorkers::wire(&backend, &metrics, &clock, notifier);
+        let outbox = OutboxWorkers::wire(settings, &backend, &metrics, &clock, notifier);
         let workers = Arc::new(workers(settings, &backend, &contexts, &switches, &metrics, outbox)?);
         recover(&backend, &workers, &contexts, &ids).await?;
 
@@ -108,6 +108,7 @@ impl Application {
             checkouts: contexts.checkouts,
             payments: contexts.payments,
             settlement: contexts.settlement,
+            fulfilment: contexts.fulfilment,
             intake_limits: contexts.intake_limits,
             cluster_user_limit: backend.cluster_user_limit.clone(),
             intake_switch: switches.handle(Feature::FlashSaleIntake)?,
@@ -241,6 +242,9 @@ fn workers(
         flash_sales: Arc::clone(&contexts.flash_sales),
         inventory: Arc::clone(&contexts.inventory),
         settlement: Arc::clone(&contexts.settlement),
+        fulfilment: Arc::clone(&contexts.fulfilment),
+        dispatch_interval: settings.fulfilment.dispatch_interval,
+        pickup_timeout: settings.fulfilment.pickup_timeout,
         reservation_timeout: sale_settings.reservation_timeout,
         consumer_switch: switches.handle(Feature::OrderConsumer)?,
         failed_orders: metrics.counter(ORDERS_FAILED, &[]),

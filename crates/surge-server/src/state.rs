@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::flashsale::FlashSales;
+use surge_domain::fulfilment::Fulfilment;
 use surge_domain::order::{Checkouts, Orders};
 use surge_domain::payment::Payments;
 use surge_domain::settlement::Settlement;
@@ -34,6 +35,7 @@ pub struct AppServices {
     pub checkouts: Arc<Checkouts>,
     pub payments: Arc<Payments>,
     pub settlement: Arc<Settlement>,
+    pub fulfilment: Arc<Fulfilment>,
     pub intake_limits: Arc<IntakeLimits>,
     /// Per-customer intake limit shared by every node (Redis), if set.
     pub cluster_user_limit: Option<Arc<dyn surge_guard::rate::SharedLimiter>>,

@@ -1,6 +1,6 @@
 //! Background work of a node: the order consumer, the payment-timeout
-//! sweeper, the reservation reaper, the ledger's reconciliation and the
-//! outbox's (`crate::outbox`). Each
+//! sweeper, the reservation reaper, the ledger's reconciliation, the
+//! parcel dispatcher and the outbox's (`crate::outbox`). Each
 //! stops at the shutdown signal; the consumer then drains what is left in
 //! the queue.
 
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surge_domain::flashsale::{FlashSales, OrderQueue};
+use surge_domain::fulfilment::Fulfilment;
 use surge_domain::inventory::Inventory;
 use surge_domain::order::Orders;
 use surge_domain::settlement::Settlement;
@@ -33,6 +34,11 @@ pub struct Workers {
     pub inventory: Arc<Inventory>,
     /// Closes merchants' daily statements (see `reconcile_until`).
     pub settlement: Arc<Settlement>,
+    /// Assigns waiting parcels and takes back those not picked up in
+    /// `pickup_timeout`, every `dispatch_interval` (see `dispatch_until`).
+    pub fulfilment: Arc<Fulfilment>,
+    pub dispatch_interval: Duration,
+    pub pickup_timeout: Duration,
     /// Open reservations older than this are reaped (shared ledger only),
     /// once the queue proves their request is not in it. A sale that ended
     /// this long ago is forgotten (its counters and keys leave memory).
@@ -104,6 +110,22 @@ impl Workers {
         background.spawn(async move { workers.reap_until(until).await });
         let (workers, until) = (Arc::clone(self), stopped.clone());
         background.spawn(async move { workers.reconcile_until(until).await });
+        let (workers, until) = (Arc::clone(self), stopped.clone());
+        background.spawn(async move { workers.dispatch_until(until).await });
+    }
+
+    /// The dispatcher's pass, every `dispatch_interval` on every node: the
+    /// conditional updates of `FulfilmentStore::assign` keep nodes that
+    /// race for a parcel or a courier's last slot from both winning.
+    pub async fn dispatch_until(&self, stopped: watch::Receiver<bool>) {
+        every(self.dispatch_interval, stopped, || async {
+            match self.fulfilment.dispatch_waiting(self.pickup_timeout).await {
+                Ok(assigned) if assigned > 0 => tracing::info!(assigned, "assigned waiting parcels"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "dispatch pass failed; the next one retries"),
+            }
+        })
+        .await;
     }
 
     /// The payment-timeout sweeper, every `sweep_interval`: cancels unpaid

@@ -22,6 +22,8 @@ pub mod redis;
 mod rows;
 pub mod sandbox;
 mod sql;
+mod sql_fulfilment;
+mod sql_fulfilment_steps;
 mod sql_inventory;
 mod sql_ledger;
 mod sql_outbox;
@@ -56,6 +58,7 @@ pub trait RelationalStore:
     + surge_domain::runtime_config::ConfigStore
     + surge_domain::outbox::OutboxStore
     + surge_domain::outbox::Inbox
+    + surge_domain::fulfilment::FulfilmentStore
 {
     /// The largest id in any table that holds minted ids (0 when empty).
     async fn max_id(&self) -> Result<i64, surge_domain::StoreError>;

@@ -81,6 +81,7 @@ macro_rules! contract {
 }
 
 mod callbacks;
+mod fulfilment;
 mod inventory;
 mod ledger;
 mod outbox;

@@ -88,7 +88,9 @@ impl Catalog {
         idempotency_key: Option<&str>,
     ) -> Result<Product, CatalogError> {
         let merchant_id = match (actor, request.merchant_id) {
-            (Actor::Customer(_), _) => return Err(CatalogError::Forbidden("customers cannot create products")),
+            (Actor::Customer(_) | Actor::Courier(_), _) => {
+                return Err(CatalogError::Forbidden("only merchants and admins create products"));
+            }
             (Actor::Merchant(own), Some(other)) if *own != other => {
                 return Err(CatalogError::Forbidden("a merchant creates products for its own tenant only"));
             }

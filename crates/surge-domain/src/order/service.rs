@@ -81,6 +81,8 @@ impl Orders {
             Actor::Admin(_) => true,
             Actor::Customer(user) => order.user_id == *user,
             Actor::Merchant(merchant) => order.merchant_id == *merchant,
+            // A courier sees the parcel (its shipment), not the order.
+            Actor::Courier(_) => false,
         };
         if !allowed {
             return Err(OrderError::NotFound);
@@ -100,6 +102,7 @@ impl Orders {
             Actor::Admin(_) => OrderScope::All,
             Actor::Customer(user) => OrderScope::Customer(*user),
             Actor::Merchant(merchant) => OrderScope::Merchant(*merchant),
+            Actor::Courier(_) => return Err(OrderError::Forbidden("couriers list their tasks, not orders")),
         };
         Ok(self.orders.list(scope, before, limit).await?)
     }
@@ -130,7 +133,7 @@ impl Orders {
         let allowed = match actor {
             Actor::Admin(_) => true,
             Actor::Customer(user) => *user == order.user_id,
-            Actor::Merchant(_) => false,
+            Actor::Merchant(_) | Actor::Courier(_) => false,
         };
         if !allowed {
             return Err(OrderError::Forbidden("only the buyer or an admin cancels an order"));

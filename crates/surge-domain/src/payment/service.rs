@@ -223,6 +223,7 @@ impl Payments {
             Actor::Admin(_) => true,
             Actor::Customer(user) => *user == payment.user_id,
             Actor::Merchant(merchant) => *merchant == payment.merchant_id,
+            Actor::Courier(_) => false,
         };
         if !allowed {
             return Err(PaymentError::NotFound("payment"));

@@ -11,7 +11,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use surge_domain::{Actor, MerchantId, UserId};
+use surge_domain::{Actor, CourierId, MerchantId, UserId};
 
 use crate::config::{AuthSettings, Secret};
 use crate::error::ApiError;
@@ -27,6 +27,7 @@ pub enum Role {
     Customer,
     Merchant,
     Admin,
+    Courier,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,12 +83,13 @@ fn actor_of(claims: &Claims) -> Result<Actor, String> {
         Role::Admin if !claims.sub.is_empty() => Ok(Actor::Admin(claims.sub.clone())),
         Role::Customer => id().map(|v| Actor::Customer(UserId::new(v))).ok_or_else(not_an_id),
         Role::Merchant => id().map(|v| Actor::Merchant(MerchantId::new(v))).ok_or_else(not_an_id),
+        Role::Courier => id().map(|v| Actor::Courier(CourierId::new(v))).ok_or_else(not_an_id),
         Role::Admin => Err("token subject is empty".to_owned()),
     }
 }
 
 fn not_an_id() -> String {
-    "a customer's or merchant's token subject must be an id (digits)".to_owned()
+    "a customer's, merchant's or courier's token subject must be an id (digits)".to_owned()
 }
 
 fn unix_now() -> u64 {

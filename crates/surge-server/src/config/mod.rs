@@ -15,6 +15,7 @@
 
 mod cache;
 mod flash_sale;
+mod fulfilment;
 mod http;
 mod notify;
 mod payments;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cache::CacheSettings;
 pub use flash_sale::FlashSaleSettings;
+pub use fulfilment::FulfilmentSettings;
 pub use http::{AuthSettings, HttpSettings, LogFormat, LogSettings};
 pub use notify::NotifySettings;
 pub use payments::{PaymentSettings, SandboxSettings};
@@ -71,6 +73,7 @@ pub struct Settings {
     pub flash_sale: FlashSaleSettings,
     pub notify: NotifySettings,
     pub payments: PaymentSettings,
+    pub fulfilment: FulfilmentSettings,
     pub overload: OverloadSettings,
     pub rate: RateSettings,
     /// The breakers on the store, Redis and the queue's broker, fed by a
@@ -96,6 +99,7 @@ impl Default for Settings {
             flash_sale: FlashSaleSettings::default(),
             notify: NotifySettings::default(),
             payments: PaymentSettings::default(),
+            fulfilment: FulfilmentSettings::default(),
             overload: OverloadSettings::default(),
             rate: RateSettings::default(),
             dependency_breaker: BreakerSettings::for_dependencies(),
@@ -202,6 +206,7 @@ impl Settings {
         self.flash_sale.validate(&self.http)?;
         self.notify.validate(&self.http)?;
         self.payments.validate()?;
+        self.fulfilment.validate()?;
         self.dependency_breaker.validate("dependency_breaker")?;
         self.rate.validate()?;
         self.overload.validate(&self.http)?;

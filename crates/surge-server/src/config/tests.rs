@@ -303,3 +303,23 @@ fn a_downstream_timeout_as_long_as_the_request_budget_is_refused() {
         Ok(())
     });
 }
+
+#[test]
+fn the_zone_map_reads_from_the_file_and_bad_entries_are_named() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "surge.toml",
+            "[fulfilment]\nzones = { \"1500\" = \"harbin-centre\" }\nadjacent = { \"harbin-centre\" = [\"harbin-east\"] }\n",
+        )?;
+        let settings = load(Some("surge.toml")).map_err(|e| e.to_string())?;
+        let zones = surge_domain::fulfilment::ZoneMap::from(&settings.fulfilment);
+        assert_eq!(zones.serving("harbin-centre"), vec!["harbin-centre", "harbin-east"]);
+        jail.create_file("bad.toml", "[fulfilment]\nzones = { \"15 00\" = \"harbin-centre\" }\n")?;
+        let error = load(Some("bad.toml")).expect_err("a prefix with a space").to_string();
+        assert!(error.contains("fulfilment.zones"), "{error}");
+        jail.create_file("bad.toml", "[fulfilment]\ndispatch_interval = \"1ms\"\n")?;
+        let error = load(Some("bad.toml")).expect_err("too often").to_string();
+        assert!(error.contains("fulfilment.dispatch_interval"), "{error}");
+        Ok(())
+    });
+}

@@ -4,6 +4,7 @@ mod admin;
 mod catalog;
 mod checkout;
 mod flashsale;
+mod fulfilment;
 mod ops;
 mod orders;
 mod payments;
@@ -197,6 +198,7 @@ fn surface(guards: &OverloadGuards) -> Surface {
         .merge(payments::routes(guards))
         .merge(settlement::routes(guards))
         .merge(payouts::routes(guards))
+        .merge(fulfilment::routes(guards))
         .merge(admin::routes())
         .split_for_parts();
     let (ops, ops_document) = ops::routes().split_for_parts();

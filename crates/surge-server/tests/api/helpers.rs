@@ -242,6 +242,10 @@ impl TestApp {
         self.token(Role::Customer, &id.to_string())
     }
 
+    pub fn courier(&self, id: u64) -> String {
+        self.token(Role::Courier, &id.to_string())
+    }
+
     /// A token signed with this app's secret that expired an hour ago.
     pub fn expired_token(&self) -> String {
         let secret = load_or_create_secret(&self.settings.auth, self.data_dir.path()).expect("secret");

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod distributed;
 mod flashsale;
+mod fulfilment;
 mod fuzz;
 mod helpers;
 mod input;

@@ -20,6 +20,7 @@
 mod catalog;
 mod counters;
 mod flashsale;
+mod fulfilment;
 mod inventory;
 mod ledger;
 mod orders;

@@ -7,6 +7,7 @@
 mod catalog;
 mod counters;
 mod flashsale;
+mod fulfilment;
 mod group_commit;
 mod inventory;
 mod ledger;

@@ -1,0 +1,120 @@
+//! What fulfilment needs from a store.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{Courier, Direction, IllegalScan, Scan, Shipment};
+use crate::ids::{CourierId, MerchantId, OrderId, UserId};
+use crate::store::StoreError;
+
+/// A courier as the admin declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCourier {
+    pub id: CourierId,
+    pub name: String,
+    pub region: String,
+    pub zone: String,
+    pub capacity: u32,
+}
+
+/// A shipment to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewShipment {
+    pub waybill: String,
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub merchant_id: MerchantId,
+    pub direction: Direction,
+    pub region: String,
+    pub zone: String,
+}
+
+/// What a scan did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanOutcome {
+    /// Written; the shipment as it is now.
+    Applied(Shipment),
+    NotFound,
+    /// The parcel is not assigned to this courier.
+    NotAssigned,
+    Illegal(IllegalScan),
+}
+
+#[async_trait]
+pub trait FulfilmentStore: Send + Sync + 'static {
+    /// Declares a courier or changes its name, region, zone and capacity;
+    /// its shift and load stay.
+    async fn put_courier(&self, courier: &NewCourier, now: OffsetDateTime) -> Result<Courier, StoreError>;
+
+    async fn courier(&self, id: CourierId) -> Result<Option<Courier>, StoreError>;
+
+    /// Puts the courier on or off shift in `zone`. Going off shift, the
+    /// parcels assigned to it and not yet picked up go back to
+    /// `awaiting_courier` and its load drops by as many, in the same
+    /// transaction: the courier and those parcels' waybills.
+    async fn set_shift(
+        &self,
+        id: CourierId,
+        on_shift: bool,
+        zone: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(Courier, Vec<String>)>, StoreError>;
+
+    /// Opens the shipment, or returns the one already open under its
+    /// waybill (a redelivered event opens nothing new).
+    async fn open_shipment(&self, shipment: &NewShipment, now: OffsetDateTime) -> Result<Shipment, StoreError>;
+
+    async fn shipment(&self, waybill: &str) -> Result<Option<Shipment>, StoreError>;
+
+    async fn shipment_of_order(&self, order: OrderId, direction: Direction) -> Result<Option<Shipment>, StoreError>;
+
+    /// Packs a `created` shipment (it becomes `awaiting_courier`) and moves
+    /// its order `PAID → FULFILLING`, in one transaction; `None` when the
+    /// shipment is not `created` any more.
+    async fn pack(&self, waybill: &str, now: OffsetDateTime) -> Result<Option<Shipment>, StoreError>;
+
+    /// Assigns an `awaiting_courier` parcel to an on-shift courier of the
+    /// first of `zones` that has one with spare capacity, least loaded
+    /// first, in one transaction whose updates are conditional (the parcel
+    /// still unassigned, the courier still on shift and under capacity):
+    /// no parcel is assigned twice and no courier goes over capacity,
+    /// whatever runs at the same time on any node. `None` when nobody can
+    /// take it now or it is not waiting any more.
+    async fn assign(
+        &self,
+        waybill: &str,
+        zones: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Option<Shipment>, StoreError>;
+
+    /// Parcels waiting for a courier, oldest first.
+    async fn awaiting(&self, limit: u32) -> Result<Vec<Shipment>, StoreError>;
+
+    /// Parcels assigned before `assigned_before` and still not picked up go
+    /// back to `awaiting_courier`, their couriers' loads down by as many:
+    /// their waybills.
+    async fn release_stale(
+        &self,
+        assigned_before: OffsetDateTime,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Applies `courier`'s scan in one transaction: the parcel must be
+    /// assigned to it and the step legal; the scan is appended to the
+    /// waybill's timeline and the shipment moves. At `delivered` the order
+    /// goes `FULFILLING → DELIVERED` and the courier's load drops.
+    async fn scan(
+        &self,
+        waybill: &str,
+        courier: CourierId,
+        scan: &Scan,
+        now: OffsetDateTime,
+    ) -> Result<ScanOutcome, StoreError>;
+
+    /// The courier's parcels not yet delivered, oldest first.
+    async fn tasks(&self, courier: CourierId) -> Result<Vec<Shipment>, StoreError>;
+
+    /// The waybill's scans, in the order they were written.
+    async fn scans(&self, waybill: &str) -> Result<Vec<Scan>, StoreError>;
+}

@@ -1,0 +1,233 @@
+//! Fulfilment use cases: couriers and their shifts, opening a shipment
+//! when an order is paid, packing, dispatch, scans and tracking.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use super::ports::{FulfilmentStore, NewCourier, NewShipment, ScanOutcome};
+use super::{Courier, Direction, Scan, Shipment, ShipmentStatus, Tracking, ZoneMap};
+use crate::actor::Actor;
+use crate::clock::Clock;
+use crate::ids::{CourierId, OrderId};
+use crate::order::OrderStore;
+use crate::outbox::{DomainEvent, EventHandler, EventRecord};
+use crate::store::StoreError;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum FulfilmentError {
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}
+
+/// Longest name, region, zone or scan location.
+pub const MAX_TEXT: usize = 64;
+/// Most parcels one courier carries.
+pub const MAX_CAPACITY: u32 = 1_000;
+/// Longest scan note.
+pub const MAX_NOTE: usize = 500;
+/// Parcels one dispatch pass looks at.
+const DISPATCH_BATCH: u32 = 500;
+
+/// `value` as given, if it is 1-64 printable characters, not all blank.
+fn text(field: &str, value: &str) -> Result<String, FulfilmentError> {
+    if value.trim().is_empty() || value.chars().count() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(FulfilmentError::Invalid(format!("{field} must be 1-{MAX_TEXT} printable characters")));
+    }
+    Ok(value.to_owned())
+}
+
+pub struct Fulfilment {
+    store: Arc<dyn FulfilmentStore>,
+    zones: ZoneMap,
+    clock: Arc<dyn Clock>,
+}
+
+impl Fulfilment {
+    pub fn new(store: Arc<dyn FulfilmentStore>, zones: ZoneMap, clock: Arc<dyn Clock>) -> Self {
+        Self { store, zones, clock }
+    }
+
+    /// Declares or changes a courier (admin).
+    pub async fn put_courier(&self, actor: &Actor, courier: NewCourier) -> Result<Courier, FulfilmentError> {
+        if !actor.is_admin() {
+            return Err(FulfilmentError::Forbidden("only an admin declares couriers"));
+        }
+        if courier.capacity == 0 || courier.capacity > MAX_CAPACITY {
+            return Err(FulfilmentError::Invalid(format!("capacity must be 1-{MAX_CAPACITY}")));
+        }
+        let courier = NewCourier {
+            name: text("name", &courier.name)?,
+            region: text("region", &courier.region)?,
+            zone: text("zone", &courier.zone)?,
+            ..courier
+        };
+        Ok(self.store.put_courier(&courier, self.clock.now()).await?)
+    }
+
+    fn courier_of(actor: &Actor) -> Result<CourierId, FulfilmentError> {
+        match actor {
+            Actor::Courier(id) => Ok(*id),
+            _ => Err(FulfilmentError::Forbidden("couriers only")),
+        }
+    }
+
+    /// The calling courier goes on or off shift in `zone`; parcels it had
+    /// not picked up when going off are dispatched again.
+    pub async fn set_shift(&self, actor: &Actor, on_shift: bool, zone: &str) -> Result<Courier, FulfilmentError> {
+        let id = Self::courier_of(actor)?;
+        let zone = text("zone", zone)?;
+        let (courier, released) = self
+            .store
+            .set_shift(id, on_shift, &zone, self.clock.now())
+            .await?
+            .ok_or(FulfilmentError::NotFound("courier"))?;
+        for waybill in released {
+            if let Some(shipment) = self.store.shipment(&waybill).await? {
+                self.dispatch(&shipment).await?;
+            }
+        }
+        Ok(courier)
+    }
+
+    /// The calling courier's parcels not yet delivered.
+    pub async fn tasks(&self, actor: &Actor) -> Result<Vec<Shipment>, FulfilmentError> {
+        Ok(self.store.tasks(Self::courier_of(actor)?).await?)
+    }
+
+    /// May `actor` see this shipment? Its buyer, its merchant, the courier
+    /// it is assigned to, an admin. Others get `NotFound`: waybills are
+    /// guessable.
+    fn visible(actor: &Actor, shipment: &Shipment) -> bool {
+        match actor {
+            Actor::Admin(_) => true,
+            Actor::Customer(user) => shipment.user_id == *user,
+            Actor::Merchant(merchant) => shipment.merchant_id == *merchant,
+            Actor::Courier(courier) => shipment.courier_id == Some(*courier),
+        }
+    }
+
+    async fn visible_shipment(&self, actor: &Actor, waybill: &str) -> Result<Shipment, FulfilmentError> {
+        match self.store.shipment(waybill).await? {
+            Some(shipment) if Self::visible(actor, &shipment) => Ok(shipment),
+            _ => Err(FulfilmentError::NotFound("shipment")),
+        }
+    }
+
+    /// The forward shipment of an order (made when it was paid).
+    pub async fn shipment_of_order(&self, actor: &Actor, order: OrderId) -> Result<Shipment, FulfilmentError> {
+        match self.store.shipment_of_order(order, Direction::Forward).await? {
+            Some(shipment) if Self::visible(actor, &shipment) => Ok(shipment),
+            _ => Err(FulfilmentError::NotFound("shipment")),
+        }
+    }
+
+    /// The merchant packs its parcel: the order is `FULFILLING` and the
+    /// parcel is assigned to a courier, or waits for one.
+    pub async fn pack(&self, actor: &Actor, waybill: &str) -> Result<Shipment, FulfilmentError> {
+        let shipment = self.visible_shipment(actor, waybill).await?;
+        if !matches!(actor, Actor::Merchant(merchant) if *merchant == shipment.merchant_id) {
+            return Err(FulfilmentError::Forbidden("only the order's merchant packs it"));
+        }
+        if shipment.status != ShipmentStatus::Created {
+            return Err(FulfilmentError::InvalidState(format!("the shipment is {}", shipment.status.as_str())));
+        }
+        let packed = self.store.pack(waybill, self.clock.now()).await?.ok_or_else(|| {
+            FulfilmentError::InvalidState("the shipment was packed meanwhile; read it again".to_owned())
+        })?;
+        Ok(self.dispatch(&packed).await?.unwrap_or(packed))
+    }
+
+    /// Assigns a waiting parcel to a courier of its zone or the adjacent
+    /// ones; `None` when nobody can take it yet.
+    async fn dispatch(&self, shipment: &Shipment) -> Result<Option<Shipment>, StoreError> {
+        let zones = self.zones.serving(&shipment.zone);
+        self.store.assign(&shipment.waybill, &zones, self.clock.now()).await
+    }
+
+    /// One dispatch pass: parcels assigned longer than `pickup_timeout` ago
+    /// and not picked up are taken back, then waiting parcels are assigned
+    /// where capacity is free. How many were assigned.
+    pub async fn dispatch_waiting(&self, pickup_timeout: Duration) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let released = self.store.release_stale(now - pickup_timeout, DISPATCH_BATCH, now).await?;
+        if !released.is_empty() {
+            tracing::warn!(parcels = released.len(), "parcels not picked up in time go to another courier");
+        }
+        let mut assigned = 0;
+        for shipment in self.store.awaiting(DISPATCH_BATCH).await? {
+            if self.dispatch(&shipment).await?.is_some() {
+                assigned += 1;
+            }
+        }
+        Ok(assigned)
+    }
+
+    /// The assigned courier scans its parcel.
+    pub async fn scan(&self, actor: &Actor, waybill: &str, scan: Scan) -> Result<Shipment, FulfilmentError> {
+        let courier = Self::courier_of(actor)?;
+        if scan.note.chars().count() > MAX_NOTE || scan.note.chars().any(char::is_control) {
+            return Err(FulfilmentError::Invalid(format!("note must be at most {MAX_NOTE} printable characters")));
+        }
+        let scan = Scan { location: text("location", &scan.location)?, ..scan };
+        match self.store.scan(waybill, courier, &scan, self.clock.now()).await? {
+            ScanOutcome::Applied(shipment) => Ok(shipment),
+            ScanOutcome::NotFound => Err(FulfilmentError::NotFound("shipment")),
+            ScanOutcome::NotAssigned => Err(FulfilmentError::Forbidden("the parcel is not assigned to you")),
+            ScanOutcome::Illegal(illegal) => Err(FulfilmentError::InvalidState(illegal.to_string())),
+        }
+    }
+
+    /// The waybill's tracking, for its buyer, merchant, courier or an admin.
+    pub async fn tracking(&self, actor: &Actor, waybill: &str) -> Result<Tracking, FulfilmentError> {
+        let shipment = self.visible_shipment(actor, waybill).await?;
+        let events = self.store.scans(waybill).await?;
+        Ok(Tracking { shipment, events })
+    }
+}
+
+/// Opens the forward shipment of every paid order (the `fulfilment`
+/// consumer of the outbox). The waybill is the order's, so an event
+/// delivered twice opens one shipment.
+pub struct ShipmentOpener {
+    pub store: Arc<dyn FulfilmentStore>,
+    pub orders: Arc<dyn OrderStore>,
+    pub zones: ZoneMap,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl EventHandler for ShipmentOpener {
+    fn consumer(&self) -> &'static str {
+        "fulfilment"
+    }
+
+    async fn apply(&self, record: &EventRecord) -> Result<(), StoreError> {
+        let DomainEvent::OrderPaid { order_id, user_id, merchant_id, .. } = record.event else {
+            return Ok(());
+        };
+        let address = self.orders.get(order_id).await?.and_then(|order| order.address);
+        let (region, zone) = self.zones.locate(address.as_ref());
+        let shipment = NewShipment {
+            waybill: Shipment::forward_waybill(order_id),
+            order_id,
+            user_id,
+            merchant_id,
+            direction: Direction::Forward,
+            region,
+            zone,
+        };
+        self.store.open_shipment(&shipment, self.clock.now()).await?;
+        Ok(())
+    }
+}

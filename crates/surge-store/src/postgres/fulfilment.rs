@@ -1,0 +1,15 @@
+//! `FulfilmentStore` on PostgreSQL (the statements are in `crate::sql_fulfilment` and
+//! `crate::sql_fulfilment_steps`).
+
+use async_trait::async_trait;
+use surge_domain::fulfilment::{
+    Courier, Direction, FulfilmentStore, NewCourier, NewShipment, Scan, ScanKind, ScanOutcome, Shipment, ShipmentStatus,
+};
+use surge_domain::{CourierId, MerchantId, OrderId, StoreError, UserId};
+use time::OffsetDateTime;
+
+use super::{PgStore, store_error};
+use crate::rows::{from_unix_ms, unix_ms};
+
+crate::sql_fulfilment_steps::fulfilment_steps!(PgStore, sqlx::Postgres);
+crate::sql_fulfilment::fulfilment_store!(PgStore, sqlx::Postgres);

@@ -1,0 +1,298 @@
+//! `FulfilmentStore` for both relational adapters, as in `crate::sql`.
+//!
+//! Every transaction here opens with a write to the row it decides on (a
+//! conditional `UPDATE ... RETURNING`): on PostgreSQL that locks the row
+//! for the rest of the transaction, on SQLite it takes the write lock at
+//! once, so no transaction reads a row and then loses a race to write it.
+//! Dispatch is two conditional updates in one transaction: the courier's
+//! load goes up only while it is on shift and under capacity (PostgreSQL
+//! re-checks that condition on the locked row, so two nodes cannot both
+//! take its last slot), and the parcel is assigned only while it is still
+//! `awaiting_courier` (so it is never assigned twice); either failing
+//! rolls both back.
+
+/// `FulfilmentStore` for `$store`; the adapter's module imports what it uses.
+macro_rules! fulfilment_store {
+    ($store:ty, $db:ty) => {
+        /// id, name, region, zone, capacity, on shift, assigned, updated at.
+        type CourierRow = (i64, String, String, String, i64, bool, i64, i64);
+
+        const COURIER_COLUMNS: &str = "id, name, region, zone, capacity, on_shift, assigned, updated_at_ms";
+
+        fn courier((id, name, region, zone, capacity, on_shift, assigned, updated): CourierRow) -> Courier {
+            Courier {
+                id: CourierId::new(id),
+                name,
+                region,
+                zone,
+                capacity: u32::try_from(capacity).unwrap_or(0),
+                on_shift,
+                load: u32::try_from(assigned).unwrap_or(0),
+                updated_at: from_unix_ms(updated),
+            }
+        }
+
+        /// waybill, order, buyer, merchant, direction, status, courier,
+        /// region, zone, created at, updated at.
+        type ShipmentRow = (String, i64, i64, i64, String, String, Option<i64>, String, String, i64, i64);
+
+        const SHIPMENT_COLUMNS: &str = "waybill, order_id, user_id, merchant_id, direction, status, courier_id, \
+                                        region, zone, created_at_ms, updated_at_ms";
+
+        fn shipment(
+            (waybill, order, user, merchant, direction, status, courier, region, zone, created, updated): ShipmentRow,
+        ) -> Result<Shipment, StoreError> {
+            let corrupt = |what: &str| StoreError::Unavailable(format!("shipment {waybill}: unknown {what}"));
+            Ok(Shipment {
+                direction: Direction::parse(&direction).ok_or_else(|| corrupt("direction"))?,
+                status: ShipmentStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+                order_id: OrderId::new(order),
+                user_id: UserId::new(user),
+                merchant_id: MerchantId::new(merchant),
+                courier_id: courier.map(CourierId::new),
+                region,
+                zone,
+                created_at: from_unix_ms(created),
+                updated_at: from_unix_ms(updated),
+                waybill,
+            })
+        }
+
+        fn shipments(rows: Vec<ShipmentRow>) -> Result<Vec<Shipment>, StoreError> {
+            rows.into_iter().map(shipment).collect()
+        }
+
+        #[async_trait]
+        impl FulfilmentStore for $store {
+            async fn put_courier(&self, new: &NewCourier, now: OffsetDateTime) -> Result<Courier, StoreError> {
+                let sql = format!(
+                    "INSERT INTO couriers ({COURIER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, FALSE, 0, $6) \
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, region = excluded.region, \
+                     zone = excluded.zone, capacity = excluded.capacity, updated_at_ms = excluded.updated_at_ms \
+                     RETURNING {COURIER_COLUMNS}"
+                );
+                let row: CourierRow = sqlx::query_as(&sql)
+                    .bind(new.id.get())
+                    .bind(&new.name)
+                    .bind(&new.region)
+                    .bind(&new.zone)
+                    .bind(i64::from(new.capacity))
+                    .bind(unix_ms(now))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Ok(courier(row))
+            }
+
+            async fn courier(&self, id: CourierId) -> Result<Option<Courier>, StoreError> {
+                let sql = format!("SELECT {COURIER_COLUMNS} FROM couriers WHERE id = $1");
+                let row: Option<CourierRow> =
+                    sqlx::query_as(&sql).bind(id.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
+                Ok(row.map(courier))
+            }
+
+            async fn set_shift(
+                &self,
+                id: CourierId,
+                on_shift: bool,
+                zone: &str,
+                now: OffsetDateTime,
+            ) -> Result<Option<(Courier, Vec<String>)>, StoreError> {
+                let now_ms = unix_ms(now);
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let sql = format!(
+                    "UPDATE couriers SET on_shift = $2, zone = $3, updated_at_ms = $4 WHERE id = $1 \
+                     RETURNING {COURIER_COLUMNS}"
+                );
+                let row: Option<CourierRow> = sqlx::query_as(&sql)
+                    .bind(id.get())
+                    .bind(on_shift)
+                    .bind(zone)
+                    .bind(now_ms)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let Some(mut row) = row else {
+                    return Ok(None);
+                };
+                let mut released = Vec::new();
+                if !on_shift {
+                    // Touched first, so their couriers are read as locked.
+                    released = sqlx::query_as(
+                        "UPDATE shipments SET updated_at_ms = $2 WHERE courier_id = $1 AND status = 'packed' \
+                         RETURNING waybill, courier_id",
+                    )
+                    .bind(id.get())
+                    .bind(now_ms)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                    row.6 -= released.len() as i64;
+                    unassign(&mut tx, &released, now_ms).await.map_err(store_error)?;
+                }
+                tx.commit().await.map_err(store_error)?;
+                Ok(Some((courier(row), released.into_iter().map(|(waybill, _)| waybill).collect())))
+            }
+
+            async fn open_shipment(&self, new: &NewShipment, now: OffsetDateTime) -> Result<Shipment, StoreError> {
+                sqlx::query(
+                    "INSERT INTO shipments (waybill, order_id, user_id, merchant_id, direction, status, region, \
+                     zone, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $8) \
+                     ON CONFLICT (waybill) DO NOTHING",
+                )
+                .bind(&new.waybill)
+                .bind(new.order_id.get())
+                .bind(new.user_id.get())
+                .bind(new.merchant_id.get())
+                .bind(new.direction.as_str())
+                .bind(&new.region)
+                .bind(&new.zone)
+                .bind(unix_ms(now))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+                self.shipment(&new.waybill)
+                    .await?
+                    .ok_or_else(|| StoreError::Unavailable(format!("shipment {} vanished", new.waybill)))
+            }
+
+            async fn shipment(&self, waybill: &str) -> Result<Option<Shipment>, StoreError> {
+                let sql = format!("SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE waybill = $1");
+                let row: Option<ShipmentRow> =
+                    sqlx::query_as(&sql).bind(waybill).fetch_optional(&self.pool).await.map_err(store_error)?;
+                row.map(shipment).transpose()
+            }
+
+            async fn shipment_of_order(
+                &self,
+                order: OrderId,
+                direction: Direction,
+            ) -> Result<Option<Shipment>, StoreError> {
+                let sql = format!(
+                    "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = $1 AND direction = $2 \
+                     ORDER BY created_at_ms DESC LIMIT 1"
+                );
+                let row: Option<ShipmentRow> = sqlx::query_as(&sql)
+                    .bind(order.get())
+                    .bind(direction.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                row.map(shipment).transpose()
+            }
+
+            async fn pack(&self, waybill: &str, now: OffsetDateTime) -> Result<Option<Shipment>, StoreError> {
+                let now_ms = unix_ms(now);
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let sql = format!(
+                    "UPDATE shipments SET status = 'awaiting_courier', updated_at_ms = $2 \
+                     WHERE waybill = $1 AND status = 'created' RETURNING {SHIPMENT_COLUMNS}"
+                );
+                let row: Option<ShipmentRow> =
+                    sqlx::query_as(&sql).bind(waybill).bind(now_ms).fetch_optional(&mut *tx).await.map_err(store_error)?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let packed = shipment(row)?;
+                if packed.direction == Direction::Forward {
+                    let moved = sqlx::query(
+                        "UPDATE orders SET status = 'FULFILLING', updated_at_ms = $2 WHERE id = $1 AND status = 'PAID'",
+                    )
+                    .bind(packed.order_id.get())
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                    if moved.rows_affected() == 0 {
+                        // The order is not paid (any more): nothing ships.
+                        return Ok(None);
+                    }
+                }
+                tx.commit().await.map_err(store_error)?;
+                Ok(Some(packed))
+            }
+
+            async fn assign(
+                &self,
+                waybill: &str,
+                zones: &[String],
+                now: OffsetDateTime,
+            ) -> Result<Option<Shipment>, StoreError> {
+                assign_in(self, waybill, zones, unix_ms(now)).await.map_err(store_error)?.map(shipment).transpose()
+            }
+
+            async fn awaiting(&self, limit: u32) -> Result<Vec<Shipment>, StoreError> {
+                let sql = format!(
+                    "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE status = 'awaiting_courier' \
+                     ORDER BY updated_at_ms, waybill LIMIT $1"
+                );
+                let rows: Vec<ShipmentRow> =
+                    sqlx::query_as(&sql).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(store_error)?;
+                shipments(rows)
+            }
+
+            async fn release_stale(
+                &self,
+                assigned_before: OffsetDateTime,
+                limit: u32,
+                now: OffsetDateTime,
+            ) -> Result<Vec<String>, StoreError> {
+                let now_ms = unix_ms(now);
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let released: Vec<(String, i64)> = sqlx::query_as(
+                    "UPDATE shipments SET updated_at_ms = $3 WHERE waybill IN (SELECT waybill FROM shipments \
+                     WHERE status = 'packed' AND assigned_at_ms < $1 ORDER BY assigned_at_ms LIMIT $2) \
+                     AND status = 'packed' AND courier_id IS NOT NULL RETURNING waybill, courier_id",
+                )
+                .bind(unix_ms(assigned_before))
+                .bind(i64::from(limit))
+                .bind(now_ms)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                unassign(&mut tx, &released, now_ms).await.map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(released.into_iter().map(|(waybill, _)| waybill).collect())
+            }
+
+            async fn scan(
+                &self,
+                waybill: &str,
+                courier: CourierId,
+                scan: &Scan,
+                now: OffsetDateTime,
+            ) -> Result<ScanOutcome, StoreError> {
+                scan_in(self, waybill, courier.get(), scan, unix_ms(now)).await.map_err(store_error)
+            }
+
+            async fn tasks(&self, courier: CourierId) -> Result<Vec<Shipment>, StoreError> {
+                let sql = format!(
+                    "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE courier_id = $1 AND status <> 'delivered' \
+                     ORDER BY created_at_ms, waybill LIMIT 500"
+                );
+                let rows: Vec<ShipmentRow> =
+                    sqlx::query_as(&sql).bind(courier.get()).fetch_all(&self.pool).await.map_err(store_error)?;
+                shipments(rows)
+            }
+
+            async fn scans(&self, waybill: &str) -> Result<Vec<Scan>, StoreError> {
+                let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
+                    "SELECT kind, at_ms, location, note FROM scans WHERE waybill = $1 ORDER BY seq",
+                )
+                .bind(waybill)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+                rows.into_iter()
+                    .map(|(kind, at, location, note)| {
+                        let kind = ScanKind::parse(&kind)
+                            .ok_or_else(|| StoreError::Unavailable(format!("scan of {waybill}: unknown {kind}")))?;
+                        Ok(Scan { kind, at: from_unix_ms(at), location, note })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+pub(crate) use fulfilment_store;

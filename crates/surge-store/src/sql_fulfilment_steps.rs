@@ -1,0 +1,193 @@
+//! The transactions behind `crate::sql_fulfilment`'s dispatch and scans,
+//! for both relational adapters: taking a courier's slot, assigning a
+//! parcel, giving parcels back, and applying a scan. Each opens with a
+//! write to the row it decides on (see `crate::sql_fulfilment`).
+
+/// The steps for `$store` on `$db`; the adapter's module imports what they
+/// use, and `fulfilment_store!` calls them.
+macro_rules! fulfilment_steps {
+    ($store:ty, $db:ty) => {
+        /// The couriers of released parcels (parcel, courier) each carry
+        /// as many fewer.
+        async fn unload(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            released: &[(String, i64)],
+            now_ms: i64,
+        ) -> Result<(), sqlx::Error> {
+            let mut per_courier: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+            for (_, courier) in released {
+                *per_courier.entry(*courier).or_default() += 1;
+            }
+            for (courier, parcels) in per_courier {
+                sqlx::query(
+                    "UPDATE couriers SET assigned = assigned - $2, updated_at_ms = $3 \
+                     WHERE id = $1 AND assigned >= $2",
+                )
+                .bind(courier)
+                .bind(parcels)
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+
+        /// Parcels back to `awaiting_courier`, unassigned.
+        async fn unassign(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            released: &[(String, i64)],
+            now_ms: i64,
+        ) -> Result<(), sqlx::Error> {
+            for (waybill, _) in released {
+                sqlx::query(
+                    "UPDATE shipments SET status = 'awaiting_courier', courier_id = NULL, assigned_at_ms = NULL, \
+                     updated_at_ms = $2 WHERE waybill = $1",
+                )
+                .bind(waybill)
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            unload(tx, released, now_ms).await
+        }
+
+        /// Takes a slot of an on-shift courier of `zone`, least loaded
+        /// first: its id, or `None` when nobody there has one.
+        async fn take_slot(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            zone: &str,
+            now_ms: i64,
+        ) -> Result<Option<i64>, sqlx::Error> {
+            // The candidate is chosen by the subquery; the outer conditions
+            // are checked again on the row as it is locked, so a slot
+            // another transaction took meanwhile is not taken twice. Then
+            // the next candidate is tried.
+            for _ in 0..8 {
+                let candidate: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM couriers WHERE zone = $1 AND on_shift AND assigned < capacity \
+                     ORDER BY assigned, id LIMIT 1",
+                )
+                .bind(zone)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(candidate) = candidate else {
+                    return Ok(None);
+                };
+                let taken: Option<i64> = sqlx::query_scalar(
+                    "UPDATE couriers SET assigned = assigned + 1, updated_at_ms = $2 \
+                     WHERE id = $1 AND on_shift AND assigned < capacity RETURNING id",
+                )
+                .bind(candidate)
+                .bind(now_ms)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if taken.is_some() {
+                    return Ok(taken);
+                }
+            }
+            Ok(None)
+        }
+
+        async fn assign_in(
+            store: &$store,
+            waybill: &str,
+            zones: &[String],
+            now_ms: i64,
+        ) -> Result<Option<ShipmentRow>, sqlx::Error> {
+            let mut tx = store.pool.begin().await?;
+            // The parcel first: locked (and, on SQLite, the write lock
+            // taken) before any courier is read.
+            let waiting: Option<String> = sqlx::query_scalar(
+                "UPDATE shipments SET updated_at_ms = $2 WHERE waybill = $1 AND status = 'awaiting_courier' \
+                 RETURNING waybill",
+            )
+            .bind(waybill)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if waiting.is_none() {
+                return Ok(None);
+            }
+            for zone in zones {
+                if let Some(courier) = take_slot(&mut tx, zone, now_ms).await? {
+                    let sql = format!(
+                        "UPDATE shipments SET status = 'packed', courier_id = $2, assigned_at_ms = $3, \
+                         updated_at_ms = $3 WHERE waybill = $1 AND status = 'awaiting_courier' \
+                         RETURNING {SHIPMENT_COLUMNS}"
+                    );
+                    let row: Option<ShipmentRow> =
+                        sqlx::query_as(&sql).bind(waybill).bind(courier).bind(now_ms).fetch_optional(&mut *tx).await?;
+                    if row.is_some() {
+                        tx.commit().await?;
+                    }
+                    return Ok(row);
+                }
+            }
+            Ok(None)
+        }
+
+        async fn scan_in(
+            store: &$store,
+            waybill: &str,
+            courier: i64,
+            scan: &Scan,
+            now_ms: i64,
+        ) -> Result<ScanOutcome, sqlx::Error> {
+            let mut tx = store.pool.begin().await?;
+            let sql =
+                format!("UPDATE shipments SET updated_at_ms = $2 WHERE waybill = $1 RETURNING {SHIPMENT_COLUMNS}");
+            let row: Option<ShipmentRow> =
+                sqlx::query_as(&sql).bind(waybill).bind(now_ms).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else {
+                return Ok(ScanOutcome::NotFound);
+            };
+            let current = shipment(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
+            if current.courier_id != Some(CourierId::new(courier)) {
+                return Ok(ScanOutcome::NotAssigned);
+            }
+            let next = match current.status.scan(scan.kind) {
+                Ok(next) => next,
+                Err(illegal) => return Ok(ScanOutcome::Illegal(illegal)),
+            };
+            sqlx::query(
+                "INSERT INTO scans (waybill, seq, kind, at_ms, location, note, courier_id, recorded_at_ms) \
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7 FROM scans WHERE waybill = $1",
+            )
+            .bind(waybill)
+            .bind(scan.kind.as_str())
+            .bind(unix_ms(scan.at))
+            .bind(&scan.location)
+            .bind(&scan.note)
+            .bind(courier)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            let sql = format!("UPDATE shipments SET status = $2 WHERE waybill = $1 RETURNING {SHIPMENT_COLUMNS}");
+            let row: ShipmentRow = sqlx::query_as(&sql).bind(waybill).bind(next.as_str()).fetch_one(&mut *tx).await?;
+            if next == ShipmentStatus::Delivered {
+                sqlx::query(
+                    "UPDATE couriers SET assigned = assigned - 1, updated_at_ms = $2 WHERE id = $1 AND assigned > 0",
+                )
+                .bind(courier)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if current.direction == Direction::Forward {
+                    sqlx::query(
+                        "UPDATE orders SET status = 'DELIVERED', updated_at_ms = $2 \
+                         WHERE id = $1 AND status = 'FULFILLING'",
+                    )
+                    .bind(current.order_id.get())
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            let applied = shipment(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
+            Ok(ScanOutcome::Applied(applied))
+        }
+    };
+}
+
+pub(crate) use fulfilment_steps;
