@@ -129,7 +129,9 @@ pub(crate) fn wire_contexts(
     let inventory =
         Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
-    let fulfilment =
-        Arc::new(Fulfilment::new(Arc::clone(&backend.fulfilment), (&settings.fulfilment).into(), Arc::clone(clock)));
+    let fulfilment = Arc::new(
+        Fulfilment::new(Arc::clone(&backend.fulfilment), (&settings.fulfilment).into(), Arc::clone(clock))
+            .with_mode(settings.fulfilment.dispatch.into()),
+    );
     Ok(Contexts { flash_sales, orders, checkouts, payments, settlement, inventory, fulfilment, intake_limits })
 }

@@ -221,6 +221,40 @@ macro_rules! fulfilment_store {
                 assign_in(self, waybill, zones, unix_ms(now)).await.map_err(store_error)?.map(shipment).transpose()
             }
 
+            async fn assign_many(
+                &self,
+                plan: &[(String, CourierId)],
+                now: OffsetDateTime,
+            ) -> Result<Vec<Shipment>, StoreError> {
+                // Couriers in ascending id within each transaction, so two
+                // nodes writing plans lock them in the same order.
+                let mut pairs: Vec<(&str, i64)> = plan.iter().map(|(w, c)| (w.as_str(), c.get())).collect();
+                pairs.sort_unstable_by_key(|&(waybill, courier)| (courier, waybill));
+                let mut assigned = Vec::with_capacity(pairs.len());
+                for chunk in pairs.chunks(PLAN_PER_COMMIT) {
+                    let rows = assign_chunk(self, chunk, unix_ms(now)).await.map_err(store_error)?;
+                    assigned.extend(shipments(rows)?);
+                }
+                Ok(assigned)
+            }
+
+            async fn couriers_with_room(&self, zones: &[String]) -> Result<Vec<Courier>, StoreError> {
+                if zones.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {COURIER_COLUMNS} FROM couriers WHERE on_shift AND assigned < capacity AND zone IN ("
+                ));
+                let mut listed = query.separated(", ");
+                for zone in zones {
+                    listed.push_bind(zone.clone());
+                }
+                query.push(") ORDER BY id");
+                let rows: Vec<CourierRow> =
+                    query.build_query_as().fetch_all(&self.pool).await.map_err(store_error)?;
+                Ok(rows.into_iter().map(courier).collect())
+            }
+
             async fn awaiting(&self, limit: u32) -> Result<Vec<Shipment>, StoreError> {
                 let sql = format!(
                     "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE status = 'awaiting_courier' \

@@ -126,6 +126,50 @@ macro_rules! fulfilment_steps {
             Ok(None)
         }
 
+        /// Assignments per transaction of a dispatch plan.
+        const PLAN_PER_COMMIT: usize = 500;
+
+        /// One transaction of a plan: each pair's courier slot, then its
+        /// parcel; a parcel taken meanwhile gives the slot back.
+        async fn assign_chunk(
+            store: &$store,
+            pairs: &[(&str, i64)],
+            now_ms: i64,
+        ) -> Result<Vec<ShipmentRow>, sqlx::Error> {
+            let mut tx = store.pool.begin().await?;
+            let mut assigned = Vec::with_capacity(pairs.len());
+            let assign = format!(
+                "UPDATE shipments SET status = 'packed', courier_id = $2, assigned_at_ms = $3, updated_at_ms = $3 \
+                 WHERE waybill = $1 AND status = 'awaiting_courier' RETURNING {SHIPMENT_COLUMNS}"
+            );
+            for &(waybill, courier) in pairs {
+                let slot: Option<i64> = sqlx::query_scalar(
+                    "UPDATE couriers SET assigned = assigned + 1, updated_at_ms = $2 \
+                     WHERE id = $1 AND on_shift AND assigned < capacity RETURNING id",
+                )
+                .bind(courier)
+                .bind(now_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if slot.is_none() {
+                    continue;
+                }
+                let row: Option<ShipmentRow> =
+                    sqlx::query_as(&assign).bind(waybill).bind(courier).bind(now_ms).fetch_optional(&mut *tx).await?;
+                match row {
+                    Some(row) => assigned.push(row),
+                    None => {
+                        sqlx::query("UPDATE couriers SET assigned = assigned - 1 WHERE id = $1")
+                            .bind(courier)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(assigned)
+        }
+
         async fn scan_in(
             store: &$store,
             waybill: &str,

@@ -9,10 +9,12 @@
 //! beyond capacity: both are conditional updates the store makes in one
 //! transaction (see [`FulfilmentStore::assign`]).
 
+mod dispatch;
 mod ports;
 mod service;
 mod zones;
 
+pub use dispatch::{DispatchMode, plan};
 pub use ports::{FulfilmentStore, NewCourier, NewShipment, ScanOutcome};
 pub use service::{Fulfilment, FulfilmentError, MAX_CAPACITY, MAX_NOTE, MAX_TEXT, ShipmentOpener};
 pub use zones::ZoneMap;

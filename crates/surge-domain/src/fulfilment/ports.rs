@@ -87,6 +87,17 @@ pub trait FulfilmentStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<Option<Shipment>, StoreError>;
 
+    /// Writes a dispatch plan in one transaction (a few hundred per
+    /// commit): each (parcel, courier) by the same two conditional updates
+    /// as [`FulfilmentStore::assign`], so a pair whose courier is full or
+    /// off shift by now, or whose parcel another node assigned, is skipped.
+    /// The parcels assigned.
+    async fn assign_many(&self, plan: &[(String, CourierId)], now: OffsetDateTime)
+    -> Result<Vec<Shipment>, StoreError>;
+
+    /// The on-shift couriers of `zones` with room for another parcel.
+    async fn couriers_with_room(&self, zones: &[String]) -> Result<Vec<Courier>, StoreError>;
+
     /// Parcels waiting for a courier, oldest first.
     async fn awaiting(&self, limit: u32) -> Result<Vec<Shipment>, StoreError>;
 

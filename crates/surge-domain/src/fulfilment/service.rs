@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use super::ports::{FulfilmentStore, NewCourier, NewShipment, ScanOutcome};
-use super::{Courier, Direction, Scan, Shipment, ShipmentStatus, Tracking, ZoneMap};
+use super::{Courier, Direction, DispatchMode, Scan, Shipment, ShipmentStatus, Tracking, ZoneMap, plan};
 use crate::actor::Actor;
 use crate::clock::Clock;
 use crate::ids::{CourierId, OrderId};
@@ -36,7 +36,9 @@ pub const MAX_TEXT: usize = 64;
 pub const MAX_CAPACITY: u32 = 1_000;
 /// Longest scan note.
 pub const MAX_NOTE: usize = 500;
-/// Parcels one dispatch pass looks at.
+/// Parcels one batch pass plans.
+const BATCH_PLAN: u32 = 20_000;
+/// Parcels one greedy pass looks at.
 const DISPATCH_BATCH: u32 = 500;
 
 /// `value` as given, if it is 1-64 printable characters, not all blank.
@@ -51,11 +53,17 @@ pub struct Fulfilment {
     store: Arc<dyn FulfilmentStore>,
     zones: ZoneMap,
     clock: Arc<dyn Clock>,
+    mode: DispatchMode,
 }
 
 impl Fulfilment {
     pub fn new(store: Arc<dyn FulfilmentStore>, zones: ZoneMap, clock: Arc<dyn Clock>) -> Self {
-        Self { store, zones, clock }
+        Self { store, zones, clock, mode: DispatchMode::Greedy }
+    }
+
+    /// Dispatch in `mode` (greedy by default).
+    pub fn with_mode(self, mode: DispatchMode) -> Self {
+        Self { mode, ..self }
     }
 
     /// Declares or changes a courier (admin).
@@ -92,9 +100,11 @@ impl Fulfilment {
             .set_shift(id, on_shift, &zone, self.clock.now())
             .await?
             .ok_or(FulfilmentError::NotFound("courier"))?;
-        for waybill in released {
-            if let Some(shipment) = self.store.shipment(&waybill).await? {
-                self.dispatch(&shipment).await?;
+        if self.mode == DispatchMode::Greedy {
+            for waybill in released {
+                if let Some(shipment) = self.store.shipment(&waybill).await? {
+                    self.dispatch(&shipment).await?;
+                }
             }
         }
         Ok(courier)
@@ -145,6 +155,10 @@ impl Fulfilment {
         let packed = self.store.pack(waybill, self.clock.now()).await?.ok_or_else(|| {
             FulfilmentError::InvalidState("the shipment was packed meanwhile; read it again".to_owned())
         })?;
+        if self.mode == DispatchMode::Batch {
+            // The next batch pass assigns it.
+            return Ok(packed);
+        }
         Ok(self.dispatch(&packed).await?.unwrap_or(packed))
     }
 
@@ -164,13 +178,37 @@ impl Fulfilment {
         if !released.is_empty() {
             tracing::warn!(parcels = released.len(), "parcels not picked up in time go to another courier");
         }
-        let mut assigned = 0;
-        for shipment in self.store.awaiting(DISPATCH_BATCH).await? {
-            if self.dispatch(&shipment).await?.is_some() {
-                assigned += 1;
+        match self.mode {
+            DispatchMode::Greedy => {
+                let mut assigned = 0;
+                for shipment in self.store.awaiting(DISPATCH_BATCH).await? {
+                    if self.dispatch(&shipment).await?.is_some() {
+                        assigned += 1;
+                    }
+                }
+                Ok(assigned)
             }
+            DispatchMode::Batch => self.dispatch_batch(BATCH_PLAN).await,
         }
-        Ok(assigned)
+    }
+
+    /// Plans up to `limit` waiting parcels, oldest first, against the free
+    /// slots of the couriers who may take them, and writes the plan: how
+    /// many were assigned.
+    pub async fn dispatch_batch(&self, limit: u32) -> Result<usize, StoreError> {
+        let parcels = self.store.awaiting(limit).await?;
+        if parcels.is_empty() {
+            return Ok(0);
+        }
+        let mut zones: Vec<String> = parcels.iter().flat_map(|parcel| self.zones.serving(&parcel.zone)).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        let couriers = self.store.couriers_with_room(&zones).await?;
+        let planned = plan(&parcels, &couriers, &self.zones);
+        if planned.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.store.assign_many(&planned, self.clock.now()).await?.len())
     }
 
     /// The assigned courier scans its parcel.

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use surge_domain::fulfilment::ZoneMap;
+use surge_domain::fulfilment::{DispatchMode, ZoneMap};
 
 use super::{ConfigError, MINUTE, ensure};
 
@@ -22,6 +22,10 @@ pub struct FulfilmentSettings {
     /// assigned goes to another courier.
     #[serde(with = "humantime_serde")]
     pub pickup_timeout: Duration,
+    /// `greedy`: each parcel is assigned as it is packed. `batch`: packed
+    /// parcels wait and each dispatch pass plans them all against the
+    /// couriers' free slots and writes the plan in a few transactions.
+    pub dispatch: DispatchSetting,
     /// How often each node assigns the parcels waiting for a courier and
     /// takes back those not picked up in time.
     #[serde(with = "humantime_serde")]
@@ -32,9 +36,26 @@ impl Default for FulfilmentSettings {
     fn default() -> Self {
         Self {
             zones: BTreeMap::new(),
+            dispatch: DispatchSetting::Greedy,
             adjacent: BTreeMap::new(),
             pickup_timeout: 30 * MINUTE,
             dispatch_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchSetting {
+    Greedy,
+    Batch,
+}
+
+impl From<DispatchSetting> for DispatchMode {
+    fn from(setting: DispatchSetting) -> Self {
+        match setting {
+            DispatchSetting::Greedy => DispatchMode::Greedy,
+            DispatchSetting::Batch => DispatchMode::Batch,
         }
     }
 }

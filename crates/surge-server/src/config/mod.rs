@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cache::CacheSettings;
 pub use flash_sale::FlashSaleSettings;
-pub use fulfilment::FulfilmentSettings;
+pub use fulfilment::{DispatchSetting, FulfilmentSettings};
 pub use http::{AuthSettings, HttpSettings, LogFormat, LogSettings};
 pub use notify::NotifySettings;
 pub use payments::{PaymentSettings, SandboxSettings};

@@ -191,3 +191,30 @@ async fn parcels_a_courier_leaves_go_to_a_courier_next_door() {
     assert_error(scan(&app, 41, waybill, "picked_up").await, StatusCode::FORBIDDEN, "forbidden").await;
     assert_eq!(scan(&app, 42, waybill, "picked_up").await.status(), StatusCode::ACCEPTED);
 }
+
+/// In batch mode a packed parcel waits for the next pass, which assigns it.
+#[tokio::test]
+async fn in_batch_mode_the_next_pass_assigns_what_was_packed() {
+    let app = spawn_app_with(|s| {
+        s.fulfilment.dispatch = surge_server::config::DispatchSetting::Batch;
+        s.fulfilment.dispatch_interval = Duration::from_millis(50);
+    })
+    .await;
+    let courier = json!({"name": "Zhao", "region": "north", "zone": "north", "capacity": 5});
+    assert_eq!(put(&app, &app.admin(), "/v1/couriers/51", &courier).await.status(), StatusCode::OK);
+    put(&app, &app.courier(51), "/v1/couriers/me/shift", &json!({"on_shift": true, "zone": "north"})).await;
+    let order = paid_order(&app, "999999").await;
+    let path = format!("/v1/orders/{order}/shipment");
+    let shipment = eventually(&app, &app.merchant(1), &path, |_| true).await;
+    assert_eq!(shipment["zone"], "north", "no prefix matches: the region's zone");
+    let waybill = shipment["waybill"].as_str().expect("waybill");
+    let packed: Value = app
+        .post_json(&format!("/v1/shipments/{waybill}/pack"), Some(&app.merchant(1)), &json!({}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(packed["status"], "awaiting_courier", "not assigned on the spot: {packed}");
+    let assigned = eventually(&app, &app.merchant(1), &path, |s| s["status"] == "packed").await;
+    assert_eq!(assigned["courier_id"], "51");
+}

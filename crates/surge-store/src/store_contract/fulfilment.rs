@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 
 use surge_domain::fulfilment::{
-    Courier, Direction, FulfilmentStore, NewCourier, NewShipment, Scan, ScanKind, ScanOutcome, Shipment, ShipmentStatus,
+    Courier, Direction, FulfilmentStore, NewCourier, NewShipment, Scan, ScanKind, ScanOutcome, Shipment,
+    ShipmentStatus, ZoneMap, plan,
 };
 use surge_domain::order::{Order, OrderStatus, OrderStore};
 use surge_domain::{CourierId, OrderId};
@@ -19,6 +20,7 @@ contract!(
     racing_dispatchers_assign_each_parcel_once_and_no_courier_over_capacity,
     scans_follow_the_parcel_only_by_its_courier_and_delivery_moves_the_order,
     parcels_not_picked_up_in_time_or_left_by_a_courier_going_off_go_back,
+    racing_batch_plans_assign_each_parcel_once_and_no_courier_over_capacity,
 );
 
 /// Order `i` of merchant 1 (product 1, one unit), paid.
@@ -219,4 +221,40 @@ async fn parcels_not_picked_up_in_time_or_left_by_a_courier_going_off_go_back<B:
     let mut expected = vec![waybills[1].clone(), waybills[2].clone()];
     expected.sort_unstable();
     assert_eq!(waiting, expected);
+}
+
+async fn racing_batch_plans_assign_each_parcel_once_and_no_courier_over_capacity<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    product(&store, 1, 1, 1_000).await;
+    let couriers: Vec<i64> = (1..=10).collect();
+    for &id in &couriers {
+        courier_on(&store, id, "z1", 3).await;
+    }
+    for i in 1..=40 {
+        packed(&store, i, "z1").await;
+    }
+    // Four nodes plan from the same picture, then write their plans at once.
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        let node = backend.open().await;
+        let waiting = node.awaiting(100).await.expect("awaiting");
+        let room = node.couriers_with_room(&zones(&["z1", "z9"])).await.expect("couriers");
+        assert_eq!(room.len(), 10);
+        let planned = plan(&waiting, &room, &ZoneMap::default());
+        assert_eq!(planned.len(), 30, "every slot planned");
+        nodes.push((node, planned));
+    }
+    let writes = nodes.iter().map(|(node, planned)| node.assign_many(planned, now_ms()));
+    let won: Vec<Shipment> =
+        futures::future::join_all(writes).await.into_iter().flat_map(|made| made.expect("assign many")).collect();
+    let mut assigned: Vec<&str> = won.iter().map(|shipment| shipment.waybill.as_str()).collect();
+    assigned.sort_unstable();
+    assigned.dedup();
+    assert_eq!(assigned.len(), won.len(), "a parcel assigned twice");
+    assert_eq!(won.len(), 30, "every slot filled once");
+    let (stored, counted) = loads(&store, &couriers).await;
+    assert_eq!(stored, counted, "each load is the courier's parcels");
+    assert!(stored.values().all(|load| *load == 3), "{stored:?}");
+    assert_eq!(store.awaiting(100).await.expect("awaiting").len(), 10);
+    assert!(store.couriers_with_room(&zones(&["z1"])).await.expect("couriers").is_empty(), "all full");
 }
