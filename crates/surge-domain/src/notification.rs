@@ -1,6 +1,7 @@
 //! Notification: SMS / e-mail after a purchase and after a refund. Non-core
 //! and always degradable: the notification context hears of them from the
-//! outbox (`OrderPlaced`, `RefundSucceeded`), never from the order or
+//! outbox (`OrderPlaced`, `RefundSucceeded`, `ParcelScanned` at pickup,
+//! out for delivery and delivery), never from the order or
 //! payment path, so a slow or dead sink never slows or fails an order;
 //! the adapter queues each notice (bounded) and delivers in the background.
 
@@ -8,6 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::fulfilment::ScanKind;
+use crate::ids::{OrderId, UserId};
 use crate::order::{Order, OrderStore};
 use crate::outbox::{DomainEvent, EventHandler, EventRecord};
 use crate::payment::{PaymentStore, Refund};
@@ -21,6 +24,19 @@ pub trait Notifier: Send + Sync + 'static {
     /// A refund went through: the buyer hears of the money coming back.
     /// Handed over without waiting.
     fn refund_succeeded(&self, refund: &Refund);
+
+    /// The buyer's parcel was picked up, is out for delivery, or was
+    /// delivered. Handed over without waiting.
+    fn parcel_moved(&self, parcel: &ParcelMoved);
+}
+
+/// Where the buyer's parcel is now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParcelMoved {
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub waybill: String,
+    pub scan: ScanKind,
 }
 
 /// The outbox's consumer that tells buyers: it reads the order or refund
@@ -52,6 +68,11 @@ impl EventHandler for Notifications {
                 if let Some(refund) = self.payments.refund(refund_id).await? {
                     self.notifier.refund_succeeded(&refund);
                 }
+            }
+            DomainEvent::ParcelScanned { order_id, user_id, ref waybill, scan, .. }
+                if matches!(scan, ScanKind::PickedUp | ScanKind::OutForDelivery | ScanKind::Delivered) =>
+            {
+                self.notifier.parcel_moved(&ParcelMoved { order_id, user_id, waybill: waybill.clone(), scan });
             }
             _ => {}
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::fulfilment::ScanKind;
 use crate::order::{Order, OrderKind, OrderStatus};
 use crate::{MerchantId, OrderId, PaymentId, RefundId, StoreError, UserId};
 
@@ -36,6 +37,9 @@ pub enum DomainEvent {
     PaymentFailed { payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
     /// A refund went through; the money is back with the buyer.
     RefundSucceeded { refund_id: RefundId, payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
+    /// A courier scanned the order's parcel; `seq` is the scan's place in
+    /// the waybill's timeline.
+    ParcelScanned { order_id: OrderId, user_id: UserId, waybill: String, seq: i64, scan: ScanKind },
 }
 
 impl DomainEvent {
@@ -48,6 +52,7 @@ impl DomainEvent {
             Self::PaymentSucceeded { .. } => "payment_succeeded",
             Self::PaymentFailed { .. } => "payment_failed",
             Self::RefundSucceeded { .. } => "refund_succeeded",
+            Self::ParcelScanned { .. } => "parcel_scanned",
         }
     }
 
@@ -61,7 +66,8 @@ impl DomainEvent {
             | Self::OrderCancelled { order_id, .. }
             | Self::PaymentSucceeded { order_id, .. }
             | Self::PaymentFailed { order_id, .. }
-            | Self::RefundSucceeded { order_id, .. } => *order_id,
+            | Self::RefundSucceeded { order_id, .. }
+            | Self::ParcelScanned { order_id, .. } => *order_id,
         }
     }
 
@@ -74,6 +80,7 @@ impl DomainEvent {
             | Self::OrderCancelled { order_id, .. } => order_id.get(),
             Self::PaymentSucceeded { payment_id, .. } | Self::PaymentFailed { payment_id, .. } => payment_id.get(),
             Self::RefundSucceeded { refund_id, .. } => refund_id.get(),
+            Self::ParcelScanned { waybill, seq, .. } => return format!("{}:{waybill}:{seq}", self.kind()),
         };
         format!("{}:{subject}", self.kind())
     }

@@ -6,6 +6,7 @@
 //! change bumps it and keeps reading 1.
 
 use serde::{Deserialize, Serialize};
+use surge_domain::fulfilment::ScanKind;
 use surge_domain::order::OrderKind;
 use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{MerchantId, OrderId, PaymentId, RefundId, UserId};
@@ -30,11 +31,12 @@ enum WireEvent {
     PaymentSucceeded { payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
     PaymentFailed { payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
     RefundSucceeded { refund_id: RefundId, payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
+    ParcelScanned { order_id: OrderId, user_id: UserId, waybill: String, seq: i64, scan: String },
 }
 
 impl From<&DomainEvent> for WireEvent {
     fn from(event: &DomainEvent) -> Self {
-        match *event {
+        match event.clone() {
             DomainEvent::OrderPlaced { order_id, user_id, merchant_id, amount_cents, kind } => {
                 Self::OrderPlaced { order_id, user_id, merchant_id, amount_cents, kind: kind.as_str().to_owned() }
             }
@@ -52,6 +54,9 @@ impl From<&DomainEvent> for WireEvent {
             }
             DomainEvent::RefundSucceeded { refund_id, payment_id, order_id, amount_cents } => {
                 Self::RefundSucceeded { refund_id, payment_id, order_id, amount_cents }
+            }
+            DomainEvent::ParcelScanned { order_id, user_id, waybill, seq, scan } => {
+                Self::ParcelScanned { order_id, user_id, waybill, seq, scan: scan.as_str().to_owned() }
             }
         }
     }
@@ -80,6 +85,10 @@ impl TryFrom<WireEvent> for DomainEvent {
             }
             WireEvent::RefundSucceeded { refund_id, payment_id, order_id, amount_cents } => {
                 Self::RefundSucceeded { refund_id, payment_id, order_id, amount_cents }
+            }
+            WireEvent::ParcelScanned { order_id, user_id, waybill, seq, scan } => {
+                let scan = ScanKind::parse(&scan).ok_or_else(|| format!("unknown scan {scan:?}"))?;
+                Self::ParcelScanned { order_id, user_id, waybill, seq, scan }
             }
         })
     }
@@ -119,6 +128,22 @@ mod tests {
         assert_eq!(record.event_id, "order_placed:7");
         assert!(matches!(record.event, DomainEvent::OrderPlaced { kind: OrderKind::Checkout, amount_cents: 990, .. }));
         assert_eq!(decode(encode(&record).expect("encodes").as_bytes()).expect("round trip"), record);
+    }
+
+    #[test]
+    fn a_parcel_scan_round_trips_under_its_waybill_and_place() {
+        let scanned = DomainEvent::ParcelScanned {
+            order_id: OrderId::new(7),
+            user_id: UserId::new(42),
+            waybill: "SF7".to_owned(),
+            seq: 3,
+            scan: ScanKind::OutForDelivery,
+        };
+        let record = EventRecord::new(scanned, 1_700_000_000_000);
+        assert_eq!(record.event_id, "parcel_scanned:SF7:3");
+        assert_eq!(decode(encode(&record).expect("encodes").as_bytes()).expect("round trip"), record);
+        let unknown = br#"{"event_id":"x","version":1,"occurred_at_ms":1,"event":{"type":"parcel_scanned","order_id":"7","user_id":"1","waybill":"SF7","seq":1,"scan":"teleported"}}"#;
+        assert!(decode(unknown).is_err(), "an unknown scan is refused");
     }
 
     #[test]

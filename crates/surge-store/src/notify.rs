@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use metrics::Counter;
 use surge_domain::degradation::Feature;
-use surge_domain::notification::Notifier;
+use surge_domain::fulfilment::ScanKind;
+use surge_domain::notification::{Notifier, ParcelMoved};
 use surge_domain::order::Order;
 use surge_domain::payment::Refund;
 use surge_guard::breaker::CircuitBreaker;
@@ -81,6 +82,7 @@ pub struct SinkGuards {
 enum Notice {
     OrderCreated(Order),
     RefundSucceeded(Refund),
+    ParcelMoved(ParcelMoved),
 }
 
 impl Notice {
@@ -89,6 +91,7 @@ impl Notice {
         match self {
             Notice::OrderCreated(order) => format!("order-{}", order.id),
             Notice::RefundSucceeded(refund) => format!("refund-{}", refund.id),
+            Notice::ParcelMoved(parcel) => format!("parcel-{}-{}", parcel.waybill, parcel.scan.as_str()),
         }
     }
 
@@ -104,6 +107,16 @@ impl Notice {
             Notice::RefundSucceeded(refund) => {
                 format!("Surge: {} refunded for order {}.", money(refund.amount_cents), refund.order_id)
             }
+            Notice::ParcelMoved(parcel) => {
+                let news = match parcel.scan {
+                    ScanKind::PickedUp => "was picked up",
+                    ScanKind::OutForDelivery => "is out for delivery",
+                    ScanKind::Delivered => "was delivered",
+                    ScanKind::ArrivedHub => "reached a hub",
+                    ScanKind::DeliveryFailed => "could not be delivered; we will try again",
+                };
+                format!("Surge: the parcel of order {} ({}) {news}.", parcel.order_id, parcel.waybill)
+            }
         }
     }
 
@@ -114,6 +127,9 @@ impl Notice {
             }
             Notice::RefundSucceeded(refund) => {
                 serde_json::json!({ "event": "refund_succeeded", "refund": refund, "sms": self.sms() })
+            }
+            Notice::ParcelMoved(parcel) => {
+                serde_json::json!({ "event": "parcel_moved", "parcel": parcel, "sms": self.sms() })
             }
         }
     }
@@ -156,6 +172,10 @@ impl Notifier for QueuedNotifier {
 
     fn refund_succeeded(&self, refund: &Refund) {
         self.hand_over(Notice::RefundSucceeded(refund.clone()));
+    }
+
+    fn parcel_moved(&self, parcel: &ParcelMoved) {
+        self.hand_over(Notice::ParcelMoved(parcel.clone()));
     }
 }
 

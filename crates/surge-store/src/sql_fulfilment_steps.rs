@@ -193,9 +193,10 @@ macro_rules! fulfilment_steps {
                 Ok(next) => next,
                 Err(illegal) => return Ok(ScanOutcome::Illegal(illegal)),
             };
-            sqlx::query(
+            let seq: i64 = sqlx::query_scalar(
                 "INSERT INTO scans (waybill, seq, kind, at_ms, location, note, courier_id, recorded_at_ms) \
-                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7 FROM scans WHERE waybill = $1",
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7 FROM scans WHERE waybill = $1 \
+                 RETURNING seq",
             )
             .bind(waybill)
             .bind(scan.kind.as_str())
@@ -204,8 +205,17 @@ macro_rules! fulfilment_steps {
             .bind(&scan.note)
             .bind(courier)
             .bind(now_ms)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            // The buyer hears of it through the outbox, written with the scan.
+            let scanned = DomainEvent::ParcelScanned {
+                order_id: current.order_id,
+                user_id: current.user_id,
+                waybill: waybill.to_owned(),
+                seq,
+                scan: scan.kind,
+            };
+            record_events(&mut *tx, &[EventRecord::new(scanned, now_ms)]).await?;
             let sql = format!("UPDATE shipments SET status = $2 WHERE waybill = $1 RETURNING {SHIPMENT_COLUMNS}");
             let row: ShipmentRow = sqlx::query_as(&sql).bind(waybill).bind(next.as_str()).fetch_one(&mut *tx).await?;
             if next == ShipmentStatus::Delivered {

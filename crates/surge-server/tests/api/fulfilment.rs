@@ -218,3 +218,36 @@ async fn in_batch_mode_the_next_pass_assigns_what_was_packed() {
     let assigned = eventually(&app, &app.merchant(1), &path, |s| s["status"] == "packed").await;
     assert_eq!(assigned["courier_id"], "51");
 }
+
+/// The buyer hears of pickup, out-for-delivery and delivery (not of every
+/// hub), through the outbox and the notification webhook.
+#[tokio::test]
+async fn the_buyer_hears_of_pickup_out_for_delivery_and_delivery() {
+    let (url, received) = crate::notify::receiver(StatusCode::OK).await;
+    let app = spawn_app_with(|s| s.notify.webhook_url = Some(url.parse().expect("a webhook URL"))).await;
+    let courier = json!({"name": "Sun", "region": "north", "zone": "north", "capacity": 5});
+    assert_eq!(put(&app, &app.admin(), "/v1/couriers/61", &courier).await.status(), StatusCode::OK);
+    put(&app, &app.courier(61), "/v1/couriers/me/shift", &json!({"on_shift": true, "zone": "north"})).await;
+    let order = paid_order(&app, "150001").await;
+    let shipment = eventually(&app, &app.merchant(1), &format!("/v1/orders/{order}/shipment"), |_| true).await;
+    let waybill = shipment["waybill"].as_str().expect("waybill");
+    app.post_json(&format!("/v1/shipments/{waybill}/pack"), Some(&app.merchant(1)), &json!({})).await;
+    for kind in ["picked_up", "arrived_hub", "out_for_delivery", "delivered"] {
+        assert_eq!(scan(&app, 61, waybill, kind).await.status(), StatusCode::ACCEPTED, "{kind}");
+    }
+    let parcel_news = || -> Vec<Value> {
+        received.lock().expect("lock").iter().filter(|body| body["event"] == "parcel_moved").cloned().collect()
+    };
+    for _ in 0..200 {
+        if parcel_news().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let news = parcel_news();
+    let scans: Vec<&str> = news.iter().map(|body| body["parcel"]["scan"].as_str().expect("scan")).collect();
+    assert_eq!(scans, ["picked_up", "out_for_delivery", "delivered"], "{news:?}");
+    assert!(news.iter().all(|body| body["parcel"]["order_id"] == order.as_str() && body["parcel"]["user_id"] == "7"));
+    assert!(news[2]["sms"].as_str().expect("sms").contains("was delivered"), "{}", news[2]);
+}

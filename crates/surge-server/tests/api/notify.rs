@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::helpers::spawn_app_with;
 
 /// A webhook receiver on port 0 that keeps what it is sent.
-async fn receiver(status: StatusCode) -> (String, Arc<Mutex<Vec<Value>>>) {
+pub async fn receiver(status: StatusCode) -> (String, Arc<Mutex<Vec<Value>>>) {
     let received: Arc<Mutex<Vec<Value>>> = Arc::default();
     let kept = Arc::clone(&received);
     let app = axum::Router::new().route(

@@ -5,9 +5,11 @@ use async_trait::async_trait;
 use surge_domain::fulfilment::{
     Courier, Direction, FulfilmentStore, NewCourier, NewShipment, Scan, ScanKind, ScanOutcome, Shipment, ShipmentStatus,
 };
+use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{CourierId, MerchantId, OrderId, StoreError, UserId};
 use time::OffsetDateTime;
 
+use super::outbox::record_events;
 use super::{PgStore, store_error};
 use crate::rows::{from_unix_ms, unix_ms};
 
