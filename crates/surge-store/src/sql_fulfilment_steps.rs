@@ -3,10 +3,11 @@
 //! parcel, giving parcels back, and applying a scan. Each opens with a
 //! write to the row it decides on (see `crate::sql_fulfilment`).
 
-/// The steps for `$store` on `$db`; the adapter's module imports what they
-/// use, and `fulfilment_store!` calls them.
+/// The steps for `$store` on `$db` (`$row_lock`: what locks selected rows,
+/// empty where the store has one writer); the adapter's module imports
+/// what they use, and `fulfilment_store!` calls them.
 macro_rules! fulfilment_steps {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $row_lock:literal) => {
         /// The couriers of released parcels (parcel, courier) each carry
         /// as many fewer.
         async fn unload(
@@ -129,41 +130,88 @@ macro_rules! fulfilment_steps {
         /// Assignments per transaction of a dispatch plan.
         const PLAN_PER_COMMIT: usize = 500;
 
-        /// One transaction of a plan: each pair's courier slot, then its
-        /// parcel; a parcel taken meanwhile gives the slot back.
+        /// One transaction of a plan, set-based: each courier takes all
+        /// its parcels of the chunk or none (one conditional update of
+        /// every courier), then the parcels still waiting are assigned
+        /// (one conditional update of every parcel), and a courier whose
+        /// parcel another node took meanwhile gets that slot back. On
+        /// PostgreSQL the couriers, then the parcels, are locked in key
+        /// order first, so two nodes writing overlapping plans queue
+        /// rather than deadlock; SQLite has one writer.
         async fn assign_chunk(
             store: &$store,
             pairs: &[(&str, i64)],
             now_ms: i64,
         ) -> Result<Vec<ShipmentRow>, sqlx::Error> {
+            let mut wanted: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+            for &(_, courier) in pairs {
+                *wanted.entry(courier).or_default() += 1;
+            }
             let mut tx = store.pool.begin().await?;
-            let mut assigned = Vec::with_capacity(pairs.len());
-            let assign = format!(
-                "UPDATE shipments SET status = 'packed', courier_id = $2, assigned_at_ms = $3, updated_at_ms = $3 \
-                 WHERE waybill = $1 AND status = 'awaiting_courier' RETURNING {SHIPMENT_COLUMNS}"
-            );
-            for &(waybill, courier) in pairs {
-                let slot: Option<i64> = sqlx::query_scalar(
-                    "UPDATE couriers SET assigned = assigned + 1, updated_at_ms = $2 \
-                     WHERE id = $1 AND on_shift AND assigned < capacity RETURNING id",
-                )
-                .bind(courier)
-                .bind(now_ms)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if slot.is_none() {
-                    continue;
+            if !$row_lock.is_empty() {
+                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT id FROM couriers WHERE id IN (");
+                let mut listed = lock.separated(", ");
+                for courier in wanted.keys() {
+                    listed.push_bind(*courier);
                 }
-                let row: Option<ShipmentRow> =
-                    sqlx::query_as(&assign).bind(waybill).bind(courier).bind(now_ms).fetch_optional(&mut *tx).await?;
-                match row {
-                    Some(row) => assigned.push(row),
-                    None => {
-                        sqlx::query("UPDATE couriers SET assigned = assigned - 1 WHERE id = $1")
-                            .bind(courier)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                lock.push(") ORDER BY id").push($row_lock);
+                lock.build().execute(&mut *tx).await?;
+            }
+            let mut slots =
+                sqlx::QueryBuilder::<$db>::new("UPDATE couriers SET assigned = assigned + v.column2, updated_at_ms = ");
+            slots.push_bind(now_ms).push(" FROM (VALUES ");
+            let mut rows = slots.separated(", ");
+            for (courier, count) in &wanted {
+                rows.push("(CAST(").push_bind_unseparated(*courier).push_unseparated(" AS BIGINT), CAST(");
+                rows.push_bind_unseparated(*count).push_unseparated(" AS BIGINT))");
+            }
+            slots.push(
+                ") AS v WHERE couriers.id = v.column1 AND couriers.on_shift \
+                 AND couriers.assigned + v.column2 <= couriers.capacity RETURNING couriers.id",
+            );
+            let granted: std::collections::BTreeSet<i64> =
+                slots.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.into_iter().collect();
+            let mut taken: Vec<(&str, i64)> =
+                pairs.iter().copied().filter(|(_, courier)| granted.contains(courier)).collect();
+            if taken.is_empty() {
+                return Ok(Vec::new());
+            }
+            taken.sort_unstable();
+            if !$row_lock.is_empty() {
+                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT waybill FROM shipments WHERE waybill IN (");
+                let mut listed = lock.separated(", ");
+                for (waybill, _) in &taken {
+                    listed.push_bind(*waybill);
+                }
+                lock.push(") ORDER BY waybill").push($row_lock);
+                lock.build().execute(&mut *tx).await?;
+            }
+            let mut parcels = sqlx::QueryBuilder::<$db>::new(
+                "UPDATE shipments SET status = 'packed', courier_id = v.column2, assigned_at_ms = ",
+            );
+            parcels.push_bind(now_ms).push(", updated_at_ms = ").push_bind(now_ms).push(" FROM (VALUES ");
+            let mut rows = parcels.separated(", ");
+            for (waybill, courier) in &taken {
+                rows.push("(CAST(").push_bind_unseparated(*waybill).push_unseparated(" AS TEXT), CAST(");
+                rows.push_bind_unseparated(*courier).push_unseparated(" AS BIGINT))");
+            }
+            parcels.push(format!(
+                ") AS v WHERE shipments.waybill = v.column1 AND shipments.status = 'awaiting_courier' \
+                 RETURNING {SHIPMENT_COLUMNS}"
+            ));
+            let assigned: Vec<ShipmentRow> = parcels.build_query_as().fetch_all(&mut *tx).await?;
+            let mut got: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+            for row in &assigned {
+                *got.entry(row.6.unwrap_or_default()).or_default() += 1;
+            }
+            for courier in &granted {
+                let short = wanted[courier] - got.get(courier).copied().unwrap_or(0);
+                if short > 0 {
+                    sqlx::query("UPDATE couriers SET assigned = assigned - $2 WHERE id = $1")
+                        .bind(*courier)
+                        .bind(short)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             tx.commit().await?;

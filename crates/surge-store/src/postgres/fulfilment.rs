@@ -13,5 +13,5 @@ use super::outbox::record_events;
 use super::{PgStore, store_error};
 use crate::rows::{from_unix_ms, unix_ms};
 
-crate::sql_fulfilment_steps::fulfilment_steps!(PgStore, sqlx::Postgres);
+crate::sql_fulfilment_steps::fulfilment_steps!(PgStore, sqlx::Postgres, " FOR UPDATE");
 crate::sql_fulfilment::fulfilment_store!(PgStore, sqlx::Postgres);

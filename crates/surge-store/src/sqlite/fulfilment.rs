@@ -13,5 +13,5 @@ use super::outbox::record_events;
 use super::{SqliteStore, store_error};
 use crate::rows::{from_unix_ms, unix_ms};
 
-crate::sql_fulfilment_steps::fulfilment_steps!(SqliteStore, sqlx::Sqlite);
+crate::sql_fulfilment_steps::fulfilment_steps!(SqliteStore, sqlx::Sqlite, "");
 crate::sql_fulfilment::fulfilment_store!(SqliteStore, sqlx::Sqlite);

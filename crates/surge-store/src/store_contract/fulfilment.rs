@@ -233,11 +233,13 @@ async fn racing_batch_plans_assign_each_parcel_once_and_no_courier_over_capacity
     for i in 1..=40 {
         packed(&store, i, "z1").await;
     }
-    // Four nodes plan from the same picture, then write their plans at once.
+    // Four nodes plan from the same picture, each starting from other
+    // parcels, then write their plans at once.
     let mut nodes = Vec::new();
-    for _ in 0..4 {
+    for n in 0..4 {
         let node = backend.open().await;
-        let waiting = node.awaiting(100).await.expect("awaiting");
+        let mut waiting = node.awaiting(100).await.expect("awaiting");
+        waiting.rotate_left(n * 10);
         let room = node.couriers_with_room(&zones(&["z1", "z9"])).await.expect("couriers");
         assert_eq!(room.len(), 10);
         let planned = plan(&waiting, &room, &ZoneMap::default());
