@@ -36,6 +36,8 @@ pub struct ParcelMoved {
     pub order_id: OrderId,
     pub user_id: UserId,
     pub waybill: String,
+    /// The scan's place in the waybill's timeline.
+    pub seq: i64,
     pub scan: ScanKind,
 }
 
@@ -69,10 +71,10 @@ impl EventHandler for Notifications {
                     self.notifier.refund_succeeded(&refund);
                 }
             }
-            DomainEvent::ParcelScanned { order_id, user_id, ref waybill, scan, .. }
+            DomainEvent::ParcelScanned { order_id, user_id, ref waybill, seq, scan }
                 if matches!(scan, ScanKind::PickedUp | ScanKind::OutForDelivery | ScanKind::Delivered) =>
             {
-                self.notifier.parcel_moved(&ParcelMoved { order_id, user_id, waybill: waybill.clone(), scan });
+                self.notifier.parcel_moved(&ParcelMoved { order_id, user_id, waybill: waybill.clone(), seq, scan });
             }
             _ => {}
         }

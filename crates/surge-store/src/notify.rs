@@ -91,7 +91,7 @@ impl Notice {
         match self {
             Notice::OrderCreated(order) => format!("order-{}", order.id),
             Notice::RefundSucceeded(refund) => format!("refund-{}", refund.id),
-            Notice::ParcelMoved(parcel) => format!("parcel-{}-{}", parcel.waybill, parcel.scan.as_str()),
+            Notice::ParcelMoved(parcel) => format!("parcel-{}-{}", parcel.waybill, parcel.seq),
         }
     }
 

@@ -265,28 +265,55 @@ macro_rules! fulfilment_store {
                 shipments(rows)
             }
 
+            async fn awaiting_in(&self, zones: &[String], limit: u32) -> Result<Vec<Shipment>, StoreError> {
+                if zones.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE status = 'awaiting_courier' AND zone IN ("
+                ));
+                let mut listed = query.separated(", ");
+                for zone in zones {
+                    listed.push_bind(zone.clone());
+                }
+                query.push(") ORDER BY updated_at_ms, waybill LIMIT ").push_bind(i64::from(limit));
+                let rows: Vec<ShipmentRow> =
+                    query.build_query_as().fetch_all(&self.pool).await.map_err(store_error)?;
+                shipments(rows)
+            }
+
+            async fn zones_with_room(&self) -> Result<Vec<String>, StoreError> {
+                sqlx::query_scalar("SELECT DISTINCT zone FROM couriers WHERE on_shift AND assigned < capacity")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_error)
+            }
+
             async fn release_stale(
                 &self,
                 assigned_before: OffsetDateTime,
                 limit: u32,
                 now: OffsetDateTime,
             ) -> Result<Vec<String>, StoreError> {
-                let now_ms = unix_ms(now);
-                let mut tx = self.pool.begin().await.map_err(store_error)?;
-                let released: Vec<(String, i64)> = sqlx::query_as(
-                    "UPDATE shipments SET updated_at_ms = $3 WHERE waybill IN (SELECT waybill FROM shipments \
-                     WHERE status = 'packed' AND assigned_at_ms < $1 ORDER BY assigned_at_ms LIMIT $2) \
-                     AND status = 'packed' AND courier_id IS NOT NULL RETURNING waybill, courier_id",
+                // Courier by courier, the courier's row first and then its
+                // parcels, as going off shift takes them: the two never
+                // wait on each other in opposite orders.
+                let couriers: Vec<i64> = sqlx::query_scalar(
+                    "SELECT DISTINCT courier_id FROM shipments \
+                     WHERE status = 'packed' AND assigned_at_ms < $1 AND courier_id IS NOT NULL LIMIT $2",
                 )
                 .bind(unix_ms(assigned_before))
                 .bind(i64::from(limit))
-                .bind(now_ms)
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
-                unassign(&mut tx, &released, now_ms).await.map_err(store_error)?;
-                tx.commit().await.map_err(store_error)?;
-                Ok(released.into_iter().map(|(waybill, _)| waybill).collect())
+                let mut waybills = Vec::new();
+                for courier in couriers {
+                    let released =
+                        release_stale_of(self, courier, unix_ms(assigned_before), unix_ms(now)).await.map_err(store_error)?;
+                    waybills.extend(released);
+                }
+                Ok(waybills)
             }
 
             async fn scan(
@@ -302,7 +329,7 @@ macro_rules! fulfilment_store {
             async fn tasks(&self, courier: CourierId) -> Result<Vec<Shipment>, StoreError> {
                 let sql = format!(
                     "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE courier_id = $1 AND status <> 'delivered' \
-                     ORDER BY created_at_ms, waybill LIMIT 500"
+                     ORDER BY created_at_ms, waybill LIMIT 1000"
                 );
                 let rows: Vec<ShipmentRow> =
                     sqlx::query_as(&sql).bind(courier.get()).fetch_all(&self.pool).await.map_err(store_error)?;

@@ -127,6 +127,35 @@ macro_rules! fulfilment_steps {
             Ok(None)
         }
 
+        /// One courier's parcels assigned before `before_ms` and not picked
+        /// up go back to waiting, in one transaction that locks the courier
+        /// first (the order `set_shift` takes them in).
+        async fn release_stale_of(
+            store: &$store,
+            courier: i64,
+            before_ms: i64,
+            now_ms: i64,
+        ) -> Result<Vec<String>, sqlx::Error> {
+            let mut tx = store.pool.begin().await?;
+            sqlx::query("UPDATE couriers SET updated_at_ms = $2 WHERE id = $1")
+                .bind(courier)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            let released: Vec<(String, i64)> = sqlx::query_as(
+                "UPDATE shipments SET updated_at_ms = $3 WHERE courier_id = $1 AND status = 'packed' \
+                 AND assigned_at_ms < $2 RETURNING waybill, courier_id",
+            )
+            .bind(courier)
+            .bind(before_ms)
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+            unassign(&mut tx, &released, now_ms).await?;
+            tx.commit().await?;
+            Ok(released.into_iter().map(|(waybill, _)| waybill).collect())
+        }
+
         /// Assignments per transaction of a dispatch plan.
         const PLAN_PER_COMMIT: usize = 500;
 

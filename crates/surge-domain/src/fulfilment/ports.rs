@@ -101,6 +101,12 @@ pub trait FulfilmentStore: Send + Sync + 'static {
     /// Parcels waiting for a courier, oldest first.
     async fn awaiting(&self, limit: u32) -> Result<Vec<Shipment>, StoreError>;
 
+    /// Parcels of `zones` waiting for a courier, oldest first.
+    async fn awaiting_in(&self, zones: &[String], limit: u32) -> Result<Vec<Shipment>, StoreError>;
+
+    /// The zones with an on-shift courier who has room.
+    async fn zones_with_room(&self) -> Result<Vec<String>, StoreError>;
+
     /// Parcels assigned before `assigned_before` and still not picked up go
     /// back to `awaiting_courier`, their couriers' loads down by as many:
     /// their waybills.

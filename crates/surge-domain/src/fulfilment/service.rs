@@ -49,6 +49,16 @@ fn text(field: &str, value: &str) -> Result<String, FulfilmentError> {
     Ok(value.to_owned())
 }
 
+/// What a waybill looks like (`SF` and the order id): anything else names
+/// no shipment and is not looked up (a database may refuse odd text, such
+/// as a NUL, with an error rather than "no row").
+fn is_waybill(waybill: &str) -> bool {
+    let bytes = waybill.as_bytes();
+    (3..=21).contains(&bytes.len())
+        && bytes[..2].iter().all(u8::is_ascii_uppercase)
+        && bytes[2..].iter().all(u8::is_ascii_digit)
+}
+
 pub struct Fulfilment {
     store: Arc<dyn FulfilmentStore>,
     zones: ZoneMap,
@@ -102,8 +112,13 @@ impl Fulfilment {
             .ok_or(FulfilmentError::NotFound("courier"))?;
         if self.mode == DispatchMode::Greedy {
             for waybill in released {
-                if let Some(shipment) = self.store.shipment(&waybill).await? {
-                    self.dispatch(&shipment).await?;
+                let dispatched = match self.store.shipment(&waybill).await {
+                    Ok(Some(shipment)) => self.dispatch(&shipment).await.map(|_| ()),
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = dispatched {
+                    tracing::warn!(%error, %waybill, "handed back; dispatch left to the next pass");
                 }
             }
         }
@@ -128,6 +143,9 @@ impl Fulfilment {
     }
 
     async fn visible_shipment(&self, actor: &Actor, waybill: &str) -> Result<Shipment, FulfilmentError> {
+        if !is_waybill(waybill) {
+            return Err(FulfilmentError::NotFound("shipment"));
+        }
         match self.store.shipment(waybill).await? {
             Some(shipment) if Self::visible(actor, &shipment) => Ok(shipment),
             _ => Err(FulfilmentError::NotFound("shipment")),
@@ -159,7 +177,15 @@ impl Fulfilment {
             // The next batch pass assigns it.
             return Ok(packed);
         }
-        Ok(self.dispatch(&packed).await?.unwrap_or(packed))
+        // Packed is written: a failed dispatch leaves it to the next pass
+        // rather than failing a request whose change went through.
+        match self.dispatch(&packed).await {
+            Ok(assigned) => Ok(assigned.unwrap_or(packed)),
+            Err(error) => {
+                tracing::warn!(%error, waybill = %packed.waybill, "packed; dispatch left to the next pass");
+                Ok(packed)
+            }
+        }
     }
 
     /// Assigns a waiting parcel to a courier of its zone or the adjacent
@@ -181,7 +207,11 @@ impl Fulfilment {
         match self.mode {
             DispatchMode::Greedy => {
                 let mut assigned = 0;
-                for shipment in self.store.awaiting(DISPATCH_BATCH).await? {
+                let zones = self.servable().await?;
+                if zones.is_empty() {
+                    return Ok(0);
+                }
+                for shipment in self.store.awaiting_in(&zones, DISPATCH_BATCH).await? {
                     if self.dispatch(&shipment).await?.is_some() {
                         assigned += 1;
                     }
@@ -192,11 +222,23 @@ impl Fulfilment {
         }
     }
 
+    /// The zones whose waiting parcels some courier could take now: a pass
+    /// looks only at those, so a backlog nobody can carry (a zone with no
+    /// courier on shift) never hides the parcels behind it.
+    async fn servable(&self) -> Result<Vec<String>, StoreError> {
+        let room = self.store.zones_with_room().await?;
+        Ok(self.zones.served_by(&room))
+    }
+
     /// Plans up to `limit` waiting parcels, oldest first, against the free
     /// slots of the couriers who may take them, and writes the plan: how
     /// many were assigned.
     pub async fn dispatch_batch(&self, limit: u32) -> Result<usize, StoreError> {
-        let parcels = self.store.awaiting(limit).await?;
+        let servable = self.servable().await?;
+        if servable.is_empty() {
+            return Ok(0);
+        }
+        let parcels = self.store.awaiting_in(&servable, limit).await?;
         if parcels.is_empty() {
             return Ok(0);
         }
@@ -214,11 +256,18 @@ impl Fulfilment {
     /// The assigned courier scans its parcel.
     pub async fn scan(&self, actor: &Actor, waybill: &str, scan: Scan) -> Result<Shipment, FulfilmentError> {
         let courier = Self::courier_of(actor)?;
+        if !is_waybill(waybill) {
+            return Err(FulfilmentError::NotFound("shipment"));
+        }
+        let now = self.clock.now();
+        if (scan.at - now).abs() > time::Duration::days(1) {
+            return Err(FulfilmentError::Invalid("at must be within a day of now".to_owned()));
+        }
         if scan.note.chars().count() > MAX_NOTE || scan.note.chars().any(char::is_control) {
             return Err(FulfilmentError::Invalid(format!("note must be at most {MAX_NOTE} printable characters")));
         }
         let scan = Scan { location: text("location", &scan.location)?, ..scan };
-        match self.store.scan(waybill, courier, &scan, self.clock.now()).await? {
+        match self.store.scan(waybill, courier, &scan, now).await? {
             ScanOutcome::Applied(shipment) => Ok(shipment),
             ScanOutcome::NotFound => Err(FulfilmentError::NotFound("shipment")),
             ScanOutcome::NotAssigned => Err(FulfilmentError::Forbidden("the parcel is not assigned to you")),
@@ -267,5 +316,18 @@ impl EventHandler for ShipmentOpener {
         };
         self.store.open_shipment(&shipment, self.clock.now()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_waybill;
+
+    #[test]
+    fn only_waybill_shaped_text_is_looked_up() {
+        assert!(is_waybill("SF253230957300023296"));
+        for odd in ["", "SF", "sf1", "S1", "SF1a", "SF\u{0}", "aé1", "SF12345678901234567890"] {
+            assert!(!is_waybill(odd), "{odd:?}");
+        }
     }
 }

@@ -39,6 +39,20 @@ impl ZoneMap {
         (address.region.clone(), zone)
     }
 
+    /// The zones whose parcels a courier of one of `zones` may take: those
+    /// zones, and every zone that lists one of them as adjacent.
+    pub fn served_by(&self, zones: &[String]) -> Vec<String> {
+        let mut served: Vec<String> = zones.to_vec();
+        for (zone, neighbours) in &self.adjacent {
+            if neighbours.iter().any(|n| zones.contains(n)) {
+                served.push(zone.clone());
+            }
+        }
+        served.sort_unstable();
+        served.dedup();
+        served
+    }
+
     /// The zones whose couriers may take a parcel of `zone`: its own first,
     /// then its neighbours.
     pub fn serving(&self, zone: &str) -> Vec<String> {
@@ -76,5 +90,7 @@ mod tests {
         let map = ZoneMap::new([], adjacent);
         assert_eq!(map.serving("a"), vec!["a", "b", "c"]);
         assert_eq!(map.serving("z"), vec!["z"]);
+        assert_eq!(map.served_by(&["c".to_owned()]), vec!["a", "c"], "a's parcels may go to c");
+        assert_eq!(map.served_by(&["a".to_owned()]), vec!["a"]);
     }
 }

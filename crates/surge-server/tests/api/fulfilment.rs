@@ -65,7 +65,8 @@ async fn order_status(app: &TestApp, order: &str) -> String {
 }
 
 async fn scan(app: &TestApp, courier: u64, waybill: &str, kind: &str) -> Response {
-    let body = json!({"type": kind, "at": "2026-11-30T10:00:00Z", "location": "Harbin hub", "note": kind});
+    let at = crate::helpers::rfc3339(time::OffsetDateTime::now_utc());
+    let body = json!({"type": kind, "at": at, "location": "Harbin hub", "note": kind});
     app.post_json(&format!("/v1/shipments/{waybill}/scans"), Some(&app.courier(courier)), &body).await
 }
 
@@ -123,9 +124,18 @@ async fn a_paid_order_goes_from_packing_to_the_buyers_door() {
     put(&app, &app.admin(), "/v1/couriers/32", &courier).await;
     assert_error(scan(&app, 32, &waybill, "picked_up").await, StatusCode::FORBIDDEN, "forbidden").await;
     assert_error(scan(&app, 31, &waybill, "delivered").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_state").await;
-    let bad = json!({"type": "teleported", "at": "2026-11-30T10:00:00Z", "location": "Harbin hub"});
-    let response = app.post_json(&format!("/v1/shipments/{waybill}/scans"), Some(&app.courier(31)), &bad).await;
-    assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+    let now = time::OffsetDateTime::now_utc();
+    let week_ago = crate::helpers::rfc3339(now - time::Duration::days(7));
+    for bad in [
+        json!({"type": "teleported", "at": crate::helpers::rfc3339(now), "location": "Harbin hub"}),
+        json!({"type": "picked_up", "at": week_ago, "location": "Harbin hub"}),
+        json!({"type": "picked_up", "at": crate::helpers::rfc3339(now), "location": ""}),
+    ] {
+        let response = app.post_json(&format!("/v1/shipments/{waybill}/scans"), Some(&app.courier(31)), &bad).await;
+        assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    let odd = get(&app, &app.admin(), "/v1/waybills/SF%00/tracking").await;
+    assert_eq!(odd.status(), StatusCode::NOT_FOUND, "not a waybill, not looked up");
     let tracking = format!("/v1/waybills/{waybill}/tracking");
     let seen: Value = get(&app, &app.customer(7), &tracking).await.json().await.expect("json");
     assert_eq!(seen["events"], json!([]), "refused scans leave nothing");

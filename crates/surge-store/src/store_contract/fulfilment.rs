@@ -137,6 +137,10 @@ async fn racing_dispatchers_assign_each_parcel_once_and_no_courier_over_capacity
     assert_eq!(by_zone, 30, "the parcel's own zone first");
     assert_eq!(store.courier(CourierId::new(13)).await.expect("get").expect("exists").load, 0, "not a serving zone");
     assert_eq!(store.awaiting(500).await.expect("awaiting").len(), 20, "the rest wait");
+    // A pass looks only where a courier has room: not at z1's backlog.
+    assert_eq!(store.zones_with_room().await.expect("zones"), vec!["elsewhere".to_owned()]);
+    assert!(store.awaiting_in(&zones(&["elsewhere"]), 500).await.expect("awaiting").is_empty());
+    assert_eq!(store.awaiting_in(&zones(&["z1", "z2"]), 500).await.expect("awaiting").len(), 20);
     assert_eq!(store.assign(&won[0].waybill, &serving, now_ms()).await.expect("assign"), None, "assigned already");
 }
 
