@@ -1593,3 +1593,157 @@ async fn three_nodes_apply_ten_thousand_repeated_and_reordered_callbacks_once_ea
     assert_eq!(pass["checked"], 2 * opened.len(), "every order paid, every payment looked at: {pass}");
     deployment.drop_stream().await;
 }
+
+/// Issue 13's dispatch across nodes, at a scale a test run affords: 300
+/// paid orders in 4 zones packed at once through three nodes, 20 couriers
+/// of capacity 10, and 5 of them going off shift while the packing runs.
+/// In the end every slot of the couriers on shift is filled, each parcel
+/// by one courier, nobody over capacity, and the couriers who left hold
+/// nothing (what they had went to others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over_capacity() {
+    const MERCHANTS: u64 = 20;
+    const CARTS: u64 = 15;
+    const COURIERS: u64 = 20;
+    const CAPACITY: u64 = 10;
+    let _one_at_a_time = SERIAL.lock().await;
+    let broker = Broker::Nats("nats://127.0.0.1:4222".to_owned());
+    let deployment = Deployment::start(broker, &[("SURGE_FULFILMENT__DISPATCH_INTERVAL", "100ms")]).await;
+    let admin = deployment.token(Role::Admin, "ops");
+    let mut products = Vec::new();
+    for merchant in 1..=MERCHANTS {
+        let token = deployment.token(Role::Merchant, &merchant.to_string());
+        let body = json!({"sku": "SHIP", "name": "Shipped", "price_cents": 100, "stock": 1_000});
+        let product = deployment.post((merchant % 3) as usize, "/v1/products", &token, body).await;
+        products.push(product["id"].as_str().expect("product id").to_owned());
+    }
+    // Zones: no zone map, so each address's region ("r0".."r3").
+    let orders: Vec<(u64, String, Value)> = stream::iter(1..=CARTS)
+        .map(|customer| {
+            let items: Vec<Value> = products.iter().map(|id| json!({"product_id": id, "quantity": 1})).collect();
+            let address = json!({"region": format!("r{}", customer % 4), "city": "Harbin", "line1": "1 Main St",
+                                 "postcode": "150000", "phone": "+86 451 0000"});
+            let deployment = &deployment;
+            async move {
+                let token = deployment.token(Role::Customer, &customer.to_string());
+                let body = json!({"items": items, "address": address});
+                let placed = deployment.post((customer % 3) as usize, "/v1/checkout", &token, body).await;
+                let orders = placed["orders"].as_array().unwrap_or_else(|| panic!("no orders in {placed}")).clone();
+                orders
+                    .into_iter()
+                    .map(move |o| (customer, o["id"].as_str().expect("id").to_owned(), o["merchant_id"].clone()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .buffer_unordered(3)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(orders.len() as u64, MERCHANTS * CARTS);
+    let paid: Vec<Value> = stream::iter(orders.iter().enumerate())
+        .map(|(i, (customer, order, _))| {
+            let deployment = &deployment;
+            async move {
+                let token = deployment.token(Role::Customer, &customer.to_string());
+                deployment.post(i % 3, &format!("/v1/orders/{order}/pay"), &token, json!({})).await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    assert!(paid.iter().all(|order| order["status"] == "PAID"), "every order paid");
+
+    for courier in 0..COURIERS {
+        let body = json!({"name": "C", "region": "north", "zone": format!("r{}", courier % 4), "capacity": CAPACITY});
+        let client = &deployment.client;
+        let url = format!("{}/v1/couriers/{}", deployment.bases[(courier % 3) as usize], 100 + courier);
+        assert_eq!(client.put(url).bearer_auth(&admin).json(&body).send().await.expect("put").status(), StatusCode::OK);
+    }
+    let shift = |courier: u64, on: bool| {
+        let deployment = &deployment;
+        async move {
+            let token = deployment.token(Role::Courier, &(100 + courier).to_string());
+            let url = format!("{}/v1/couriers/me/shift", deployment.bases[(courier % 3) as usize]);
+            let body = json!({"on_shift": on, "zone": format!("r{}", courier % 4)});
+            let response = deployment.client.put(url).bearer_auth(token).json(&body).send().await.expect("shift");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    };
+    for courier in 0..COURIERS {
+        shift(courier, true).await;
+    }
+    // The shipments are opened by the outbox's consumer on some node.
+    let waybills: Vec<(String, String)> = stream::iter(orders.iter().enumerate())
+        .map(|(i, (_, order, merchant))| {
+            let deployment = &deployment;
+            async move {
+                let token = deployment.token(Role::Merchant, merchant.as_str().expect("merchant"));
+                let url = format!("{}/v1/orders/{order}/shipment", deployment.bases[i % 3]);
+                for _ in 0..400 {
+                    let response = deployment.client.get(&url).bearer_auth(&token).send().await.expect("get");
+                    if response.status() == StatusCode::OK {
+                        let shipment: Value = response.json().await.expect("json");
+                        return (shipment["waybill"].as_str().expect("waybill").to_owned(), token);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("no shipment for {order}");
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+
+    // Every parcel packed through the three nodes at once; five couriers
+    // (one or two per zone) leave while it runs.
+    let packing = stream::iter(waybills.iter().enumerate())
+        .map(|(i, (waybill, token))| {
+            let deployment = &deployment;
+            async move {
+                let url = format!("{}/v1/shipments/{waybill}/pack", deployment.bases[i % 3]);
+                let response = deployment.client.post(url).bearer_auth(token).json(&json!({})).send().await;
+                assert_eq!(response.expect("pack").status(), StatusCode::OK);
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>();
+    let leaving = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for courier in 0..5 {
+            shift(courier, false).await;
+        }
+    };
+    tokio::join!(packing, leaving);
+
+    // Zone r0 keeps 3 couriers (30 slots), r1-r3 keep 4 (40 each); every
+    // zone has more parcels than that, so in the end every slot is full.
+    let on_shift_slots = (COURIERS - 5) * CAPACITY;
+    let mut seen = (0, HashMap::new());
+    for _ in 0..100 {
+        let mut held: HashMap<u64, Vec<String>> = HashMap::new();
+        for courier in 0..COURIERS {
+            let token = deployment.token(Role::Courier, &(100 + courier).to_string());
+            let url = format!("{}/v1/couriers/me/tasks", deployment.bases[(courier % 3) as usize]);
+            let tasks: Value =
+                deployment.client.get(url).bearer_auth(token).send().await.expect("tasks").json().await.expect("json");
+            let items = tasks["items"].as_array().expect("items");
+            held.insert(courier, items.iter().map(|t| t["waybill"].as_str().expect("waybill").to_owned()).collect());
+        }
+        let total: usize = held.values().map(Vec::len).sum();
+        seen = (total, held);
+        if total as u64 == on_shift_slots {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (total, held) = seen;
+    assert_eq!(total as u64, on_shift_slots, "every slot of the couriers on shift filled: {held:?}");
+    let all: HashSet<&String> = held.values().flatten().collect();
+    assert_eq!(all.len(), total, "a parcel held by two couriers");
+    for (courier, parcels) in &held {
+        let expected = if *courier < 5 { 0 } else { CAPACITY as usize };
+        assert_eq!(parcels.len(), expected, "courier {courier}");
+    }
+}
