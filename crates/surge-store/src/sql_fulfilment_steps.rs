@@ -177,58 +177,14 @@ macro_rules! fulfilment_steps {
                 *wanted.entry(courier).or_default() += 1;
             }
             let mut tx = store.pool.begin().await?;
-            if !$row_lock.is_empty() {
-                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT id FROM couriers WHERE id IN (");
-                let mut listed = lock.separated(", ");
-                for courier in wanted.keys() {
-                    listed.push_bind(*courier);
-                }
-                lock.push(") ORDER BY id").push($row_lock);
-                lock.build().execute(&mut *tx).await?;
-            }
-            let mut slots =
-                sqlx::QueryBuilder::<$db>::new("UPDATE couriers SET assigned = assigned + v.column2, updated_at_ms = ");
-            slots.push_bind(now_ms).push(" FROM (VALUES ");
-            let mut rows = slots.separated(", ");
-            for (courier, count) in &wanted {
-                rows.push("(CAST(").push_bind_unseparated(*courier).push_unseparated(" AS BIGINT), CAST(");
-                rows.push_bind_unseparated(*count).push_unseparated(" AS BIGINT))");
-            }
-            slots.push(
-                ") AS v WHERE couriers.id = v.column1 AND couriers.on_shift \
-                 AND couriers.assigned + v.column2 <= couriers.capacity RETURNING couriers.id",
-            );
-            let granted: std::collections::BTreeSet<i64> =
-                slots.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.into_iter().collect();
+            let granted = take_slots(&mut tx, &wanted, now_ms).await?;
             let mut taken: Vec<(&str, i64)> =
                 pairs.iter().copied().filter(|(_, courier)| granted.contains(courier)).collect();
             if taken.is_empty() {
                 return Ok(Vec::new());
             }
             taken.sort_unstable();
-            if !$row_lock.is_empty() {
-                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT waybill FROM shipments WHERE waybill IN (");
-                let mut listed = lock.separated(", ");
-                for (waybill, _) in &taken {
-                    listed.push_bind(*waybill);
-                }
-                lock.push(") ORDER BY waybill").push($row_lock);
-                lock.build().execute(&mut *tx).await?;
-            }
-            let mut parcels = sqlx::QueryBuilder::<$db>::new(
-                "UPDATE shipments SET status = 'packed', courier_id = v.column2, assigned_at_ms = ",
-            );
-            parcels.push_bind(now_ms).push(", updated_at_ms = ").push_bind(now_ms).push(" FROM (VALUES ");
-            let mut rows = parcels.separated(", ");
-            for (waybill, courier) in &taken {
-                rows.push("(CAST(").push_bind_unseparated(*waybill).push_unseparated(" AS TEXT), CAST(");
-                rows.push_bind_unseparated(*courier).push_unseparated(" AS BIGINT))");
-            }
-            parcels.push(format!(
-                ") AS v WHERE shipments.waybill = v.column1 AND shipments.status = 'awaiting_courier' \
-                 RETURNING {SHIPMENT_COLUMNS}"
-            ));
-            let assigned: Vec<ShipmentRow> = parcels.build_query_as().fetch_all(&mut *tx).await?;
+            let assigned = assign_parcels(&mut tx, &taken, now_ms).await?;
             let mut got: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
             for row in &assigned {
                 *got.entry(row.6.unwrap_or_default()).or_default() += 1;
@@ -245,6 +201,93 @@ macro_rules! fulfilment_steps {
             }
             tx.commit().await?;
             Ok(assigned)
+        }
+
+        /// Each courier of `wanted` (id → parcels) takes that many slots,
+        /// or none: the couriers that did.
+        async fn take_slots(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            wanted: &std::collections::BTreeMap<i64, i64>,
+            now_ms: i64,
+        ) -> Result<std::collections::BTreeSet<i64>, sqlx::Error> {
+            if !$row_lock.is_empty() {
+                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT id FROM couriers WHERE id IN (");
+                let mut listed = lock.separated(", ");
+                for courier in wanted.keys() {
+                    listed.push_bind(*courier);
+                }
+                lock.push(") ORDER BY id").push($row_lock);
+                lock.build().execute(&mut **tx).await?;
+            }
+            let mut slots =
+                sqlx::QueryBuilder::<$db>::new("UPDATE couriers SET assigned = assigned + v.column2, updated_at_ms = ");
+            slots.push_bind(now_ms).push(" FROM (VALUES ");
+            let mut rows = slots.separated(", ");
+            for (courier, count) in wanted {
+                rows.push("(CAST(").push_bind_unseparated(*courier).push_unseparated(" AS BIGINT), CAST(");
+                rows.push_bind_unseparated(*count).push_unseparated(" AS BIGINT))");
+            }
+            slots.push(
+                ") AS v WHERE couriers.id = v.column1 AND couriers.on_shift \
+                 AND couriers.assigned + v.column2 <= couriers.capacity RETURNING couriers.id",
+            );
+            Ok(slots.build_query_scalar::<i64>().fetch_all(&mut **tx).await?.into_iter().collect())
+        }
+
+        /// The (parcel, courier) pairs whose parcel still waits, assigned.
+        async fn assign_parcels(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            taken: &[(&str, i64)],
+            now_ms: i64,
+        ) -> Result<Vec<ShipmentRow>, sqlx::Error> {
+            if !$row_lock.is_empty() {
+                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT waybill FROM shipments WHERE waybill IN (");
+                let mut listed = lock.separated(", ");
+                for (waybill, _) in taken {
+                    listed.push_bind(*waybill);
+                }
+                lock.push(") ORDER BY waybill").push($row_lock);
+                lock.build().execute(&mut **tx).await?;
+            }
+            let mut parcels = sqlx::QueryBuilder::<$db>::new(
+                "UPDATE shipments SET status = 'packed', courier_id = v.column2, assigned_at_ms = ",
+            );
+            parcels.push_bind(now_ms).push(", updated_at_ms = ").push_bind(now_ms).push(" FROM (VALUES ");
+            let mut rows = parcels.separated(", ");
+            for (waybill, courier) in taken {
+                rows.push("(CAST(").push_bind_unseparated(*waybill).push_unseparated(" AS TEXT), CAST(");
+                rows.push_bind_unseparated(*courier).push_unseparated(" AS BIGINT))");
+            }
+            parcels.push(format!(
+                ") AS v WHERE shipments.waybill = v.column1 AND shipments.status = 'awaiting_courier' \
+                 RETURNING {SHIPMENT_COLUMNS}"
+            ));
+            parcels.build_query_as().fetch_all(&mut **tx).await
+        }
+
+        /// What the delivered scan also moves: the courier's slot frees,
+        /// and a forward parcel's order is `DELIVERED`.
+        async fn delivered(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            shipment: &Shipment,
+            courier: i64,
+            now_ms: i64,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query("UPDATE couriers SET assigned = assigned - 1, updated_at_ms = $2 WHERE id = $1 AND assigned > 0")
+                .bind(courier)
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+            if shipment.direction == Direction::Forward {
+                sqlx::query(
+                    "UPDATE orders SET status = 'DELIVERED', updated_at_ms = $2 WHERE id = $1 AND status = 'FULFILLING'",
+                )
+                .bind(shipment.order_id.get())
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
         }
 
         async fn scan_in(
@@ -296,23 +339,7 @@ macro_rules! fulfilment_steps {
             let sql = format!("UPDATE shipments SET status = $2 WHERE waybill = $1 RETURNING {SHIPMENT_COLUMNS}");
             let row: ShipmentRow = sqlx::query_as(&sql).bind(waybill).bind(next.as_str()).fetch_one(&mut *tx).await?;
             if next == ShipmentStatus::Delivered {
-                sqlx::query(
-                    "UPDATE couriers SET assigned = assigned - 1, updated_at_ms = $2 WHERE id = $1 AND assigned > 0",
-                )
-                .bind(courier)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                if current.direction == Direction::Forward {
-                    sqlx::query(
-                        "UPDATE orders SET status = 'DELIVERED', updated_at_ms = $2 \
-                         WHERE id = $1 AND status = 'FULFILLING'",
-                    )
-                    .bind(current.order_id.get())
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                delivered(&mut tx, &current, courier, now_ms).await?;
             }
             tx.commit().await?;
             let applied = shipment(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
