@@ -117,21 +117,11 @@ macro_rules! fulfilment_store {
                 };
                 let mut released = Vec::new();
                 if !on_shift {
-                    // Touched first, so their couriers are read as locked.
-                    released = sqlx::query_as(
-                        "UPDATE shipments SET updated_at_ms = $2 WHERE courier_id = $1 AND status = 'packed' \
-                         RETURNING waybill, courier_id",
-                    )
-                    .bind(id.get())
-                    .bind(now_ms)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
+                    released = hand_back(&mut tx, id.get(), i64::MAX, now_ms).await.map_err(store_error)?;
                     row.6 -= released.len() as i64;
-                    unassign(&mut tx, &released, now_ms).await.map_err(store_error)?;
                 }
                 tx.commit().await.map_err(store_error)?;
-                Ok(Some((courier(row), released.into_iter().map(|(waybill, _)| waybill).collect())))
+                Ok(Some((courier(row), released)))
             }
 
             async fn open_shipment(&self, new: &NewShipment, now: OffsetDateTime) -> Result<Shipment, StoreError> {
@@ -226,8 +216,9 @@ macro_rules! fulfilment_store {
                 plan: &[(String, CourierId)],
                 now: OffsetDateTime,
             ) -> Result<Vec<Shipment>, StoreError> {
-                // Couriers in ascending id within each transaction, so two
-                // nodes writing plans lock them in the same order.
+                // A courier's parcels side by side, so a chunk mostly holds
+                // all of them (a courier takes a chunk's parcels all or
+                // none); each chunk locks its rows in key order itself.
                 let mut pairs: Vec<(&str, i64)> = plan.iter().map(|(w, c)| (w.as_str(), c.get())).collect();
                 pairs.sort_unstable_by_key(|&(waybill, courier)| (courier, waybill));
                 let mut assigned = Vec::with_capacity(pairs.len());

@@ -8,48 +8,39 @@
 /// what they use, and `fulfilment_store!` calls them.
 macro_rules! fulfilment_steps {
     ($store:ty, $db:ty, $row_lock:literal) => {
-        /// The couriers of released parcels (parcel, courier) each carry
-        /// as many fewer.
-        async fn unload(
+        /// Hands back `courier`'s parcels assigned before `before_ms` and
+        /// not picked up (`i64::MAX`: all of them): back to
+        /// `awaiting_courier`, unassigned, and the courier's load down by
+        /// as many. The caller has written the courier's row first, so it
+        /// is locked before its parcels (the order every step takes).
+        async fn hand_back(
             tx: &mut sqlx::Transaction<'static, $db>,
-            released: &[(String, i64)],
+            courier: i64,
+            before_ms: i64,
             now_ms: i64,
-        ) -> Result<(), sqlx::Error> {
-            let mut per_courier: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
-            for (_, courier) in released {
-                *per_courier.entry(*courier).or_default() += 1;
-            }
-            for (courier, parcels) in per_courier {
+        ) -> Result<Vec<String>, sqlx::Error> {
+            let released: Vec<String> = sqlx::query_scalar(
+                "UPDATE shipments SET status = 'awaiting_courier', courier_id = NULL, assigned_at_ms = NULL, \
+                 updated_at_ms = $3 WHERE courier_id = $1 AND status = 'packed' AND assigned_at_ms < $2 \
+                 RETURNING waybill",
+            )
+            .bind(courier)
+            .bind(before_ms)
+            .bind(now_ms)
+            .fetch_all(&mut **tx)
+            .await?;
+            if !released.is_empty() {
                 sqlx::query(
                     "UPDATE couriers SET assigned = assigned - $2, updated_at_ms = $3 \
                      WHERE id = $1 AND assigned >= $2",
                 )
                 .bind(courier)
-                .bind(parcels)
+                .bind(released.len() as i64)
                 .bind(now_ms)
                 .execute(&mut **tx)
                 .await?;
             }
-            Ok(())
-        }
-
-        /// Parcels back to `awaiting_courier`, unassigned.
-        async fn unassign(
-            tx: &mut sqlx::Transaction<'static, $db>,
-            released: &[(String, i64)],
-            now_ms: i64,
-        ) -> Result<(), sqlx::Error> {
-            for (waybill, _) in released {
-                sqlx::query(
-                    "UPDATE shipments SET status = 'awaiting_courier', courier_id = NULL, assigned_at_ms = NULL, \
-                     updated_at_ms = $2 WHERE waybill = $1",
-                )
-                .bind(waybill)
-                .bind(now_ms)
-                .execute(&mut **tx)
-                .await?;
-            }
-            unload(tx, released, now_ms).await
+            Ok(released)
         }
 
         /// Takes a slot of an on-shift courier of `zone`, least loaded
@@ -142,18 +133,9 @@ macro_rules! fulfilment_steps {
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
-            let released: Vec<(String, i64)> = sqlx::query_as(
-                "UPDATE shipments SET updated_at_ms = $3 WHERE courier_id = $1 AND status = 'packed' \
-                 AND assigned_at_ms < $2 RETURNING waybill, courier_id",
-            )
-            .bind(courier)
-            .bind(before_ms)
-            .bind(now_ms)
-            .fetch_all(&mut *tx)
-            .await?;
-            unassign(&mut tx, &released, now_ms).await?;
+            let released = hand_back(&mut tx, courier, before_ms, now_ms).await?;
             tx.commit().await?;
-            Ok(released.into_iter().map(|(waybill, _)| waybill).collect())
+            Ok(released)
         }
 
         /// Assignments per transaction of a dispatch plan.
