@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surge_domain::Clock;
-use surge_domain::fulfilment::ShipmentOpener;
+use surge_domain::fulfilment::{Fulfilment, ShipmentOpener};
 use surge_domain::notification::{Notifications, Notifier};
 use surge_domain::outbox::{EventBus, EventConsumer, EventHandler, EventStream, Inbox, OutboxRelay, OutboxStore};
 use tokio::sync::watch;
 
 use crate::backend::Backend;
-use crate::config::Settings;
 use crate::metrics::{Metrics, OUTBOX_BACKLOG, OUTBOX_LAG, OUTBOX_PUBLISHED};
 
 /// Events per relay or consumer step.
@@ -56,20 +55,15 @@ pub struct OutboxWorkers {
 impl OutboxWorkers {
     /// The relay over the backend's outbox and bus, and the consumers.
     pub fn wire(
-        settings: &Settings,
         backend: &Backend,
+        fulfilment: &Arc<Fulfilment>,
         metrics: &Metrics,
         clock: &Arc<dyn Clock>,
         notifier: Arc<dyn Notifier>,
     ) -> Self {
         let notifications =
             Notifications { orders: Arc::clone(&backend.orders), payments: Arc::clone(&backend.payments), notifier };
-        let opener = ShipmentOpener {
-            store: Arc::clone(&backend.fulfilment),
-            orders: Arc::clone(&backend.orders),
-            zones: (&settings.fulfilment).into(),
-            clock: Arc::clone(clock),
-        };
+        let opener = ShipmentOpener { fulfilment: Arc::clone(fulfilment), orders: Arc::clone(&backend.orders) };
         Self {
             outbox: Arc::clone(&backend.outbox),
             inbox: Arc::clone(&backend.inbox),

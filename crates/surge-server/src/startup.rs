@@ -83,7 +83,7 @@ impl Application {
         let notify_breaker = Arc::new(switches::notify_breaker(settings, &metrics, &switches));
         let notifier = notifications::notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker))?;
         let contexts = wire_contexts(settings, &backend, &catalog, &ids, &clock)?;
-        let outbox = OutboxWorkers::wire(settings, &backend, &metrics, &clock, notifier);
+        let outbox = OutboxWorkers::wire(&backend, &contexts.fulfilment, &metrics, &clock, notifier);
         let workers = Arc::new(workers(settings, &backend, &contexts, &switches, &metrics, outbox)?);
         recover(&backend, &workers, &contexts, &ids).await?;
 

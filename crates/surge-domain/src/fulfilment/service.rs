@@ -11,8 +11,8 @@ use super::ports::{FulfilmentStore, NewCourier, NewShipment, ScanOutcome};
 use super::{Courier, Direction, DispatchMode, Scan, Shipment, ShipmentStatus, Tracking, ZoneMap, plan};
 use crate::actor::Actor;
 use crate::clock::Clock;
-use crate::ids::{CourierId, OrderId};
-use crate::order::OrderStore;
+use crate::ids::{CourierId, MerchantId, OrderId, UserId};
+use crate::order::{Address, OrderStore};
 use crate::outbox::{DomainEvent, EventHandler, EventRecord};
 use crate::store::StoreError;
 
@@ -275,6 +275,28 @@ impl Fulfilment {
         }
     }
 
+    /// Opens a paid order's forward shipment in the zone of its address.
+    /// The waybill is the order's, so opening it again opens nothing new.
+    pub async fn open_forward(
+        &self,
+        order_id: OrderId,
+        user_id: UserId,
+        merchant_id: MerchantId,
+        address: Option<&Address>,
+    ) -> Result<Shipment, StoreError> {
+        let (region, zone) = self.zones.locate(address);
+        let shipment = NewShipment {
+            waybill: Shipment::forward_waybill(order_id),
+            order_id,
+            user_id,
+            merchant_id,
+            direction: Direction::Forward,
+            region,
+            zone,
+        };
+        self.store.open_shipment(&shipment, self.clock.now()).await
+    }
+
     /// The waybill's tracking, for its buyer, merchant, courier or an admin.
     pub async fn tracking(&self, actor: &Actor, waybill: &str) -> Result<Tracking, FulfilmentError> {
         let shipment = self.visible_shipment(actor, waybill).await?;
@@ -284,13 +306,10 @@ impl Fulfilment {
 }
 
 /// Opens the forward shipment of every paid order (the `fulfilment`
-/// consumer of the outbox). The waybill is the order's, so an event
-/// delivered twice opens one shipment.
+/// consumer of the outbox), through the context's own service.
 pub struct ShipmentOpener {
-    pub store: Arc<dyn FulfilmentStore>,
+    pub fulfilment: Arc<Fulfilment>,
     pub orders: Arc<dyn OrderStore>,
-    pub zones: ZoneMap,
-    pub clock: Arc<dyn Clock>,
 }
 
 #[async_trait]
@@ -304,17 +323,7 @@ impl EventHandler for ShipmentOpener {
             return Ok(());
         };
         let address = self.orders.get(order_id).await?.and_then(|order| order.address);
-        let (region, zone) = self.zones.locate(address.as_ref());
-        let shipment = NewShipment {
-            waybill: Shipment::forward_waybill(order_id),
-            order_id,
-            user_id,
-            merchant_id,
-            direction: Direction::Forward,
-            region,
-            zone,
-        };
-        self.store.open_shipment(&shipment, self.clock.now()).await?;
+        self.fulfilment.open_forward(order_id, user_id, merchant_id, address.as_ref()).await?;
         Ok(())
     }
 }
