@@ -168,6 +168,10 @@ id_type!(
     /// A courier of the fulfilment context (a token's subject).
     CourierId
 );
+id_type!(
+    /// A buyer's return of a delivered order (after-sale).
+    ReturnId
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("an id is a string of 1 to 19 digits within a signed 64-bit integer")]

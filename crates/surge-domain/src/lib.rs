@@ -6,6 +6,7 @@
 //! service to adapters chosen by configuration.
 
 pub mod actor;
+pub mod aftersale;
 pub mod catalog;
 pub mod clock;
 pub mod degradation;
@@ -24,6 +25,6 @@ pub mod store;
 
 pub use actor::Actor;
 pub use clock::{Clock, SystemClock};
-pub use ids::{CourierId, IdGenerator, MerchantId, OrderId, PaymentId, ProductId, RefundId, SaleId, UserId};
+pub use ids::{CourierId, IdGenerator, MerchantId, OrderId, PaymentId, ProductId, RefundId, ReturnId, SaleId, UserId};
 pub use money::Cents;
 pub use store::StoreError;

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use crate::fulfilment::ScanKind;
 use crate::order::{Order, OrderKind, OrderStatus};
-use crate::{MerchantId, OrderId, PaymentId, RefundId, StoreError, UserId};
+use crate::{MerchantId, OrderId, PaymentId, RefundId, ReturnId, StoreError, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainEvent {
@@ -37,6 +37,10 @@ pub enum DomainEvent {
     PaymentFailed { payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
     /// A refund went through; the money is back with the buyer.
     RefundSucceeded { refund_id: RefundId, payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
+    /// The provider failed a refund; its amount may be refunded again.
+    RefundFailed { refund_id: RefundId, payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
+    /// A returned parcel passed inspection: `refund_cents` are owed back.
+    ReturnAccepted { return_id: ReturnId, order_id: OrderId, refund_cents: i64 },
     /// A courier scanned the order's parcel; `seq` is the scan's place in
     /// the waybill's timeline.
     ParcelScanned { order_id: OrderId, user_id: UserId, waybill: String, seq: i64, scan: ScanKind },
@@ -52,6 +56,8 @@ impl DomainEvent {
             Self::PaymentSucceeded { .. } => "payment_succeeded",
             Self::PaymentFailed { .. } => "payment_failed",
             Self::RefundSucceeded { .. } => "refund_succeeded",
+            Self::RefundFailed { .. } => "refund_failed",
+            Self::ReturnAccepted { .. } => "return_accepted",
             Self::ParcelScanned { .. } => "parcel_scanned",
         }
     }
@@ -67,6 +73,8 @@ impl DomainEvent {
             | Self::PaymentSucceeded { order_id, .. }
             | Self::PaymentFailed { order_id, .. }
             | Self::RefundSucceeded { order_id, .. }
+            | Self::RefundFailed { order_id, .. }
+            | Self::ReturnAccepted { order_id, .. }
             | Self::ParcelScanned { order_id, .. } => *order_id,
         }
     }
@@ -79,7 +87,8 @@ impl DomainEvent {
             | Self::OrderPaid { order_id, .. }
             | Self::OrderCancelled { order_id, .. } => order_id.get(),
             Self::PaymentSucceeded { payment_id, .. } | Self::PaymentFailed { payment_id, .. } => payment_id.get(),
-            Self::RefundSucceeded { refund_id, .. } => refund_id.get(),
+            Self::RefundSucceeded { refund_id, .. } | Self::RefundFailed { refund_id, .. } => refund_id.get(),
+            Self::ReturnAccepted { return_id, .. } => return_id.get(),
             Self::ParcelScanned { waybill, seq, .. } => return format!("{}:{waybill}:{seq}", self.kind()),
         };
         format!("{}:{subject}", self.kind())

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use surge_domain::StoreError;
+use surge_domain::aftersale::AfterSaleStore;
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{IntakeKeys, OrderQueue, SaleStore, StockLedger};
 use surge_domain::fulfilment::FulfilmentStore;
@@ -48,6 +49,7 @@ pub struct Backend {
     pub reconciliation: Arc<dyn ReconciliationStore>,
     pub statements: Arc<dyn StatementStore>,
     pub fulfilment: Arc<dyn FulfilmentStore>,
+    pub aftersale: Arc<dyn AfterSaleStore>,
     pub switches: Arc<dyn SwitchStore>,
     pub config: Arc<dyn ConfigStore>,
     pub ledger: Arc<dyn StockLedger>,
@@ -80,6 +82,7 @@ struct StorePorts {
     reconciliation: Arc<dyn ReconciliationStore>,
     statements: Arc<dyn StatementStore>,
     fulfilment: Arc<dyn FulfilmentStore>,
+    aftersale: Arc<dyn AfterSaleStore>,
     switches: Arc<dyn SwitchStore>,
     config: Arc<dyn ConfigStore>,
     outbox: Arc<dyn OutboxStore>,
@@ -99,6 +102,7 @@ impl StorePorts {
             reconciliation: store.clone(),
             statements: store.clone(),
             fulfilment: store.clone(),
+            aftersale: store.clone(),
             switches: store.clone(),
             config: store.clone(),
             outbox: store.clone(),
@@ -121,6 +125,7 @@ impl Backend {
             reconciliation,
             statements,
             fulfilment,
+            aftersale,
             switches,
             config,
             outbox,
@@ -143,6 +148,7 @@ impl Backend {
             reconciliation,
             statements,
             fulfilment,
+            aftersale,
             switches,
             config,
             outbox,

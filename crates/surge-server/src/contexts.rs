@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use surge_domain::aftersale::{AfterSale, AfterSalePorts};
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
 use surge_domain::fulfilment::Fulfilment;
@@ -39,6 +40,7 @@ pub(crate) struct Contexts {
     pub(crate) settlement: Arc<Settlement>,
     pub(crate) inventory: Arc<Inventory>,
     pub(crate) fulfilment: Arc<Fulfilment>,
+    pub(crate) after_sale: Arc<AfterSale>,
     pub(crate) intake_limits: Arc<IntakeLimits>,
 }
 
@@ -133,5 +135,34 @@ pub(crate) fn wire_contexts(
         Fulfilment::new(Arc::clone(&backend.fulfilment), (&settings.fulfilment).into(), Arc::clone(clock))
             .with_mode(settings.fulfilment.dispatch.into()),
     );
-    Ok(Contexts { flash_sales, orders, checkouts, payments, settlement, inventory, fulfilment, intake_limits })
+    let after_sale = wire_after_sale(settings, backend, (&orders, &fulfilment, &payments, &flash_sales), ids, clock);
+    Ok(Contexts {
+        flash_sales,
+        orders,
+        checkouts,
+        payments,
+        settlement,
+        inventory,
+        fulfilment,
+        after_sale,
+        intake_limits,
+    })
+}
+
+/// After-sale over the contexts it moves.
+fn wire_after_sale(
+    settings: &Settings,
+    backend: &Backend,
+    (orders, fulfilment, payments, flash_sales): (&Arc<Orders>, &Arc<Fulfilment>, &Arc<Payments>, &Arc<FlashSales>),
+    ids: &Arc<IdGenerator>,
+    clock: &Arc<dyn Clock>,
+) -> Arc<AfterSale> {
+    let ports = AfterSalePorts {
+        store: Arc::clone(&backend.aftersale),
+        orders: Arc::clone(orders),
+        fulfilment: Arc::clone(fulfilment),
+        payments: Arc::clone(payments),
+        stock: Arc::clone(flash_sales) as Arc<dyn StockKeeper>,
+    };
+    Arc::new(AfterSale::new(ports, Arc::clone(ids), Arc::clone(clock)).with_policy((&settings.returns).into()))
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surge_domain::Clock;
+use surge_domain::aftersale::{AfterSale, ReturnSaga};
 use surge_domain::fulfilment::{Fulfilment, ShipmentOpener};
 use surge_domain::notification::{Notifications, Notifier};
 use surge_domain::outbox::{EventBus, EventConsumer, EventHandler, EventStream, Inbox, OutboxRelay, OutboxStore};
@@ -57,6 +58,7 @@ impl OutboxWorkers {
     pub fn wire(
         backend: &Backend,
         fulfilment: &Arc<Fulfilment>,
+        after_sale: &Arc<AfterSale>,
         metrics: &Metrics,
         clock: &Arc<dyn Clock>,
         notifier: Arc<dyn Notifier>,
@@ -68,7 +70,11 @@ impl OutboxWorkers {
             outbox: Arc::clone(&backend.outbox),
             inbox: Arc::clone(&backend.inbox),
             bus: Arc::clone(&backend.bus),
-            handlers: vec![Arc::new(notifications), Arc::new(opener)],
+            handlers: vec![
+                Arc::new(notifications),
+                Arc::new(opener),
+                Arc::new(ReturnSaga { after_sale: Arc::clone(after_sale) }),
+            ],
             clock: Arc::clone(clock),
             published: metrics.counter(OUTBOX_PUBLISHED, &[]),
             backlog: metrics.gauge(OUTBOX_BACKLOG, &[]),

@@ -83,7 +83,8 @@ impl Application {
         let notify_breaker = Arc::new(switches::notify_breaker(settings, &metrics, &switches));
         let notifier = notifications::notifier(settings, &metrics, &switches, Arc::clone(&notify_breaker))?;
         let contexts = wire_contexts(settings, &backend, &catalog, &ids, &clock)?;
-        let outbox = OutboxWorkers::wire(&backend, &contexts.fulfilment, &metrics, &clock, notifier);
+        let outbox =
+            OutboxWorkers::wire(&backend, &contexts.fulfilment, &contexts.after_sale, &metrics, &clock, notifier);
         let workers = Arc::new(workers(settings, &backend, &contexts, &switches, &metrics, outbox)?);
         recover(&backend, &workers, &contexts, &ids).await?;
 
@@ -109,6 +110,7 @@ impl Application {
             payments: contexts.payments,
             settlement: contexts.settlement,
             fulfilment: contexts.fulfilment,
+            after_sale: contexts.after_sale,
             intake_limits: contexts.intake_limits,
             cluster_user_limit: backend.cluster_user_limit.clone(),
             intake_switch: switches.handle(Feature::FlashSaleIntake)?,
@@ -243,6 +245,7 @@ fn workers(
         inventory: Arc::clone(&contexts.inventory),
         settlement: Arc::clone(&contexts.settlement),
         fulfilment: Arc::clone(&contexts.fulfilment),
+        after_sale: Arc::clone(&contexts.after_sale),
         dispatch_interval: settings.fulfilment.dispatch_interval,
         pickup_timeout: settings.fulfilment.pickup_timeout,
         reservation_timeout: sale_settings.reservation_timeout,

@@ -6,6 +6,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use surge_domain::aftersale::AfterSale;
 use surge_domain::catalog::{Catalog, CatalogStore};
 use surge_domain::flashsale::FlashSales;
 use surge_domain::fulfilment::Fulfilment;
@@ -36,6 +37,7 @@ pub struct AppServices {
     pub payments: Arc<Payments>,
     pub settlement: Arc<Settlement>,
     pub fulfilment: Arc<Fulfilment>,
+    pub after_sale: Arc<AfterSale>,
     pub intake_limits: Arc<IntakeLimits>,
     /// Per-customer intake limit shared by every node (Redis), if set.
     pub cluster_user_limit: Option<Arc<dyn surge_guard::rate::SharedLimiter>>,

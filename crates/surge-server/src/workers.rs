@@ -1,6 +1,7 @@
 //! Background work of a node: the order consumer, the payment-timeout
 //! sweeper, the reservation reaper, the ledger's reconciliation, the
-//! parcel dispatcher and the outbox's (`crate::outbox`). Each
+//! parcel dispatcher, the return-refund saga and the outbox's
+//! (`crate::outbox`). Each
 //! stops at the shutdown signal; the consumer then drains what is left in
 //! the queue.
 
@@ -8,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use surge_domain::aftersale::AfterSale;
 use surge_domain::flashsale::{FlashSales, OrderQueue};
 use surge_domain::fulfilment::Fulfilment;
 use surge_domain::inventory::Inventory;
@@ -26,6 +28,8 @@ const POLL_WAIT: Duration = Duration::from_millis(100);
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
 /// Most orders one sweep cancels before yielding.
 const SWEEP_BATCH: u32 = 500;
+/// Returns one refund pass asks for at most.
+const REFUND_BATCH: u32 = 100;
 
 pub struct Workers {
     pub orders: Arc<Orders>,
@@ -37,6 +41,7 @@ pub struct Workers {
     /// Assigns waiting parcels and takes back those not picked up in
     /// `pickup_timeout`, every `dispatch_interval` (see `dispatch_until`).
     pub fulfilment: Arc<Fulfilment>,
+    pub after_sale: Arc<AfterSale>,
     pub dispatch_interval: Duration,
     pub pickup_timeout: Duration,
     /// Open reservations older than this are reaped (shared ledger only),
@@ -112,6 +117,22 @@ impl Workers {
         background.spawn(async move { workers.reconcile_until(until).await });
         let (workers, until) = (Arc::clone(self), stopped.clone());
         background.spawn(async move { workers.dispatch_until(until).await });
+        let (workers, until) = (Arc::clone(self), stopped.clone());
+        background.spawn(async move { workers.refunds_until(until).await });
+    }
+
+    /// The return-refund saga's pass, every `dispatch_interval` on every
+    /// node: returns whose refund is due (never asked, or failed and past
+    /// its backoff) ask for it; a claim keeps two nodes from both asking.
+    pub async fn refunds_until(&self, stopped: watch::Receiver<bool>) {
+        every(self.dispatch_interval, stopped, || async {
+            match self.after_sale.retry_refunds(REFUND_BATCH).await {
+                Ok(asked) if asked > 0 => tracing::info!(asked, "asked for returns' refunds"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "return refund pass failed; the next one retries"),
+            }
+        })
+        .await;
     }
 
     /// The dispatcher's pass, every `dispatch_interval` on every node: the

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use surge_domain::fulfilment::ScanKind;
 use surge_domain::order::OrderKind;
 use surge_domain::outbox::{DomainEvent, EventRecord};
-use surge_domain::{MerchantId, OrderId, PaymentId, RefundId, UserId};
+use surge_domain::{MerchantId, OrderId, PaymentId, RefundId, ReturnId, UserId};
 
 pub const VERSION: u32 = 1;
 
@@ -31,6 +31,8 @@ enum WireEvent {
     PaymentSucceeded { payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
     PaymentFailed { payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
     RefundSucceeded { refund_id: RefundId, payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
+    RefundFailed { refund_id: RefundId, payment_id: PaymentId, order_id: OrderId, amount_cents: i64 },
+    ReturnAccepted { return_id: ReturnId, order_id: OrderId, refund_cents: i64 },
     ParcelScanned { order_id: OrderId, user_id: UserId, waybill: String, seq: i64, scan: String },
 }
 
@@ -54,6 +56,12 @@ impl From<&DomainEvent> for WireEvent {
             }
             DomainEvent::RefundSucceeded { refund_id, payment_id, order_id, amount_cents } => {
                 Self::RefundSucceeded { refund_id, payment_id, order_id, amount_cents }
+            }
+            DomainEvent::RefundFailed { refund_id, payment_id, order_id, amount_cents } => {
+                Self::RefundFailed { refund_id, payment_id, order_id, amount_cents }
+            }
+            DomainEvent::ReturnAccepted { return_id, order_id, refund_cents } => {
+                Self::ReturnAccepted { return_id, order_id, refund_cents }
             }
             DomainEvent::ParcelScanned { order_id, user_id, waybill, seq, scan } => {
                 Self::ParcelScanned { order_id, user_id, waybill, seq, scan: scan.as_str().to_owned() }
@@ -85,6 +93,12 @@ impl TryFrom<WireEvent> for DomainEvent {
             }
             WireEvent::RefundSucceeded { refund_id, payment_id, order_id, amount_cents } => {
                 Self::RefundSucceeded { refund_id, payment_id, order_id, amount_cents }
+            }
+            WireEvent::RefundFailed { refund_id, payment_id, order_id, amount_cents } => {
+                Self::RefundFailed { refund_id, payment_id, order_id, amount_cents }
+            }
+            WireEvent::ReturnAccepted { return_id, order_id, refund_cents } => {
+                Self::ReturnAccepted { return_id, order_id, refund_cents }
             }
             WireEvent::ParcelScanned { order_id, user_id, waybill, seq, scan } => {
                 let scan = ScanKind::parse(&scan).ok_or_else(|| format!("unknown scan {scan:?}"))?;

@@ -22,6 +22,7 @@ pub mod redis;
 mod rows;
 pub mod sandbox;
 mod sql;
+mod sql_aftersale;
 mod sql_fulfilment;
 mod sql_fulfilment_steps;
 mod sql_inventory;
@@ -59,6 +60,7 @@ pub trait RelationalStore:
     + surge_domain::outbox::OutboxStore
     + surge_domain::outbox::Inbox
     + surge_domain::fulfilment::FulfilmentStore
+    + surge_domain::aftersale::AfterSaleStore
 {
     /// The largest id in any table that holds minted ids (0 when empty).
     async fn max_id(&self) -> Result<i64, surge_domain::StoreError>;

@@ -367,7 +367,8 @@ macro_rules! relational_store {
                 let max: Option<i64> = sqlx::query_scalar(
                     "SELECT MAX(id) FROM (SELECT MAX(id) AS id FROM products UNION ALL SELECT MAX(id) FROM flash_sales \
                      UNION ALL SELECT MAX(id) FROM orders UNION ALL SELECT MAX(id) FROM payments \
-                     UNION ALL SELECT MAX(id) FROM refunds UNION ALL SELECT MAX(id) FROM settlements) AS minted",
+                     UNION ALL SELECT MAX(id) FROM refunds UNION ALL SELECT MAX(id) FROM settlements \
+                     UNION ALL SELECT MAX(id) FROM returns) AS minted",
                 )
                 .fetch_one(&self.pool)
                 .await

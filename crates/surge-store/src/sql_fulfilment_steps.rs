@@ -247,8 +247,9 @@ macro_rules! fulfilment_steps {
             parcels.build_query_as().fetch_all(&mut **tx).await
         }
 
-        /// What the delivered scan also moves: the courier's slot frees,
-        /// and a forward parcel's order is `DELIVERED`.
+        /// What the delivered scan also moves: the courier's slot frees;
+        /// a forward parcel's order is `DELIVERED`, a reverse parcel's
+        /// return is `received` at the merchant's warehouse.
         async fn delivered(
             tx: &mut sqlx::Transaction<'static, $db>,
             shipment: &Shipment,
@@ -265,6 +266,14 @@ macro_rules! fulfilment_steps {
                     "UPDATE orders SET status = 'DELIVERED', updated_at_ms = $2 WHERE id = $1 AND status = 'FULFILLING'",
                 )
                 .bind(shipment.order_id.get())
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+            } else {
+                sqlx::query(
+                    "UPDATE returns SET status = 'received', updated_at_ms = $2 WHERE waybill = $1 AND status = 'approved'",
+                )
+                .bind(&shipment.waybill)
                 .bind(now_ms)
                 .execute(&mut **tx)
                 .await?;

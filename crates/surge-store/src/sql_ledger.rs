@@ -105,6 +105,13 @@ macro_rules! ledger_store {
                          AND t.status = 'posted') ORDER BY r.order_id LIMIT $1"
                             .to_owned(),
                     ),
+                    (
+                        MismatchKind::ReturnRefundOutstanding,
+                        "SELECT order_id, 'return ' || CAST(id AS TEXT) || ': ' || CAST(refund_attempts AS TEXT) \
+                         || ' refund attempts failed' FROM returns WHERE status = 'refunding' \
+                         AND refund_attempts > 0 ORDER BY order_id LIMIT $1"
+                            .to_owned(),
+                    ),
                 ];
                 let mut mismatches = Vec::new();
                 for (kind, sql) in checks {

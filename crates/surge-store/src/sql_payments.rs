@@ -306,15 +306,14 @@ macro_rules! payment_store {
                         .map_err(store_error)?;
                 }
                 settle_refund_transfer(tx, &refund, succeeded, unix_ms(now)).await.map_err(store_error)?;
-                if succeeded {
-                    let event = DomainEvent::RefundSucceeded {
-                        refund_id: refund.id,
-                        payment_id: refund.payment_id,
-                        order_id: refund.order_id,
-                        amount_cents: refund.amount_cents,
-                    };
-                    record_events(&mut **tx, &[EventRecord::new(event, unix_ms(now))]).await.map_err(store_error)?;
-                }
+                let (refund_id, payment_id, order_id, amount_cents) =
+                    (refund.id, refund.payment_id, refund.order_id, refund.amount_cents);
+                let event = if succeeded {
+                    DomainEvent::RefundSucceeded { refund_id, payment_id, order_id, amount_cents }
+                } else {
+                    DomainEvent::RefundFailed { refund_id, payment_id, order_id, amount_cents }
+                };
+                record_events(&mut **tx, &[EventRecord::new(event, unix_ms(now))]).await.map_err(store_error)?;
                 let payment = payment_in(tx, refund.payment_id).await?;
                 Ok((Applied::Moved { payment, products: Vec::new(), refund: Some(moved) }, true))
         }

@@ -195,6 +195,18 @@ impl Fulfilment {
         self.store.assign(&shipment.waybill, &zones, self.clock.now()).await
     }
 
+    /// Assigns the waiting parcel `waybill` now when dispatch is greedy;
+    /// in batch mode the next pass plans it.
+    pub async fn dispatch_now(&self, waybill: &str) -> Result<(), StoreError> {
+        if self.mode == DispatchMode::Batch {
+            return Ok(());
+        }
+        if let Some(shipment) = self.store.shipment(waybill).await? {
+            self.dispatch(&shipment).await?;
+        }
+        Ok(())
+    }
+
     /// One dispatch pass: parcels assigned longer than `pickup_timeout` ago
     /// and not picked up are taken back, then waiting parcels are assigned
     /// where capacity is free. How many were assigned.

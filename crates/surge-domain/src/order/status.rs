@@ -2,7 +2,8 @@
 //!
 //! `PENDING → CREATED → PAID → FULFILLING → DELIVERED`,
 //! `CREATED → CANCELLED` (buyer, admin or payment timeout; stock returned),
-//! after-sale `DELIVERED → RETURN_REQUESTED → RETURNED → REFUNDED`, and
+//! after-sale `DELIVERED → RETURN_REQUESTED → RETURNED → REFUNDED` (back
+//! to `DELIVERED` when the return is rejected or fails inspection), and
 //! `PENDING → FAILED` when an accepted request can't become an order.
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub enum OrderEvent {
     Ship,
     Deliver,
     RequestReturn,
+    /// The return was rejected, or the parcel failed inspection.
+    DeclineReturn,
     ConfirmReturn,
     Refund,
     Fail,
@@ -55,6 +58,7 @@ impl OrderStatus {
             (S::Paid, E::Ship) => S::Fulfilling,
             (S::Fulfilling, E::Deliver) => S::Delivered,
             (S::Delivered, E::RequestReturn) => S::ReturnRequested,
+            (S::ReturnRequested, E::DeclineReturn) => S::Delivered,
             (S::ReturnRequested, E::ConfirmReturn) => S::Returned,
             (S::Returned, E::Refund) => S::Refunded,
             (from, event) => return Err(IllegalTransition { from, event }),
@@ -104,13 +108,14 @@ const ALL: [OrderStatus; 10] = [
 mod tests {
     use super::*;
 
-    const EVENTS: [OrderEvent; 9] = [
+    const EVENTS: [OrderEvent; 10] = [
         OrderEvent::Create,
         OrderEvent::Pay,
         OrderEvent::Cancel,
         OrderEvent::Ship,
         OrderEvent::Deliver,
         OrderEvent::RequestReturn,
+        OrderEvent::DeclineReturn,
         OrderEvent::ConfirmReturn,
         OrderEvent::Refund,
         OrderEvent::Fail,
@@ -123,7 +128,7 @@ mod tests {
             .flat_map(|from| EVENTS.into_iter().map(move |event| (from, event)))
             .filter(|(from, event)| from.apply(*event).is_ok())
             .collect();
-        assert_eq!(legal.len(), 9, "{legal:?}");
+        assert_eq!(legal.len(), 10, "{legal:?}");
         assert_eq!(OrderStatus::Created.apply(OrderEvent::Pay), Ok(OrderStatus::Paid));
         assert_eq!(OrderStatus::Created.apply(OrderEvent::Cancel), Ok(OrderStatus::Cancelled));
         assert!(OrderStatus::Paid.apply(OrderEvent::Cancel).is_err());

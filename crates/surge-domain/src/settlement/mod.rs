@@ -247,6 +247,9 @@ pub enum MismatchKind {
     UnknownToPlatform,
     /// The provider's amount is not the platform's.
     ProviderAmountDiffers,
+    /// A passed return's refund has not gone through yet after at least
+    /// one attempt failed (the saga keeps asking, with backoff).
+    ReturnRefundOutstanding,
 }
 
 impl MismatchKind {
@@ -262,6 +265,7 @@ impl MismatchKind {
             MismatchKind::UnknownToProvider => "unknown_to_provider",
             MismatchKind::UnknownToPlatform => "unknown_to_platform",
             MismatchKind::ProviderAmountDiffers => "provider_amount_differs",
+            MismatchKind::ReturnRefundOutstanding => "return_refund_outstanding",
         }
     }
 }

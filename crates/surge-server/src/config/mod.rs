@@ -21,6 +21,7 @@ mod notify;
 mod payments;
 mod queue;
 mod resilience;
+mod returns;
 mod shared;
 mod store;
 #[cfg(test)]
@@ -43,6 +44,7 @@ pub use notify::NotifySettings;
 pub use payments::{PaymentSettings, SandboxSettings};
 pub use queue::{KafkaSettings, LogQueueSettings, NatsSettings, QueueSettings};
 pub use resilience::{BreakerSettings, OverloadSettings, RateSettings, RetrySettings};
+pub use returns::ReturnSettings;
 pub use shared::{InProcessSettings, RedisSettings, SharedSettings};
 pub use store::{PostgresSettings, SqliteSettings, StoreSettings};
 pub use values::{Secret, ServerUrl};
@@ -74,6 +76,7 @@ pub struct Settings {
     pub notify: NotifySettings,
     pub payments: PaymentSettings,
     pub fulfilment: FulfilmentSettings,
+    pub returns: ReturnSettings,
     pub overload: OverloadSettings,
     pub rate: RateSettings,
     /// The breakers on the store, Redis and the queue's broker, fed by a
@@ -100,6 +103,7 @@ impl Default for Settings {
             notify: NotifySettings::default(),
             payments: PaymentSettings::default(),
             fulfilment: FulfilmentSettings::default(),
+            returns: ReturnSettings::default(),
             overload: OverloadSettings::default(),
             rate: RateSettings::default(),
             dependency_breaker: BreakerSettings::for_dependencies(),
@@ -207,6 +211,7 @@ impl Settings {
         self.notify.validate(&self.http)?;
         self.payments.validate()?;
         self.fulfilment.validate()?;
+        self.returns.validate()?;
         self.dependency_breaker.validate("dependency_breaker")?;
         self.rate.validate()?;
         self.overload.validate(&self.http)?;

@@ -1,6 +1,7 @@
 //! The HTTP surface: one module per context, one declared middleware stack.
 
 mod admin;
+mod aftersale;
 mod catalog;
 mod checkout;
 mod flashsale;
@@ -199,6 +200,7 @@ fn surface(guards: &OverloadGuards) -> Surface {
         .merge(settlement::routes(guards))
         .merge(payouts::routes(guards))
         .merge(fulfilment::routes(guards))
+        .merge(aftersale::routes(guards))
         .merge(admin::routes())
         .split_for_parts();
     let (ops, ops_document) = ops::routes().split_for_parts();

@@ -111,9 +111,9 @@ struct RunBody {
 struct MismatchBody {
     /// `paid_without_capture`, `capture_without_paid_order`, `amount_differs`,
     /// `captured_twice`, `capture_without_ledger_entry`,
-    /// `refund_without_ledger_entry`; against the provider's report:
-    /// `provider_decision_not_applied`, `unknown_to_provider`,
-    /// `unknown_to_platform`, `provider_amount_differs`.
+    /// `refund_without_ledger_entry`, `return_refund_outstanding`; against
+    /// the provider's report: `provider_decision_not_applied`,
+    /// `unknown_to_provider`, `unknown_to_platform`, `provider_amount_differs`.
     kind: String,
     /// `null`: the provider's record names nothing of the platform's.
     #[schema(value_type = Option<Id>)]

@@ -20,7 +20,7 @@ async fn app() -> TestApp {
 
 /// Buyer 7's paid order of one unit of merchant 1's product, delivered to
 /// postcode `postcode`: its id.
-async fn paid_order(app: &TestApp, postcode: &str) -> String {
+pub(crate) async fn paid_order(app: &TestApp, postcode: &str) -> String {
     let product = app.create_product_with_stock(1, &format!("SHIP-{}", crate::helpers::uuid_like()), 5).await;
     let address = json!({"region": "north", "city": "Harbin", "line1": "1 Main St", "postcode": postcode,
                          "phone": "+86 451 0000"});
@@ -34,17 +34,17 @@ async fn paid_order(app: &TestApp, postcode: &str) -> String {
     order
 }
 
-async fn get(app: &TestApp, token: &str, path: &str) -> Response {
+pub(crate) async fn get(app: &TestApp, token: &str, path: &str) -> Response {
     app.client.get(app.url(path)).bearer_auth(token).send().await.expect("request")
 }
 
-async fn put(app: &TestApp, token: &str, path: &str, body: &Value) -> Response {
+pub(crate) async fn put(app: &TestApp, token: &str, path: &str, body: &Value) -> Response {
     app.client.put(app.url(path)).bearer_auth(token).json(body).send().await.expect("request")
 }
 
 /// Reads `path` as `token` until `done` holds of its 200 body (a few
 /// seconds at most): the outbox and the dispatcher work in the background.
-async fn eventually(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn eventually(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..200 {
         let response = get(app, token, path).await;
@@ -59,12 +59,12 @@ async fn eventually(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value
     panic!("{path} never got there; last: {last}");
 }
 
-async fn order_status(app: &TestApp, order: &str) -> String {
+pub(crate) async fn order_status(app: &TestApp, order: &str) -> String {
     let order: Value = get(app, &app.customer(7), &format!("/v1/orders/{order}")).await.json().await.expect("json");
     order["status"].as_str().expect("status").to_owned()
 }
 
-async fn scan(app: &TestApp, courier: u64, waybill: &str, kind: &str) -> Response {
+pub(crate) async fn scan(app: &TestApp, courier: u64, waybill: &str, kind: &str) -> Response {
     let at = crate::helpers::rfc3339(time::OffsetDateTime::now_utc());
     let body = json!({"type": kind, "at": at, "location": "Harbin hub", "note": kind});
     app.post_json(&format!("/v1/shipments/{waybill}/scans"), Some(&app.courier(courier)), &body).await

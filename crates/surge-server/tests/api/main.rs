@@ -2,6 +2,7 @@
 //! dir and talks to it over HTTP. One test binary for all of them.
 
 mod admin;
+mod aftersale;
 mod cache;
 mod catalog;
 mod checkout;

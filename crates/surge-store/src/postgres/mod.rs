@@ -17,6 +17,7 @@
 //!   the connection and the locks past it. Work outside a request (the
 //!   consumer, migrations) runs without one, as PostgreSQL's default.
 
+mod aftersale;
 mod catalog;
 mod counters;
 mod flashsale;

@@ -4,6 +4,7 @@
 //! SQLite lets one writer in at a time; a busy timeout makes writers queue
 //! briefly instead of failing, and WAL lets readers run beside the writer.
 
+mod aftersale;
 mod catalog;
 mod counters;
 mod flashsale;
