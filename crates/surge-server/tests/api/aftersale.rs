@@ -134,7 +134,15 @@ async fn a_returned_parcel_comes_back_passes_inspection_and_is_refunded_through_
     assert_eq!(decide(&app, &app.merchant(2), &id, "approve", &json!({})).await.status(), StatusCode::NOT_FOUND);
     let early = decide(&app, &app.merchant(1), &id, "inspect", &json!({"passed": true, "refund_cents": 1})).await;
     assert_error(early, StatusCode::UNPROCESSABLE_ENTITY, "invalid_state").await;
-    let approved: Value = decide(&app, &app.merchant(1), &id, "approve", &json!({})).await.json().await.expect("json");
+    // Approvals at once (a double click, two tabs): one wins, the others
+    // change nothing.
+    let merchant = app.merchant(1);
+    let empty = json!({});
+    let approvals = (0..6).map(|_| decide(&app, &merchant, &id, "approve", &empty));
+    let statuses: Vec<StatusCode> = futures::future::join_all(approvals).await.iter().map(Response::status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::UNPROCESSABLE_ENTITY).count(), 5, "{statuses:?}");
+    let approved = the_return(&app, &id).await;
     assert_eq!(approved["status"], "approved", "{approved}");
     let reverse = approved["waybill"].as_str().expect("reverse waybill").to_owned();
     assert!(reverse.starts_with("SR"), "{reverse}");
@@ -166,17 +174,20 @@ async fn a_returned_parcel_comes_back_passes_inspection_and_is_refunded_through_
     let by_buyer =
         decide(&app, &app.customer(7), &id, "inspect", &json!({"passed": true, "refund_cents": amount})).await;
     assert_error(by_buyer, StatusCode::FORBIDDEN, "forbidden").await;
+    // Inspections at once: one puts the unit back, the others are 422.
     let before = stock(&app, &product).await;
-    let inspected =
-        decide(&app, &app.merchant(1), &id, "inspect", &json!({"passed": true, "refund_cents": amount})).await;
-    assert_eq!(inspected.status(), StatusCode::OK);
-    let inspected: Value = inspected.json().await.expect("json");
-    assert_eq!((&inspected["status"], &inspected["refund_cents"]), (&json!("refunding"), &json!(amount)));
+    let pass = json!({"passed": true, "refund_cents": amount});
+    let inspections = (0..6).map(|_| decide(&app, &merchant, &id, "inspect", &pass));
+    let answers = futures::future::join_all(inspections).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(Response::status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::UNPROCESSABLE_ENTITY).count(), 5, "{statuses:?}");
+    let inspected = the_return(&app, &id).await;
+    assert_eq!(inspected["refund_cents"], amount);
     assert_eq!(order_status(&app, &order).await, "RETURNED");
-    assert_eq!(stock(&app, &product).await, before + 1, "the unit is back");
-    let again = decide(&app, &app.merchant(1), &id, "inspect", &json!({"passed": true, "refund_cents": amount})).await;
+    assert_eq!(stock(&app, &product).await, before + 1, "the unit is back, once");
+    let again = decide(&app, &merchant, &id, "inspect", &pass).await;
     assert_error(again, StatusCode::UNPROCESSABLE_ENTITY, "invalid_state").await;
-    assert_eq!(stock(&app, &product).await, before + 1, "a second inspection changes nothing");
 
     // The saga asks for the refund; the provider fails it; after its
     // backoff the saga asks again, and reconciliation shows it meanwhile.
