@@ -12,15 +12,16 @@ use surge_domain::{MerchantId, OrderId, RefundId, ReturnId, StoreError, UserId};
 use crate::rows::from_unix_ms;
 
 /// id, order, buyer, merchant, status, reason, waybill, refund cents,
-/// refund, attempts, created at, updated at.
+/// refund, attempt's refund, attempts, created at, updated at.
 pub(crate) type ReturnRow =
-    (i64, i64, i64, i64, String, String, Option<String>, Option<i64>, Option<i64>, i64, i64, i64);
+    (i64, i64, i64, i64, String, String, Option<String>, Option<i64>, Option<i64>, Option<i64>, i64, i64, i64);
 
 pub(crate) const RETURN_COLUMNS: &str = "id, order_id, user_id, merchant_id, status, reason, waybill, \
-                                         refund_cents, refund_id, refund_attempts, created_at_ms, updated_at_ms";
+                                         refund_cents, refund_id, attempt_refund_id, refund_attempts, \
+                                         created_at_ms, updated_at_ms";
 
 pub(crate) fn return_of(
-    (id, order, user, merchant, status, reason, waybill, cents, refund, attempts, created, updated): ReturnRow,
+    (id, order, user, merchant, status, reason, waybill, cents, refund, attempt, attempts, created, updated): ReturnRow,
 ) -> Result<Return, StoreError> {
     Ok(Return {
         status: ReturnStatus::parse(&status)
@@ -33,6 +34,7 @@ pub(crate) fn return_of(
         waybill,
         refund_cents: cents,
         refund_id: refund.map(RefundId::new),
+        attempt_refund_id: attempt.map(RefundId::new),
         refund_attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         created_at: from_unix_ms(created),
         updated_at: from_unix_ms(updated),
@@ -156,9 +158,9 @@ macro_rules! aftersale_store {
                 let sql = format!(
                     "INSERT INTO returns (id, order_id, user_id, merchant_id, status, reason, idempotency_key, \
                      created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, 'requested', $5, $6, $7, $7) \
-                     RETURNING {RETURN_COLUMNS}"
+                     ON CONFLICT DO NOTHING RETURNING {RETURN_COLUMNS}"
                 );
-                let row: ReturnRow = sqlx::query_as(&sql)
+                let row: Option<ReturnRow> = sqlx::query_as(&sql)
                     .bind(new.id.get())
                     .bind(new.order_id.get())
                     .bind(new.user_id.get())
@@ -166,9 +168,18 @@ macro_rules! aftersale_store {
                     .bind(&new.reason)
                     .bind(key)
                     .bind(now_ms)
-                    .fetch_one(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(store_error)?;
+                let Some(row) = row else {
+                    // The buyer's key, taken meanwhile by a request for
+                    // another order: that return (the caller tells).
+                    drop(tx);
+                    return match key {
+                        Some(key) => self.return_by_key(new.user_id, key).await,
+                        None => Ok(None),
+                    };
+                };
                 tx.commit().await.map_err(store_error)?;
                 return_of(row).map(Some)
             }
@@ -267,8 +278,8 @@ macro_rules! aftersale_store {
 
             async fn due_refunds(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<ReturnId>, StoreError> {
                 let ids: Vec<i64> = sqlx::query_scalar(
-                    "SELECT id FROM returns WHERE status = 'refunding' AND refund_id IS NULL \
-                     AND next_refund_at_ms <= $1 ORDER BY next_refund_at_ms LIMIT $2",
+                    "SELECT id FROM returns WHERE status = 'refunding' AND next_refund_at_ms <= $1 \
+                     ORDER BY next_refund_at_ms LIMIT $2",
                 )
                 .bind(unix_ms(now))
                 .bind(i64::from(limit))
@@ -283,30 +294,27 @@ macro_rules! aftersale_store {
                 id: ReturnId,
                 now: OffsetDateTime,
                 lease_until: OffsetDateTime,
+                attempt: RefundId,
             ) -> Result<Option<Return>, StoreError> {
                 let sql = format!(
-                    "UPDATE returns SET next_refund_at_ms = $3 WHERE id = $1 AND status = 'refunding' \
-                     AND refund_id IS NULL AND next_refund_at_ms <= $2 RETURNING {RETURN_COLUMNS}"
+                    "UPDATE returns SET next_refund_at_ms = $3, attempt_refund_id = COALESCE(attempt_refund_id, $4) \
+                     WHERE id = $1 AND status = 'refunding' AND next_refund_at_ms <= $2 RETURNING {RETURN_COLUMNS}"
                 );
                 let row: Option<ReturnRow> = sqlx::query_as(&sql)
                     .bind(id.get())
                     .bind(unix_ms(now))
                     .bind(unix_ms(lease_until))
+                    .bind(attempt.get())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(store_error)?;
                 row.map(return_of).transpose()
             }
 
-            async fn refund_asked(
-                &self,
-                id: ReturnId,
-                refund: RefundId,
-                now: OffsetDateTime,
-            ) -> Result<(), StoreError> {
+            async fn refund_asked(&self, id: ReturnId, refund: RefundId, now: OffsetDateTime) -> Result<(), StoreError> {
                 sqlx::query(
                     "UPDATE returns SET refund_id = $2, next_refund_at_ms = NULL, updated_at_ms = $3 \
-                     WHERE id = $1 AND status = 'refunding'",
+                     WHERE id = $1 AND status = 'refunding' AND attempt_refund_id = $2",
                 )
                 .bind(id.get())
                 .bind(refund.get())
@@ -320,27 +328,35 @@ macro_rules! aftersale_store {
             async fn refund_retry(
                 &self,
                 id: ReturnId,
-                refund: Option<RefundId>,
+                failed: Option<RefundId>,
                 retry_at: OffsetDateTime,
                 now: OffsetDateTime,
             ) -> Result<(), StoreError> {
-                sqlx::query(
-                    "UPDATE returns SET refund_id = NULL, refund_attempts = refund_attempts + 1, \
-                     next_refund_at_ms = $3, updated_at_ms = $4 \
-                     WHERE id = $1 AND status = 'refunding' AND COALESCE(refund_id, 0) = $2",
-                )
-                .bind(id.get())
-                .bind(refund.map_or(0, RefundId::get))
-                .bind(unix_ms(retry_at))
-                .bind(unix_ms(now))
-                .execute(&self.pool)
-                .await
-                .map(drop)
-                .map_err(store_error)
+                let query = match failed {
+                    Some(failed) => sqlx::query(
+                        "UPDATE returns SET refund_id = NULL, attempt_refund_id = NULL, \
+                         refund_attempts = refund_attempts + 1, next_refund_at_ms = $2, updated_at_ms = $3 \
+                         WHERE id = $1 AND status = 'refunding' AND attempt_refund_id = $4",
+                    )
+                    .bind(id.get())
+                    .bind(unix_ms(retry_at))
+                    .bind(unix_ms(now))
+                    .bind(failed.get()),
+                    None => sqlx::query(
+                        "UPDATE returns SET refund_attempts = refund_attempts + 1, next_refund_at_ms = $2, \
+                         updated_at_ms = $3 WHERE id = $1 AND status = 'refunding'",
+                    )
+                    .bind(id.get())
+                    .bind(unix_ms(retry_at))
+                    .bind(unix_ms(now)),
+                };
+                query.execute(&self.pool).await.map(drop).map_err(store_error)
             }
 
             async fn of_refund(&self, refund: RefundId) -> Result<Option<Return>, StoreError> {
-                let sql = format!("SELECT {RETURN_COLUMNS} FROM returns WHERE refund_id = $1");
+                let sql = format!(
+                    "SELECT {RETURN_COLUMNS} FROM returns WHERE attempt_refund_id = $1 AND status = 'refunding'"
+                );
                 let row: Option<ReturnRow> =
                     sqlx::query_as(&sql).bind(refund.get()).fetch_optional(&self.pool).await.map_err(store_error)?;
                 row.map(return_of).transpose()
@@ -350,8 +366,9 @@ macro_rules! aftersale_store {
                 let now_ms = unix_ms(now);
                 let mut tx = self.pool.begin().await.map_err(store_error)?;
                 let sql = format!(
-                    "UPDATE returns SET status = 'refunded', updated_at_ms = $2 \
-                     WHERE refund_id = $1 AND status = 'refunding' RETURNING {RETURN_COLUMNS}"
+                    "UPDATE returns SET status = 'refunded', refund_id = $1, next_refund_at_ms = NULL, \
+                     updated_at_ms = $2 WHERE attempt_refund_id = $1 AND status = 'refunding' \
+                     RETURNING {RETURN_COLUMNS}"
                 );
                 let row: Option<ReturnRow> = sqlx::query_as(&sql)
                     .bind(refund.get())

@@ -158,6 +158,9 @@ macro_rules! fulfilment_store {
                 order: OrderId,
                 direction: Direction,
             ) -> Result<Option<Shipment>, StoreError> {
+                if direction == Direction::Forward {
+                    return self.shipment(&Shipment::forward_waybill(order)).await;
+                }
                 let sql = format!(
                     "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = $1 AND direction = $2 \
                      ORDER BY created_at_ms DESC LIMIT 1"
@@ -184,7 +187,9 @@ macro_rules! fulfilment_store {
                     return Ok(None);
                 };
                 let packed = shipment(row)?;
-                if packed.direction == Direction::Forward {
+                // The order's own parcel moves it; a parcel an after-sale
+                // inspection sends back to the buyer does not.
+                if packed.waybill == Shipment::forward_waybill(packed.order_id) {
                     let moved = sqlx::query(
                         "UPDATE orders SET status = 'FULFILLING', updated_at_ms = $2 WHERE id = $1 AND status = 'PAID'",
                     )

@@ -86,6 +86,10 @@ pub struct Return {
     pub refund_cents: Option<i64>,
     /// The refund asked for last (a failed one is asked for again).
     pub refund_id: Option<RefundId>,
+    /// The id the current refund attempt asks under: kept until that
+    /// refund is known failed, so an attempt asked twice asks for one
+    /// refund.
+    pub attempt_refund_id: Option<RefundId>,
     /// Refunds asked for that did not go through.
     pub refund_attempts: u32,
     #[serde(with = "time::serde::rfc3339")]

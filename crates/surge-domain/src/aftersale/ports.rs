@@ -62,38 +62,44 @@ pub trait AfterSaleStore: Send + Sync + 'static {
     /// written `created` (the merchant packs it).
     async fn fail(&self, id: ReturnId, back: &NewShipment, now: OffsetDateTime) -> Result<Option<Return>, StoreError>;
 
-    /// Returns `refunding` with no refund asked and due by `now`.
+    /// Returns `refunding` whose refund is due by `now` (never asked, or
+    /// asked and failed, past its backoff).
     async fn due_refunds(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<ReturnId>, StoreError>;
 
     /// Takes a due return for asking its refund: no other node or task
-    /// does before `lease_until` (a conditional update). `None` when it is
+    /// does before `lease_until` (a conditional update). Its attempt's
+    /// refund id is `attempt` unless it has one already. `None` when it is
     /// not due, or another has it.
     async fn claim_refund(
         &self,
         id: ReturnId,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
+        attempt: RefundId,
     ) -> Result<Option<Return>, StoreError>;
 
-    /// The refund asked for a claimed return.
+    /// The attempt's refund is asked and pending: the return waits for the
+    /// provider's word. Nothing changes unless `refund` is still its
+    /// attempt's (a decision that came first stands).
     async fn refund_asked(&self, id: ReturnId, refund: RefundId, now: OffsetDateTime) -> Result<(), StoreError>;
 
-    /// Asking failed, or the refund asked failed: one more attempt, due at
-    /// `retry_at`. `refund` names the failed refund (`None`: none was
-    /// made); a return asking another refund by now is left alone.
+    /// One more attempt, due at `retry_at`. `failed` is the attempt's
+    /// refund the provider failed (the next attempt asks under a new id;
+    /// nothing changes unless it is still the attempt's); `None`: the
+    /// refund could not be asked for (the same id is asked again).
     async fn refund_retry(
         &self,
         id: ReturnId,
-        refund: Option<RefundId>,
+        failed: Option<RefundId>,
         retry_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
-    /// The return whose refund this is, if any.
+    /// The `refunding` return whose current attempt asks under `refund`.
     async fn of_refund(&self, refund: RefundId) -> Result<Option<Return>, StoreError>;
 
-    /// The refund went through: the return is `refunded` and its order
-    /// `REFUNDED`, in one transaction. `None` when no `refunding` return
-    /// asked it.
+    /// The refund went through: the return whose attempt asked it is
+    /// `refunded` and its order `REFUNDED`, in one transaction. `None` when
+    /// no `refunding` return asked it.
     async fn refunded(&self, refund: RefundId, now: OffsetDateTime) -> Result<Option<Return>, StoreError>;
 }

@@ -12,7 +12,7 @@ use super::{Return, ReturnStatus};
 use crate::actor::Actor;
 use crate::clock::Clock;
 use crate::fulfilment::{Direction, Fulfilment, FulfilmentError, NewShipment, Shipment, ShipmentStatus};
-use crate::ids::{IdGenerator, OrderId, ReturnId};
+use crate::ids::{IdGenerator, OrderId, RefundId, ReturnId};
 use crate::money::Cents;
 use crate::order::{Order, OrderError, OrderKind, OrderStatus, Orders, StockKeeper};
 use crate::outbox::{DomainEvent, EventHandler, EventRecord};
@@ -152,8 +152,13 @@ impl AfterSale {
         let Some(asked) = self.store.request(&new, now).await? else {
             return Err(AfterSaleError::InvalidState(format!("the order is {}", order.status.as_str())));
         };
+        if asked.order_id != order_id {
+            return Err(AfterSaleError::InvalidState("this Idempotency-Key named a return of another order".into()));
+        }
+        // A repeat finishes what a failed first try left: an approval
+        // the rule owed.
         let auto = self.policy.auto_approve_under_cents;
-        if asked.id == new.id && auto > 0 && order.amount_cents < auto {
+        if asked.status == ReturnStatus::Requested && auto > 0 && order.amount_cents < auto {
             return self.approve_at_once(&asked, actor).await;
         }
         Ok(asked)
@@ -283,6 +288,14 @@ impl AfterSale {
         if found.status != ReturnStatus::Received {
             return Err(Self::not_now(&found));
         }
+        if passed {
+            let refundable = self.payments.refundable(order.id).await?;
+            if refund_cents > refundable {
+                return Err(AfterSaleError::Invalid(format!(
+                    "refund_cents exceeds what the payment can still refund ({refundable} cents)"
+                )));
+            }
+        }
         let now = self.clock.now();
         let inspected = if passed {
             let units = Self::units(&order);
@@ -309,42 +322,36 @@ impl AfterSale {
 
     /// Asks for the refund of a return due for one, unless another node or
     /// task has it. A refund that cannot be asked for now is asked again
-    /// after a backoff.
+    /// after a backoff, under the same id (the provider may have taken
+    /// it); one the provider failed, under a new one.
     pub async fn push_refund(&self, id: ReturnId) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let lease = now + REFUND_LEASE;
-        let Some(claimed) = self.store.claim_refund(id, now, lease).await? else {
+        let attempt = RefundId::new(self.ids.next_id());
+        let Some(claimed) = self.store.claim_refund(id, now, now + REFUND_LEASE, attempt).await? else {
             return Ok(());
         };
-        let (Some(cents), platform) = (claimed.refund_cents, Actor::Admin("after-sale".to_owned())) else {
+        let (Some(cents), Some(refund_id)) = (claimed.refund_cents, claimed.attempt_refund_id) else {
             return Ok(());
         };
-        // The same attempt asked again (a node died between asking and
-        // writing it down) replays the refund it made.
-        let key = format!("return-{}-{}", claimed.id, claimed.refund_attempts);
-        let reason = format!("return {}", claimed.id);
         let Ok(amount) = Cents::parse(cents) else {
             return Ok(());
         };
-        match self.payments.refund(&platform, claimed.order_id, amount, &reason, Some(&key)).await {
-            Ok(refund) => {
-                self.store.refund_asked(id, refund.id, self.clock.now()).await?;
-                match refund.status {
-                    PaymentStatus::Pending => {}
-                    PaymentStatus::Succeeded => drop(self.store.refunded(refund.id, self.clock.now()).await?),
-                    PaymentStatus::Failed => self.refund_failed(&claimed, Some(refund.id)).await?,
-                }
-            }
+        let reason = format!("return {}", claimed.id);
+        match self.payments.refund_once(refund_id, claimed.order_id, amount, &reason).await {
+            Ok(refund) => match refund.status {
+                PaymentStatus::Pending => self.store.refund_asked(id, refund.id, self.clock.now()).await,
+                PaymentStatus::Succeeded => self.store.refunded(refund.id, self.clock.now()).await.map(drop),
+                PaymentStatus::Failed => self.refund_failed(&claimed, Some(refund.id)).await,
+            },
             Err(error) => {
                 tracing::warn!(%error, return_id = %id, attempts = claimed.refund_attempts + 1,
                     "a return's refund could not be asked for; asking again later");
-                self.refund_failed(&claimed, None).await?;
+                self.refund_failed(&claimed, None).await
             }
         }
-        Ok(())
     }
 
-    async fn refund_failed(&self, found: &Return, refund: Option<crate::ids::RefundId>) -> Result<(), StoreError> {
+    async fn refund_failed(&self, found: &Return, refund: Option<RefundId>) -> Result<(), StoreError> {
         let now = self.clock.now();
         self.store.refund_retry(found.id, refund, now + backoff(found.refund_attempts), now).await
     }
@@ -383,12 +390,12 @@ impl EventHandler for ReturnSaga {
                 Ok(())
             }
             DomainEvent::RefundFailed { refund_id, .. } => match sale.store.of_refund(*refund_id).await? {
-                Some(found) if found.status == ReturnStatus::Refunding => {
+                Some(found) => {
                     tracing::warn!(return_id = %found.id, attempts = found.refund_attempts + 1,
                         "a return's refund failed at the provider; asking again later");
                     sale.refund_failed(&found, Some(*refund_id)).await
                 }
-                _ => Ok(()),
+                None => Ok(()),
             },
             _ => Ok(()),
         }

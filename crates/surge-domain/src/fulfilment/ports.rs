@@ -66,11 +66,14 @@ pub trait FulfilmentStore: Send + Sync + 'static {
 
     async fn shipment(&self, waybill: &str) -> Result<Option<Shipment>, StoreError>;
 
+    /// The order's own forward parcel (its `SF` waybill), or its latest
+    /// reverse one.
     async fn shipment_of_order(&self, order: OrderId, direction: Direction) -> Result<Option<Shipment>, StoreError>;
 
-    /// Packs a `created` shipment (it becomes `awaiting_courier`) and moves
-    /// its order `PAID → FULFILLING`, in one transaction; `None` when the
-    /// shipment is not `created` any more.
+    /// Packs a `created` shipment (it becomes `awaiting_courier`) and, for
+    /// the order's own forward parcel, moves the order `PAID → FULFILLING`,
+    /// in one transaction; `None` when the shipment is not `created` any
+    /// more (or that order is not paid).
     async fn pack(&self, waybill: &str, now: OffsetDateTime) -> Result<Option<Shipment>, StoreError>;
 
     /// Assigns an `awaiting_courier` parcel to an on-shift courier of the

@@ -180,16 +180,47 @@ impl Payments {
         if amount_cents.get() == 0 {
             return Err(PaymentError::Invalid("amount_cents must be at least 1".into()));
         }
-        let Some(captured) = self.store.captured_of(order_id).await? else {
+        let id = RefundId::new(self.ids.next_id());
+        self.ask_refund(id, &order, amount_cents, reason, idempotency_key).await
+    }
+
+    /// The platform's own refund of an order (after-sale's saga) under an
+    /// id the caller chose and keeps: asked again with the same id, it
+    /// asks the provider nothing new and returns that refund.
+    pub async fn refund_once(
+        &self,
+        id: RefundId,
+        order_id: OrderId,
+        amount_cents: Cents,
+        reason: &str,
+    ) -> Result<Refund, PaymentError> {
+        if let Some(asked) = self.store.refund(id).await? {
+            return Ok(asked);
+        }
+        let order = self.orders.get(&Actor::Admin("platform".to_owned()), order_id).await?;
+        self.ask_refund(id, &order, amount_cents, reason, None).await
+    }
+
+    /// Asks the provider to refund `amount_cents` of the order's captured
+    /// payment under `id`, then writes it pending (see
+    /// [`PaymentStore::insert_refund`]).
+    async fn ask_refund(
+        &self,
+        id: RefundId,
+        order: &Order,
+        amount_cents: Cents,
+        reason: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Refund, PaymentError> {
+        let Some(captured) = self.store.captured_of(order.id).await? else {
             return Err(PaymentError::RefundExceedsPayment { refundable_cents: 0 });
         };
-        let id = RefundId::new(self.ids.next_id());
         let provider_ref = self.provider.refund(id, &captured.provider_ref, amount_cents.get()).await?;
         let now = self.clock.now();
         let refund = Refund {
             id,
             payment_id: captured.id,
-            order_id,
+            order_id: order.id,
             merchant_id: order.merchant_id,
             amount_cents: amount_cents.get(),
             reason: reason.to_owned(),
@@ -199,12 +230,23 @@ impl Payments {
             created_at: now,
             updated_at: now,
         };
-        match self.store.insert_refund(&refund, idempotency_key).await? {
-            RefundOutcome::Created(refund) | RefundOutcome::Replayed(refund) => Ok(refund),
-            RefundOutcome::ExceedsPayment { refundable_cents } => {
+        match self.store.insert_refund(&refund, idempotency_key).await {
+            Ok(RefundOutcome::Created(refund) | RefundOutcome::Replayed(refund)) => Ok(refund),
+            Ok(RefundOutcome::ExceedsPayment { refundable_cents }) => {
                 Err(PaymentError::RefundExceedsPayment { refundable_cents })
             }
+            // The same id written meanwhile (another node asking the same
+            // attempt): that refund.
+            Err(StoreError::Duplicate(_)) => self.store.refund(id).await?.ok_or(PaymentError::NotFound("refund")),
+            Err(error) => Err(error.into()),
         }
+    }
+
+    /// What the order's captured payment can still refund (0 when nothing
+    /// is captured).
+    pub async fn refundable(&self, order_id: OrderId) -> Result<i64, StoreError> {
+        let captured = self.store.captured_of(order_id).await?;
+        Ok(captured.map_or(0, |payment| payment.amount_cents - payment.refunded_cents))
     }
 
     /// The payment, for its payer, its merchant or an admin; anyone else

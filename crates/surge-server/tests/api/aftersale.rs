@@ -248,10 +248,22 @@ async fn a_rejected_return_or_a_failed_inspection_refunds_nothing_and_a_late_one
     assert_eq!(back["status"], "created", "the merchant packs it back to the buyer");
     let again = decide(&app, &app.merchant(1), &id, "inspect", &json!({"passed": true, "refund_cents": 1})).await;
     assert_error(again, StatusCode::UNPROCESSABLE_ENTITY, "invalid_state").await;
+    let packed = app.post_json(&format!("/v1/shipments/SB{id}/pack"), Some(&app.merchant(1)), &json!({})).await;
+    assert_eq!(packed.status(), StatusCode::OK, "the order is delivered, yet its parcel back ships");
+    carry(&app, 61, &format!("SB{id}")).await;
+    assert_eq!(order_status(&app, &order).await, "DELIVERED");
+    let own = get(&app, &app.customer(7), &format!("/v1/orders/{order}/shipment")).await.json::<Value>().await;
+    assert_eq!(own.expect("json")["waybill"], format!("SF{order}"), "the order's shipment is still its own");
 
-    // Past the window: refused, nothing changes.
+    // A minute before the window closes a request is taken; a minute
+    // after, it is refused and nothing changes.
     let window = Duration::from_secs(7 * 24 * 3600);
-    clock.advance(window + Duration::from_secs(1));
+    clock.advance(window - Duration::from_secs(60));
+    let last: Value = ask_return(&app, &app.customer(7), &order, None).await.json().await.expect("json");
+    assert_eq!(last["status"], "requested", "{last}");
+    let path = format!("/v1/returns/{}/reject", last["id"].as_str().expect("id"));
+    assert_eq!(app.post_json(&path, Some(&app.merchant(1)), &json!({})).await.status(), StatusCode::OK);
+    clock.advance(Duration::from_secs(120));
     let late = ask_return(&app, &app.customer(7), &order, None).await;
     assert_error(late, StatusCode::UNPROCESSABLE_ENTITY, "invalid_state").await;
     assert_eq!(order_status(&app, &order).await, "DELIVERED");
