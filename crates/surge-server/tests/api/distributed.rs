@@ -1594,34 +1594,54 @@ async fn three_nodes_apply_ten_thousand_repeated_and_reordered_callbacks_once_ea
     deployment.drop_stream().await;
 }
 
+/// The scale of the three-node dispatch test: a test run's by default;
+/// issue 13's own (10,000 parcels, 500 couriers, 20 zones) with
+/// `SURGE_DISPATCH_SCALE=full`. Every zone has as many parcels as its
+/// couriers have slots or more, so in the end every slot is full.
+struct DispatchScale {
+    merchants: u64,
+    carts: u64,
+    couriers: u64,
+    capacity: u64,
+    zones: u64,
+    leaving: u64,
+}
+
+impl DispatchScale {
+    fn from_env() -> Self {
+        match std::env::var("SURGE_DISPATCH_SCALE").as_deref() {
+            Ok("full") => Self { merchants: 20, carts: 500, couriers: 500, capacity: 20, zones: 20, leaving: 25 },
+            _ => Self { merchants: 20, carts: 15, couriers: 20, capacity: 10, zones: 4, leaving: 5 },
+        }
+    }
+}
+
 /// Issue 13's dispatch across nodes, at a scale a test run affords: 300
 /// paid orders in 4 zones packed at once through three nodes, 20 couriers
-/// of capacity 10, and 5 of them going off shift while the packing runs.
-/// In the end every slot of the couriers on shift is filled, each parcel
-/// by one courier, nobody over capacity, and the couriers who left hold
-/// nothing (what they had went to others).
+/// of capacity 10, and 5 of them going off shift while the packing runs
+/// (or issue 13's scale, see [`DispatchScale`]). In the end every slot of
+/// the couriers on shift is filled, each parcel by one courier, nobody
+/// over capacity, and the couriers who left hold nothing (what they had
+/// went to others).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over_capacity() {
-    const MERCHANTS: u64 = 20;
-    const CARTS: u64 = 15;
-    const COURIERS: u64 = 20;
-    const CAPACITY: u64 = 10;
+    let DispatchScale { merchants, carts, couriers, capacity, zones, leaving } = DispatchScale::from_env();
     let _one_at_a_time = SERIAL.lock().await;
     let broker = Broker::Nats("nats://127.0.0.1:4222".to_owned());
     let deployment = Deployment::start(broker, &[("SURGE_FULFILMENT__DISPATCH_INTERVAL", "100ms")]).await;
     let admin = deployment.token(Role::Admin, "ops");
     let mut products = Vec::new();
-    for merchant in 1..=MERCHANTS {
+    for merchant in 1..=merchants {
         let token = deployment.token(Role::Merchant, &merchant.to_string());
         let body = json!({"sku": "SHIP", "name": "Shipped", "price_cents": 100, "stock": 1_000});
         let product = deployment.post((merchant % 3) as usize, "/v1/products", &token, body).await;
         products.push(product["id"].as_str().expect("product id").to_owned());
     }
     // Zones: no zone map, so each address's region ("r0".."r3").
-    let orders: Vec<(u64, String, Value)> = stream::iter(1..=CARTS)
+    let orders: Vec<(u64, String, Value)> = stream::iter(1..=carts)
         .map(|customer| {
             let items: Vec<Value> = products.iter().map(|id| json!({"product_id": id, "quantity": 1})).collect();
-            let address = json!({"region": format!("r{}", customer % 4), "city": "Harbin", "line1": "1 Main St",
+            let address = json!({"region": format!("r{}", customer % zones), "city": "Harbin", "line1": "1 Main St",
                                  "postcode": "150000", "phone": "+86 451 0000"});
             let deployment = &deployment;
             async move {
@@ -1641,7 +1661,7 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
         .into_iter()
         .flatten()
         .collect();
-    assert_eq!(orders.len() as u64, MERCHANTS * CARTS);
+    assert_eq!(orders.len() as u64, merchants * carts);
     let paid: Vec<Value> = stream::iter(orders.iter().enumerate())
         .map(|(i, (customer, order, _))| {
             let deployment = &deployment;
@@ -1655,8 +1675,9 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
         .await;
     assert!(paid.iter().all(|order| order["status"] == "PAID"), "every order paid");
 
-    for courier in 0..COURIERS {
-        let body = json!({"name": "C", "region": "north", "zone": format!("r{}", courier % 4), "capacity": CAPACITY});
+    for courier in 0..couriers {
+        let body =
+            json!({"name": "C", "region": "north", "zone": format!("r{}", courier % zones), "capacity": capacity});
         let client = &deployment.client;
         let url = format!("{}/v1/couriers/{}", deployment.bases[(courier % 3) as usize], 100 + courier);
         assert_eq!(client.put(url).bearer_auth(&admin).json(&body).send().await.expect("put").status(), StatusCode::OK);
@@ -1666,12 +1687,12 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
         async move {
             let token = deployment.token(Role::Courier, &(100 + courier).to_string());
             let url = format!("{}/v1/couriers/me/shift", deployment.bases[(courier % 3) as usize]);
-            let body = json!({"on_shift": on, "zone": format!("r{}", courier % 4)});
+            let body = json!({"on_shift": on, "zone": format!("r{}", courier % zones)});
             let response = deployment.client.put(url).bearer_auth(token).json(&body).send().await.expect("shift");
             assert_eq!(response.status(), StatusCode::OK);
         }
     };
-    for courier in 0..COURIERS {
+    for courier in 0..couriers {
         shift(courier, true).await;
     }
     // The shipments are opened by the outbox's consumer on some node.
@@ -1698,6 +1719,7 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
 
     // Every parcel packed through the three nodes at once; five couriers
     // (one or two per zone) leave while it runs.
+    let started = std::time::Instant::now();
     let packing = stream::iter(waybills.iter().enumerate())
         .map(|(i, (waybill, token))| {
             let deployment = &deployment;
@@ -1709,21 +1731,22 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
         })
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<()>>();
-    let leaving = async {
+    let going_off = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        for courier in 0..5 {
+        for courier in 0..leaving {
             shift(courier, false).await;
         }
     };
-    tokio::join!(packing, leaving);
+    tokio::join!(packing, going_off);
+    let packed_in = started.elapsed();
 
     // Zone r0 keeps 3 couriers (30 slots), r1-r3 keep 4 (40 each); every
     // zone has more parcels than that, so in the end every slot is full.
-    let on_shift_slots = (COURIERS - 5) * CAPACITY;
+    let on_shift_slots = (couriers - leaving) * capacity;
     let mut seen = (0, HashMap::new());
     for _ in 0..100 {
         let mut held: HashMap<u64, Vec<String>> = HashMap::new();
-        for courier in 0..COURIERS {
+        for courier in 0..couriers {
             let token = deployment.token(Role::Courier, &(100 + courier).to_string());
             let url = format!("{}/v1/couriers/me/tasks", deployment.bases[(courier % 3) as usize]);
             let tasks: Value =
@@ -1739,11 +1762,16 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (total, held) = seen;
+    eprintln!(
+        "{} parcels packed through 3 nodes in {packed_in:?}; every slot full {:?} after the start",
+        merchants * carts,
+        started.elapsed()
+    );
     assert_eq!(total as u64, on_shift_slots, "every slot of the couriers on shift filled: {held:?}");
     let all: HashSet<&String> = held.values().flatten().collect();
     assert_eq!(all.len(), total, "a parcel held by two couriers");
     for (courier, parcels) in &held {
-        let expected = if *courier < 5 { 0 } else { CAPACITY as usize };
+        let expected = if *courier < leaving { 0 } else { capacity as usize };
         assert_eq!(parcels.len(), expected, "courier {courier}");
     }
 }
