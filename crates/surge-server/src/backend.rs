@@ -20,6 +20,7 @@ use surge_domain::runtime_config::{ConfigStore, SwitchStore};
 use surge_domain::settlement::{LedgerStore, ReconciliationStore, StatementStore};
 use surge_guard::rate::SharedLimiter;
 use surge_store::RelationalStore;
+use surge_store::behind::ScanJournal;
 use surge_store::cache::{CachedSales, SaleCacheConfig};
 use surge_store::memory::{MemoryIntakeKeys, MemoryLedger, MemoryPending};
 use surge_store::postgres::PgStore;
@@ -167,6 +168,12 @@ impl Backend {
 
     /// Is the queue shared with other nodes? Then it is not drained at start
     /// or stop: the other nodes' consumers are at it too.
+    /// The embedded log's scan journal (write-behind tracking), in the
+    /// embedded mode.
+    pub fn scan_journal(&self) -> Option<Arc<dyn ScanJournal>> {
+        self.log.as_ref().map(|log| Arc::new(log.journal()) as Arc<dyn ScanJournal>)
+    }
+
     pub fn shared_queue(&self) -> bool {
         self.log.is_none()
     }

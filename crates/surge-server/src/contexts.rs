@@ -3,21 +3,24 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use surge_domain::aftersale::{AfterSale, AfterSalePorts};
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
-use surge_domain::fulfilment::Fulfilment;
+use surge_domain::fulfilment::{Fulfilment, TrackingDocs};
 use surge_domain::inventory::Inventory;
 use surge_domain::order::{Checkouts, Orders, StockKeeper};
 use surge_domain::payment::Payments;
 use surge_domain::settlement::{Settlement, SettlementPorts};
 use surge_domain::{Clock, IdGenerator};
+use surge_store::behind::{BehindConfig, WriteBehind};
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::redis::RedisCatalog;
 use surge_store::sandbox::SandboxProvider;
 
 use crate::backend::Backend;
-use crate::config::Settings;
+use crate::config::{Settings, TrackingMode};
 use crate::limits::IntakeLimits;
 use crate::metrics::{CACHE_LOADS, CACHE_REQUESTS, Metrics};
 use crate::startup::CLOCK_SKEW_MAX;
@@ -40,6 +43,8 @@ pub(crate) struct Contexts {
     pub(crate) settlement: Arc<Settlement>,
     pub(crate) inventory: Arc<Inventory>,
     pub(crate) fulfilment: Arc<Fulfilment>,
+    /// Scans written behind the cache, when `fulfilment.tracking.mode` says.
+    pub(crate) tracking: Option<Arc<WriteBehind>>,
     pub(crate) after_sale: Arc<AfterSale>,
     pub(crate) intake_limits: Arc<IntakeLimits>,
 }
@@ -131,10 +136,7 @@ pub(crate) fn wire_contexts(
     let inventory =
         Arc::new(Inventory::new(Arc::clone(&backend.inventory), Arc::clone(&catalog.read), Arc::clone(clock)));
     let intake_limits = Arc::new(IntakeLimits::new(sale_settings.per_user_rate, sale_settings.per_sale_rate));
-    let fulfilment = Arc::new(
-        Fulfilment::new(Arc::clone(&backend.fulfilment), (&settings.fulfilment).into(), Arc::clone(clock))
-            .with_mode(settings.fulfilment.dispatch.into()),
-    );
+    let (fulfilment, tracking) = wire_fulfilment(settings, backend, clock)?;
     let after_sale = wire_after_sale(settings, backend, (&orders, &fulfilment, &payments, &flash_sales), ids, clock);
     Ok(Contexts {
         flash_sales,
@@ -144,9 +146,30 @@ pub(crate) fn wire_contexts(
         settlement,
         inventory,
         fulfilment,
+        tracking,
         after_sale,
         intake_limits,
     })
+}
+
+/// Fulfilment, its scans written through or behind the cache.
+fn wire_fulfilment(
+    settings: &Settings,
+    backend: &Backend,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<Fulfilment>, Option<Arc<WriteBehind>>)> {
+    let fulfilment = Fulfilment::new(Arc::clone(&backend.fulfilment), (&settings.fulfilment).into(), Arc::clone(clock))
+        .with_mode(settings.fulfilment.dispatch.into());
+    let tracking = &settings.fulfilment.tracking;
+    if tracking.mode == TrackingMode::WriteThrough {
+        return Ok((Arc::new(fulfilment), None));
+    }
+    let journal =
+        backend.scan_journal().context("fulfilment.tracking.mode = \"write_behind\" needs the embedded log")?;
+    let config = BehindConfig { delay: tracking.delay, batch: tracking.batch, max_pending: tracking.max_pending };
+    let behind = Arc::new(WriteBehind::new(journal, Arc::clone(&backend.fulfilment), config));
+    let fulfilment = fulfilment.with_write_behind(Arc::clone(&behind) as Arc<dyn TrackingDocs>);
+    Ok((Arc::new(fulfilment), Some(behind)))
 }
 
 /// After-sale over the contexts it moves.

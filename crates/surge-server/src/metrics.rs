@@ -42,6 +42,8 @@ pub const LEDGER_REPAIRED: &str = "surge_ledger_repaired_units_total";
 pub const OUTBOX_PUBLISHED: &str = "surge_outbox_published_total";
 pub const OUTBOX_BACKLOG: &str = "surge_outbox_backlog";
 pub const OUTBOX_LAG: &str = "surge_outbox_lag_seconds";
+pub const TRACKING_PENDING: &str = "surge_tracking_pending_scans";
+pub const TRACKING_FLUSHED: &str = "surge_tracking_flushed_scans_total";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,

@@ -25,7 +25,9 @@ use crate::config_centre::{LiveConfig, TUNABLES, Tunables};
 use crate::contexts::{Contexts, catalog_tiers, wire_contexts};
 use crate::dependency_guard::DependencyGuard;
 use crate::events::{EventListener, Subscription};
-use crate::metrics::{LEDGER_DIFFERENCE, LEDGER_REPAIRED, Metrics, ORDERS_FAILED, SALES_SERVED};
+use crate::metrics::{
+    LEDGER_DIFFERENCE, LEDGER_REPAIRED, Metrics, ORDERS_FAILED, SALES_SERVED, TRACKING_FLUSHED, TRACKING_PENDING,
+};
 use crate::notifications;
 use crate::outbox::OutboxWorkers;
 use crate::readiness::Readiness;
@@ -181,6 +183,9 @@ impl Application {
         while background.join_next().await.is_some() {}
         // Nothing applies other nodes' events once the node has stopped.
         drop(self.events);
+        if let Err(error) = self.workers.flush_tracking().await {
+            tracing::warn!(%error, "scan journal not flushed; the next start will");
+        }
         let drained = if self.backend.shared_queue() { Ok(0) } else { self.workers.drain().await };
         match drained {
             Ok(drained) => tracing::info!(drained, "queue drained"),
@@ -246,6 +251,9 @@ fn workers(
         settlement: Arc::clone(&contexts.settlement),
         fulfilment: Arc::clone(&contexts.fulfilment),
         after_sale: Arc::clone(&contexts.after_sale),
+        tracking: contexts.tracking.clone(),
+        tracking_pending: metrics.gauge(TRACKING_PENDING, &[]),
+        tracking_flushed: metrics.counter(TRACKING_FLUSHED, &[]),
         dispatch_interval: settings.fulfilment.dispatch_interval,
         pickup_timeout: settings.fulfilment.pickup_timeout,
         reservation_timeout: sale_settings.reservation_timeout,
@@ -269,6 +277,11 @@ fn workers(
 async fn recover(backend: &Backend, workers: &Workers, contexts: &Contexts, ids: &IdGenerator) -> anyhow::Result<()> {
     let drained = if backend.shared_queue() { 0 } else { workers.drain().await.context("draining the queue")? };
     let sales = contexts.flash_sales.recover().await.context("rebuilding the stock ledger")?;
+    // Scans a crash left in the journal reach the store before any is read.
+    let scans = workers.flush_tracking().await.context("flushing the scan journal")?;
+    if scans > 0 {
+        tracing::info!(scans, "flushed the scan journal");
+    }
     ids.resume_after(backend.max_id().await.context("reading the largest id")?);
     tracing::info!(drained, sales, "recovered flash sales");
     Ok(())

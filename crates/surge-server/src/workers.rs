@@ -17,6 +17,7 @@ use surge_domain::order::Orders;
 use surge_domain::settlement::Settlement;
 use surge_domain::store::StoreError;
 use surge_guard::switch::SwitchHandle;
+use surge_store::behind::WriteBehind;
 use tokio::sync::watch;
 
 use crate::limits::IntakeLimits;
@@ -42,6 +43,11 @@ pub struct Workers {
     /// `pickup_timeout`, every `dispatch_interval` (see `dispatch_until`).
     pub fulfilment: Arc<Fulfilment>,
     pub after_sale: Arc<AfterSale>,
+    /// Scans written behind the cache, and the flusher's gauges
+    /// (`surge_tracking_pending_scans`, `surge_tracking_flushed_scans_total`).
+    pub tracking: Option<Arc<WriteBehind>>,
+    pub tracking_pending: metrics::Gauge,
+    pub tracking_flushed: metrics::Counter,
     pub dispatch_interval: Duration,
     pub pickup_timeout: Duration,
     /// Open reservations older than this are reaped (shared ledger only),
@@ -119,6 +125,43 @@ impl Workers {
         background.spawn(async move { workers.dispatch_until(until).await });
         let (workers, until) = (Arc::clone(self), stopped.clone());
         background.spawn(async move { workers.refunds_until(until).await });
+        if self.tracking.is_some() {
+            let (workers, until) = (Arc::clone(self), stopped.clone());
+            background.spawn(async move { workers.flush_until(until).await });
+        }
+    }
+
+    /// Writes every journaled scan to the store (at start, before serving,
+    /// and at shutdown): how many.
+    pub async fn flush_tracking(&self) -> Result<usize, StoreError> {
+        let Some(tracking) = &self.tracking else { return Ok(0) };
+        let flushed = tracking.flush_all(time::OffsetDateTime::now_utc()).await?;
+        self.tracking_flushed.increment(flushed as u64);
+        self.tracking_pending.set(tracking.pending() as f64);
+        Ok(flushed)
+    }
+
+    /// The write-behind flusher: a batch at a time, at once while whole
+    /// batches wait, else every `fulfilment.tracking.delay`. A failed
+    /// flush (the store down or stalled) keeps the journal and retries.
+    pub async fn flush_until(&self, mut stopped: watch::Receiver<bool>) {
+        let Some(tracking) = &self.tracking else { return };
+        while !*stopped.borrow_and_update() {
+            let wait = match tracking.flush_once(time::OffsetDateTime::now_utc()).await {
+                Ok(flushed) => {
+                    self.tracking_flushed.increment(flushed as u64);
+                    if flushed == tracking.batch() { Duration::ZERO } else { tracking.delay() }
+                }
+                Err(error) => {
+                    tracing::error!(%error, pending = tracking.pending(), "tracking flush failed; retrying");
+                    tracking.delay().max(ERROR_PAUSE)
+                }
+            };
+            self.tracking_pending.set(tracking.pending() as f64);
+            if !wait.is_zero() {
+                let _ = tokio::time::timeout(wait, stopped.changed()).await;
+            }
+        }
     }
 
     /// The return-refund saga's pass, every `dispatch_interval` on every

@@ -12,6 +12,7 @@
 //! - `runtime_config`: what operators change at run time, kept in the store
 //!   (manual switches, run-time settings) and its version across nodes.
 
+pub mod behind;
 pub mod cache;
 mod events_wire;
 pub mod memory;
@@ -30,6 +31,7 @@ mod sql_ledger;
 mod sql_outbox;
 mod sql_payments;
 mod sql_settlements;
+mod sql_tracking;
 pub mod sqlite;
 
 /// `scheme://user:password@host/…` as `scheme://***@host/…`: a URL that

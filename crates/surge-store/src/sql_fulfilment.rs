@@ -332,6 +332,13 @@ macro_rules! fulfilment_store {
                 shipments(rows)
             }
 
+            async fn flush_scans(&self, scans: &[JournalScan], now: OffsetDateTime) -> Result<(), StoreError> {
+                if scans.is_empty() {
+                    return Ok(());
+                }
+                flush_scans_in(self, scans, unix_ms(now)).await.map_err(store_error)
+            }
+
             async fn scans(&self, waybill: &str) -> Result<Vec<Scan>, StoreError> {
                 let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
                     "SELECT kind, at_ms, location, note FROM scans WHERE waybill = $1 ORDER BY seq",

@@ -51,6 +51,7 @@ impl From<FulfilmentError> for AfterSaleError {
             FulfilmentError::Forbidden(why) => AfterSaleError::Forbidden(why),
             FulfilmentError::InvalidState(why) => AfterSaleError::InvalidState(why),
             FulfilmentError::Invalid(why) => AfterSaleError::Invalid(why),
+            FulfilmentError::Overloaded => AfterSaleError::Unavailable(StoreError::Unavailable("overloaded".into())),
             FulfilmentError::Unavailable(cause) => AfterSaleError::Unavailable(cause),
         }
     }

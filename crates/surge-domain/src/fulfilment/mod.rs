@@ -15,7 +15,7 @@ mod service;
 mod zones;
 
 pub use dispatch::{DispatchMode, plan};
-pub use ports::{FulfilmentStore, NewCourier, NewShipment, ScanOutcome};
+pub use ports::{FulfilmentStore, JournalScan, NewCourier, NewShipment, ScanOutcome, ScanRefused, TrackingDocs};
 pub use service::{Fulfilment, FulfilmentError, MAX_CAPACITY, MAX_NOTE, MAX_TEXT, ShipmentOpener};
 pub use zones::ZoneMap;
 

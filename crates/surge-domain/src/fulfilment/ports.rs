@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{Courier, Direction, IllegalScan, Scan, Shipment};
+use super::{Courier, Direction, IllegalScan, Scan, Shipment, ShipmentStatus};
 use crate::ids::{CourierId, MerchantId, OrderId, UserId};
 use crate::store::StoreError;
 
@@ -38,6 +38,59 @@ pub enum ScanOutcome {
     /// The parcel is not assigned to this courier.
     NotAssigned,
     Illegal(IllegalScan),
+}
+
+/// A scan taken behind the cache (write-behind): what the journal keeps
+/// and the flusher writes to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalScan {
+    pub waybill: String,
+    pub courier: CourierId,
+    /// Its place in the waybill's timeline (1, 2, ...): a scan written
+    /// twice (a replay) is written once.
+    pub seq: i64,
+    pub scan: Scan,
+    /// Where the scan took the parcel.
+    pub to: ShipmentStatus,
+    /// When it was taken.
+    pub recorded_at: OffsetDateTime,
+}
+
+/// Why a scan was not taken behind the cache.
+#[derive(Debug)]
+pub enum ScanRefused {
+    /// Too many scans wait to be written to the store.
+    Overloaded,
+    Unavailable(StoreError),
+}
+
+impl From<StoreError> for ScanRefused {
+    fn from(error: StoreError) -> Self {
+        ScanRefused::Unavailable(error)
+    }
+}
+
+/// Parcels' tracking documents held in front of the store, their scans
+/// written behind it (write-behind; see the store's `WriteBehind`).
+#[async_trait]
+pub trait TrackingDocs: Send + Sync + 'static {
+    /// Takes `courier`'s scan of a picked-up parcel; answered once it is
+    /// durable, before the store holds it.
+    async fn scan(
+        &self,
+        waybill: &str,
+        courier: CourierId,
+        scan: &Scan,
+        now: OffsetDateTime,
+    ) -> Result<ScanOutcome, ScanRefused>;
+
+    /// The shipment as its scans left it, those not yet in the store
+    /// included.
+    fn overlay(&self, shipment: Shipment) -> Shipment;
+
+    /// The shipment and its scans in order, those not yet in the store
+    /// included.
+    async fn tracking(&self, shipment: Shipment) -> Result<(Shipment, Vec<Scan>), StoreError>;
 }
 
 #[async_trait]
@@ -137,4 +190,12 @@ pub trait FulfilmentStore: Send + Sync + 'static {
 
     /// The waybill's scans, in the order they were written.
     async fn scans(&self, waybill: &str) -> Result<Vec<Scan>, StoreError>;
+
+    /// Writes scans taken behind the cache, in one transaction: each scan
+    /// once (by waybill and `seq`; a replay writes nothing twice) with its
+    /// `parcel_scanned` event; each shipment moved once, to its last scan's
+    /// status (coalesced); a parcel that reaches `delivered` here frees its
+    /// courier's slot and moves its order (or return) as the delivered scan
+    /// does when written through.
+    async fn flush_scans(&self, scans: &[JournalScan], now: OffsetDateTime) -> Result<(), StoreError>;
 }

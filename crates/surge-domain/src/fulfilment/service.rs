@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use super::ports::{FulfilmentStore, NewCourier, NewShipment, ScanOutcome};
-use super::{Courier, Direction, DispatchMode, Scan, Shipment, ShipmentStatus, Tracking, ZoneMap, plan};
+use super::ports::{FulfilmentStore, NewCourier, NewShipment, ScanOutcome, ScanRefused, TrackingDocs};
+use super::{Courier, Direction, DispatchMode, Scan, ScanKind, Shipment, ShipmentStatus, Tracking, ZoneMap, plan};
 use crate::actor::Actor;
 use crate::clock::Clock;
 use crate::ids::{CourierId, MerchantId, OrderId, UserId};
@@ -26,6 +26,9 @@ pub enum FulfilmentError {
     InvalidState(String),
     #[error("{0}")]
     Invalid(String),
+    /// Too many scans wait for the write-behind flusher.
+    #[error("too many scans wait to be written; retry shortly")]
+    Overloaded,
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }
@@ -64,11 +67,26 @@ pub struct Fulfilment {
     zones: ZoneMap,
     clock: Arc<dyn Clock>,
     mode: DispatchMode,
+    /// Scans after pickup written behind the cache, when set.
+    behind: Option<Arc<dyn TrackingDocs>>,
 }
 
 impl Fulfilment {
     pub fn new(store: Arc<dyn FulfilmentStore>, zones: ZoneMap, clock: Arc<dyn Clock>) -> Self {
-        Self { store, zones, clock, mode: DispatchMode::Greedy }
+        Self { store, zones, clock, mode: DispatchMode::Greedy, behind: None }
+    }
+
+    /// Writes scans after pickup behind the cache (see [`TrackingDocs`]).
+    pub fn with_write_behind(self, behind: Arc<dyn TrackingDocs>) -> Self {
+        Self { behind: Some(behind), ..self }
+    }
+
+    /// The shipment as its scans left it, unflushed ones included.
+    fn current(&self, shipment: Shipment) -> Shipment {
+        match &self.behind {
+            Some(behind) => behind.overlay(shipment),
+            None => shipment,
+        }
     }
 
     /// Dispatch in `mode` (greedy by default).
@@ -127,7 +145,12 @@ impl Fulfilment {
 
     /// The calling courier's parcels not yet delivered.
     pub async fn tasks(&self, actor: &Actor) -> Result<Vec<Shipment>, FulfilmentError> {
-        Ok(self.store.tasks(Self::courier_of(actor)?).await?)
+        let tasks = self.store.tasks(Self::courier_of(actor)?).await?;
+        Ok(tasks
+            .into_iter()
+            .map(|shipment| self.current(shipment))
+            .filter(|shipment| shipment.status != ShipmentStatus::Delivered)
+            .collect())
     }
 
     /// May `actor` see this shipment? Its buyer, its merchant, the courier
@@ -147,7 +170,7 @@ impl Fulfilment {
             return Err(FulfilmentError::NotFound("shipment"));
         }
         match self.store.shipment(waybill).await? {
-            Some(shipment) if Self::visible(actor, &shipment) => Ok(shipment),
+            Some(shipment) if Self::visible(actor, &shipment) => Ok(self.current(shipment)),
             _ => Err(FulfilmentError::NotFound("shipment")),
         }
     }
@@ -155,7 +178,7 @@ impl Fulfilment {
     /// The forward shipment of an order (made when it was paid).
     pub async fn shipment_of_order(&self, actor: &Actor, order: OrderId) -> Result<Shipment, FulfilmentError> {
         match self.store.shipment_of_order(order, Direction::Forward).await? {
-            Some(shipment) if Self::visible(actor, &shipment) => Ok(shipment),
+            Some(shipment) if Self::visible(actor, &shipment) => Ok(self.current(shipment)),
             _ => Err(FulfilmentError::NotFound("shipment")),
         }
     }
@@ -279,7 +302,17 @@ impl Fulfilment {
             return Err(FulfilmentError::Invalid(format!("note must be at most {MAX_NOTE} printable characters")));
         }
         let scan = Scan { location: text("location", &scan.location)?, ..scan };
-        match self.store.scan(waybill, courier, &scan, now).await? {
+        let outcome = match &self.behind {
+            // Pickup is written through: the store's dispatch races it.
+            Some(behind) if scan.kind != ScanKind::PickedUp => {
+                behind.scan(waybill, courier, &scan, now).await.map_err(|refused| match refused {
+                    ScanRefused::Overloaded => FulfilmentError::Overloaded,
+                    ScanRefused::Unavailable(cause) => FulfilmentError::Unavailable(cause),
+                })?
+            }
+            _ => self.store.scan(waybill, courier, &scan, now).await?,
+        };
+        match outcome {
             ScanOutcome::Applied(shipment) => Ok(shipment),
             ScanOutcome::NotFound => Err(FulfilmentError::NotFound("shipment")),
             ScanOutcome::NotAssigned => Err(FulfilmentError::Forbidden("the parcel is not assigned to you")),
@@ -312,7 +345,13 @@ impl Fulfilment {
     /// The waybill's tracking, for its buyer, merchant, courier or an admin.
     pub async fn tracking(&self, actor: &Actor, waybill: &str) -> Result<Tracking, FulfilmentError> {
         let shipment = self.visible_shipment(actor, waybill).await?;
-        let events = self.store.scans(waybill).await?;
+        let (shipment, events) = match &self.behind {
+            Some(behind) => behind.tracking(shipment).await?,
+            None => {
+                let events = self.store.scans(waybill).await?;
+                (shipment, events)
+            }
+        };
         Ok(Tracking { shipment, events })
     }
 }

@@ -30,6 +30,41 @@ pub struct FulfilmentSettings {
     /// takes back those not picked up in time.
     #[serde(with = "humantime_serde")]
     pub dispatch_interval: Duration,
+    /// How scans after pickup reach the store.
+    pub tracking: TrackingSettings,
+}
+
+/// Scans written through (one transaction each) or behind the cache (a
+/// durable journal, answered at once, flushed in batches): Hazelcast's
+/// and Redisson's write-behind knobs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingSettings {
+    pub mode: TrackingMode,
+    /// How long the flusher waits when less than a batch is journaled
+    /// (Hazelcast's `write-delay-seconds`).
+    #[serde(with = "humantime_serde")]
+    pub delay: Duration,
+    /// Most scans one flush writes (`write-batch-size`); each shipment is
+    /// moved once per flush whatever its number of scans (coalescing).
+    pub batch: usize,
+    /// Most scans journaled and not flushed; past half of it scans slow
+    /// down, at it they get 503 `overloaded`.
+    pub max_pending: usize,
+}
+
+impl Default for TrackingSettings {
+    fn default() -> Self {
+        Self { mode: TrackingMode::WriteThrough, delay: Duration::from_millis(100), batch: 1_000, max_pending: 100_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackingMode {
+    WriteThrough,
+    /// Embedded mode only: the documents are in the node's memory.
+    WriteBehind,
 }
 
 impl Default for FulfilmentSettings {
@@ -40,6 +75,7 @@ impl Default for FulfilmentSettings {
             adjacent: BTreeMap::new(),
             pickup_timeout: 30 * MINUTE,
             dispatch_interval: Duration::from_secs(1),
+            tracking: TrackingSettings::default(),
         }
     }
 }
@@ -86,6 +122,18 @@ impl FulfilmentSettings {
             self.dispatch_interval >= Duration::from_millis(10) && self.dispatch_interval <= 10 * MINUTE,
             "fulfilment.dispatch_interval",
             "must be 10ms-10m",
+        )?;
+        let tracking = &self.tracking;
+        ensure(
+            tracking.delay >= Duration::from_millis(1) && tracking.delay <= MINUTE,
+            "fulfilment.tracking.delay",
+            "must be 1ms-1m",
+        )?;
+        ensure((1..=10_000).contains(&tracking.batch), "fulfilment.tracking.batch", "must be 1-10000")?;
+        ensure(
+            (2..=10_000_000).contains(&tracking.max_pending),
+            "fulfilment.tracking.max_pending",
+            "must be 2-10000000",
         )
     }
 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cache::CacheSettings;
 pub use flash_sale::FlashSaleSettings;
-pub use fulfilment::{DispatchSetting, FulfilmentSettings};
+pub use fulfilment::{DispatchSetting, FulfilmentSettings, TrackingMode, TrackingSettings};
 pub use http::{AuthSettings, HttpSettings, LogFormat, LogSettings};
 pub use notify::NotifySettings;
 pub use payments::{PaymentSettings, SandboxSettings};
@@ -246,6 +246,11 @@ impl Settings {
             self.flash_sale.cluster_per_user_rate == 0 || redis,
             "flash_sale.cluster_per_user_rate",
             "needs shared.kind = \"redis\"",
+        )?;
+        ensure(
+            self.fulfilment.tracking.mode != TrackingMode::WriteBehind || !(shared || self.store.is_postgres()),
+            "fulfilment.tracking.mode",
+            "\"write_behind\" is for the embedded mode: its documents live in one node's memory",
         )
     }
 }

@@ -42,6 +42,7 @@ impl From<FulfilmentError> for ApiError {
             FulfilmentError::Forbidden(why) => ApiError::forbidden(why),
             FulfilmentError::InvalidState(why) => ApiError::new(ErrorCode::InvalidState, why),
             FulfilmentError::Invalid(why) => ApiError::bad_request(why),
+            FulfilmentError::Overloaded => ApiError::overloaded(1),
             FulfilmentError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }
@@ -336,6 +337,8 @@ async fn pack(
         (status = 403, description = "not a courier, or not the parcel's", body = ErrorBody),
         (status = 404, description = "no such shipment", body = ErrorBody),
         (status = 422, description = "invalid_state: the scan does not follow from where the parcel is",
+            body = ErrorBody),
+        (status = 503, description = "overloaded: too many scans wait to be written (write-behind)",
             body = ErrorBody),
     ),
 )]

@@ -21,3 +21,4 @@ mod overload;
 mod payments;
 mod restart;
 mod tenancy;
+mod tracking;

@@ -44,14 +44,16 @@ impl Default for LogQueueConfig {
     }
 }
 
-struct Append {
-    payload: String,
-    done: oneshot::Sender<Result<(), StoreError>>,
+pub(super) struct Append {
+    pub(super) payload: String,
+    pub(super) done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 pub struct LogQueue {
     pool: SqlitePool,
     appends: mpsc::Sender<Append>,
+    /// The scan journal's appends, written by a writer of their own.
+    journal_appends: mpsc::Sender<Append>,
     appended: Arc<Notify>,
     acked: AtomicU64,
 }
@@ -81,8 +83,12 @@ impl LogQueue {
 
         let (appends, receiver) = mpsc::channel(config.capacity.max(1));
         let appended = Arc::new(Notify::new());
-        tokio::spawn(write_loop(pool.clone(), receiver, config.batch_max.max(1), Arc::clone(&appended)));
-        Ok(Self { pool, appends, appended, acked: AtomicU64::new(u64::try_from(acked).unwrap_or(0)) })
+        tokio::spawn(write_loop(pool.clone(), receiver, config.batch_max.max(1), Arc::clone(&appended), "events"));
+        let (journal_appends, receiver) = mpsc::channel(config.capacity.max(1));
+        let journaled = Arc::new(Notify::new());
+        tokio::spawn(write_loop(pool.clone(), receiver, config.batch_max.max(1), journaled, "scan_journal"));
+        let acked = AtomicU64::new(u64::try_from(acked).unwrap_or(0));
+        Ok(Self { pool, appends, journal_appends, appended, acked })
     }
 
     /// Events appended and not yet acknowledged.
@@ -97,6 +103,11 @@ impl LogQueue {
 
     fn acked_offset(&self) -> i64 {
         i64::try_from(self.acked.load(Ordering::Acquire)).unwrap_or(i64::MAX)
+    }
+
+    /// The scan journal kept in the same file (write-behind of tracking).
+    pub fn journal(&self) -> super::journal::LogJournal {
+        super::journal::LogJournal::new(self.pool.clone(), self.journal_appends.clone())
     }
 
     /// The event bus kept in the same file.
@@ -209,11 +220,18 @@ impl LogQueue {
     }
 }
 
-/// The single writer: one transaction (one fsync) per batch of appends.
-async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Append>, batch_max: usize, appended: Arc<Notify>) {
+/// The single writer of `table`: one transaction (one fsync) per batch of
+/// appends.
+async fn write_loop(
+    pool: SqlitePool,
+    mut receiver: mpsc::Receiver<Append>,
+    batch_max: usize,
+    appended: Arc<Notify>,
+    table: &'static str,
+) {
     let mut batch = Vec::with_capacity(batch_max);
     while receiver.recv_many(&mut batch, batch_max).await > 0 {
-        let result = write_batch(&pool, &batch).await;
+        let result = write_batch(&pool, &batch, table).await;
         if let Err(error) = &result {
             tracing::error!(%error, events = batch.len(), "queue append failed");
         }
@@ -230,11 +248,11 @@ async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Append>, batc
 /// SQLite worker thread, so a batch goes in a few statements, not one each.
 const ROWS_PER_STATEMENT: usize = 256;
 
-async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<(), StoreError> {
+async fn write_batch(pool: &SqlitePool, batch: &[Append], table: &str) -> Result<(), StoreError> {
     let now_ms = crate::rows::unix_ms(time::OffsetDateTime::now_utc());
     let mut tx = pool.begin().await.map_err(unavailable)?;
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = sqlx::QueryBuilder::new("INSERT INTO events (payload, appended_at_ms) ");
+        let mut insert = sqlx::QueryBuilder::new(format!("INSERT INTO {table} (payload, appended_at_ms) "));
         insert.push_values(chunk, |mut row, append| {
             row.push_bind(append.payload.as_str()).push_bind(now_ms);
         });
@@ -243,7 +261,7 @@ async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<(), StoreErr
     tx.commit().await.map_err(unavailable)
 }
 
-fn unavailable(error: sqlx::Error) -> StoreError {
+pub(super) fn unavailable(error: sqlx::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 

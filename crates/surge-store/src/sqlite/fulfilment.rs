@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 use surge_domain::fulfilment::{
-    Courier, Direction, FulfilmentStore, NewCourier, NewShipment, Scan, ScanKind, ScanOutcome, Shipment, ShipmentStatus,
+    Courier, Direction, FulfilmentStore, JournalScan, NewCourier, NewShipment, Scan, ScanKind, ScanOutcome, Shipment,
+    ShipmentStatus,
 };
 use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{CourierId, MerchantId, OrderId, StoreError, UserId};
@@ -15,3 +16,4 @@ use crate::rows::{from_unix_ms, unix_ms};
 
 crate::sql_fulfilment_steps::fulfilment_steps!(SqliteStore, sqlx::Sqlite, "");
 crate::sql_fulfilment::fulfilment_store!(SqliteStore, sqlx::Sqlite);
+crate::sql_tracking::tracking_flush!(SqliteStore, sqlx::Sqlite);
