@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
-
 use surge_domain::aftersale::{AfterSale, AfterSalePorts};
 use surge_domain::catalog::CatalogStore;
 use surge_domain::flashsale::{FlashSalePorts, FlashSales};
@@ -43,7 +41,9 @@ pub(crate) struct Contexts {
     pub(crate) settlement: Arc<Settlement>,
     pub(crate) inventory: Arc<Inventory>,
     pub(crate) fulfilment: Arc<Fulfilment>,
-    /// Scans written behind the cache, when `fulfilment.tracking.mode` says.
+    /// The scan journal's flusher (embedded mode): scans are written
+    /// behind the cache when `fulfilment.tracking.mode` says; the journal
+    /// is flushed at start and at shutdown whatever the mode.
     pub(crate) tracking: Option<Arc<WriteBehind>>,
     pub(crate) after_sale: Arc<AfterSale>,
     pub(crate) intake_limits: Arc<IntakeLimits>,
@@ -161,14 +161,21 @@ fn wire_fulfilment(
     let fulfilment = Fulfilment::new(Arc::clone(&backend.fulfilment), (&settings.fulfilment).into(), Arc::clone(clock))
         .with_mode(settings.fulfilment.dispatch.into());
     let tracking = &settings.fulfilment.tracking;
-    if tracking.mode == TrackingMode::WriteThrough {
+    // In the embedded mode the journal is flushed at start whatever the
+    // mode (an earlier run may have written behind).
+    let Some(journal) = backend.scan_journal() else {
+        anyhow::ensure!(
+            tracking.mode == TrackingMode::WriteThrough,
+            "fulfilment.tracking.mode = \"write_behind\" needs the embedded log"
+        );
         return Ok((Arc::new(fulfilment), None));
-    }
-    let journal =
-        backend.scan_journal().context("fulfilment.tracking.mode = \"write_behind\" needs the embedded log")?;
+    };
     let config = BehindConfig { delay: tracking.delay, batch: tracking.batch, max_pending: tracking.max_pending };
     let behind = Arc::new(WriteBehind::new(journal, Arc::clone(&backend.fulfilment), config));
-    let fulfilment = fulfilment.with_write_behind(Arc::clone(&behind) as Arc<dyn TrackingDocs>);
+    let fulfilment = match tracking.mode {
+        TrackingMode::WriteBehind => fulfilment.with_write_behind(Arc::clone(&behind) as Arc<dyn TrackingDocs>),
+        TrackingMode::WriteThrough => fulfilment,
+    };
     Ok((Arc::new(fulfilment), Some(behind)))
 }
 

@@ -252,6 +252,7 @@ fn workers(
         fulfilment: Arc::clone(&contexts.fulfilment),
         after_sale: Arc::clone(&contexts.after_sale),
         tracking: contexts.tracking.clone(),
+        write_behind: settings.fulfilment.tracking.mode == crate::config::TrackingMode::WriteBehind,
         tracking_pending: metrics.gauge(TRACKING_PENDING, &[]),
         tracking_flushed: metrics.counter(TRACKING_FLUSHED, &[]),
         dispatch_interval: settings.fulfilment.dispatch_interval,

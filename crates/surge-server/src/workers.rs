@@ -46,6 +46,8 @@ pub struct Workers {
     /// Scans written behind the cache, and the flusher's gauges
     /// (`surge_tracking_pending_scans`, `surge_tracking_flushed_scans_total`).
     pub tracking: Option<Arc<WriteBehind>>,
+    /// Scans are written behind: the flusher runs all along.
+    pub write_behind: bool,
     pub tracking_pending: metrics::Gauge,
     pub tracking_flushed: metrics::Counter,
     pub dispatch_interval: Duration,
@@ -125,7 +127,7 @@ impl Workers {
         background.spawn(async move { workers.dispatch_until(until).await });
         let (workers, until) = (Arc::clone(self), stopped.clone());
         background.spawn(async move { workers.refunds_until(until).await });
-        if self.tracking.is_some() {
+        if self.tracking.is_some() && self.write_behind {
             let (workers, until) = (Arc::clone(self), stopped.clone());
             background.spawn(async move { workers.flush_until(until).await });
         }

@@ -14,8 +14,13 @@
 //! then on only the flusher writes the parcel, so a document missing here
 //! (never loaded, or flushed and dropped) is exactly what the store holds.
 //! A document with scans not yet flushed is never dropped; the number of
-//! such scans is bounded (`max_pending`): past half of it scans slow down,
-//! at it they are refused (503 `overloaded`) rather than growing memory.
+//! such scans is bounded (`max_pending`, a slot taken before the journal
+//! append): past half of it scans slow down, at it they are refused (503
+//! `overloaded`) rather than growing memory. A scan's check, append and
+//! apply run as one task the caller awaits: a caller that goes away (a
+//! client hanging up) cannot leave a journaled scan out of its document.
+//! Reads take the document before the store's row, so a flush between the
+//! two cannot hide an acknowledged scan.
 //!
 //! Crash safety: a scan is answered only once the journal holds it; at
 //! start the node flushes the whole journal before serving (a scan is
@@ -78,20 +83,25 @@ struct Doc {
     unflushed: Vec<(i64, Scan)>,
 }
 
-pub struct WriteBehind {
+struct Inner {
     journal: Arc<dyn ScanJournal>,
     store: Arc<dyn FulfilmentStore>,
     config: BehindConfig,
     docs: Mutex<HashMap<String, Doc>>,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Scans journaled, or about to be, and not flushed.
     pending: AtomicUsize,
     /// The journal position flushed up to (the flusher's alone).
     flushed: AtomicI64,
 }
 
+pub struct WriteBehind {
+    inner: Arc<Inner>,
+}
+
 impl WriteBehind {
     pub fn new(journal: Arc<dyn ScanJournal>, store: Arc<dyn FulfilmentStore>, config: BehindConfig) -> Self {
-        Self {
+        let inner = Inner {
             journal,
             store,
             config,
@@ -99,68 +109,29 @@ impl WriteBehind {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             pending: AtomicUsize::new(0),
             flushed: AtomicI64::new(0),
-        }
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     /// Scans taken and not yet flushed.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        self.inner.pending.load(Ordering::Relaxed)
     }
 
-    fn stripe(&self, waybill: &str) -> &tokio::sync::Mutex<()> {
-        let mut hasher = DefaultHasher::new();
-        waybill.hash(&mut hasher);
-        &self.stripes[(hasher.finish() % STRIPES as u64) as usize]
+    pub fn delay(&self) -> Duration {
+        self.inner.config.delay
     }
 
-    fn doc(&self, waybill: &str) -> Option<Doc> {
-        self.docs.lock().unwrap_or_else(PoisonError::into_inner).get(waybill).cloned()
-    }
-
-    /// Past half of `max_pending`, a scan waits up to `MAX_SLOWDOWN`, more
-    /// the closer it is; at `max_pending` it is refused.
-    async fn admit(&self) -> Result<(), ScanRefused> {
-        let (pending, max) = (self.pending(), self.config.max_pending.max(2));
-        if pending >= max {
-            return Err(ScanRefused::Overloaded);
-        }
-        let half = max / 2;
-        if pending > half {
-            let share = (pending - half) as f64 / (max - half) as f64;
-            tokio::time::sleep(MAX_SLOWDOWN.mul_f64(share)).await;
-        }
-        Ok(())
+    /// Most scans one flush writes: a flush that wrote as many may have
+    /// left more.
+    pub fn batch(&self) -> usize {
+        self.inner.config.batch
     }
 
     /// Writes up to a batch of the journal to the store and drops the
     /// documents it completes: how many scans it wrote.
     pub async fn flush_once(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        let batch = self.journal.read(self.flushed.load(Ordering::Relaxed), self.config.batch).await?;
-        let Some(&(upto, _)) = batch.last() else {
-            return Ok(0);
-        };
-        let scans: Vec<JournalScan> = batch.into_iter().map(|(_, scan)| scan).collect();
-        self.store.flush_scans(&scans, now).await?;
-        self.journal.trim(upto).await?;
-        self.flushed.store(upto, Ordering::Relaxed);
-        let done = scans.len();
-        let _ = self.pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(done)));
-        let mut flushed: HashMap<&str, i64> = HashMap::new();
-        for scan in &scans {
-            let seq = flushed.entry(scan.waybill.as_str()).or_default();
-            *seq = (*seq).max(scan.seq);
-        }
-        for (waybill, seq) in flushed {
-            let _serial = self.stripe(waybill).lock().await;
-            let mut docs = self.docs.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(doc) = docs.get_mut(waybill) {
-                doc.unflushed.retain(|(kept, _)| *kept > seq);
-                if doc.unflushed.is_empty() {
-                    docs.remove(waybill);
-                }
-            }
-        }
-        Ok(done)
+        self.inner.flush_once(now).await
     }
 
     /// Flushes until the journal is empty (at start, before serving, and
@@ -175,32 +146,47 @@ impl WriteBehind {
             }
         }
     }
-
-    pub fn delay(&self) -> Duration {
-        self.config.delay
-    }
-
-    /// A flush wrote a whole batch: there may be more at once.
-    pub fn batch(&self) -> usize {
-        self.config.batch
-    }
 }
 
-#[async_trait]
-impl TrackingDocs for WriteBehind {
-    /// Takes `courier`'s scan of a picked-up parcel: checked against its
-    /// document, journaled, applied to the document. The answer, as the
-    /// store's `scan` gives it.
-    async fn scan(
+impl Inner {
+    fn stripe(&self, waybill: &str) -> &tokio::sync::Mutex<()> {
+        let mut hasher = DefaultHasher::new();
+        waybill.hash(&mut hasher);
+        &self.stripes[(hasher.finish() % STRIPES as u64) as usize]
+    }
+
+    fn docs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Doc>> {
+        self.docs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a slot for one scan: refused at `max_pending`; past half of
+    /// it, the scan waits up to `MAX_SLOWDOWN`, more the closer it is.
+    async fn admit(&self) -> Result<(), ScanRefused> {
+        let max = self.config.max_pending.max(2);
+        let taken = self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        let Ok(before) = taken else {
+            return Err(ScanRefused::Overloaded);
+        };
+        let half = max / 2;
+        if before > half {
+            let share = (before - half) as f64 / (max - half) as f64;
+            tokio::time::sleep(MAX_SLOWDOWN.mul_f64(share)).await;
+        }
+        Ok(())
+    }
+
+    /// The scan under its waybill's lock: checked against the document
+    /// (loaded from the store when absent), journaled, applied.
+    async fn take(
         &self,
         waybill: &str,
         courier: CourierId,
         scan: &Scan,
         now: OffsetDateTime,
     ) -> Result<ScanOutcome, ScanRefused> {
-        self.admit().await?;
         let _serial = self.stripe(waybill).lock().await;
-        let doc = match self.doc(waybill) {
+        let known = self.docs().get(waybill).cloned();
+        let doc = match known {
             Some(doc) => doc,
             None => {
                 let Some(shipment) = self.store.shipment(waybill).await? else {
@@ -221,8 +207,7 @@ impl TrackingDocs for WriteBehind {
         let journaled =
             JournalScan { waybill: waybill.to_owned(), courier, seq, scan: scan.clone(), to, recorded_at: now };
         self.journal.append(&journaled).await?;
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        let mut docs = self.docs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut docs = self.docs();
         let doc = docs.entry(waybill.to_owned()).or_insert(doc);
         doc.last_seq = seq;
         doc.unflushed.push((seq, scan.clone()));
@@ -231,23 +216,71 @@ impl TrackingDocs for WriteBehind {
         Ok(ScanOutcome::Applied(doc.shipment.clone()))
     }
 
-    /// The shipment as its scans left it (the store's until a scan is
-    /// taken here).
-    fn overlay(&self, shipment: Shipment) -> Shipment {
-        self.doc(&shipment.waybill).map_or(shipment, |doc| doc.shipment)
+    async fn flush_once(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let batch = self.journal.read(self.flushed.load(Ordering::Relaxed), self.config.batch).await?;
+        let Some(&(upto, _)) = batch.last() else {
+            return Ok(0);
+        };
+        let scans: Vec<JournalScan> = batch.into_iter().map(|(_, scan)| scan).collect();
+        self.store.flush_scans(&scans, now).await?;
+        self.journal.trim(upto).await?;
+        self.flushed.store(upto, Ordering::Relaxed);
+        let done = scans.len();
+        // Saturating: at start the journal holds what an earlier run took.
+        let _ = self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(done)));
+        let mut flushed: HashMap<&str, i64> = HashMap::new();
+        for scan in &scans {
+            let seq = flushed.entry(scan.waybill.as_str()).or_default();
+            *seq = (*seq).max(scan.seq);
+        }
+        for (waybill, seq) in flushed {
+            let _serial = self.stripe(waybill).lock().await;
+            let mut docs = self.docs();
+            if let Some(doc) = docs.get_mut(waybill) {
+                doc.unflushed.retain(|(kept, _)| *kept > seq);
+                if doc.unflushed.is_empty() {
+                    docs.remove(waybill);
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait]
+impl TrackingDocs for WriteBehind {
+    async fn scan(
+        &self,
+        waybill: &str,
+        courier: CourierId,
+        scan: &Scan,
+        now: OffsetDateTime,
+    ) -> Result<ScanOutcome, ScanRefused> {
+        let inner = Arc::clone(&self.inner);
+        inner.admit().await?;
+        let (waybill, scan) = (waybill.to_owned(), scan.clone());
+        // One task from the lock to the document: not cancelled with the
+        // request that asked for it.
+        let taken = tokio::spawn(async move {
+            let taken = inner.take(&waybill, courier, &scan, now).await;
+            if !matches!(taken, Ok(ScanOutcome::Applied(_))) {
+                inner.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            taken
+        });
+        taken.await.map_err(|error| ScanRefused::Unavailable(StoreError::Unavailable(error.to_string())))?
     }
 
-    /// Reads `waybill` with what is not yet flushed: the shipment, and its
-    /// scans in order. The document is read first, so a flush between the
-    /// two reads leaves no scan out.
-    async fn tracking(&self, shipment: Shipment) -> Result<(Shipment, Vec<Scan>), StoreError> {
-        let doc = self.doc(&shipment.waybill);
-        let mut scans = self.store.scans(&shipment.waybill).await?;
-        let Some(doc) = doc else {
-            return Ok((shipment, scans));
-        };
-        let stored = scans.len() as i64;
-        scans.extend(doc.unflushed.into_iter().filter(|(seq, _)| *seq > stored).map(|(_, scan)| scan));
-        Ok((doc.shipment, scans))
+    fn shipment(&self, waybill: &str) -> Option<Shipment> {
+        self.inner.docs().get(waybill).map(|doc| doc.shipment.clone())
+    }
+
+    fn shipments_of(&self, courier: CourierId) -> Vec<Shipment> {
+        let docs = self.inner.docs();
+        docs.values().filter(|doc| doc.shipment.courier_id == Some(courier)).map(|doc| doc.shipment.clone()).collect()
+    }
+
+    fn unflushed(&self, waybill: &str) -> Vec<(i64, Scan)> {
+        self.inner.docs().get(waybill).map(|doc| doc.unflushed.clone()).unwrap_or_default()
     }
 }

@@ -84,13 +84,17 @@ pub trait TrackingDocs: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<ScanOutcome, ScanRefused>;
 
-    /// The shipment as its scans left it, those not yet in the store
-    /// included.
-    fn overlay(&self, shipment: Shipment) -> Shipment;
+    /// The parcel's shipment as its scans left it, when some are not yet
+    /// in the store (else the store's is current). Read it before the
+    /// store's row: a flush in between then hides nothing.
+    fn shipment(&self, waybill: &str) -> Option<Shipment>;
 
-    /// The shipment and its scans in order, those not yet in the store
-    /// included.
-    async fn tracking(&self, shipment: Shipment) -> Result<(Shipment, Vec<Scan>), StoreError>;
+    /// The documents of `courier`'s parcels with scans not yet in the
+    /// store, as [`TrackingDocs::shipment`].
+    fn shipments_of(&self, courier: CourierId) -> Vec<Shipment>;
+
+    /// The parcel's scans not yet in the store, with their `seq`.
+    fn unflushed(&self, waybill: &str) -> Vec<(i64, Scan)>;
 }
 
 #[async_trait]

@@ -81,12 +81,12 @@ impl Fulfilment {
         Self { behind: Some(behind), ..self }
     }
 
-    /// The shipment as its scans left it, unflushed ones included.
-    fn current(&self, shipment: Shipment) -> Shipment {
-        match &self.behind {
-            Some(behind) => behind.overlay(shipment),
-            None => shipment,
-        }
+    /// The shipment `waybill` as its scans left it (the document written
+    /// behind, read before the store's row), if it exists.
+    async fn current(&self, waybill: &str) -> Result<Option<Shipment>, StoreError> {
+        let written_behind = self.behind.as_ref().and_then(|behind| behind.shipment(waybill));
+        let stored = self.store.shipment(waybill).await?;
+        Ok(written_behind.or(stored))
     }
 
     /// Dispatch in `mode` (greedy by default).
@@ -145,10 +145,16 @@ impl Fulfilment {
 
     /// The calling courier's parcels not yet delivered.
     pub async fn tasks(&self, actor: &Actor) -> Result<Vec<Shipment>, FulfilmentError> {
-        let tasks = self.store.tasks(Self::courier_of(actor)?).await?;
+        let courier = Self::courier_of(actor)?;
+        let Some(behind) = &self.behind else {
+            return Ok(self.store.tasks(courier).await?);
+        };
+        // The documents first: a flush between the two reads hides nothing.
+        let written_behind = behind.shipments_of(courier);
+        let tasks = self.store.tasks(courier).await?;
         Ok(tasks
             .into_iter()
-            .map(|shipment| self.current(shipment))
+            .map(|stored| written_behind.iter().find(|doc| doc.waybill == stored.waybill).cloned().unwrap_or(stored))
             .filter(|shipment| shipment.status != ShipmentStatus::Delivered)
             .collect())
     }
@@ -169,16 +175,18 @@ impl Fulfilment {
         if !is_waybill(waybill) {
             return Err(FulfilmentError::NotFound("shipment"));
         }
-        match self.store.shipment(waybill).await? {
-            Some(shipment) if Self::visible(actor, &shipment) => Ok(self.current(shipment)),
+        match self.current(waybill).await? {
+            Some(shipment) if Self::visible(actor, &shipment) => Ok(shipment),
             _ => Err(FulfilmentError::NotFound("shipment")),
         }
     }
 
     /// The forward shipment of an order (made when it was paid).
     pub async fn shipment_of_order(&self, actor: &Actor, order: OrderId) -> Result<Shipment, FulfilmentError> {
-        match self.store.shipment_of_order(order, Direction::Forward).await? {
-            Some(shipment) if Self::visible(actor, &shipment) => Ok(self.current(shipment)),
+        let written_behind = self.behind.as_ref().and_then(|behind| behind.shipment(&Shipment::forward_waybill(order)));
+        let stored = self.store.shipment_of_order(order, Direction::Forward).await?;
+        match written_behind.or(stored) {
+            Some(shipment) if Self::visible(actor, &shipment) => Ok(shipment),
             _ => Err(FulfilmentError::NotFound("shipment")),
         }
     }
@@ -345,13 +353,12 @@ impl Fulfilment {
     /// The waybill's tracking, for its buyer, merchant, courier or an admin.
     pub async fn tracking(&self, actor: &Actor, waybill: &str) -> Result<Tracking, FulfilmentError> {
         let shipment = self.visible_shipment(actor, waybill).await?;
-        let (shipment, events) = match &self.behind {
-            Some(behind) => behind.tracking(shipment).await?,
-            None => {
-                let events = self.store.scans(waybill).await?;
-                (shipment, events)
-            }
-        };
+        // The scans not yet in the store are read first: a flush between
+        // the two reads hides nothing (the store then has them).
+        let unflushed = self.behind.as_ref().map(|behind| behind.unflushed(waybill)).unwrap_or_default();
+        let mut events = self.store.scans(waybill).await?;
+        let stored = events.len() as i64;
+        events.extend(unflushed.into_iter().filter(|(seq, _)| *seq > stored).map(|(_, scan)| scan));
         Ok(Tracking { shipment, events })
     }
 }

@@ -191,11 +191,18 @@ async fn scans_written_behind_are_read_at_once_and_reach_the_store_once_in_order
     }
 }
 
+/// Scans in the journal of the embedded log's file at `path`.
+async fn journaled(path: &std::path::Path) -> i64 {
+    let mut log = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.expect("connect");
+    sqlx::query_scalar("SELECT COUNT(*) FROM scan_journal").fetch_one(&mut log).await.expect("count")
+}
+
 #[tokio::test]
 async fn with_the_store_stalled_scans_get_503_and_the_journal_stays_bounded() {
     const MAX_PENDING: usize = 10;
     let dir = TempDir::new().expect("tempdir");
     let database = dir.path().join(surge_store::sqlite::DATABASE_FILE);
+    let journal = dir.path().join(surge_store::queue::log::QUEUE_FILE);
     let app = app_behind(dir, MAX_PENDING).await;
     let node = node_of(&app);
     let parcels = node.picked_up(4).await;
@@ -213,8 +220,9 @@ async fn with_the_store_stalled_scans_get_503_and_the_journal_stays_bounded() {
             StatusCode::SERVICE_UNAVAILABLE => refused += 1,
             other => panic!("scan {i}: {other}"),
         }
-        assert!(app.metric("surge_tracking_pending_scans").await <= MAX_PENDING as f64);
+        assert!(journaled(&journal).await <= MAX_PENDING as i64, "the journal stays within its bound");
     }
+    assert_eq!(journaled(&journal).await, MAX_PENDING as i64, "nothing flushed while the store is stalled");
     assert_eq!(accepted, MAX_PENDING, "taken until the bound");
     assert_eq!(refused, 40 - MAX_PENDING, "then refused");
 
@@ -240,7 +248,7 @@ async fn every_scan_answered_202_survives_kill_9_once_and_in_order() {
     let dir = TempDir::new().expect("tempdir");
     let port = free_port();
     let client = Client::new();
-    let env = [("SURGE_FULFILMENT__TRACKING__MODE", "write_behind"), ("SURGE_FULFILMENT__TRACKING__DELAY", "300ms")];
+    let env = [("SURGE_FULFILMENT__TRACKING__MODE", "write_behind"), ("SURGE_FULFILMENT__TRACKING__DELAY", "2s")];
     let mut surge = ChildSurge::start(&dir, port, &env);
     wait_ready(&client, &surge.base).await;
     let keys = Keys::new(
@@ -286,9 +294,12 @@ async fn every_scan_answered_202_survives_kill_9_once_and_in_order() {
     let total: usize = accepted.iter().map(|(_, notes)| notes.len()).sum();
     assert!(total >= COURIERS as usize, "scans were taken before the kill: {total}");
 
-    // Restarted on the same data: the journal is flushed before serving,
-    // and every acknowledged scan is in the store once, in order.
-    let surge = ChildSurge::start(&dir, port, &env);
+    // Restarted on the same data, writing through (no flusher runs): the
+    // journal left by the kill is flushed before serving, and every
+    // acknowledged scan is in the store once, in order.
+    let left = journaled(&dir.path().join(surge_store::queue::log::QUEUE_FILE)).await;
+    assert!(left > 0, "the kill left scans in the journal");
+    let surge = ChildSurge::start(&dir, port, &[("SURGE_FULFILMENT__TRACKING__MODE", "write_through")]);
     wait_ready(&client, &surge.base).await;
     for (waybill, notes) in &accepted {
         let events = node.tracking(waybill).await;

@@ -74,6 +74,30 @@ impl LogJournal {
     pub(super) fn new(pool: SqlitePool, appends: mpsc::Sender<Append>) -> Self {
         Self { pool, appends }
     }
+
+    /// An entry the flusher cannot read moves aside (logged), rather than
+    /// stopping every scan behind it.
+    async fn dead_letter(&self, seq: i64, payload: &str, error: &StoreError) -> Result<(), StoreError> {
+        tracing::error!(seq, %error, "unreadable scan journal entry moved to scan_dead_letters");
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO scan_dead_letters (seq, payload, error, moved_at_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(seq)
+        .bind(payload)
+        .bind(error.to_string())
+        .bind(unix_ms(time::OffsetDateTime::now_utc()))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query("DELETE FROM scan_journal WHERE seq = $1")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
 }
 
 #[async_trait]
@@ -95,13 +119,17 @@ impl ScanJournal for LogJournal {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
-        rows.into_iter()
-            .map(|(seq, payload)| {
-                let wire: Wire = serde_json::from_str(&payload)
-                    .map_err(|error| StoreError::Unavailable(format!("scan journal entry {seq}: {error}")))?;
-                Ok((seq, JournalScan::try_from(wire)?))
-            })
-            .collect()
+        let mut scans = Vec::with_capacity(rows.len());
+        for (seq, payload) in rows {
+            let read = serde_json::from_str::<Wire>(&payload)
+                .map_err(|error| StoreError::Unavailable(error.to_string()))
+                .and_then(JournalScan::try_from);
+            match read {
+                Ok(scan) => scans.push((seq, scan)),
+                Err(error) => self.dead_letter(seq, &payload, &error).await?,
+            }
+        }
+        Ok(scans)
     }
 
     async fn trim(&self, upto: i64) -> Result<(), StoreError> {
