@@ -14,10 +14,12 @@
 //! reconciliation until it goes through.
 
 mod ports;
+mod saga;
 mod service;
 
 pub use ports::{AfterSaleStore, NewReturn, ReturnUnits};
-pub use service::{AfterSale, AfterSaleError, AfterSalePorts, MAX_REASON, ReturnPolicy, ReturnSaga};
+pub use saga::ReturnSaga;
+pub use service::{AfterSale, AfterSaleError, AfterSalePorts, MAX_REASON, ReturnPolicy};
 
 use serde::Serialize;
 use time::OffsetDateTime;

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use thiserror::Error;
 
 use super::ports::{AfterSaleStore, NewReturn};
@@ -15,7 +14,6 @@ use crate::fulfilment::{Direction, Fulfilment, FulfilmentError, NewShipment, Shi
 use crate::ids::{IdGenerator, OrderId, RefundId, ReturnId};
 use crate::money::Cents;
 use crate::order::{Order, OrderError, OrderKind, OrderStatus, Orders, StockKeeper};
-use crate::outbox::{DomainEvent, EventHandler, EventRecord};
 use crate::payment::{PaymentStatus, Payments};
 use crate::store::StoreError;
 
@@ -81,19 +79,19 @@ impl Default for ReturnPolicy {
 
 /// The wait before refund attempt `attempts + 1`: 1 s, doubling, at most
 /// ten minutes.
-fn backoff(attempts: u32) -> Duration {
+pub(super) fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.min(10)).min(MAX_REFUND_BACKOFF)
 }
 
 pub struct AfterSale {
-    store: Arc<dyn AfterSaleStore>,
+    pub(super) store: Arc<dyn AfterSaleStore>,
     orders: Arc<Orders>,
     fulfilment: Arc<Fulfilment>,
     payments: Arc<Payments>,
     /// Told of the products whose stock a passed inspection raised.
     stock: Arc<dyn StockKeeper>,
     ids: Arc<IdGenerator>,
-    clock: Arc<dyn Clock>,
+    pub(super) clock: Arc<dyn Clock>,
     policy: ReturnPolicy,
 }
 
@@ -352,7 +350,8 @@ impl AfterSale {
         }
     }
 
-    async fn refund_failed(&self, found: &Return, refund: Option<RefundId>) -> Result<(), StoreError> {
+    /// One more refund attempt for `found`, after its backoff.
+    pub(super) async fn refund_failed(&self, found: &Return, refund: Option<RefundId>) -> Result<(), StoreError> {
         let now = self.clock.now();
         self.store.refund_retry(found.id, refund, now + backoff(found.refund_attempts), now).await
     }
@@ -364,54 +363,5 @@ impl AfterSale {
             self.push_refund(*id).await?;
         }
         Ok(due.len())
-    }
-}
-
-/// The refund saga's consumer of the outbox ("after-sale"): a passed
-/// inspection asks for its refund; the payment context's word on the
-/// refund ends the return or schedules another attempt.
-pub struct ReturnSaga {
-    pub after_sale: Arc<AfterSale>,
-}
-
-#[async_trait]
-impl EventHandler for ReturnSaga {
-    fn consumer(&self) -> &'static str {
-        "after-sale"
-    }
-
-    async fn apply(&self, record: &EventRecord) -> Result<(), StoreError> {
-        let sale = &self.after_sale;
-        match &record.event {
-            DomainEvent::ReturnAccepted { return_id, .. } => sale.push_refund(*return_id).await,
-            DomainEvent::RefundSucceeded { refund_id, .. } => {
-                if let Some(done) = sale.store.refunded(*refund_id, sale.clock.now()).await? {
-                    tracing::info!(return_id = %done.id, order_id = %done.order_id, "return refunded");
-                }
-                Ok(())
-            }
-            DomainEvent::RefundFailed { refund_id, .. } => match sale.store.of_refund(*refund_id).await? {
-                Some(found) => {
-                    tracing::warn!(return_id = %found.id, attempts = found.refund_attempts + 1,
-                        "a return's refund failed at the provider; asking again later");
-                    sale.refund_failed(&found, Some(*refund_id)).await
-                }
-                None => Ok(()),
-            },
-            _ => Ok(()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn refund_attempts_back_off_to_ten_minutes() {
-        assert_eq!(backoff(0), Duration::from_secs(1));
-        assert_eq!(backoff(3), Duration::from_secs(8));
-        assert_eq!(backoff(40), Duration::from_secs(600));
     }
 }
