@@ -66,6 +66,17 @@ macro_rules! payment_store {
                 row.map(Payment::try_from).transpose()
             }
 
+            async fn refund_by_key(&self, order: OrderId, key: &str) -> Result<Option<Refund>, StoreError> {
+                let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE order_id = $1 AND idempotency_key = $2");
+                let row: Option<RefundRow> = sqlx::query_as(&sql)
+                    .bind(order.get())
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                row.map(Refund::try_from).transpose()
+            }
+
             async fn refund(&self, id: RefundId) -> Result<Option<Refund>, StoreError> {
                 let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1");
                 let row: Option<RefundRow> =
@@ -172,19 +183,6 @@ macro_rules! payment_store {
                 // Each adapter runs `apply_in` in a transaction its way
                 // (SQLite: group-committed with other writes).
                 self.apply_event(provider, event, now).await
-            }
-        }
-
-        impl $store {
-            async fn refund_by_key(&self, order: OrderId, key: &str) -> Result<Option<Refund>, StoreError> {
-                let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE order_id = $1 AND idempotency_key = $2");
-                let row: Option<RefundRow> = sqlx::query_as(&sql)
-                    .bind(order.get())
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(store_error)?;
-                row.map(Refund::try_from).transpose()
             }
         }
 

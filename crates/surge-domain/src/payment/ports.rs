@@ -155,6 +155,9 @@ pub trait PaymentStore: Send + Sync + 'static {
 
     async fn refund(&self, id: RefundId) -> Result<Option<Refund>, StoreError>;
 
+    /// The order's refund asked under the caller's idempotency key, if any.
+    async fn refund_by_key(&self, order: OrderId, key: &str) -> Result<Option<Refund>, StoreError>;
+
     /// Every payment and refund with `provider`, as the platform's books
     /// have it (the other side of the provider's report).
     async fn provider_records(&self, provider: &str) -> Result<Vec<ProviderRecord>, StoreError>;

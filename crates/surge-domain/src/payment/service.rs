@@ -180,6 +180,12 @@ impl Payments {
         if amount_cents.get() == 0 {
             return Err(PaymentError::Invalid("amount_cents must be at least 1".into()));
         }
+        // A repeated key asks the provider nothing: the first refund.
+        if let Some(key) = idempotency_key
+            && let Some(first) = self.store.refund_by_key(order_id, key).await?
+        {
+            return Ok(first);
+        }
         let id = RefundId::new(self.ids.next_id());
         self.ask_refund(id, &order, amount_cents, reason, idempotency_key).await
     }
