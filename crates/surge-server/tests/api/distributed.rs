@@ -1596,7 +1596,7 @@ async fn three_nodes_apply_ten_thousand_repeated_and_reordered_callbacks_once_ea
 
 /// The scale of the three-node dispatch test: a test run's by default;
 /// issue 13's own (10,000 parcels, 500 couriers, 20 zones) with
-/// `SURGE_DISPATCH_SCALE=full`. Every zone has as many parcels as its
+/// `SURGE_TEST_DISPATCH_SCALE=full`. Every zone has as many parcels as its
 /// couriers have slots or more, so in the end every slot is full.
 struct DispatchScale {
     merchants: u64,
@@ -1609,7 +1609,7 @@ struct DispatchScale {
 
 impl DispatchScale {
     fn from_env() -> Self {
-        match std::env::var("SURGE_DISPATCH_SCALE").as_deref() {
+        match std::env::var("SURGE_TEST_DISPATCH_SCALE").as_deref() {
             Ok("full") => Self { merchants: 20, carts: 500, couriers: 500, capacity: 20, zones: 20, leaving: 25 },
             _ => Self { merchants: 20, carts: 15, couriers: 20, capacity: 10, zones: 4, leaving: 5 },
         }
