@@ -384,6 +384,30 @@ impl Deployment {
         response.json().await.expect("json")
     }
 
+    /// `post`, sent again while the node sheds it (503 `overloaded` or
+    /// 429, which run nothing), as a client under load does: the answer.
+    async fn post_retrying(&self, node: usize, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        for _ in 0..100 {
+            let response = self
+                .client
+                .post(format!("{}{path}", self.bases[node]))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("req");
+            let status = response.status();
+            let answer: Value = response.json().await.expect("json");
+            let shed = status == StatusCode::TOO_MANY_REQUESTS
+                || (status == StatusCode::SERVICE_UNAVAILABLE && answer["error"]["code"] == "overloaded");
+            if !shed {
+                return (status, answer);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{path} shed a hundred times");
+    }
+
     async fn get(&self, node: usize, path: &str) -> reqwest::Response {
         let admin = self.token(Role::Admin, "ops");
         self.client.get(format!("{}{path}", self.bases[node])).bearer_auth(admin).send().await.expect("req")
@@ -1647,7 +1671,7 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
             async move {
                 let token = deployment.token(Role::Customer, &customer.to_string());
                 let body = json!({"items": items, "address": address});
-                let placed = deployment.post((customer % 3) as usize, "/v1/checkout", &token, body).await;
+                let (_, placed) = deployment.post_retrying((customer % 3) as usize, "/v1/checkout", &token, body).await;
                 let orders = placed["orders"].as_array().unwrap_or_else(|| panic!("no orders in {placed}")).clone();
                 orders
                     .into_iter()
@@ -1667,7 +1691,7 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
             let deployment = &deployment;
             async move {
                 let token = deployment.token(Role::Customer, &customer.to_string());
-                deployment.post(i % 3, &format!("/v1/orders/{order}/pay"), &token, json!({})).await
+                deployment.post_retrying(i % 3, &format!("/v1/orders/{order}/pay"), &token, json!({})).await.1
             }
         })
         .buffer_unordered(CONCURRENCY)
@@ -1724,9 +1748,9 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
         .map(|(i, (waybill, token))| {
             let deployment = &deployment;
             async move {
-                let url = format!("{}/v1/shipments/{waybill}/pack", deployment.bases[i % 3]);
-                let response = deployment.client.post(url).bearer_auth(token).json(&json!({})).send().await;
-                assert_eq!(response.expect("pack").status(), StatusCode::OK);
+                let path = format!("/v1/shipments/{waybill}/pack");
+                let (status, answer) = deployment.post_retrying(i % 3, &path, token, json!({})).await;
+                assert_eq!(status, StatusCode::OK, "{answer}");
             }
         })
         .buffer_unordered(CONCURRENCY)
