@@ -541,8 +541,12 @@ async fn the_sandbox_process_opens_decides_and_calls_back_as_a_provider_does() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(paid().await, "the process decided and called back");
-    let asked = refunded(&app, &order, 500, None).await;
+    let asked = refunded(&app, &order, 500, Some("sandbox-refund")).await;
     assert!(asked["provider_ref"].as_str().expect("ref").starts_with("sbr_"), "{asked}");
+    // The same key again: the first refund, and the process is not asked
+    // again (its report below holds one refund).
+    let again = refunded(&app, &order, 500, Some("sandbox-refund")).await;
+    assert_eq!(again["id"], asked["id"], "the key replays the refund");
     let report = || async {
         let url = format!("{sandbox}/report");
         app.client.get(url).send().await.expect("report").json::<Value>().await.expect("json")
