@@ -76,7 +76,7 @@ const MAX_SLOWDOWN: Duration = Duration::from_millis(20);
 
 /// A parcel's document: its shipment as the scans left it, and the scans
 /// not yet in the store (with their `seq`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Doc {
     shipment: Shipment,
     last_seq: i64,
@@ -185,30 +185,31 @@ impl Inner {
         now: OffsetDateTime,
     ) -> Result<ScanOutcome, ScanRefused> {
         let _serial = self.stripe(waybill).lock().await;
-        let known = self.docs().get(waybill).cloned();
-        let doc = match known {
-            Some(doc) => doc,
+        // Where the parcel is and its last seq; not its unflushed scans.
+        let known = self.docs().get(waybill).map(|doc| (doc.shipment.clone(), doc.last_seq));
+        let (shipment, last_seq) = match known {
+            Some(known) => known,
             None => {
                 let Some(shipment) = self.store.shipment(waybill).await? else {
                     return Ok(ScanOutcome::NotFound);
                 };
                 let last_seq = self.store.scans(waybill).await?.len() as i64;
-                Doc { shipment, last_seq, unflushed: Vec::new() }
+                (shipment, last_seq)
             }
         };
-        if doc.shipment.courier_id != Some(courier) {
+        if shipment.courier_id != Some(courier) {
             return Ok(ScanOutcome::NotAssigned);
         }
-        let to = match doc.shipment.status.scan(scan.kind) {
+        let to = match shipment.status.scan(scan.kind) {
             Ok(to) => to,
             Err(illegal) => return Ok(ScanOutcome::Illegal(illegal)),
         };
-        let seq = doc.last_seq + 1;
+        let seq = last_seq + 1;
         let journaled =
             JournalScan { waybill: waybill.to_owned(), courier, seq, scan: scan.clone(), to, recorded_at: now };
         self.journal.append(&journaled).await?;
         let mut docs = self.docs();
-        let doc = docs.entry(waybill.to_owned()).or_insert(doc);
+        let doc = docs.entry(waybill.to_owned()).or_insert(Doc { shipment, last_seq, unflushed: Vec::new() });
         doc.last_seq = seq;
         doc.unflushed.push((seq, scan.clone()));
         doc.shipment.status = to;

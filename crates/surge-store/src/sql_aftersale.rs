@@ -41,7 +41,8 @@ pub(crate) fn return_of(
     })
 }
 
-/// `AfterSaleStore` for `$store`; the adapter's module imports what it uses.
+/// `AfterSaleStore` for `$store`; the adapter's module imports what it uses
+/// (the fulfilment steps' `insert_shipment` among it).
 macro_rules! aftersale_store {
     ($store:ty, $db:ty) => {
         use $crate::sql_aftersale::{RETURN_COLUMNS, ReturnRow, return_of};
@@ -85,33 +86,6 @@ macro_rules! aftersale_store {
                 .await
                 .map(drop)
                 .map_err(store_error)
-        }
-
-        /// Writes a shipment of after-sale in `status`, once per waybill.
-        async fn insert_shipment(
-            tx: &mut sqlx::Transaction<'static, $db>,
-            new: &NewShipment,
-            status: &str,
-            now_ms: i64,
-        ) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO shipments (waybill, order_id, user_id, merchant_id, direction, status, region, \
-                 zone, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-                 ON CONFLICT (waybill) DO NOTHING",
-            )
-            .bind(&new.waybill)
-            .bind(new.order_id.get())
-            .bind(new.user_id.get())
-            .bind(new.merchant_id.get())
-            .bind(new.direction.as_str())
-            .bind(status)
-            .bind(&new.region)
-            .bind(&new.zone)
-            .bind(now_ms)
-            .execute(&mut **tx)
-            .await
-            .map(drop)
-            .map_err(store_error)
         }
 
         impl $store {
@@ -210,7 +184,7 @@ macro_rules! aftersale_store {
                     .await
                     .map_err(store_error)?;
                 approved.waybill = Some(reverse.waybill.clone());
-                insert_shipment(&mut tx, reverse, "awaiting_courier", now_ms).await?;
+                insert_shipment(&mut *tx, reverse, "awaiting_courier", now_ms).await.map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(Some(approved))
             }
@@ -271,7 +245,7 @@ macro_rules! aftersale_store {
                     return Ok(None);
                 };
                 move_order(&mut tx, failed.order_id, "RETURN_REQUESTED", "DELIVERED", now_ms).await?;
-                insert_shipment(&mut tx, back, "created", now_ms).await?;
+                insert_shipment(&mut *tx, back, "created", now_ms).await.map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 Ok(Some(failed))
             }

@@ -125,22 +125,7 @@ macro_rules! fulfilment_store {
             }
 
             async fn open_shipment(&self, new: &NewShipment, now: OffsetDateTime) -> Result<Shipment, StoreError> {
-                sqlx::query(
-                    "INSERT INTO shipments (waybill, order_id, user_id, merchant_id, direction, status, region, \
-                     zone, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $8) \
-                     ON CONFLICT (waybill) DO NOTHING",
-                )
-                .bind(&new.waybill)
-                .bind(new.order_id.get())
-                .bind(new.user_id.get())
-                .bind(new.merchant_id.get())
-                .bind(new.direction.as_str())
-                .bind(&new.region)
-                .bind(&new.zone)
-                .bind(unix_ms(now))
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
+                insert_shipment(&self.pool, new, "created", unix_ms(now)).await.map_err(store_error)?;
                 self.shipment(&new.waybill)
                     .await?
                     .ok_or_else(|| StoreError::Unavailable(format!("shipment {} vanished", new.waybill)))
@@ -150,27 +135,6 @@ macro_rules! fulfilment_store {
                 let sql = format!("SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE waybill = $1");
                 let row: Option<ShipmentRow> =
                     sqlx::query_as(&sql).bind(waybill).fetch_optional(&self.pool).await.map_err(store_error)?;
-                row.map(shipment).transpose()
-            }
-
-            async fn shipment_of_order(
-                &self,
-                order: OrderId,
-                direction: Direction,
-            ) -> Result<Option<Shipment>, StoreError> {
-                if direction == Direction::Forward {
-                    return self.shipment(&Shipment::forward_waybill(order)).await;
-                }
-                let sql = format!(
-                    "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = $1 AND direction = $2 \
-                     ORDER BY created_at_ms DESC LIMIT 1"
-                );
-                let row: Option<ShipmentRow> = sqlx::query_as(&sql)
-                    .bind(order.get())
-                    .bind(direction.as_str())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(store_error)?;
                 row.map(shipment).transpose()
             }
 

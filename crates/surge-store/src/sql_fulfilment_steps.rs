@@ -247,6 +247,36 @@ macro_rules! fulfilment_steps {
             parcels.build_query_as().fetch_all(&mut **tx).await
         }
 
+        /// Writes a shipment in `status`, once per waybill (a second write
+        /// of the same waybill writes nothing).
+        pub(super) async fn insert_shipment<'e, E>(
+            executor: E,
+            new: &NewShipment,
+            status: &str,
+            now_ms: i64,
+        ) -> Result<(), sqlx::Error>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            sqlx::query(
+                "INSERT INTO shipments (waybill, order_id, user_id, merchant_id, direction, status, region, \
+                 zone, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+                 ON CONFLICT (waybill) DO NOTHING",
+            )
+            .bind(&new.waybill)
+            .bind(new.order_id.get())
+            .bind(new.user_id.get())
+            .bind(new.merchant_id.get())
+            .bind(new.direction.as_str())
+            .bind(status)
+            .bind(&new.region)
+            .bind(&new.zone)
+            .bind(now_ms)
+            .execute(executor)
+            .await
+            .map(drop)
+        }
+
         /// What the delivered scan also moves: the courier's slot frees;
         /// a forward parcel's order is `DELIVERED`, a reverse parcel's
         /// return is `received` at the merchant's warehouse.

@@ -29,15 +29,12 @@ macro_rules! tracking_flush {
                 insert.push(" ON CONFLICT (waybill, seq) DO NOTHING");
                 insert.build().persistent(false).execute(&mut *tx).await?;
             }
-            // Each waybill's scans, in journal order (coalesced below).
-            let mut by_waybill: Vec<(&str, Vec<&JournalScan>)> = Vec::new();
+            // Each waybill's scans, in journal order (coalesced below); the
+            // waybills in key order.
+            let mut by_waybill: std::collections::BTreeMap<&str, Vec<&JournalScan>> = Default::default();
             for journaled in scans {
-                match by_waybill.iter_mut().find(|(waybill, _)| *waybill == journaled.waybill) {
-                    Some((_, of_waybill)) => of_waybill.push(journaled),
-                    None => by_waybill.push((&journaled.waybill, vec![journaled])),
-                }
+                by_waybill.entry(journaled.waybill.as_str()).or_default().push(journaled);
             }
-            by_waybill.sort_unstable_by_key(|(waybill, _)| *waybill);
             let mut events = Vec::with_capacity(scans.len());
             for (waybill, of_waybill) in by_waybill {
                 let Some(last) = of_waybill.last() else { continue };

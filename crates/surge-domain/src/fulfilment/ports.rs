@@ -123,10 +123,6 @@ pub trait FulfilmentStore: Send + Sync + 'static {
 
     async fn shipment(&self, waybill: &str) -> Result<Option<Shipment>, StoreError>;
 
-    /// The order's own forward parcel (its `SF` waybill), or its latest
-    /// reverse one.
-    async fn shipment_of_order(&self, order: OrderId, direction: Direction) -> Result<Option<Shipment>, StoreError>;
-
     /// Packs a `created` shipment (it becomes `awaiting_courier`) and, for
     /// the order's own forward parcel, moves the order `PAID → FULFILLING`,
     /// in one transaction; `None` when the shipment is not `created` any

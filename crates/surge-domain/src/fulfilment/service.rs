@@ -183,9 +183,7 @@ impl Fulfilment {
 
     /// The forward shipment of an order (made when it was paid).
     pub async fn shipment_of_order(&self, actor: &Actor, order: OrderId) -> Result<Shipment, FulfilmentError> {
-        let written_behind = self.behind.as_ref().and_then(|behind| behind.shipment(&Shipment::forward_waybill(order)));
-        let stored = self.store.shipment_of_order(order, Direction::Forward).await?;
-        match written_behind.or(stored) {
+        match self.current(&Shipment::forward_waybill(order)).await? {
             Some(shipment) if Self::visible(actor, &shipment) => Ok(shipment),
             _ => Err(FulfilmentError::NotFound("shipment")),
         }

@@ -373,29 +373,19 @@ impl Deployment {
     }
 
     async fn post(&self, node: usize, path: &str, token: &str, body: Value) -> Value {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.bases[node]))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .expect("req");
-        response.json().await.expect("json")
+        self.send(node, path, token, &body).await.json().await.expect("json")
+    }
+
+    async fn send(&self, node: usize, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        let url = format!("{}{path}", self.bases[node]);
+        self.client.post(url).bearer_auth(token).json(body).send().await.expect("req")
     }
 
     /// `post`, sent again while the node sheds it (503 `overloaded` or
     /// 429, which run nothing), as a client under load does: the answer.
     async fn post_retrying(&self, node: usize, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         for _ in 0..100 {
-            let response = self
-                .client
-                .post(format!("{}{path}", self.bases[node]))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .expect("req");
+            let response = self.send(node, path, token, &body).await;
             let status = response.status();
             let answer: Value = response.json().await.expect("json");
             let shed = status == StatusCode::TOO_MANY_REQUESTS

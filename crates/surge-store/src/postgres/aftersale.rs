@@ -7,6 +7,7 @@ use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{OrderId, RefundId, ReturnId, StoreError, UserId};
 use time::OffsetDateTime;
 
+use super::fulfilment::insert_shipment;
 use super::outbox::record_events;
 use super::{PgStore, store_error};
 use crate::rows::unix_ms;
