@@ -193,7 +193,7 @@ impl Inner {
                 let Some(shipment) = self.store.shipment(waybill).await? else {
                     return Ok(ScanOutcome::NotFound);
                 };
-                let last_seq = self.store.scans(waybill).await?.len() as i64;
+                let last_seq = self.store.last_scan_seq(waybill).await?;
                 (shipment, last_seq)
             }
         };

@@ -303,6 +303,14 @@ macro_rules! fulfilment_store {
                 flush_scans_in(self, scans, unix_ms(now)).await.map_err(store_error)
             }
 
+            async fn last_scan_seq(&self, waybill: &str) -> Result<i64, StoreError> {
+                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM scans WHERE waybill = $1")
+                    .bind(waybill)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(store_error)
+            }
+
             async fn scans(&self, waybill: &str) -> Result<Vec<Scan>, StoreError> {
                 let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
                     "SELECT kind, at_ms, location, note FROM scans WHERE waybill = $1 ORDER BY seq",

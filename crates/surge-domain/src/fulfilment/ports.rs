@@ -191,6 +191,9 @@ pub trait FulfilmentStore: Send + Sync + 'static {
     /// The waybill's scans, in the order they were written.
     async fn scans(&self, waybill: &str) -> Result<Vec<Scan>, StoreError>;
 
+    /// The `seq` of the waybill's last scan written (0: none).
+    async fn last_scan_seq(&self, waybill: &str) -> Result<i64, StoreError>;
+
     /// Writes scans taken behind the cache, in one transaction: each scan
     /// once (by waybill and `seq`; a replay writes nothing twice) with its
     /// `parcel_scanned` event; each shipment moved once, to its last scan's
