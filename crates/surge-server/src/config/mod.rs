@@ -17,6 +17,7 @@ mod cache;
 mod flash_sale;
 mod fulfilment;
 mod http;
+mod layers;
 mod notify;
 mod payments;
 mod queue;
@@ -32,8 +33,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use cache::CacheSettings;
@@ -162,22 +161,21 @@ impl Settings {
     /// Loads every layer. `file` is `--config`; without it `surge.toml` in
     /// the working directory is read if present.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Self::defaults()));
-        match file {
-            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_owned())),
-            Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
-                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
-            }
-            None => {}
-        }
-        // SURGE_CONFIG names the file itself (read by clap), not a setting.
-        let env = Env::prefixed("SURGE_").ignore(&["config"]).split("__");
-        let settings: Settings = figment
-            .merge(env)
-            .merge(Serialized::defaults(overrides))
-            .extract()
-            .map_err(|e| ConfigError::Unreadable(e.to_string()))?;
+        // A variable that is not UTF-8 is no setting of ours.
+        let variables =
+            std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+        Self::load_from(Path::new("."), file, variables, overrides)
+    }
+
+    /// Loads every layer from `dir` (where `file` and `surge.toml` are
+    /// looked for) and the given variables instead of the process's.
+    pub fn load_from(
+        dir: &Path,
+        file: Option<&Path>,
+        variables: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let settings = layers::read(dir, &Self::defaults(), file, variables, overrides)?;
         settings.validate()?;
         Ok(settings)
     }

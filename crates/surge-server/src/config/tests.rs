@@ -1,33 +1,58 @@
 //! Loading and validating settings, layer by layer.
-#![allow(clippy::result_large_err)] // figment's Jail fixes the closures' error type
 
 use super::*;
-use figment::Jail;
 
-fn load(jail_file: Option<&str>) -> Result<Settings, ConfigError> {
-    Settings::load(jail_file.map(Path::new), &Overrides::default())
+/// A test's own layers: a directory for its files and its own variables,
+/// so tests run side by side without touching the process's environment.
+struct Layers {
+    dir: tempfile::TempDir,
+    variables: Vec<(String, String)>,
 }
 
-fn postgres(jail: &mut Jail) {
-    jail.set_env("SURGE_STORE__KIND", "postgres");
-    jail.set_env("SURGE_STORE__URL", "postgres://127.0.0.1/surge");
+impl Layers {
+    fn run(test: impl FnOnce(&mut Layers) -> Result<(), String>) {
+        let mut layers = Layers { dir: tempfile::tempdir().expect("tempdir"), variables: Vec::new() };
+        test(&mut layers).expect("the test's settings load");
+    }
+
+    fn set_env(&mut self, name: &str, value: impl Into<String>) {
+        self.variables.retain(|(set, _)| set != name);
+        self.variables.push((name.to_owned(), value.into()));
+    }
+
+    fn create_file(&self, name: &str, text: &str) -> Result<(), String> {
+        std::fs::write(self.dir.path().join(name), text).map_err(|error| error.to_string())
+    }
+
+    fn load(&self, file: Option<&str>) -> Result<Settings, ConfigError> {
+        self.load_with(file, &Overrides::default())
+    }
+
+    fn load_with(&self, file: Option<&str>, flags: &Overrides) -> Result<Settings, ConfigError> {
+        Settings::load_from(self.dir.path(), file.map(Path::new), self.variables.clone(), flags)
+    }
+}
+
+fn postgres(layers: &mut Layers) {
+    layers.set_env("SURGE_STORE__KIND", "postgres");
+    layers.set_env("SURGE_STORE__URL", "postgres://127.0.0.1/surge");
 }
 
 /// PostgreSQL and the shared secret every distributed node needs.
-fn distributed(jail: &mut Jail) {
-    postgres(jail);
-    jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+fn distributed(layers: &mut Layers) {
+    postgres(layers);
+    layers.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
 }
 
 #[test]
 fn the_example_distributed_deployment_config_is_valid() {
-    Jail::expect_with(|jail| {
+    Layers::run(|layers| {
         let example = include_str!("../../../../deploy/surge.toml");
-        jail.create_file("surge.toml", example)?;
-        jail.set_env("SURGE_NODE_ID", "3");
+        layers.create_file("surge.toml", example)?;
+        layers.set_env("SURGE_NODE_ID", "3");
         // The deployment passes the secret from a secret store.
-        jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
-        let settings = load(Some("surge.toml")).map_err(|e| e.to_string())?;
+        layers.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+        let settings = layers.load(Some("surge.toml")).map_err(|e| e.to_string())?;
         assert_eq!(settings.node_id, 3);
         let redis = settings.shared.redis().expect("redis");
         assert!(redis.cluster);
@@ -40,8 +65,8 @@ fn the_example_distributed_deployment_config_is_valid() {
 
 #[test]
 fn defaults_apply_without_any_file_or_variable() {
-    Jail::expect_with(|_jail| {
-        let settings = load(None).map_err(|e| e.to_string())?;
+    Layers::run(|layers| {
+        let settings = layers.load(None).map_err(|e| e.to_string())?;
         assert_eq!(settings, Settings::default());
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.data_dir, PathBuf::from("./data"));
@@ -51,16 +76,16 @@ fn defaults_apply_without_any_file_or_variable() {
 
 #[test]
 fn layers_apply_in_order_file_then_env_then_flags() {
-    Jail::expect_with(|jail| {
-        jail.create_file(
+    Layers::run(|layers| {
+        layers.create_file(
             "surge.toml",
             "listen = \"127.0.0.1:9000\"\nnode_id = 3\n[cache]\nttl = \"30s\"\nttl_jitter = \"1s\"\n",
         )?;
-        jail.set_env("SURGE_NODE_ID", "4");
-        jail.set_env("SURGE_CACHE__TTL", "20s");
-        jail.set_env("SURGE_LISTEN", "127.0.0.1:9001");
+        layers.set_env("SURGE_NODE_ID", "4");
+        layers.set_env("SURGE_CACHE__TTL", "20s");
+        layers.set_env("SURGE_LISTEN", "127.0.0.1:9001");
         let flags = Overrides { listen: Some("127.0.0.1:9002".parse().expect("addr")), data_dir: None };
-        let settings = Settings::load(None, &flags).map_err(|e| e.to_string())?;
+        let settings = layers.load_with(None, &flags).map_err(|e| e.to_string())?;
         assert_eq!(settings.node_id, 4);
         assert_eq!(settings.cache.ttl, Duration::from_secs(20));
         assert_eq!(settings.cache.ttl_jitter, Duration::from_secs(1));
@@ -71,15 +96,15 @@ fn layers_apply_in_order_file_then_env_then_flags() {
 
 #[test]
 fn an_unknown_setting_is_named_in_the_error() {
-    Jail::expect_with(|jail| {
-        jail.create_file("surge.toml", "[cache]\nttll = \"30s\"\n")?;
-        let error = load(None).expect_err("typo must fail").to_string();
+    Layers::run(|layers| {
+        layers.create_file("surge.toml", "[cache]\nttll = \"30s\"\n")?;
+        let error = layers.load(None).expect_err("typo must fail").to_string();
         assert!(error.contains("ttll"), "{error}");
         Ok(())
     });
-    Jail::expect_with(|jail| {
-        jail.set_env("SURGE_LISTN", "127.0.0.1:1");
-        let error = load(None).expect_err("typo must fail").to_string();
+    Layers::run(|layers| {
+        layers.set_env("SURGE_LISTN", "127.0.0.1:1");
+        let error = layers.load(None).expect_err("typo must fail").to_string();
         assert!(error.contains("listn"), "{error}");
         Ok(())
     });
@@ -87,13 +112,13 @@ fn an_unknown_setting_is_named_in_the_error() {
 
 #[test]
 fn a_wrong_value_is_named_in_the_error() {
-    Jail::expect_with(|jail| {
-        jail.set_env("SURGE_NODE_ID", "5000");
-        let error = load(None).expect_err("out of range").to_string();
+    Layers::run(|layers| {
+        layers.set_env("SURGE_NODE_ID", "5000");
+        let error = layers.load(None).expect_err("out of range").to_string();
         assert!(error.contains("node_id"), "{error}");
-        jail.set_env("SURGE_NODE_ID", "1");
-        jail.set_env("SURGE_HTTP__REQUEST_BUDGET", "soon");
-        let error = load(None).expect_err("not a duration").to_string().to_lowercase();
+        layers.set_env("SURGE_NODE_ID", "1");
+        layers.set_env("SURGE_HTTP__REQUEST_BUDGET", "soon");
+        let error = layers.load(None).expect_err("not a duration").to_string().to_lowercase();
         assert!(error.contains("request_budget"), "{error}");
         Ok(())
     });
@@ -101,43 +126,43 @@ fn a_wrong_value_is_named_in_the_error() {
 
 #[test]
 fn a_named_config_file_must_exist() {
-    Jail::expect_with(|_jail| {
-        assert!(matches!(load(Some("nope.toml")), Err(ConfigError::MissingFile(_))));
+    Layers::run(|layers| {
+        assert!(matches!(layers.load(Some("nope.toml")), Err(ConfigError::MissingFile(_))));
         Ok(())
     });
 }
 
 #[test]
 fn a_distributed_node_needs_a_shared_secret_of_32_bytes() {
-    Jail::expect_with(|jail| {
-        postgres(jail);
-        let error = load(None).expect_err("no secret").to_string();
+    Layers::run(|layers| {
+        postgres(layers);
+        let error = layers.load(None).expect_err("no secret").to_string();
         assert!(error.contains("auth.jwt_secret"), "{error}");
-        jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(31));
-        let error = load(None).expect_err("short secret").to_string();
+        layers.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(31));
+        let error = layers.load(None).expect_err("short secret").to_string();
         assert!(error.contains("at least 32 bytes"), "{error}");
-        jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
-        load(None).map_err(|e| e.to_string())?;
+        layers.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+        layers.load(None).map_err(|e| e.to_string())?;
         Ok(())
     });
 }
 
 #[test]
 fn kafka_tls_settings_need_the_setting_they_refine() {
-    Jail::expect_with(|jail| {
-        distributed(jail);
-        jail.set_env("SURGE_QUEUE__KIND", "kafka");
-        jail.set_env("SURGE_QUEUE__TLS", "true");
-        let error = load(None).expect_err("TLS to no brokers").to_string();
+    Layers::run(|layers| {
+        distributed(layers);
+        layers.set_env("SURGE_QUEUE__KIND", "kafka");
+        layers.set_env("SURGE_QUEUE__TLS", "true");
+        let error = layers.load(None).expect_err("TLS to no brokers").to_string();
         assert!(error.contains("queue.brokers must name at least one broker"), "{error}");
-        jail.set_env("SURGE_QUEUE__BROKERS", "127.0.0.1:9093, 127.0.0.1:9094");
-        let settings = load(None).map_err(|e| e.to_string())?;
+        layers.set_env("SURGE_QUEUE__BROKERS", "127.0.0.1:9093, 127.0.0.1:9094");
+        let settings = layers.load(None).map_err(|e| e.to_string())?;
         let QueueSettings::Kafka(kafka) = &settings.queue else { panic!("{:?}", settings.queue) };
         assert!(kafka.tls);
         assert_eq!(kafka.brokers, ["127.0.0.1:9093", "127.0.0.1:9094"]);
-        jail.set_env("SURGE_QUEUE__TLS", "false");
-        jail.set_env("SURGE_QUEUE__TLS_CA_FILE", "/etc/surge/kafka-ca.pem");
-        let error = load(None).expect_err("a CA without TLS").to_string();
+        layers.set_env("SURGE_QUEUE__TLS", "false");
+        layers.set_env("SURGE_QUEUE__TLS_CA_FILE", "/etc/surge/kafka-ca.pem");
+        let error = layers.load(None).expect_err("a CA without TLS").to_string();
         assert!(error.contains("queue.tls_ca_file needs queue.tls = true"), "{error}");
         Ok(())
     });
@@ -145,29 +170,29 @@ fn kafka_tls_settings_need_the_setting_they_refine() {
 
 #[test]
 fn each_kind_takes_its_own_settings_and_no_other() {
-    Jail::expect_with(|jail| {
-        distributed(jail);
-        jail.set_env("SURGE_QUEUE__KIND", "nats");
-        jail.set_env("SURGE_QUEUE__URL", "nats://127.0.0.1:4222");
-        let settings = load(None).map_err(|e| e.to_string())?;
+    Layers::run(|layers| {
+        distributed(layers);
+        layers.set_env("SURGE_QUEUE__KIND", "nats");
+        layers.set_env("SURGE_QUEUE__URL", "nats://127.0.0.1:4222");
+        let settings = layers.load(None).map_err(|e| e.to_string())?;
         let QueueSettings::Nats(nats) = &settings.queue else { panic!("{:?}", settings.queue) };
         assert_eq!(nats.url.expose(), "nats://127.0.0.1:4222");
         assert_eq!(nats.stream, "SURGE_ORDERS");
         // A Kafka setting on a NATS queue is a typo, named as one.
-        jail.set_env("SURGE_QUEUE__PARTITIONS", "3");
-        let error = load(None).expect_err("partitions on NATS").to_string();
+        layers.set_env("SURGE_QUEUE__PARTITIONS", "3");
+        let error = layers.load(None).expect_err("partitions on NATS").to_string();
         assert!(error.contains("partitions"), "{error}");
         Ok(())
     });
-    Jail::expect_with(|jail| {
-        jail.set_env("SURGE_QUEUE__KIND", "rabbit");
-        let error = load(None).expect_err("no such queue").to_string();
+    Layers::run(|layers| {
+        layers.set_env("SURGE_QUEUE__KIND", "rabbit");
+        let error = layers.load(None).expect_err("no such queue").to_string();
         assert!(error.contains("rabbit") && error.contains("kafka"), "{error}");
         Ok(())
     });
-    Jail::expect_with(|jail| {
-        jail.set_env("SURGE_STORE__URL", "postgres://127.0.0.1/surge");
-        let error = load(None).expect_err("a URL for SQLite").to_string();
+    Layers::run(|layers| {
+        layers.set_env("SURGE_STORE__URL", "postgres://127.0.0.1/surge");
+        let error = layers.load(None).expect_err("a URL for SQLite").to_string();
         assert!(error.contains("url"), "{error}");
         Ok(())
     });
@@ -175,25 +200,25 @@ fn each_kind_takes_its_own_settings_and_no_other() {
 
 #[test]
 fn urls_are_parsed_and_checked_when_read() {
-    Jail::expect_with(|jail| {
-        distributed(jail);
-        jail.set_env("SURGE_STORE__URL", "mysql://127.0.0.1/surge");
-        let error = load(None).expect_err("not PostgreSQL").to_string();
+    Layers::run(|layers| {
+        distributed(layers);
+        layers.set_env("SURGE_STORE__URL", "mysql://127.0.0.1/surge");
+        let error = layers.load(None).expect_err("not PostgreSQL").to_string();
         assert!(error.contains("store.url must be a postgres:// URL"), "{error}");
-        jail.set_env("SURGE_STORE__URL", "not a url");
-        let error = load(None).expect_err("not a URL").to_string();
+        layers.set_env("SURGE_STORE__URL", "not a url");
+        let error = layers.load(None).expect_err("not a URL").to_string();
         // The section, not the field: serde reads a tagged enum as a whole.
         assert!(error.to_lowercase().contains("store") && error.contains("not a URL"), "{error}");
         Ok(())
     });
-    Jail::expect_with(|jail| {
-        distributed(jail);
-        jail.set_env("SURGE_SHARED__KIND", "redis");
-        jail.set_env("SURGE_SHARED__URLS", "redis://127.0.0.1:6379,http://127.0.0.1:6380");
-        let error = load(None).expect_err("not Redis").to_string();
+    Layers::run(|layers| {
+        distributed(layers);
+        layers.set_env("SURGE_SHARED__KIND", "redis");
+        layers.set_env("SURGE_SHARED__URLS", "redis://127.0.0.1:6379,http://127.0.0.1:6380");
+        let error = layers.load(None).expect_err("not Redis").to_string();
         assert!(error.contains("shared.urls must be redis://"), "{error}");
-        jail.set_env("SURGE_SHARED__URLS", "[]");
-        let error = load(None).expect_err("no server").to_string();
+        layers.set_env("SURGE_SHARED__URLS", "[]");
+        let error = layers.load(None).expect_err("no server").to_string();
         assert!(error.contains("shared.urls must name at least one"), "{error}");
         Ok(())
     });
@@ -201,14 +226,14 @@ fn urls_are_parsed_and_checked_when_read() {
 
 #[test]
 fn a_shared_ledger_or_queue_needs_postgres_and_a_shared_secret() {
-    Jail::expect_with(|jail| {
-        jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
-        jail.set_env("SURGE_QUEUE__KIND", "nats");
-        let error = load(None).expect_err("NATS in front of SQLite").to_string();
+    Layers::run(|layers| {
+        layers.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+        layers.set_env("SURGE_QUEUE__KIND", "nats");
+        let error = layers.load(None).expect_err("NATS in front of SQLite").to_string();
         assert!(error.contains("store.kind must be \"postgres\""), "{error}");
-        jail.set_env("SURGE_QUEUE__KIND", "log");
-        jail.set_env("SURGE_FLASH_SALE__CLUSTER_PER_USER_RATE", "5");
-        let error = load(None).expect_err("a cluster-wide rate without Redis").to_string();
+        layers.set_env("SURGE_QUEUE__KIND", "log");
+        layers.set_env("SURGE_FLASH_SALE__CLUSTER_PER_USER_RATE", "5");
+        let error = layers.load(None).expect_err("a cluster-wide rate without Redis").to_string();
         assert!(error.contains("flash_sale.cluster_per_user_rate needs shared.kind"), "{error}");
         Ok(())
     });
@@ -216,16 +241,16 @@ fn a_shared_ledger_or_queue_needs_postgres_and_a_shared_secret() {
 
 #[test]
 fn a_redis_cluster_needs_deductions_held_by_a_replica() {
-    Jail::expect_with(|jail| {
-        postgres(jail);
-        jail.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
-        jail.set_env("SURGE_SHARED__KIND", "redis");
-        jail.set_env("SURGE_SHARED__URLS", "[redis://127.0.0.1:7000]");
-        jail.set_env("SURGE_SHARED__CLUSTER", "true");
-        let error = load(None).expect_err("no replica asked for").to_string();
+    Layers::run(|layers| {
+        postgres(layers);
+        layers.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+        layers.set_env("SURGE_SHARED__KIND", "redis");
+        layers.set_env("SURGE_SHARED__URLS", "[redis://127.0.0.1:7000]");
+        layers.set_env("SURGE_SHARED__CLUSTER", "true");
+        let error = layers.load(None).expect_err("no replica asked for").to_string();
         assert!(error.contains("shared.wait_replicas"), "{error}");
-        jail.set_env("SURGE_SHARED__WAIT_REPLICAS", "1");
-        load(None).map_err(|e| e.to_string())?;
+        layers.set_env("SURGE_SHARED__WAIT_REPLICAS", "1");
+        layers.load(None).map_err(|e| e.to_string())?;
         Ok(())
     });
 }
@@ -253,15 +278,15 @@ fn every_size_and_duration_has_an_upper_bound_named_in_its_error() {
         ("SURGE_OVERLOAD__ADAPTIVE_TARGET_LATENCY", "2m", "overload.adaptive_target_latency"),
     ];
     for (variable, value, setting) in cases {
-        Jail::expect_with(|jail| {
+        Layers::run(|layers| {
             if variable.starts_with("SURGE_SHARED__") || variable.starts_with("SURGE_QUEUE__") {
-                distributed(jail);
-                jail.set_env("SURGE_SHARED__KIND", "redis");
-                jail.set_env("SURGE_SHARED__URLS", "redis://127.0.0.1:6379");
-                jail.set_env("SURGE_QUEUE__KIND", "nats");
+                distributed(layers);
+                layers.set_env("SURGE_SHARED__KIND", "redis");
+                layers.set_env("SURGE_SHARED__URLS", "redis://127.0.0.1:6379");
+                layers.set_env("SURGE_QUEUE__KIND", "nats");
             }
-            jail.set_env(variable, value);
-            let error = load(None).expect_err(variable).to_string();
+            layers.set_env(variable, value);
+            let error = layers.load(None).expect_err(variable).to_string();
             assert!(error.contains(setting), "{variable}={value}: {error}");
             Ok(())
         });
@@ -272,12 +297,12 @@ fn every_size_and_duration_has_an_upper_bound_named_in_its_error() {
 /// shorter than the request budget that contains it.
 #[test]
 fn a_downstream_timeout_as_long_as_the_request_budget_is_refused() {
-    let everything_shared = |jail: &mut Jail| {
-        distributed(jail);
-        jail.set_env("SURGE_SHARED__KIND", "redis");
-        jail.set_env("SURGE_SHARED__URLS", "redis://127.0.0.1:6379");
-        jail.set_env("SURGE_QUEUE__KIND", "nats");
-        jail.set_env("SURGE_HTTP__REQUEST_BUDGET", "4s");
+    let everything_shared = |layers: &mut Layers| {
+        distributed(layers);
+        layers.set_env("SURGE_SHARED__KIND", "redis");
+        layers.set_env("SURGE_SHARED__URLS", "redis://127.0.0.1:6379");
+        layers.set_env("SURGE_QUEUE__KIND", "nats");
+        layers.set_env("SURGE_HTTP__REQUEST_BUDGET", "4s");
     };
     for (variable, setting) in [
         ("SURGE_SHARED__RESPONSE_TIMEOUT", "shared.response_timeout"),
@@ -286,19 +311,19 @@ fn a_downstream_timeout_as_long_as_the_request_budget_is_refused() {
         ("SURGE_NOTIFY__TIMEOUT", "notify.timeout"),
         ("SURGE_OVERLOAD__BULKHEAD_MAX_WAIT", "overload.bulkhead_max_wait"),
     ] {
-        Jail::expect_with(|jail| {
-            everything_shared(jail);
-            load(None).map_err(|e| e.to_string())?;
-            jail.set_env(variable, "4s");
-            let error = load(None).expect_err(variable).to_string();
+        Layers::run(|layers| {
+            everything_shared(layers);
+            layers.load(None).map_err(|e| e.to_string())?;
+            layers.set_env(variable, "4s");
+            let error = layers.load(None).expect_err(variable).to_string();
             assert!(error.contains(setting) && error.contains("http.request_budget"), "{variable}: {error}");
             Ok(())
         });
     }
-    Jail::expect_with(|jail| {
-        jail.set_env("SURGE_HTTP__REQUEST_BUDGET", "4s");
-        jail.set_env("SURGE_STORE__BUSY_TIMEOUT", "4s");
-        let error = load(None).expect_err("sqlite busy timeout").to_string();
+    Layers::run(|layers| {
+        layers.set_env("SURGE_HTTP__REQUEST_BUDGET", "4s");
+        layers.set_env("SURGE_STORE__BUSY_TIMEOUT", "4s");
+        let error = layers.load(None).expect_err("sqlite busy timeout").to_string();
         assert!(error.contains("store.busy_timeout"), "{error}");
         Ok(())
     });
@@ -306,19 +331,19 @@ fn a_downstream_timeout_as_long_as_the_request_budget_is_refused() {
 
 #[test]
 fn the_zone_map_reads_from_the_file_and_bad_entries_are_named() {
-    Jail::expect_with(|jail| {
-        jail.create_file(
+    Layers::run(|layers| {
+        layers.create_file(
             "surge.toml",
             "[fulfilment]\nzones = { \"1500\" = \"harbin-centre\" }\nadjacent = { \"harbin-centre\" = [\"harbin-east\"] }\n",
         )?;
-        let settings = load(Some("surge.toml")).map_err(|e| e.to_string())?;
+        let settings = layers.load(Some("surge.toml")).map_err(|e| e.to_string())?;
         let zones = surge_domain::fulfilment::ZoneMap::from(&settings.fulfilment);
         assert_eq!(zones.serving("harbin-centre"), vec!["harbin-centre", "harbin-east"]);
-        jail.create_file("bad.toml", "[fulfilment]\nzones = { \"15 00\" = \"harbin-centre\" }\n")?;
-        let error = load(Some("bad.toml")).expect_err("a prefix with a space").to_string();
+        layers.create_file("bad.toml", "[fulfilment]\nzones = { \"15 00\" = \"harbin-centre\" }\n")?;
+        let error = layers.load(Some("bad.toml")).expect_err("a prefix with a space").to_string();
         assert!(error.contains("fulfilment.zones"), "{error}");
-        jail.create_file("bad.toml", "[fulfilment]\ndispatch_interval = \"1ms\"\n")?;
-        let error = load(Some("bad.toml")).expect_err("too often").to_string();
+        layers.create_file("bad.toml", "[fulfilment]\ndispatch_interval = \"1ms\"\n")?;
+        let error = layers.load(Some("bad.toml")).expect_err("too often").to_string();
         assert!(error.contains("fulfilment.dispatch_interval"), "{error}");
         Ok(())
     });

@@ -1,0 +1,162 @@
+//! The layers settings are read from, merged by the `config` crate (later
+//! wins, section by section): the built-in defaults, the TOML file, the
+//! `SURGE_*` variables, the command-line flags.
+//!
+//! The variables are read here rather than by `config`'s own
+//! `Environment`, for two reasons. A value is typed by its form, as an
+//! operator writes it (`4`, `true`, `[a, b]`), which the tagged deployment
+//! sections need: serde reads a section with a `kind` through a buffer that
+//! no longer converts a string to the number a field wants. And `nan`,
+//! `inf` or `1e3` stay strings, so a size or a count given as one is
+//! refused by name instead of read as 0 or as the largest integer.
+
+use std::path::Path;
+
+use ::config::{Config, File, FileFormat};
+use serde::Serialize;
+use serde_json::{Map, Number, Value};
+
+use super::{ConfigError, DEFAULT_CONFIG_FILE, Settings};
+
+/// Variables that are settings start with this; `__` separates sections.
+const PREFIX: &str = "SURGE_";
+/// Names the file itself (read by clap), not a setting.
+const FILE_VARIABLE: &str = "SURGE_CONFIG";
+
+/// Reads every layer. `file` is relative to `dir`; without it,
+/// `surge.toml` in `dir` is read if present.
+pub(super) fn read(
+    dir: &Path,
+    defaults: &Value,
+    file: Option<&Path>,
+    variables: impl IntoIterator<Item = (String, String)>,
+    flags: &impl Serialize,
+) -> Result<Settings, ConfigError> {
+    let file = match file.map(|file| dir.join(file)) {
+        Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path)),
+        Some(path) => Some(path),
+        None => Some(dir.join(DEFAULT_CONFIG_FILE)).filter(|path| path.exists()),
+    };
+    let mut layers = Config::builder().add_source(layer(defaults)?);
+    if let Some(path) = file {
+        layers = layers.add_source(File::from(path).format(FileFormat::Toml));
+    }
+    layers
+        .add_source(layer(&environment(variables))?)
+        .add_source(layer(flags)?)
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|error| ConfigError::Unreadable(error.to_string()))
+}
+
+fn layer(values: &impl Serialize) -> Result<Config, ConfigError> {
+    Config::try_from(values).map_err(|error| ConfigError::Unreadable(error.to_string()))
+}
+
+/// The `SURGE_*` variables as a tree of settings: `SURGE_CACHE__TTL=30s`
+/// is `{"cache": {"ttl": "30s"}}`. Names are case-insensitive.
+fn environment(variables: impl IntoIterator<Item = (String, String)>) -> Value {
+    let mut root = Map::new();
+    for (name, raw) in variables {
+        let name = name.to_ascii_lowercase();
+        let Some(key) = name.strip_prefix(&PREFIX.to_ascii_lowercase()) else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case(FILE_VARIABLE) {
+            continue;
+        }
+        let path: Vec<&str> = key.split("__").collect();
+        insert(&mut root, &path, typed(&raw));
+    }
+    Value::Object(root)
+}
+
+fn insert(table: &mut Map<String, Value>, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert((*last).to_owned(), value);
+        }
+        [section, rest @ ..] => {
+            let entry = table.entry((*section).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            if let Value::Object(inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// A variable's value typed by its form: `[a, "b"]` a list, `true` or
+/// `false` a bool, an integer or a decimal with a point a number, `"quoted"` a
+/// string without its quotes; anything else the string as written.
+fn typed(raw: &str) -> Value {
+    let value = raw.trim();
+    if let Some(inner) = value.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+        let items = inner.split(',').map(str::trim).filter(|item| !item.is_empty());
+        return Value::Array(items.map(scalar).collect());
+    }
+    scalar(value)
+}
+
+fn scalar(value: &str) -> Value {
+    if let Some(quoted) = value.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) {
+        return Value::String(quoted.to_owned());
+    }
+    if value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false") {
+        return Value::Bool(value.eq_ignore_ascii_case("true"));
+    }
+    if let Ok(number) = value.parse::<i64>() {
+        return Value::Number(number.into());
+    }
+    if let Ok(number) = value.parse::<u64>() {
+        return Value::Number(number.into());
+    }
+    // Only a plain decimal with a point: an integer too large for 64 bits
+    // stays a string, refused where a count is wanted rather than rounded.
+    let decimal = value.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.' || byte == b'-')
+        && value.contains('.')
+        && value.bytes().any(|byte| byte.is_ascii_digit());
+    match value.parse::<f64>().ok().filter(|_| decimal).and_then(Number::from_f64) {
+        Some(number) => Value::Number(number),
+        None => Value::String(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{environment, typed};
+
+    #[test]
+    fn a_value_is_typed_by_its_form_and_odd_numbers_stay_strings() {
+        assert_eq!(typed("4"), json!(4));
+        assert_eq!(typed("18446744073709551615"), json!(u64::MAX));
+        assert_eq!(typed("0.5"), json!(0.5));
+        assert_eq!(typed("TRUE"), json!(true));
+        assert_eq!(typed("30s"), json!("30s"));
+        assert_eq!(typed("\"123\""), json!("123"));
+        for odd in ["nan", "inf", "-infinity", "1e3", "99999999999999999999999"] {
+            assert_eq!(typed(odd), json!(odd), "{odd}");
+        }
+        assert_eq!(typed("[redis://a:1, \"redis://b:2\"]"), json!(["redis://a:1", "redis://b:2"]));
+        assert_eq!(typed("[]"), json!([]));
+    }
+
+    #[test]
+    fn variables_become_sections_and_others_are_left_out() {
+        let variables = [
+            ("SURGE_CACHE__TTL", "30s"),
+            ("surge_node_id", "3"),
+            ("SURGE_CONFIG", "surge.toml"),
+            ("PATH", "/bin"),
+            ("SURGE_CACHE", "flat"),
+            ("SURGE_QUEUE__BREAKER__OPEN_FOR", "1s"),
+        ];
+        let tree = environment(variables.map(|(name, value)| (name.to_owned(), value.to_owned())));
+        assert_eq!(tree, json!({"cache": "flat", "node_id": 3, "queue": {"breaker": {"open_for": "1s"}}}));
+    }
+}
