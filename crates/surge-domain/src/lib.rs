@@ -12,7 +12,9 @@ pub mod clock;
 pub mod degradation;
 pub mod flashsale;
 pub mod fulfilment;
+pub mod idempotency;
 pub mod ids;
+pub mod input;
 pub mod inventory;
 pub mod money;
 pub mod notification;
@@ -25,6 +27,8 @@ pub mod store;
 
 pub use actor::Actor;
 pub use clock::{Clock, SystemClock};
+pub use idempotency::IdempotencyKey;
 pub use ids::{CourierId, IdGenerator, MerchantId, OrderId, PaymentId, ProductId, RefundId, ReturnId, SaleId, UserId};
+pub use input::{InvalidInput, Rule};
 pub use money::Cents;
 pub use store::StoreError;

@@ -1,6 +1,8 @@
 //! Money in integer minor units: never a float, never negative.
 
 use serde::{Deserialize, Serialize};
+
+use crate::input::{InvalidInput, Rule};
 use std::fmt;
 
 /// An amount in minor units (cents). Only `parse` makes one from outside
@@ -14,9 +16,10 @@ impl Cents {
     /// where sums of a few thousand of them could overflow an `i64`.
     pub const MAX: i64 = 1_000_000_000_000;
 
-    pub fn parse(value: i64) -> Result<Self, String> {
+    /// `value` of the input `field`, if within `0..=MAX`.
+    pub fn parse(field: &'static str, value: i64) -> Result<Self, InvalidInput> {
         if !(0..=Self::MAX).contains(&value) {
-            return Err(format!("must be between 0 and {}", Self::MAX));
+            return Err(InvalidInput::new(field, Rule::Between { min: 0, max: Self::MAX }));
         }
         Ok(Self(value))
     }
@@ -29,6 +32,11 @@ impl Cents {
 
     pub fn get(self) -> i64 {
         self.0
+    }
+
+    /// `units` of this price, unless that passes `MAX`.
+    pub fn times(self, units: u32) -> Option<Self> {
+        self.0.checked_mul(i64::from(units)).filter(|amount| *amount <= Self::MAX).map(Self)
     }
 }
 
@@ -44,9 +52,18 @@ mod tests {
 
     #[test]
     fn cents_reject_negative_and_absurd_amounts() {
-        assert!(Cents::parse(-1).is_err());
-        assert!(Cents::parse(Cents::MAX + 1).is_err());
-        assert_eq!(Cents::parse(0).map(Cents::get), Ok(0));
-        assert_eq!(Cents::parse(Cents::MAX).map(Cents::get), Ok(Cents::MAX));
+        let refused = Cents::parse("price_cents", -1).expect_err("negative");
+        assert_eq!(refused.to_string(), format!("price_cents must be between 0 and {}", Cents::MAX));
+        assert!(Cents::parse("price_cents", Cents::MAX + 1).is_err());
+        assert_eq!(Cents::parse("price_cents", 0).map(Cents::get), Ok(0));
+        assert_eq!(Cents::parse("price_cents", Cents::MAX).map(Cents::get), Ok(Cents::MAX));
+    }
+
+    #[test]
+    fn a_price_times_units_is_an_amount_or_nothing_past_the_largest() {
+        assert_eq!(Cents::from_trusted(250).times(4).map(Cents::get), Some(1_000));
+        assert_eq!(Cents::from_trusted(Cents::MAX / 2).times(2).map(Cents::get), Some(Cents::MAX));
+        assert_eq!(Cents::from_trusted(Cents::MAX / 2).times(3), None);
+        assert_eq!(Cents::from_trusted(Cents::MAX).times(u32::MAX), None);
     }
 }

@@ -171,6 +171,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A refused input is the client's to fix: 400, its field and rule as the
+/// message.
+impl From<surge_domain::InvalidInput> for ApiError {
+    fn from(refused: surge_domain::InvalidInput) -> Self {
+        ApiError::bad_request(refused.to_string())
+    }
+}
+
 impl From<CatalogError> for ApiError {
     fn from(error: CatalogError) -> Self {
         match error {
@@ -179,7 +187,7 @@ impl From<CatalogError> for ApiError {
             CatalogError::DuplicateSku => {
                 ApiError::new(ErrorCode::DuplicateSku, "this merchant already has a product with that sku")
             }
-            CatalogError::Invalid(why) => ApiError::bad_request(why),
+            CatalogError::Invalid(refused) => refused.into(),
             CatalogError::NotCached => {
                 ApiError::degraded("product details are served from the cache only; retry later")
             }
@@ -194,7 +202,7 @@ impl From<surge_domain::flashsale::SaleError> for ApiError {
         match error {
             SaleError::Forbidden(why) => ApiError::forbidden(why),
             SaleError::NotFound(what) => ApiError::not_found(format!("no such {what}")),
-            SaleError::Invalid(why) => ApiError::bad_request(why),
+            SaleError::Invalid(refused) => refused.into(),
             error @ SaleError::InsufficientStock => ApiError::new(ErrorCode::InsufficientStock, error.to_string()),
             SaleError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
@@ -238,7 +246,7 @@ impl From<surge_domain::order::CheckoutError> for ApiError {
         use surge_domain::order::CheckoutError;
         match error {
             error @ CheckoutError::Forbidden => ApiError::forbidden(error.to_string()),
-            CheckoutError::Invalid(why) => ApiError::bad_request(why),
+            CheckoutError::Invalid(refused) => refused.into(),
             error @ CheckoutError::InsufficientStock(_) => {
                 ApiError::new(ErrorCode::InsufficientStock, format!("{error}; nothing was reserved"))
             }
@@ -253,14 +261,15 @@ impl From<surge_domain::payment::PaymentError> for ApiError {
         match error {
             error @ PaymentError::NotFound(_) => ApiError::not_found(error.to_string()),
             PaymentError::Forbidden(why) => ApiError::forbidden(why),
-            error @ (PaymentError::InvalidState(_) | PaymentError::PaymentWindowClosed) => {
-                ApiError::new(ErrorCode::InvalidState, error.to_string())
-            }
+            error @ (PaymentError::InvalidState(_)
+            | PaymentError::PaymentWindowClosed
+            | PaymentError::ChangedMeanwhile) => ApiError::new(ErrorCode::InvalidState, error.to_string()),
             PaymentError::BadSignature(why) => ApiError::new(ErrorCode::BadSignature, why),
             error @ PaymentError::RefundExceedsPayment { .. } => {
                 ApiError::new(ErrorCode::RefundExceedsPayment, error.to_string())
             }
-            PaymentError::Invalid(why) => ApiError::bad_request(why),
+            PaymentError::Invalid(refused) => refused.into(),
+            PaymentError::MalformedCallback(why) => ApiError::bad_request(why),
             PaymentError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }

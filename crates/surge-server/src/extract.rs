@@ -10,6 +10,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use surge_domain::IdempotencyKey;
+
 use crate::error::ApiError;
 
 /// `Json<T>` with API errors: 400 for bad JSON or wrong types, 413 for an
@@ -78,13 +80,13 @@ where
 }
 
 /// `Idempotency-Key`: 1–128 visible ASCII characters, when present.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key =
-        value.to_str().ok().filter(|key| (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()));
-    key.map(Some).ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1-128 visible ASCII characters"))
+    // A header that is not text is no key either: the same refusal.
+    let raw = value.to_str().unwrap_or_default();
+    Ok(Some(IdempotencyKey::parse(raw)?))
 }
 
 /// For an optional body field: absent is `None`, `null` is a 400 (`invalid

@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use surge_domain::catalog::{CatalogStore, NewProduct, ProductName, ProductPatch, Sku, Stock};
-use surge_domain::flashsale::{FlashSale, OrderRequested, SaleStore};
+use surge_domain::flashsale::{FlashSale, OrderRequested, Quantity, SaleStore};
 use surge_domain::order::{CreatedOrders, Order, OrderScope, OrderStatus, OrderStore, SaleHoldings, SaleTally};
-use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
+use surge_domain::{Cents, IdempotencyKey, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 use time::{Duration, OffsetDateTime};
 
 use crate::postgres::PgStore;
@@ -146,6 +146,11 @@ async fn with_sale<S: Store>(store: &S, stock: i64, per_user_limit: u32) -> Flas
     };
     assert!(SaleStore::insert(store, &sale, now_ms()).await.expect("sale"), "the product holds the sale's stock");
     sale
+}
+
+/// A test's key, which the tests write well-formed.
+fn key(raw: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(raw).expect("a well-formed key")
 }
 
 /// One unit of sale 10 for `user`.
@@ -335,7 +340,7 @@ async fn requests_past_a_bound_become_failed_orders_never_oversold_ones<B: Backe
 async fn a_second_order_under_one_idempotency_key_is_refused_not_lost_silently<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let sale = with_sale(&store, 5, 2).await;
-    let keyed = |id| OrderRequested { idempotency_key: Some("k".into()), ..request(id, 1) };
+    let keyed = |id| OrderRequested { idempotency_key: Some(key("k")), ..request(id, 1) };
     let pay_by = now_ms();
     assert_eq!(ids(&store.create_requested(&[keyed(1)], pay_by, now_ms()).await.expect("first").created), vec![1]);
     let outcome = store.create_requested(&[keyed(2), request(3, 2)], pay_by, now_ms()).await.expect("second");
@@ -343,11 +348,11 @@ async fn a_second_order_under_one_idempotency_key_is_refused_not_lost_silently<B
     assert_eq!(ids(&outcome.created), vec![3]);
     assert_eq!(OrderStore::get(&store, OrderId::new(2)).await.expect("get"), None);
     // The same key to another buyer, or to the same buyer without it, is free.
-    let other = OrderRequested { idempotency_key: Some("k".into()), ..request(4, 2) };
+    let other = OrderRequested { idempotency_key: Some(key("k")), ..request(4, 2) };
     let outcome = store.create_requested(&[other, request(5, 1)], pay_by, now_ms()).await.expect("third");
     assert_eq!((ids(&outcome.created), outcome.rejected), (vec![4, 5], vec![]));
     // Within one batch the first request with a key wins, whatever the ids.
-    let late_key = |id| OrderRequested { idempotency_key: Some("z".into()), ..request(id, 3) };
+    let late_key = |id| OrderRequested { idempotency_key: Some(key("z")), ..request(id, 3) };
     let outcome = store.create_requested(&[late_key(9), late_key(8)], pay_by, now_ms()).await.expect("fourth");
     assert_eq!((ids(&outcome.created), outcome.rejected), (vec![9], vec![late_key(8)]));
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").sold, 5, "refused requests hold nothing");
@@ -356,13 +361,15 @@ async fn a_second_order_under_one_idempotency_key_is_refused_not_lost_silently<B
 async fn a_buyer_row_never_starts_above_the_limit<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let sale = with_sale(&store, 10, 2).await;
-    let greedy = OrderRequested { quantity: 3, amount_cents: 3, ..request(1, 1) };
+    let greedy =
+        OrderRequested { quantity: Quantity::from_trusted(3), amount_cents: Cents::from_trusted(3), ..request(1, 1) };
     let outcome = store.create_requested(&[greedy], now_ms(), now_ms()).await.expect("create");
     assert_eq!(outcome, CreatedOrders { failed: vec![OrderId::new(1)], ..CreatedOrders::default() });
     assert_eq!(status_of(&store, 1).await, OrderStatus::Failed);
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings"), SaleHoldings::default());
     // Two units is the limit exactly.
-    let two = OrderRequested { quantity: 2, amount_cents: 2, ..request(2, 1) };
+    let two =
+        OrderRequested { quantity: Quantity::from_trusted(2), amount_cents: Cents::from_trusted(2), ..request(2, 1) };
     assert_eq!(ids(&store.create_requested(&[two], now_ms(), now_ms()).await.expect("create").created), vec![2]);
     assert_eq!(store.sale_holdings(sale.id).await.expect("holdings").per_user, vec![(UserId::new(1), 2)]);
 }
@@ -450,7 +457,7 @@ async fn unpaid_expired_finds_created_orders_past_their_window<B: Backend>(backe
 async fn keyed_orders_are_every_key_that_made_an_order_of_the_sale<B: Backend>(backend: &B) {
     let store = backend.open().await;
     let sale = with_sale(&store, 10, 5).await;
-    let keyed = |id, user, key: &str| OrderRequested { idempotency_key: Some(key.to_owned()), ..request(id, user) };
+    let keyed = |id, user, key: &str| OrderRequested { idempotency_key: Some(self::key(key)), ..request(id, user) };
     let batch = [keyed(1, 1, "a"), keyed(2, 2, "a"), request(3, 1), keyed(4, 1, "b")];
     store.create_requested(&batch, now_ms(), now_ms()).await.expect("create");
     let mut keyed_orders = store.keyed_orders(sale.id).await.expect("keyed");

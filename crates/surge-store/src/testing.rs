@@ -1,7 +1,7 @@
 //! Builders shared by this crate's unit tests.
 
 use surge_domain::catalog::{CatalogStore, NewProduct, Product, ProductName, ProductPage, ProductPatch, Sku, Stock};
-use surge_domain::flashsale::OrderRequested;
+use surge_domain::flashsale::{OrderRequested, Quantity};
 use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
@@ -13,8 +13,8 @@ pub(crate) fn order_requested(id: i64, sale: i64, user: i64) -> OrderRequested {
         user_id: UserId::new(user),
         product_id: ProductId::new(1),
         merchant_id: MerchantId::new(1),
-        quantity: 1,
-        amount_cents: 1,
+        quantity: Quantity::from_trusted(1),
+        amount_cents: Cents::from_trusted(1),
         idempotency_key: None,
         requested_at_ms: 0,
     }

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 
 use super::Return;
 use crate::fulfilment::NewShipment;
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{MerchantId, OrderId, ProductId, RefundId, ReturnId, UserId};
 use crate::store::StoreError;
 
@@ -17,7 +18,7 @@ pub struct NewReturn {
     pub merchant_id: MerchantId,
     pub reason: String,
     /// The buyer's `Idempotency-Key`: the same key names the same return.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// The units a passed inspection puts back in stock, by product.

@@ -11,7 +11,9 @@ use super::{Return, ReturnStatus};
 use crate::actor::Actor;
 use crate::clock::Clock;
 use crate::fulfilment::{Direction, Fulfilment, FulfilmentError, NewShipment, Shipment, ShipmentStatus};
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{IdGenerator, OrderId, RefundId, ReturnId};
+use crate::input::{InvalidInput, Rule};
 use crate::money::Cents;
 use crate::order::{Order, OrderError, OrderKind, OrderStatus, Orders, StockKeeper};
 use crate::payment::{PaymentStatus, Payments};
@@ -23,10 +25,30 @@ pub enum AfterSaleError {
     NotFound(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The order is not delivered, or is being returned already.
+    #[error("the order is {}", .0.as_str())]
+    OrderNotReturnable(OrderStatus),
+    #[error("the return window has closed")]
+    WindowClosed,
+    #[error("this Idempotency-Key named a return of another order")]
+    KeyOfAnotherOrder,
+    /// The step does not start where the return is.
+    #[error("the return is {}", .0.as_str())]
+    NotNow(ReturnStatus),
+    /// Another request decided or inspected the return first.
+    #[error("the return changed meanwhile; read it again")]
+    ChangedMeanwhile,
+    /// The order context refused the step the return asked of it.
+    #[error(transparent)]
+    Order(OrderError),
+    /// The fulfilment context refused the step the return asked of it.
+    #[error(transparent)]
+    Shipment(FulfilmentError),
+    /// More than the payment can still refund (earlier refunds count).
+    #[error("refund_cents exceeds what the payment can still refund ({refundable_cents} cents)")]
+    RefundExceedsPayment { refundable_cents: i64 },
     #[error("{0}")]
-    InvalidState(String),
-    #[error("{0}")]
-    Invalid(String),
+    Invalid(InvalidInput),
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }
@@ -37,7 +59,7 @@ impl From<OrderError> for AfterSaleError {
             OrderError::NotFound => AfterSaleError::NotFound("order"),
             OrderError::Forbidden(why) => AfterSaleError::Forbidden(why),
             OrderError::Unavailable(cause) => AfterSaleError::Unavailable(cause),
-            other => AfterSaleError::InvalidState(other.to_string()),
+            other => AfterSaleError::Order(other),
         }
     }
 }
@@ -47,10 +69,12 @@ impl From<FulfilmentError> for AfterSaleError {
         match error {
             FulfilmentError::NotFound(what) => AfterSaleError::NotFound(what),
             FulfilmentError::Forbidden(why) => AfterSaleError::Forbidden(why),
-            FulfilmentError::InvalidState(why) => AfterSaleError::InvalidState(why),
             FulfilmentError::Invalid(why) => AfterSaleError::Invalid(why),
             FulfilmentError::Overloaded => AfterSaleError::Unavailable(StoreError::Unavailable("overloaded".into())),
             FulfilmentError::Unavailable(cause) => AfterSaleError::Unavailable(cause),
+            refused @ (FulfilmentError::NotNow(_)
+            | FulfilmentError::ChangedMeanwhile
+            | FulfilmentError::IllegalScan(_)) => AfterSaleError::Shipment(refused),
         }
     }
 }
@@ -121,7 +145,7 @@ impl AfterSale {
         actor: &Actor,
         order_id: OrderId,
         reason: &str,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Return, AfterSaleError> {
         let order = self.orders.get(actor, order_id).await?;
         if !matches!(actor, Actor::Customer(user) if *user == order.user_id) {
@@ -129,9 +153,7 @@ impl AfterSale {
         }
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
-            return Err(AfterSaleError::Invalid(format!(
-                "reason must be 1-{MAX_REASON} characters without control characters"
-            )));
+            return Err(AfterSaleError::Invalid(InvalidInput::new("reason", Rule::Text { min: 1, max: MAX_REASON })));
         }
         let new = NewReturn {
             id: ReturnId::new(self.ids.next_id()),
@@ -139,7 +161,7 @@ impl AfterSale {
             user_id: order.user_id,
             merchant_id: order.merchant_id,
             reason: reason.to_owned(),
-            idempotency_key: idempotency_key.map(str::to_owned),
+            idempotency_key: idempotency_key.cloned(),
         };
         // A repeated request (same key) finds its return whatever the
         // order is by now; a new one needs a delivered order in the window.
@@ -149,10 +171,10 @@ impl AfterSale {
         }
         let now = self.clock.now();
         let Some(asked) = self.store.request(&new, now).await? else {
-            return Err(AfterSaleError::InvalidState(format!("the order is {}", order.status.as_str())));
+            return Err(AfterSaleError::OrderNotReturnable(order.status));
         };
         if asked.order_id != order_id {
-            return Err(AfterSaleError::InvalidState("this Idempotency-Key named a return of another order".into()));
+            return Err(AfterSaleError::KeyOfAnotherOrder);
         }
         // A repeat finishes what a failed first try left: an approval
         // the rule owed.
@@ -166,12 +188,12 @@ impl AfterSale {
     /// Is the order delivered, and not longer ago than the window?
     async fn within_window(&self, actor: &Actor, order: &Order) -> Result<(), AfterSaleError> {
         if order.status != OrderStatus::Delivered {
-            return Err(AfterSaleError::InvalidState(format!("the order is {}", order.status.as_str())));
+            return Err(AfterSaleError::OrderNotReturnable(order.status));
         }
         let forward = self.fulfilment.shipment_of_order(actor, order.id).await?;
         let window = time::Duration::try_from(self.policy.window).unwrap_or(time::Duration::MAX);
         if forward.status != ShipmentStatus::Delivered || self.clock.now() - forward.updated_at > window {
-            return Err(AfterSaleError::InvalidState("the return window has closed".to_owned()));
+            return Err(AfterSaleError::WindowClosed);
         }
         Ok(())
     }
@@ -207,7 +229,7 @@ impl AfterSale {
     }
 
     fn not_now(found: &Return) -> AfterSaleError {
-        AfterSaleError::InvalidState(format!("the return is {}", found.status.as_str()))
+        AfterSaleError::NotNow(found.status)
     }
 
     /// The merchant (or an admin) approves a requested return: a reverse
@@ -224,9 +246,7 @@ impl AfterSale {
         let forward = self.fulfilment.shipment_of_order(actor, found.order_id).await?;
         let reverse = Self::shipment_for(found, &forward, Direction::Reverse);
         let approved =
-            self.store.approve(found.id, &reverse, self.clock.now()).await?.ok_or_else(|| {
-                AfterSaleError::InvalidState("the return was decided meanwhile; read it again".into())
-            })?;
+            self.store.approve(found.id, &reverse, self.clock.now()).await?.ok_or(AfterSaleError::ChangedMeanwhile)?;
         // Approved is written: a failed dispatch leaves it to the next pass.
         if let Err(error) = self.fulfilment.dispatch_now(&reverse.waybill).await {
             tracing::warn!(%error, waybill = %reverse.waybill, "return approved; dispatch left to the next pass");
@@ -259,10 +279,7 @@ impl AfterSale {
         if found.status != ReturnStatus::Requested {
             return Err(Self::not_now(&found));
         }
-        self.store
-            .reject(id, self.clock.now())
-            .await?
-            .ok_or_else(|| AfterSaleError::InvalidState("the return was decided meanwhile; read it again".into()))
+        self.store.reject(id, self.clock.now()).await?.ok_or(AfterSaleError::ChangedMeanwhile)
     }
 
     /// The merchant inspects the parcel it received. Passed: `refund_cents`
@@ -279,10 +296,12 @@ impl AfterSale {
         let order = self.orders.get(actor, found.order_id).await?;
         let refund_cents = refund_cents.get();
         if passed && !(1..=order.amount_cents).contains(&refund_cents) {
-            return Err(AfterSaleError::Invalid(format!("refund_cents must be 1-{}", order.amount_cents)));
+            let rule = Rule::Between { min: 1, max: order.amount_cents };
+            return Err(AfterSaleError::Invalid(InvalidInput::new("refund_cents", rule)));
         }
         if !passed && refund_cents != 0 {
-            return Err(AfterSaleError::Invalid("a failed inspection refunds nothing: refund_cents must be 0".into()));
+            let rule = Rule::Must("must be 0: a failed inspection refunds nothing");
+            return Err(AfterSaleError::Invalid(InvalidInput::new("refund_cents", rule)));
         }
         if found.status != ReturnStatus::Received {
             return Err(Self::not_now(&found));
@@ -290,9 +309,7 @@ impl AfterSale {
         if passed {
             let refundable = self.payments.refundable(order.id).await?;
             if refund_cents > refundable {
-                return Err(AfterSaleError::Invalid(format!(
-                    "refund_cents exceeds what the payment can still refund ({refundable} cents)"
-                )));
+                return Err(AfterSaleError::RefundExceedsPayment { refundable_cents: refundable });
             }
         }
         let now = self.clock.now();
@@ -308,7 +325,7 @@ impl AfterSale {
             let forward = self.fulfilment.shipment_of_order(actor, found.order_id).await?;
             self.store.fail(id, &Self::shipment_for(&found, &forward, Direction::Forward), now).await?
         };
-        inspected.ok_or_else(|| AfterSaleError::InvalidState("the return was inspected meanwhile".into()))
+        inspected.ok_or(AfterSaleError::ChangedMeanwhile)
     }
 
     /// The order's units, by product.
@@ -332,7 +349,7 @@ impl AfterSale {
         let (Some(cents), Some(refund_id)) = (claimed.refund_cents, claimed.attempt_refund_id) else {
             return Ok(());
         };
-        let Ok(amount) = Cents::parse(cents) else {
+        let Ok(amount) = Cents::parse("refund_cents", cents) else {
             return Ok(());
         };
         let reason = format!("return {}", claimed.id);

@@ -1,6 +1,7 @@
 //! The product aggregate and the parsed values it is made of.
 
 use crate::ids::{MerchantId, ProductId};
+use crate::input::{InvalidInput, Rule};
 use crate::money::Cents;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -39,9 +40,9 @@ pub struct ProductPatch {
 }
 
 impl ProductPatch {
-    pub fn parse(name: Option<ProductName>, price_cents: Option<Cents>) -> Result<Self, String> {
+    pub fn parse(name: Option<ProductName>, price_cents: Option<Cents>) -> Result<Self, InvalidInput> {
         if name.is_none() && price_cents.is_none() {
-            return Err("give at least one of name, price_cents".to_owned());
+            return Err(InvalidInput::new("name or price_cents", Rule::Required));
         }
         Ok(Self { name, price_cents })
     }
@@ -56,10 +57,11 @@ pub struct Sku(String);
 impl Sku {
     pub const LEN_MAX: usize = 64;
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
         if raw.is_empty() || raw.len() > Self::LEN_MAX || !raw.chars().all(allowed) {
-            return Err(format!("sku must be 1-{} characters of A-Z, a-z, 0-9, '-', '_', '.'", Self::LEN_MAX));
+            let alphabet = "A-Z, a-z, 0-9, '-', '_', '.'";
+            return Err(InvalidInput::new("sku", Rule::Chars { min: 1, max: Self::LEN_MAX, alphabet }));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -81,11 +83,11 @@ pub struct ProductName(String);
 impl ProductName {
     pub const CHARS_MAX: usize = 200;
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         let trimmed = raw.trim();
         let chars = trimmed.chars().count();
         if chars == 0 || chars > Self::CHARS_MAX || trimmed.chars().any(char::is_control) {
-            return Err(format!("name must be 1-{} characters without control characters", Self::CHARS_MAX));
+            return Err(InvalidInput::new("name", Rule::Text { min: 1, max: Self::CHARS_MAX }));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -107,9 +109,9 @@ pub struct Stock(i64);
 impl Stock {
     pub const MAX: i64 = 1_000_000_000;
 
-    pub fn parse(value: i64) -> Result<Self, String> {
+    pub fn parse(value: i64) -> Result<Self, InvalidInput> {
         if !(0..=Self::MAX).contains(&value) {
-            return Err(format!("stock must be between 0 and {}", Self::MAX));
+            return Err(InvalidInput::new("stock", Rule::Between { min: 0, max: Self::MAX }));
         }
         Ok(Self(value))
     }
@@ -148,7 +150,7 @@ mod tests {
     #[test]
     fn an_empty_patch_is_refused() {
         assert!(ProductPatch::parse(None, None).is_err());
-        assert!(ProductPatch::parse(None, Cents::parse(1).ok()).is_ok());
+        assert!(ProductPatch::parse(None, Cents::parse("price_cents", 1).ok()).is_ok());
     }
 
     proptest! {

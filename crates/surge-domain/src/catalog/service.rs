@@ -5,7 +5,9 @@ use super::ports::{CatalogStore, ProductPage};
 use super::product::{NewProduct, Product, ProductName, ProductPatch, Sku, Stock};
 use crate::actor::Actor;
 use crate::clock::Clock;
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{IdGenerator, MerchantId, ProductId};
+use crate::input::{InvalidInput, Rule};
 use crate::money::Cents;
 use crate::store::StoreError;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ pub enum CatalogError {
     #[error("this merchant already has a product with that sku")]
     DuplicateSku,
     #[error("{0}")]
-    Invalid(String),
+    Invalid(InvalidInput),
     /// Degraded to the cache and the product is not in it.
     #[error("product details are served from the cache only, and this one is not in it")]
     NotCached,
@@ -59,10 +61,10 @@ impl PageRequest {
     pub const LIMIT_MAX: u32 = 500;
     pub const LIMIT_DEFAULT: u32 = 50;
 
-    pub fn parse(limit: Option<u32>, after: Option<ProductId>) -> Result<Self, String> {
+    pub fn parse(limit: Option<u32>, after: Option<ProductId>) -> Result<Self, InvalidInput> {
         let limit = limit.unwrap_or(Self::LIMIT_DEFAULT);
         if !(1..=Self::LIMIT_MAX).contains(&limit) {
-            return Err(format!("limit must be between 1 and {}", Self::LIMIT_MAX));
+            return Err(InvalidInput::new("limit", Rule::Between { min: 1, max: i64::from(Self::LIMIT_MAX) }));
         }
         Ok(Self { limit, after })
     }
@@ -85,7 +87,7 @@ impl Catalog {
         &self,
         actor: &Actor,
         request: CreateProduct,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Product, CatalogError> {
         let merchant_id = match (actor, request.merchant_id) {
             (Actor::Customer(_) | Actor::Courier(_), _) => {
@@ -97,7 +99,10 @@ impl Catalog {
             (Actor::Merchant(own), _) => *own,
             (Actor::Admin(_), Some(merchant)) => merchant,
             (Actor::Admin(_), None) => {
-                return Err(CatalogError::Invalid("merchant_id is required when an admin creates a product".into()));
+                return Err(CatalogError::Invalid(InvalidInput::new(
+                    "merchant_id",
+                    Rule::Must("is required when an admin creates a product"),
+                )));
             }
         };
         let new = NewProduct {
@@ -108,17 +113,17 @@ impl Catalog {
             stock: request.stock,
         };
         if let Some(key) = idempotency_key
-            && let Some(earlier) = self.store.find_by_idempotency_key(merchant_id, key).await?
+            && let Some(earlier) = self.store.find_by_idempotency_key(merchant_id, key.as_str()).await?
         {
             return Ok(earlier);
         }
         let id = ProductId::new(self.ids.next_id());
-        match self.store.insert(id, &new, idempotency_key, self.clock.now()).await {
+        match self.store.insert(id, &new, idempotency_key.map(IdempotencyKey::as_str), self.clock.now()).await {
             Ok(product) => Ok(product),
             Err(StoreError::Duplicate(what)) => {
                 // A concurrent twin may have won the race with the same key.
                 if let Some(key) = idempotency_key
-                    && let Some(earlier) = self.store.find_by_idempotency_key(merchant_id, key).await?
+                    && let Some(earlier) = self.store.find_by_idempotency_key(merchant_id, key.as_str()).await?
                 {
                     return Ok(earlier);
                 }

@@ -4,7 +4,9 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{MerchantId, OrderId, ProductId, SaleId, UserId};
+use crate::input::{InvalidInput, Rule};
 use crate::money::Cents;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,22 +76,26 @@ impl NewSale {
         ends_at: OffsetDateTime,
         per_user_limit: i64,
         now: OffsetDateTime,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, InvalidInput> {
         if !(1..=Self::STOCK_MAX).contains(&stock) {
-            return Err(format!("stock must be between 1 and {}", Self::STOCK_MAX));
+            return Err(InvalidInput::new("stock", Rule::Between { min: 1, max: Self::STOCK_MAX }));
         }
+        let limit_max = i64::from(Self::PER_USER_LIMIT_MAX);
         let per_user_limit = u32::try_from(per_user_limit)
             .ok()
             .filter(|limit| (1..=Self::PER_USER_LIMIT_MAX).contains(limit))
-            .ok_or_else(|| format!("per_user_limit must be between 1 and {}", Self::PER_USER_LIMIT_MAX))?;
+            .ok_or_else(|| InvalidInput::new("per_user_limit", Rule::Between { min: 1, max: limit_max }))?;
+        if price_cents.times(per_user_limit).is_none() {
+            return Err(InvalidInput::new("price_cents times per_user_limit", Rule::AtMost(Cents::MAX)));
+        }
         if starts_at < now - Self::START_SLACK {
-            return Err("starts_at must be now or in the future".to_owned());
+            return Err(InvalidInput::new("starts_at", Rule::Must("must be now or in the future")));
         }
         if ends_at <= starts_at {
-            return Err("ends_at must be after starts_at".to_owned());
+            return Err(InvalidInput::new("ends_at", Rule::Must("must be after starts_at")));
         }
         if ends_at - starts_at > Self::WINDOW_MAX {
-            return Err("a sale lasts at most 31 days".to_owned());
+            return Err(InvalidInput::new("ends_at", Rule::Must("must be at most 31 days after starts_at")));
         }
         Ok(Self { product_id, stock, price_cents, starts_at, ends_at, per_user_limit })
     }
@@ -102,12 +108,12 @@ pub struct Quantity(u32);
 impl Quantity {
     pub const MAX: u32 = 1_000;
 
-    pub fn parse(value: i64) -> Result<Self, String> {
+    pub fn parse(value: i64) -> Result<Self, InvalidInput> {
         u32::try_from(value)
             .ok()
             .filter(|q| (1..=Self::MAX).contains(q))
             .map(Self)
-            .ok_or_else(|| format!("quantity must be between 1 and {}", Self::MAX))
+            .ok_or_else(|| InvalidInput::new("quantity", Rule::Between { min: 1, max: i64::from(Self::MAX) }))
     }
 
     pub fn from_trusted(value: u32) -> Self {
@@ -129,9 +135,9 @@ pub struct OrderRequested {
     pub user_id: UserId,
     pub product_id: ProductId,
     pub merchant_id: MerchantId,
-    pub quantity: u32,
-    pub amount_cents: i64,
-    pub idempotency_key: Option<String>,
+    pub quantity: Quantity,
+    pub amount_cents: Cents,
+    pub idempotency_key: Option<IdempotencyKey>,
     /// Unix milliseconds.
     pub requested_at_ms: i64,
 }
@@ -179,6 +185,13 @@ mod tests {
         assert!(!ok(1, 1, end, start));
         assert!(!ok(1, 1, datetime!(2029-12-31 10:00 UTC), end));
         assert!(!ok(1, 1, start, datetime!(2030-03-01 10:00 UTC)));
+        // An order of the whole limit must be an amount: price times limit.
+        let priced = |price, limit| {
+            NewSale::parse(ProductId::new(1), 1, Cents::from_trusted(price), start, end, limit, now).map(|_| ())
+        };
+        assert_eq!(priced(Cents::MAX / 10, 10), Ok(()));
+        let refused = priced(Cents::MAX / 10, 11).expect_err("past the largest amount");
+        assert_eq!(refused, InvalidInput::new("price_cents times per_user_limit", Rule::AtMost(Cents::MAX)));
     }
 
     #[test]

@@ -8,10 +8,13 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use super::ports::{FulfilmentStore, NewCourier, NewShipment, ScanOutcome, ScanRefused, TrackingDocs};
-use super::{Courier, Direction, DispatchMode, Scan, ScanKind, Shipment, ShipmentStatus, Tracking, ZoneMap, plan};
+use super::{
+    Courier, Direction, DispatchMode, IllegalScan, Scan, ScanKind, Shipment, ShipmentStatus, Tracking, ZoneMap, plan,
+};
 use crate::actor::Actor;
 use crate::clock::Clock;
 use crate::ids::{CourierId, MerchantId, OrderId, UserId};
+use crate::input::{InvalidInput, Rule};
 use crate::order::{Address, OrderStore};
 use crate::outbox::{DomainEvent, EventHandler, EventRecord};
 use crate::store::StoreError;
@@ -22,10 +25,17 @@ pub enum FulfilmentError {
     NotFound(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The step does not start where the shipment is (packing needs a
+    /// `created` one).
+    #[error("the shipment is {}", .0.as_str())]
+    NotNow(ShipmentStatus),
+    /// Another request moved the shipment first.
+    #[error("the shipment changed meanwhile; read it again")]
+    ChangedMeanwhile,
+    #[error(transparent)]
+    IllegalScan(#[from] IllegalScan),
     #[error("{0}")]
-    InvalidState(String),
-    #[error("{0}")]
-    Invalid(String),
+    Invalid(InvalidInput),
     /// Too many scans wait for the write-behind flusher.
     #[error("too many scans wait to be written; retry shortly")]
     Overloaded,
@@ -45,9 +55,9 @@ const BATCH_PLAN: u32 = 20_000;
 const DISPATCH_BATCH: u32 = 500;
 
 /// `value` as given, if it is 1-64 printable characters, not all blank.
-fn text(field: &str, value: &str) -> Result<String, FulfilmentError> {
+fn text(field: &'static str, value: &str) -> Result<String, FulfilmentError> {
     if value.trim().is_empty() || value.chars().count() > MAX_TEXT || value.chars().any(char::is_control) {
-        return Err(FulfilmentError::Invalid(format!("{field} must be 1-{MAX_TEXT} printable characters")));
+        return Err(FulfilmentError::Invalid(InvalidInput::new(field, Rule::Text { min: 1, max: MAX_TEXT })));
     }
     Ok(value.to_owned())
 }
@@ -100,7 +110,8 @@ impl Fulfilment {
             return Err(FulfilmentError::Forbidden("only an admin declares couriers"));
         }
         if courier.capacity == 0 || courier.capacity > MAX_CAPACITY {
-            return Err(FulfilmentError::Invalid(format!("capacity must be 1-{MAX_CAPACITY}")));
+            let rule = Rule::Between { min: 1, max: i64::from(MAX_CAPACITY) };
+            return Err(FulfilmentError::Invalid(InvalidInput::new("capacity", rule)));
         }
         let courier = NewCourier {
             name: text("name", &courier.name)?,
@@ -197,11 +208,9 @@ impl Fulfilment {
             return Err(FulfilmentError::Forbidden("only the order's merchant packs it"));
         }
         if shipment.status != ShipmentStatus::Created {
-            return Err(FulfilmentError::InvalidState(format!("the shipment is {}", shipment.status.as_str())));
+            return Err(FulfilmentError::NotNow(shipment.status));
         }
-        let packed = self.store.pack(waybill, self.clock.now()).await?.ok_or_else(|| {
-            FulfilmentError::InvalidState("the shipment was packed meanwhile; read it again".to_owned())
-        })?;
+        let packed = self.store.pack(waybill, self.clock.now()).await?.ok_or(FulfilmentError::ChangedMeanwhile)?;
         if self.mode == DispatchMode::Batch {
             // The next batch pass assigns it.
             return Ok(packed);
@@ -302,10 +311,10 @@ impl Fulfilment {
         }
         let now = self.clock.now();
         if (scan.at - now).abs() > time::Duration::days(1) {
-            return Err(FulfilmentError::Invalid("at must be within a day of now".to_owned()));
+            return Err(FulfilmentError::Invalid(InvalidInput::new("at", Rule::Must("must be within a day of now"))));
         }
         if scan.note.chars().count() > MAX_NOTE || scan.note.chars().any(char::is_control) {
-            return Err(FulfilmentError::Invalid(format!("note must be at most {MAX_NOTE} printable characters")));
+            return Err(FulfilmentError::Invalid(InvalidInput::new("note", Rule::Text { min: 0, max: MAX_NOTE })));
         }
         let scan = Scan { location: text("location", &scan.location)?, ..scan };
         let outcome = match &self.behind {
@@ -322,7 +331,7 @@ impl Fulfilment {
             ScanOutcome::Applied(shipment) => Ok(shipment),
             ScanOutcome::NotFound => Err(FulfilmentError::NotFound("shipment")),
             ScanOutcome::NotAssigned => Err(FulfilmentError::Forbidden("the parcel is not assigned to you")),
-            ScanOutcome::Illegal(illegal) => Err(FulfilmentError::InvalidState(illegal.to_string())),
+            ScanOutcome::Illegal(illegal) => Err(FulfilmentError::IllegalScan(illegal)),
         }
     }
 

@@ -17,7 +17,9 @@ use crate::actor::Actor;
 use crate::catalog::CatalogStore;
 use crate::clock::Clock;
 use crate::flashsale::Quantity;
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{IdGenerator, MerchantId, OrderId, ProductId, UserId};
+use crate::input::{InvalidInput, Rule};
 use crate::store::StoreError;
 
 /// One line of a cart: a product and how many of it.
@@ -38,16 +40,14 @@ pub struct Checkout {
 impl Checkout {
     pub const ITEMS_MAX: usize = 100;
 
-    pub fn parse(lines: Vec<CheckoutLine>, address: Address) -> Result<Self, String> {
+    pub fn parse(lines: Vec<CheckoutLine>, address: Address) -> Result<Self, InvalidInput> {
         if lines.is_empty() || lines.len() > Self::ITEMS_MAX {
-            return Err(format!("items must hold 1 to {} lines", Self::ITEMS_MAX));
+            return Err(InvalidInput::new("items", Rule::Entries { min: 1, max: Self::ITEMS_MAX }));
         }
         let mut seen = HashSet::with_capacity(lines.len());
         if let Some(twice) = lines.iter().find(|line| !seen.insert(line.product_id)) {
-            return Err(format!(
-                "product {} is in items twice; give it once with the whole quantity",
-                twice.product_id
-            ));
+            let rule = Rule::Must("is in items twice; give it once with the whole quantity");
+            return Err(InvalidInput::new(format!("product {}", twice.product_id), rule));
         }
         Ok(Self { lines, address })
     }
@@ -77,14 +77,12 @@ impl Address {
     pub const FIELD_MAX: usize = 200;
     pub const PHONE_MAX: usize = 32;
 
-    pub fn parse(region: &str, city: &str, line1: &str, postcode: &str, phone: &str) -> Result<Self, String> {
+    pub fn parse(region: &str, city: &str, line1: &str, postcode: &str, phone: &str) -> Result<Self, InvalidInput> {
         let phone = phone.trim();
         let phone_chars = |c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | ' ' | '(' | ')');
         if phone.len() < 3 || phone.len() > Self::PHONE_MAX || !phone.chars().all(phone_chars) {
-            return Err(format!(
-                "address.phone must be 3-{} characters of digits, '+', '-', ' ', '(' and ')'",
-                Self::PHONE_MAX
-            ));
+            let alphabet = "digits, '+', '-', ' ', '(' and ')'";
+            return Err(InvalidInput::new("address.phone", Rule::Chars { min: 3, max: Self::PHONE_MAX, alphabet }));
         }
         Ok(Self {
             region: text("address.region", region)?,
@@ -96,11 +94,11 @@ impl Address {
     }
 }
 
-fn text(field: &str, raw: &str) -> Result<String, String> {
+fn text(field: &'static str, raw: &str) -> Result<String, InvalidInput> {
     let trimmed = raw.trim();
     let chars = trimmed.chars().count();
     if chars == 0 || chars > Address::FIELD_MAX || trimmed.chars().any(char::is_control) {
-        return Err(format!("{field} must be 1-{} characters without control characters", Address::FIELD_MAX));
+        return Err(InvalidInput::new(field, Rule::Text { min: 1, max: Address::FIELD_MAX }));
     }
     Ok(trimmed.to_owned())
 }
@@ -151,7 +149,7 @@ pub struct NewCheckout {
     pub user: UserId,
     pub orders: Vec<NewCheckoutOrder>,
     pub address: Address,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
     /// Unpaid orders are cancelled from then on.
     pub pay_by: OffsetDateTime,
     pub now: OffsetDateTime,
@@ -162,7 +160,7 @@ pub enum CheckoutError {
     #[error("only a customer checks out")]
     Forbidden,
     #[error("{0}")]
-    Invalid(String),
+    Invalid(InvalidInput),
     #[error("product {0} has fewer units left than asked")]
     InsufficientStock(ProductId),
     #[error(transparent)]
@@ -198,7 +196,7 @@ impl Checkouts {
         &self,
         actor: &Actor,
         checkout: &Checkout,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Vec<Order>, CheckoutError> {
         let Actor::Customer(user) = actor else {
             return Err(CheckoutError::Forbidden);
@@ -210,7 +208,7 @@ impl Checkouts {
             user: *user,
             orders,
             address: checkout.address().clone(),
-            idempotency_key: idempotency_key.map(str::to_owned),
+            idempotency_key: idempotency_key.cloned(),
             pay_by: now + self.payment_timeout,
             now,
         };
@@ -243,7 +241,7 @@ impl Checkouts {
 }
 
 fn unknown(product: ProductId) -> CheckoutError {
-    CheckoutError::Invalid(format!("product_id {product} names no product"))
+    CheckoutError::Invalid(InvalidInput::new(format!("product_id {product}"), Rule::NamesNo("product")))
 }
 
 #[cfg(test)]

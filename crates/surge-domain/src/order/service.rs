@@ -238,7 +238,7 @@ impl Orders {
             tracing::error!(order_id = %refused.order_id, sale_id = %refused.sale_id,
                 "order refused: its idempotency key already names another order");
             let reservation =
-                Reservation { order: refused.order_id, user: refused.user_id, quantity: refused.quantity };
+                Reservation { order: refused.order_id, user: refused.user_id, quantity: refused.quantity.get() };
             self.sales.released(refused.sale_id, reservation).await?;
         }
         self.sales.settled(&outcome.created).await?;

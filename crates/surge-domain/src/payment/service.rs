@@ -11,7 +11,9 @@ use super::ports::{
 use super::{Payment, PaymentStatus, Refund};
 use crate::actor::Actor;
 use crate::clock::Clock;
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{IdGenerator, OrderId, PaymentId, RefundId};
+use crate::input::{InvalidInput, Rule};
 use crate::money::Cents;
 use crate::order::{Order, OrderError, OrderStatus, Orders, StockKeeper};
 use crate::store::StoreError;
@@ -26,13 +28,19 @@ pub enum PaymentError {
     InvalidState(OrderStatus),
     #[error("the payment window has closed")]
     PaymentWindowClosed,
+    /// Another request moved the order first.
+    #[error("the order changed meanwhile; read it again")]
+    ChangedMeanwhile,
     #[error("{0}")]
     BadSignature(&'static str),
     /// More than what is captured and not yet refunded.
     #[error("the refund exceeds what the payment can still refund ({refundable_cents} cents)")]
     RefundExceedsPayment { refundable_cents: i64 },
     #[error("{0}")]
-    Invalid(String),
+    Invalid(InvalidInput),
+    /// A callback body that reads as no provider event.
+    #[error("{0}")]
+    MalformedCallback(String),
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }
@@ -44,7 +52,7 @@ impl From<OrderError> for PaymentError {
             OrderError::Forbidden(why) => PaymentError::Forbidden(why),
             OrderError::IllegalTransition { from, .. } => PaymentError::InvalidState(from),
             OrderError::PaymentWindowClosed => PaymentError::PaymentWindowClosed,
-            OrderError::ChangedMeanwhile => PaymentError::Invalid("the order changed meanwhile; read it again".into()),
+            OrderError::ChangedMeanwhile => PaymentError::ChangedMeanwhile,
             OrderError::Unavailable(cause) => PaymentError::Unavailable(cause),
         }
     }
@@ -54,7 +62,7 @@ impl From<CallbackError> for PaymentError {
     fn from(error: CallbackError) -> Self {
         match error {
             CallbackError::BadSignature(why) => PaymentError::BadSignature(why),
-            CallbackError::Malformed(why) => PaymentError::Invalid(why),
+            CallbackError::Malformed(why) => PaymentError::MalformedCallback(why),
         }
     }
 }
@@ -167,7 +175,7 @@ impl Payments {
         order_id: OrderId,
         amount_cents: Cents,
         reason: &str,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Refund, PaymentError> {
         let order = self.orders.get(actor, order_id).await?;
         if matches!(actor, Actor::Customer(_)) {
@@ -175,14 +183,14 @@ impl Payments {
         }
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
-            return Err(PaymentError::Invalid("reason must be 1-200 characters without control characters".into()));
+            return Err(PaymentError::Invalid(InvalidInput::new("reason", Rule::Text { min: 1, max: 200 })));
         }
         if amount_cents.get() == 0 {
-            return Err(PaymentError::Invalid("amount_cents must be at least 1".into()));
+            return Err(PaymentError::Invalid(InvalidInput::new("amount_cents", Rule::AtLeast(1))));
         }
         // A repeated key asks the provider nothing: the first refund.
         if let Some(key) = idempotency_key
-            && let Some(first) = self.store.refund_by_key(order_id, key).await?
+            && let Some(first) = self.store.refund_by_key(order_id, key.as_str()).await?
         {
             return Ok(first);
         }
@@ -216,7 +224,7 @@ impl Payments {
         order: &Order,
         amount_cents: Cents,
         reason: &str,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Refund, PaymentError> {
         let Some(captured) = self.store.captured_of(order.id).await? else {
             return Err(PaymentError::RefundExceedsPayment { refundable_cents: 0 });
@@ -236,7 +244,7 @@ impl Payments {
             created_at: now,
             updated_at: now,
         };
-        match self.store.insert_refund(&refund, idempotency_key).await {
+        match self.store.insert_refund(&refund, idempotency_key.map(IdempotencyKey::as_str)).await {
             Ok(RefundOutcome::Created(refund) | RefundOutcome::Replayed(refund)) => Ok(refund),
             Ok(RefundOutcome::ExceedsPayment { refundable_cents }) => {
                 Err(PaymentError::RefundExceedsPayment { refundable_cents })
@@ -303,11 +311,13 @@ impl Payments {
                 Ok(payment)
             }
             Applied::Repeat(payment) | Applied::Stale(payment) => Ok(payment),
-            Applied::UnknownRef => Err(PaymentError::Invalid("provider_ref names no payment".to_owned())),
+            Applied::UnknownRef => {
+                Err(PaymentError::Invalid(InvalidInput::new("provider_ref", Rule::NamesNo("payment"))))
+            }
             Applied::AmountMismatch(payment) => {
                 tracing::warn!(payment_id = %payment.id, expected = payment.amount_cents, got = event.amount_cents,
                     event_id = event.event_id, "callback amount differs from the payment's; not applied");
-                Err(PaymentError::Invalid("amount_cents differs from the payment's".to_owned()))
+                Err(PaymentError::Invalid(InvalidInput::new("amount_cents", Rule::Must("differs from the payment's"))))
             }
         }
     }

@@ -5,14 +5,14 @@ use std::time::Duration;
 use surge_domain::catalog::{CatalogError, CreateProduct, PageRequest, ProductName, ProductPatch, Sku, Stock};
 use surge_domain::{Actor, Cents, Clock, MerchantId, ProductId};
 
-use crate::world::{World, admin, customer, merchant};
+use crate::world::{World, admin, customer, key_of, merchant};
 
 fn request(sku: &str, merchant_id: Option<i64>) -> CreateProduct {
     CreateProduct {
         merchant_id: merchant_id.map(MerchantId::new),
         sku: Sku::parse(sku).expect("sku"),
         name: ProductName::parse("Green tea").expect("name"),
-        price_cents: Cents::parse(500).expect("price"),
+        price_cents: Cents::parse("price_cents", 500).expect("price"),
         stock: Stock::parse(20).expect("stock"),
     }
 }
@@ -51,12 +51,12 @@ async fn only_merchants_for_themselves_and_admins_for_a_named_merchant_create_pr
 #[tokio::test]
 async fn a_repeated_idempotency_key_returns_the_first_product() {
     let world = World::new();
-    let first = world.catalog.create(&merchant(3), request("A", None), Some("k1")).await.expect("first");
-    let again = world.catalog.create(&merchant(3), request("A", None), Some("k1")).await.expect("repeat");
+    let first = world.catalog.create(&merchant(3), request("A", None), Some(&key_of("k1"))).await.expect("first");
+    let again = world.catalog.create(&merchant(3), request("A", None), Some(&key_of("k1"))).await.expect("repeat");
     assert_eq!(again, first);
     assert_eq!(world.products.len(), 1);
     // Keys are per merchant: another merchant's "k1" is another product.
-    let other = world.catalog.create(&merchant(4), request("A", None), Some("k1")).await.expect("other");
+    let other = world.catalog.create(&merchant(4), request("A", None), Some(&key_of("k1"))).await.expect("other");
     assert_ne!(other.id, first.id);
 }
 

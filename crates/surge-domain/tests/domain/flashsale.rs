@@ -21,8 +21,8 @@ async fn an_accepted_order_reads_pending_until_the_consumer_writes_it() {
     let queued = world.queue.appended();
     assert_eq!(queued.len(), 1, "one request, durably queued");
     let request = &queued[0];
-    assert_eq!((request.order_id, request.user_id, request.quantity), (id, UserId::new(1), 2));
-    assert_eq!(request.amount_cents, 2 * PRICE_CENTS);
+    assert_eq!((request.order_id, request.user_id, request.quantity.get()), (id, UserId::new(1), 2));
+    assert_eq!(request.amount_cents.get(), 2 * PRICE_CENTS);
     assert_eq!(request.requested_at_ms, world.clock.now_ms(), "stamped by the clock");
     assert_eq!(world.order(1, id).await.status, OrderStatus::Pending);
     assert_eq!(world.stock_left(sale.id).await, 3, "deducted at intake");
@@ -60,7 +60,7 @@ async fn only_an_admin_creates_a_sale_and_only_of_a_product_that_exists() {
     let new = |product_id| NewSale {
         product_id,
         stock: 3,
-        price_cents: Cents::parse(100).expect("price"),
+        price_cents: Cents::parse("price_cents", 100).expect("price"),
         starts_at: world.clock.now(),
         ends_at: world.clock.now() + SALE_LENGTH,
         per_user_limit: 1,

@@ -113,7 +113,7 @@ impl World {
             merchant_id: None,
             sku: Sku::parse(sku).expect("sku"),
             name: ProductName::parse("Tea").expect("name"),
-            price_cents: Cents::parse(PRICE_CENTS).expect("price"),
+            price_cents: Cents::parse("price_cents", PRICE_CENTS).expect("price"),
             stock: Stock::parse(100).expect("stock"),
         };
         self.catalog.create(&merchant(MERCHANT), request, None).await.expect("product created")
@@ -130,7 +130,7 @@ impl World {
         let new = NewSale {
             product_id: product.id,
             stock,
-            price_cents: Cents::parse(PRICE_CENTS).expect("price"),
+            price_cents: Cents::parse("price_cents", PRICE_CENTS).expect("price"),
             starts_at,
             ends_at: starts_at + SALE_LENGTH,
             per_user_limit,
@@ -143,7 +143,7 @@ impl World {
     }
 
     pub async fn place_keyed(&self, user: i64, sale: &FlashSale, key: &str) -> Result<OrderId, IntakeError> {
-        self.sales.place_order(&customer(user), sale.id, Quantity::from_trusted(1), Some(key)).await
+        self.sales.place_order(&customer(user), sale.id, Quantity::from_trusted(1), Some(&key_of(key))).await
     }
 
     /// One consumer step over everything queued.
@@ -158,4 +158,9 @@ impl World {
     pub async fn order(&self, user: i64, id: OrderId) -> Order {
         self.orders.get(&customer(user), id).await.expect("the buyer reads the order")
     }
+}
+
+/// A test's key, which the tests write well-formed.
+pub fn key_of(raw: &str) -> surge_domain::IdempotencyKey {
+    surge_domain::IdempotencyKey::parse(raw).expect("a well-formed key")
 }

@@ -36,8 +36,17 @@ impl From<AfterSaleError> for ApiError {
         match error {
             error @ AfterSaleError::NotFound(_) => ApiError::not_found(error.to_string()),
             AfterSaleError::Forbidden(why) => ApiError::forbidden(why),
-            AfterSaleError::InvalidState(why) => ApiError::new(ErrorCode::InvalidState, why),
-            AfterSaleError::Invalid(why) => ApiError::bad_request(why),
+            error @ (AfterSaleError::OrderNotReturnable(_)
+            | AfterSaleError::WindowClosed
+            | AfterSaleError::KeyOfAnotherOrder
+            | AfterSaleError::NotNow(_)
+            | AfterSaleError::ChangedMeanwhile) => ApiError::new(ErrorCode::InvalidState, error.to_string()),
+            AfterSaleError::Order(refused) => refused.into(),
+            AfterSaleError::Shipment(refused) => refused.into(),
+            error @ AfterSaleError::RefundExceedsPayment { .. } => {
+                ApiError::new(ErrorCode::RefundExceedsPayment, error.to_string())
+            }
+            AfterSaleError::Invalid(refused) => refused.into(),
             AfterSaleError::Unavailable(cause) => ApiError::unavailable(&cause),
         }
     }
@@ -132,7 +141,7 @@ async fn request_return(
     ApiJson(body): ApiJson<ReturnRequest>,
 ) -> Result<(StatusCode, Json<ReturnBody>), ApiError> {
     let key = idempotency_key(&headers)?;
-    let asked = state.after_sale.request(&actor, order, &body.reason, key).await?;
+    let asked = state.after_sale.request(&actor, order, &body.reason, key.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(asked.into())))
 }
 
@@ -213,6 +222,6 @@ async fn inspect(
     PathId(id): PathId<ReturnId>,
     ApiJson(body): ApiJson<InspectRequest>,
 ) -> Result<Json<ReturnBody>, ApiError> {
-    let cents = Cents::parse(body.refund_cents).map_err(|why| ApiError::bad_request(format!("refund_cents {why}")))?;
+    let cents = Cents::parse("refund_cents", body.refund_cents)?;
     Ok(Json(state.after_sale.inspect(&actor, id, body.passed, cents).await?.into()))
 }

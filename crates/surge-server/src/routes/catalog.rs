@@ -166,12 +166,12 @@ async fn create_product(
     let key = idempotency_key(&headers)?;
     let request = CreateProduct {
         merchant_id: body.merchant_id,
-        sku: Sku::parse(&body.sku).map_err(ApiError::bad_request)?,
-        name: ProductName::parse(&body.name).map_err(ApiError::bad_request)?,
-        price_cents: Cents::parse(body.price_cents).map_err(|e| ApiError::bad_request(format!("price_cents {e}")))?,
-        stock: Stock::parse(body.stock).map_err(ApiError::bad_request)?,
+        sku: Sku::parse(&body.sku)?,
+        name: ProductName::parse(&body.name)?,
+        price_cents: Cents::parse("price_cents", body.price_cents)?,
+        stock: Stock::parse(body.stock)?,
     };
-    let product = state.catalog.create(&actor, request, key).await?;
+    let product = state.catalog.create(&actor, request, key.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(product.into())))
 }
 
@@ -211,13 +211,9 @@ async fn patch_product(
     PathId(id): PathId<ProductId>,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Json<ProductBody>, ApiError> {
-    let name = body.name.as_deref().map(ProductName::parse).transpose().map_err(ApiError::bad_request)?;
-    let price = body
-        .price_cents
-        .map(Cents::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("price_cents {e}")))?;
-    let patch = ProductPatch::parse(name, price).map_err(ApiError::bad_request)?;
+    let name = body.name.as_deref().map(ProductName::parse).transpose()?;
+    let price = body.price_cents.map(|cents| Cents::parse("price_cents", cents)).transpose()?;
+    let patch = ProductPatch::parse(name, price)?;
     Ok(Json(state.catalog.patch(&actor, id, patch).await?.into()))
 }
 
@@ -238,7 +234,7 @@ async fn set_stock(
     PathId(id): PathId<ProductId>,
     ApiJson(body): ApiJson<StockBody>,
 ) -> Result<Json<ProductBody>, ApiError> {
-    let stock = Stock::parse(body.stock).map_err(ApiError::bad_request)?;
+    let stock = Stock::parse(body.stock)?;
     Ok(Json(state.catalog.set_stock(&actor, id, stock).await?.into()))
 }
 
@@ -257,7 +253,7 @@ async fn list_products(
     let merchant = merchant.map_err(|_| ApiError::bad_request("merchant_id is not an id"))?;
     let after = query.cursor.as_deref().map(str::parse::<ProductId>).transpose();
     let after = after.map_err(|_| ApiError::bad_request("cursor is not valid"))?;
-    let page = PageRequest::parse(query.limit, after).map_err(ApiError::bad_request)?;
+    let page = PageRequest::parse(query.limit, after)?;
     let found = state.catalog.list(merchant, page).await?;
     Ok(Json(ProductPage {
         items: found.items.into_iter().map(ProductBody::from).collect(),

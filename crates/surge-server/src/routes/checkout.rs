@@ -55,13 +55,13 @@ impl TryFrom<CheckoutBody> for Checkout {
             .items
             .iter()
             .map(|line| {
-                let quantity = Quantity::parse(line.quantity).map_err(ApiError::bad_request)?;
+                let quantity = Quantity::parse(line.quantity)?;
                 Ok(CheckoutLine { product_id: line.product_id, quantity })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
         let AddressBody { region, city, line1, postcode, phone } = &body.address;
-        let address = Address::parse(region, city, line1, postcode, phone).map_err(ApiError::bad_request)?;
-        Checkout::parse(lines, address).map_err(ApiError::bad_request)
+        let address = Address::parse(region, city, line1, postcode, phone)?;
+        Ok(Checkout::parse(lines, address)?)
     }
 }
 
@@ -96,6 +96,6 @@ async fn checkout(
     }
     let key = idempotency_key(&headers)?;
     let checkout = Checkout::try_from(body)?;
-    let orders = state.checkouts.place(&actor, &checkout, key).await?;
+    let orders = state.checkouts.place(&actor, &checkout, key.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(CheckoutOrders { orders: orders.into_iter().map(OrderBody::from).collect() })))
 }

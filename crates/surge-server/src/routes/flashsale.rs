@@ -154,7 +154,7 @@ async fn create_sale(
     if !actor.is_admin() {
         return Err(ApiError::forbidden("only an admin creates flash sales"));
     }
-    let price = Cents::parse(body.price_cents).map_err(|e| ApiError::bad_request(format!("price_cents {e}")))?;
+    let price = Cents::parse("price_cents", body.price_cents)?;
     let new = NewSale::parse(
         body.product_id,
         body.stock,
@@ -163,8 +163,7 @@ async fn create_sale(
         body.ends_at,
         body.per_user_limit,
         state.clock.now(),
-    )
-    .map_err(ApiError::bad_request)?;
+    )?;
     let sale = state.flash_sales.create(&actor, new).await?;
     if let Actor::Admin(admin) = &actor {
         tracing::warn!(%admin, sale_id = %sale.id, stock = sale.stock, "flash sale created");
@@ -231,8 +230,8 @@ async fn place_order(
             Err(error) => tracing::warn!(%error, "cluster-wide intake limit unavailable; admitting"),
         }
     }
-    let quantity = Quantity::parse(body.quantity.unwrap_or(1)).map_err(ApiError::bad_request)?;
-    let key = idempotency_key(&headers)?.map(str::to_owned);
+    let quantity = Quantity::parse(body.quantity.unwrap_or(1))?;
+    let key = idempotency_key(&headers)?;
     // Once begun, intake runs to the end even if the client goes away or the
     // deadline passes: a deduction without its durable append (or an append
     // without its idempotency record) must never be left behind. So its
@@ -244,7 +243,7 @@ async fn place_order(
     let flash_sales = Arc::clone(&state.flash_sales);
     let intake = tokio::spawn(async move {
         let _slot = slot;
-        flash_sales.place_order(&actor, sale, quantity, key.as_deref()).await
+        flash_sales.place_order(&actor, sale, quantity, key.as_ref()).await
     });
     let order_id = intake.await.map_err(|_| ApiError::internal())??;
     Ok((StatusCode::ACCEPTED, Json(Accepted { order_id, status: Pending::Pending })))

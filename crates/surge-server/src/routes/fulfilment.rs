@@ -40,8 +40,10 @@ impl From<FulfilmentError> for ApiError {
         match error {
             error @ FulfilmentError::NotFound(_) => ApiError::not_found(error.to_string()),
             FulfilmentError::Forbidden(why) => ApiError::forbidden(why),
-            FulfilmentError::InvalidState(why) => ApiError::new(ErrorCode::InvalidState, why),
-            FulfilmentError::Invalid(why) => ApiError::bad_request(why),
+            error @ (FulfilmentError::NotNow(_)
+            | FulfilmentError::ChangedMeanwhile
+            | FulfilmentError::IllegalScan(_)) => ApiError::new(ErrorCode::InvalidState, error.to_string()),
+            FulfilmentError::Invalid(refused) => refused.into(),
             FulfilmentError::Overloaded => ApiError::overloaded(1),
             FulfilmentError::Unavailable(cause) => ApiError::unavailable(&cause),
         }

@@ -226,7 +226,7 @@ async fn list_orders(
 ) -> Result<Json<OrderPage>, ApiError> {
     let before = query.cursor.as_deref().map(str::parse::<OrderId>).transpose();
     let before = before.map_err(|_| ApiError::bad_request("cursor is not valid"))?;
-    let page = PageRequest::parse(query.limit, None).map_err(ApiError::bad_request)?;
+    let page = PageRequest::parse(query.limit, None)?;
     let found = state.orders.list(&actor, before, page.limit).await?;
     Ok(Json(OrderPage {
         items: found.items.into_iter().map(OrderBody::from).collect(),

@@ -252,7 +252,7 @@ async fn refund_order(
     ApiJson(body): ApiJson<RefundRequest>,
 ) -> Result<(StatusCode, Json<RefundBody>), ApiError> {
     let key = idempotency_key(&headers)?;
-    let amount = Cents::parse(body.amount_cents).map_err(|why| ApiError::bad_request(format!("amount_cents {why}")))?;
-    let refund = state.payments.refund(&actor, order, amount, &body.reason, key).await?;
+    let amount = Cents::parse("amount_cents", body.amount_cents)?;
+    let refund = state.payments.refund(&actor, order, amount, &body.reason, key.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(refund.into())))
 }

@@ -98,7 +98,7 @@ async fn list_payouts(
     PathId(merchant): PathId<MerchantId>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<PayoutPage>, ApiError> {
-    let limit = PageRequest::parse(query.limit, None).map_err(ApiError::bad_request)?.limit;
+    let limit = PageRequest::parse(query.limit, None)?.limit;
     let before = match query.cursor.as_deref() {
         Some(cursor) => {
             Some(cursor.parse::<PayoutId>().map_err(|_| ApiError::bad_request("cursor is not one of ours"))?)

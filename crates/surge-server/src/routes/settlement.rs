@@ -285,7 +285,7 @@ async fn list_settlements(
     PathId(merchant): PathId<MerchantId>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<StatementPage>, ApiError> {
-    let limit = PageRequest::parse(query.limit, None).map_err(ApiError::bad_request)?.limit;
+    let limit = PageRequest::parse(query.limit, None)?.limit;
     let before = match query.cursor.as_deref() {
         Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| ApiError::bad_request("cursor is not one of ours"))?),
         None => None,

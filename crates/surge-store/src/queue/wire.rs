@@ -8,7 +8,8 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
-use surge_domain::flashsale::OrderRequested;
+use surge_domain::flashsale::{OrderRequested, Quantity};
+use surge_domain::{Cents, IdempotencyKey};
 use surge_domain::{MerchantId, OrderId, ProductId, SaleId, StoreError, UserId};
 
 /// Borrows what it can from the request it encodes: an append on the
@@ -45,8 +46,8 @@ impl<'a> From<&'a OrderRequested> for QueuedRequest<'a> {
             user_id: request.user_id,
             product_id: request.product_id,
             merchant_id: request.merchant_id,
-            quantity: request.quantity,
-            amount_cents: request.amount_cents,
+            quantity: request.quantity.get(),
+            amount_cents: request.amount_cents.get(),
             idempotency_key: request.idempotency_key.as_deref().map(Cow::Borrowed),
             requested_at_ms: request.requested_at_ms,
         }
@@ -55,15 +56,21 @@ impl<'a> From<&'a OrderRequested> for QueuedRequest<'a> {
 
 pub fn decode(payload: &[u8]) -> Result<OrderRequested, serde_json::Error> {
     let queued: QueuedRequest = serde_json::from_slice(payload)?;
+    // What intake wrote always reads back; anything else is set aside as
+    // unreadable, never turned into an order.
+    let quantity = Quantity::parse(i64::from(queued.quantity)).map_err(serde::de::Error::custom)?;
+    let amount_cents = Cents::parse("amount_cents", queued.amount_cents).map_err(serde::de::Error::custom)?;
+    let idempotency_key =
+        queued.idempotency_key.map(|key| IdempotencyKey::parse(&key)).transpose().map_err(serde::de::Error::custom)?;
     Ok(OrderRequested {
         order_id: queued.order_id,
         sale_id: queued.sale_id,
         user_id: queued.user_id,
         product_id: queued.product_id,
         merchant_id: queued.merchant_id,
-        quantity: queued.quantity,
-        amount_cents: queued.amount_cents,
-        idempotency_key: queued.idempotency_key.map(Cow::into_owned),
+        quantity,
+        amount_cents,
+        idempotency_key,
         requested_at_ms: queued.requested_at_ms,
     })
 }
@@ -80,5 +87,23 @@ mod tests {
         assert_eq!(request.order_id, OrderId::new(7));
         assert_eq!(request.idempotency_key.as_deref(), Some("k-1"));
         assert_eq!(decode(&encode(&request).expect("encodes")).expect("round trip"), request);
+    }
+
+    /// A request no intake could have written is unreadable, never an order.
+    #[test]
+    fn a_request_out_of_its_bounds_is_unreadable() {
+        let with = |field: &str| {
+            format!(
+                r#"{{"order_id":"7","sale_id":"3","user_id":"42","product_id":"5","merchant_id":"9",{field},"requested_at_ms":1}}"#
+            )
+        };
+        assert!(decode(with(r#""quantity":1,"amount_cents":990"#).as_bytes()).is_ok());
+        for field in [
+            r#""quantity":0,"amount_cents":990"#,
+            r#""quantity":1,"amount_cents":-1"#,
+            r#""quantity":1,"amount_cents":990,"idempotency_key":"a b""#,
+        ] {
+            assert!(decode(with(field).as_bytes()).is_err(), "{field}");
+        }
     }
 }

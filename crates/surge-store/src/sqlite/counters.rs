@@ -69,7 +69,7 @@ pub(super) async fn take_within_bounds(
     tx: &mut Transaction<'static, Sqlite>,
     request: &OrderRequested,
 ) -> Result<(u64, u64), StoreError> {
-    let quantity = i64::from(request.quantity);
+    let quantity = i64::from(request.quantity.get());
     // The bound holds for a new buyer row too: the insert takes no more than
     // the limit, the update only while the sum stays within it.
     let bought = sqlx::query(
@@ -108,7 +108,7 @@ pub(super) async fn write_failed(
     request: &OrderRequested,
     bought: bool,
 ) -> Result<(), StoreError> {
-    let quantity = i64::from(request.quantity);
+    let quantity = i64::from(request.quantity.get());
     if bought {
         sqlx::query("UPDATE sale_buyers SET bought = bought - $1 WHERE sale_id = $2 AND user_id = $3")
             .bind(quantity)

@@ -12,7 +12,7 @@ use surge_domain::order::{
     Address, CheckoutLine, CheckoutStore, NewCheckout, NewCheckoutOrder, Order, OrderKind, OrderStatus, OrderStore,
     Placed,
 };
-use surge_domain::{Cents, MerchantId, OrderId, ProductId, SaleId, UserId};
+use surge_domain::{Cents, IdempotencyKey, MerchantId, OrderId, ProductId, SaleId, UserId};
 
 use super::{Backend, PgBackend, SqliteBackend, Store, at_ms, new_product, now_ms, request};
 
@@ -79,7 +79,7 @@ pub(super) async fn place<S: Store>(
         user: UserId::new(user),
         orders: orders.to_vec(),
         address: address(),
-        idempotency_key: key.map(str::to_owned),
+        idempotency_key: key.map(|key| IdempotencyKey::parse(key).expect("a well-formed key")),
         pay_by: at_ms(9_000),
         now: at_ms(1_000),
     };

@@ -3,6 +3,7 @@
 
 use thiserror::Error;
 
+use crate::input::InvalidInput;
 use crate::store::StoreError;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -12,7 +13,7 @@ pub enum SaleError {
     #[error("no such {0}")]
     NotFound(&'static str),
     #[error("{0}")]
-    Invalid(String),
+    Invalid(InvalidInput),
     /// The product has fewer sellable units than the sale would take.
     #[error("the product has fewer units left than the sale's stock")]
     InsufficientStock,

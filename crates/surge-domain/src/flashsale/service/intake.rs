@@ -9,6 +9,7 @@ use super::{FlashSales, IntakeError, LiveSale};
 use crate::actor::Actor;
 use crate::flashsale::ports::{Deduction, KeyedDeduction, Reservation};
 use crate::flashsale::sale::{OrderRequested, Quantity};
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{OrderId, SaleId, UserId};
 use crate::order::StockKeeper as _;
 use crate::store::StoreError;
@@ -21,7 +22,7 @@ impl FlashSales {
         actor: &Actor,
         sale_id: SaleId,
         quantity: Quantity,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<OrderId, IntakeError> {
         let Actor::Customer(user) = actor else {
             return Err(IntakeError::Forbidden);
@@ -29,6 +30,12 @@ impl FlashSales {
         let live = self.live_sale(sale_id).await?.ok_or(IntakeError::NotFound)?;
         if !live.sale.is_open(self.clock.now()) {
             return Err(IntakeError::NotActive);
+        }
+        // A sale is refused at creation when its price times its per-buyer
+        // limit passes the largest amount, so only a sale made before that
+        // rule gets here with such a quantity: more than it can sell a buyer.
+        if live.sale.price_cents.times(quantity.get()).is_none() {
+            return Err(IntakeError::LimitExceeded);
         }
         if live.sold_out.load(Ordering::Relaxed) {
             // Refused without touching the ledger; a replay of a keyed request
@@ -50,7 +57,7 @@ impl FlashSales {
         live: &LiveSale,
         user: UserId,
         quantity: Quantity,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<OrderId, IntakeError> {
         let sale = &live.sale;
         let reservation = Reservation { order: OrderId::new(self.ids.next_id()), user, quantity: quantity.get() };
@@ -66,7 +73,7 @@ impl FlashSales {
         live: &LiveSale,
         user: UserId,
         quantity: Quantity,
-        key: &str,
+        key: &IdempotencyKey,
     ) -> Result<OrderId, IntakeError> {
         let sale = &live.sale;
         // A claim in flight whose request then fails frees the key for the
@@ -116,7 +123,7 @@ impl FlashSales {
         live: &LiveSale,
         reservation: Reservation,
         deduction: Deduction,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<OrderId, IntakeError> {
         let sale = &live.sale;
         let (order_id, user, quantity) = (reservation.order, reservation.user, reservation.quantity);
@@ -136,15 +143,21 @@ impl FlashSales {
                 return Err(IntakeError::CountersRebuilding);
             }
         }
+        // Never short: `place_order` refused a quantity past the largest
+        // amount before deducting it.
+        let Some(amount_cents) = sale.price_cents.times(quantity) else {
+            self.released(sale.id, reservation).await?;
+            return Err(IntakeError::LimitExceeded);
+        };
         let request = OrderRequested {
             order_id,
             sale_id: sale.id,
             user_id: user,
             product_id: sale.product_id,
             merchant_id: sale.merchant_id,
-            quantity,
-            amount_cents: sale.price_cents.get() * i64::from(quantity),
-            idempotency_key: idempotency_key.map(str::to_owned),
+            quantity: Quantity::from_trusted(quantity),
+            amount_cents,
+            idempotency_key: idempotency_key.cloned(),
             requested_at_ms: self.clock.now_ms(),
         };
         match self.enqueue(&request).await {

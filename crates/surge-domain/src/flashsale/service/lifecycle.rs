@@ -9,6 +9,7 @@ use super::{FlashSales, LiveSale, SaleError, SaleView};
 use crate::actor::Actor;
 use crate::flashsale::sale::{FlashSale, NewSale};
 use crate::ids::SaleId;
+use crate::input::{InvalidInput, Rule};
 use crate::store::StoreError;
 
 /// Forgotten sales whose last stock figure this node keeps, at most.
@@ -20,7 +21,8 @@ impl FlashSales {
             return Err(SaleError::Forbidden("only an admin creates flash sales"));
         }
         let product = self.ports.catalog.get(new.product_id).await?;
-        let product = product.ok_or_else(|| SaleError::Invalid("product_id names no product".to_owned()))?;
+        let product =
+            product.ok_or_else(|| SaleError::Invalid(InvalidInput::new("product_id", Rule::NamesNo("product"))))?;
         let sale = FlashSale {
             id: SaleId::new(self.ids.next_id()),
             product_id: new.product_id,

@@ -35,11 +35,12 @@ impl Book {
         let Some((stock, per_user_limit)) = bounds else { return false };
         let sold = self.sold.get(&request.sale_id).copied().unwrap_or(0);
         let bought = self.bought.get(&(request.sale_id, request.user_id)).copied().unwrap_or(0);
-        if sold + i64::from(request.quantity) > stock || bought + request.quantity > per_user_limit {
+        let quantity = request.quantity.get();
+        if sold + i64::from(quantity) > stock || bought + quantity > per_user_limit {
             return false;
         }
-        self.sold.insert(request.sale_id, sold + i64::from(request.quantity));
-        self.bought.insert((request.sale_id, request.user_id), bought + request.quantity);
+        self.sold.insert(request.sale_id, sold + i64::from(quantity));
+        self.bought.insert((request.sale_id, request.user_id), bought + quantity);
         true
     }
 
@@ -84,8 +85,8 @@ fn order_of(request: &OrderRequested, pay_by: OffsetDateTime, now: OffsetDateTim
         merchant_id: request.merchant_id,
         product_id: request.product_id,
         flash_sale_id: Some(request.sale_id),
-        quantity: request.quantity,
-        amount_cents: request.amount_cents,
+        quantity: request.quantity.get(),
+        amount_cents: request.amount_cents.get(),
         status: OrderStatus::Created,
         kind: OrderKind::FlashSale,
         items: Order::pending(request).items,
@@ -110,7 +111,7 @@ impl OrderStore for MemOrders {
             if book.orders.contains_key(&request.order_id) {
                 continue; // redelivered
             }
-            let key = request.idempotency_key.clone().map(|key| (request.sale_id, request.user_id, key));
+            let key = request.idempotency_key.as_deref().map(|key| (request.sale_id, request.user_id, key.to_owned()));
             if key.as_ref().is_some_and(|key| book.keys.contains_key(key)) {
                 outcome.rejected.push(request.clone());
                 continue;
