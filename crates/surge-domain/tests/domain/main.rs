@@ -7,5 +7,6 @@ mod memory;
 mod world;
 
 mod catalog;
+mod checkout;
 mod flashsale;
 mod orders;
