@@ -229,6 +229,13 @@ impl Payments {
         let Some(captured) = self.store.captured_of(order.id).await? else {
             return Err(PaymentError::RefundExceedsPayment { refundable_cents: 0 });
         };
+        // Refused before the provider is asked: a refund it made and the
+        // books then refuse is money out with no record. The store's
+        // conditional write still decides between racing refunds.
+        let refundable_cents = captured.amount_cents - captured.refunded_cents;
+        if amount_cents.get() > refundable_cents {
+            return Err(PaymentError::RefundExceedsPayment { refundable_cents });
+        }
         let provider_ref = self.provider.refund(id, &captured.provider_ref, amount_cents.get()).await?;
         let now = self.clock.now();
         let refund = Refund {

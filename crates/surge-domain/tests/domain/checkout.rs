@@ -33,9 +33,15 @@ impl CheckoutStore for ScriptedStore {
     }
 }
 
-/// Keeps which products' stock the service said moved.
+/// Keeps which products' stock a service said moved.
 #[derive(Default)]
-struct MovedLog(Mutex<Vec<ProductId>>);
+pub struct MovedLog(Mutex<Vec<ProductId>>);
+
+impl MovedLog {
+    pub fn moved(&self) -> Vec<ProductId> {
+        self.0.lock().expect("lock").clone()
+    }
+}
 
 #[async_trait]
 impl StockKeeper for MovedLog {
@@ -99,7 +105,7 @@ impl Till {
     }
 
     fn moved(&self) -> Vec<ProductId> {
-        self.moved.0.lock().expect("lock").clone()
+        self.moved.moved()
     }
 }
 

@@ -10,3 +10,4 @@ mod catalog;
 mod checkout;
 mod flashsale;
 mod orders;
+mod payments;
