@@ -11,3 +11,4 @@ mod checkout;
 mod flashsale;
 mod orders;
 mod payments;
+mod settlement;
