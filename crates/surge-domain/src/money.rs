@@ -34,6 +34,14 @@ impl Cents {
         self.0
     }
 
+    /// An order's amount as an earlier version queued it: price times
+    /// quantity, which could pass `MAX` before a sale's price times its
+    /// per-buyer limit was bounded. Read back as it is, so that an accepted
+    /// order is never lost in an upgrade; only negatives are refused.
+    pub fn from_legacy_amount(value: i64) -> Option<Self> {
+        (value >= 0).then_some(Self(value))
+    }
+
     /// `units` of this price, unless that passes `MAX`.
     pub fn times(self, units: u32) -> Option<Self> {
         self.0.checked_mul(i64::from(units)).filter(|amount| *amount <= Self::MAX).map(Self)

@@ -1,14 +1,12 @@
-//! The layers settings are read from, merged by the `config` crate (later
-//! wins, section by section): the built-in defaults, the TOML file, the
-//! `SURGE_*` variables, the command-line flags.
+//! The layers settings are read from, later wins section by section: the
+//! built-in defaults, the TOML file (read by the `config` crate), the
+//! `SURGE_*` variables, the command-line flags. They are merged as JSON and
+//! read into [`Settings`] strictly, with the path of a refused value in the
+//! error: a decimal where a count is wanted, `yes` for a bool or a number
+//! for a string is refused by name, never rounded or converted.
 //!
-//! The variables are read here rather than by `config`'s own
-//! `Environment`, for two reasons. A value is typed by its form, as an
-//! operator writes it (`4`, `true`, `[a, b]`), which the tagged deployment
-//! sections need: serde reads a section with a `kind` through a buffer that
-//! no longer converts a string to the number a field wants. And `nan`,
-//! `inf` or `1e3` stay strings, so a size or a count given as one is
-//! refused by name instead of read as 0 or as the largest integer.
+//! A variable's value is typed by its form, as an operator writes it (`4`,
+//! `true`, `[a, b]`); `nan`, `inf`, `1e3` or `007` stay strings.
 
 use std::path::Path;
 
@@ -27,7 +25,7 @@ const FILE_VARIABLE: &str = "SURGE_CONFIG";
 /// `surge.toml` in `dir` is read if present.
 pub(super) fn read(
     dir: &Path,
-    defaults: &Value,
+    defaults: Value,
     file: Option<&Path>,
     variables: impl IntoIterator<Item = (String, String)>,
     flags: &impl Serialize,
@@ -37,20 +35,33 @@ pub(super) fn read(
         Some(path) => Some(path),
         None => Some(dir.join(DEFAULT_CONFIG_FILE)).filter(|path| path.exists()),
     };
-    let mut layers = Config::builder().add_source(layer(defaults)?);
+    let unreadable = |error: &dyn std::fmt::Display| ConfigError::Unreadable(error.to_string());
+    let mut merged = defaults;
     if let Some(path) = file {
-        layers = layers.add_source(File::from(path).format(FileFormat::Toml));
+        let text = Config::builder().add_source(File::from(path).format(FileFormat::Toml)).build();
+        merge(&mut merged, text.and_then(Config::try_deserialize).map_err(|error| unreadable(&error))?);
     }
-    layers
-        .add_source(layer(&environment(variables))?)
-        .add_source(layer(flags)?)
-        .build()
-        .and_then(Config::try_deserialize)
-        .map_err(|error| ConfigError::Unreadable(error.to_string()))
+    merge(&mut merged, environment(variables));
+    merge(&mut merged, serde_json::to_value(flags).map_err(|error| unreadable(&error))?);
+    serde_path_to_error::deserialize(merged)
+        .map_err(|error| ConfigError::Unreadable(format!("{}: {}", error.path(), error.inner())))
 }
 
-fn layer(values: &impl Serialize) -> Result<Config, ConfigError> {
-    Config::try_from(values).map_err(|error| ConfigError::Unreadable(error.to_string()))
+/// `layer` over `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut Value, layer: Value) {
+    match (base, layer) {
+        (Value::Object(base), Value::Object(layer)) => {
+            for (key, value) in layer {
+                match base.get_mut(&key) {
+                    Some(below) => merge(below, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, layer) => *base = layer,
+    }
 }
 
 /// The `SURGE_*` variables as a tree of settings: `SURGE_CACHE__TTL=30s`
@@ -66,6 +77,10 @@ fn environment(variables: impl IntoIterator<Item = (String, String)>) -> Value {
             continue;
         }
         let path: Vec<&str> = key.split("__").collect();
+        // `SURGE_CACHE__=x` names no setting (as before the move off figment).
+        if path.iter().any(|segment| segment.is_empty()) {
+            continue;
+        }
         insert(&mut root, &path, typed(&raw));
     }
     Value::Object(root)
@@ -90,7 +105,7 @@ fn insert(table: &mut Map<String, Value>, path: &[&str], value: Value) {
 }
 
 /// A variable's value typed by its form: `[a, "b"]` a list, `true` or
-/// `false` a bool, an integer or a decimal with a point a number, `"quoted"` a
+/// `false` a bool, an integer as written or a decimal with a point a number, `"quoted"` a
 /// string without its quotes; anything else the string as written.
 fn typed(raw: &str) -> Value {
     let value = raw.trim();
@@ -108,11 +123,11 @@ fn scalar(value: &str) -> Value {
     if value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false") {
         return Value::Bool(value.eq_ignore_ascii_case("true"));
     }
-    if let Ok(number) = value.parse::<i64>() {
-        return Value::Number(number.into());
-    }
-    if let Ok(number) = value.parse::<u64>() {
-        return Value::Number(number.into());
+    // Written as the number reads back: `007` or `+5` stay strings.
+    if let Ok(number) = value.parse::<i64>().map(Number::from).or_else(|_| value.parse::<u64>().map(Number::from))
+        && number.to_string() == value
+    {
+        return Value::Number(number);
     }
     // Only a plain decimal with a point: an integer too large for 64 bits
     // stays a string, refused where a count is wanted rather than rounded.
@@ -139,7 +154,7 @@ mod tests {
         assert_eq!(typed("TRUE"), json!(true));
         assert_eq!(typed("30s"), json!("30s"));
         assert_eq!(typed("\"123\""), json!("123"));
-        for odd in ["nan", "inf", "-infinity", "1e3", "99999999999999999999999"] {
+        for odd in ["nan", "inf", "-infinity", "1e3", "99999999999999999999999", "007", "+5"] {
             assert_eq!(typed(odd), json!(odd), "{odd}");
         }
         assert_eq!(typed("[redis://a:1, \"redis://b:2\"]"), json!(["redis://a:1", "redis://b:2"]));
@@ -155,6 +170,7 @@ mod tests {
             ("PATH", "/bin"),
             ("SURGE_CACHE", "flat"),
             ("SURGE_QUEUE__BREAKER__OPEN_FOR", "1s"),
+            ("SURGE_CACHE__", "nameless"),
         ];
         let tree = environment(variables.map(|(name, value)| (name.to_owned(), value.to_owned())));
         assert_eq!(tree, json!({"cache": "flat", "node_id": 3, "queue": {"breaker": {"open_for": "1s"}}}));

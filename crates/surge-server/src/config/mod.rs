@@ -175,7 +175,7 @@ impl Settings {
         variables: impl IntoIterator<Item = (String, String)>,
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let settings = layers::read(dir, &Self::defaults(), file, variables, overrides)?;
+        let settings = layers::read(dir, Self::defaults(), file, variables, overrides)?;
         settings.validate()?;
         Ok(settings)
     }

@@ -348,3 +348,43 @@ fn the_zone_map_reads_from_the_file_and_bad_entries_are_named() {
         Ok(())
     });
 }
+
+/// A value of another type is refused with its setting's name, never
+/// rounded or converted: 0.4 is no rate, `yes` no bool, a number no text.
+#[test]
+fn a_value_of_another_type_is_refused_by_name_never_converted() {
+    for (variable, value, setting) in [
+        ("SURGE_RATE__PRODUCT_READ_PER_SEC", "0.4", "rate.product_read_per_sec"),
+        ("SURGE_NODE_ID", "2.5", "node_id"),
+        ("SURGE_CACHE__CAPACITY", "nan", "cache.capacity"),
+        ("SURGE_CACHE__CAPACITY", "-1", "cache.capacity"),
+        ("SURGE_OVERLOAD__ENABLED", "yes", "overload.enabled"),
+        ("SURGE_LOG__LEVEL", "5", "log"),
+    ] {
+        Layers::run(|layers| {
+            layers.set_env(variable, value);
+            let error = layers.load(None).expect_err(variable).to_string();
+            assert!(error.contains(setting), "{variable}={value}: {error}");
+            Ok(())
+        });
+    }
+    Layers::run(|layers| {
+        layers.create_file("surge.toml", "[overload]\nenabled = \"true\"\n")?;
+        let error = layers.load(Some("surge.toml")).expect_err("text for a bool").to_string();
+        assert!(error.contains("overload.enabled"), "{error}");
+        Ok(())
+    });
+}
+
+/// An empty list in a variable empties the file's list.
+#[test]
+fn an_empty_list_overrides_a_longer_one() {
+    Layers::run(|layers| {
+        layers.create_file("surge.toml", "[fulfilment.adjacent]\nnorth = [\"east\", \"west\"]\n")?;
+        assert_eq!(layers.load(Some("surge.toml")).map_err(|e| e.to_string())?.fulfilment.adjacent["north"].len(), 2);
+        layers.set_env("SURGE_FULFILMENT__ADJACENT__NORTH", "[]");
+        let settings = layers.load(Some("surge.toml")).map_err(|e| e.to_string())?;
+        assert!(settings.fulfilment.adjacent["north"].is_empty(), "{:?}", settings.fulfilment.adjacent);
+        Ok(())
+    });
+}

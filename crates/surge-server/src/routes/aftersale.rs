@@ -213,6 +213,8 @@ async fn reject(
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 403, description = "not the order's merchant", body = ErrorBody),
         (status = 404, description = "no such return, or another merchant's", body = ErrorBody),
+        (status = 409, description = "refund_exceeds_payment: more than the payment can still refund",
+            body = ErrorBody),
         (status = 422, description = "invalid_state: not received yet, or inspected already", body = ErrorBody),
     ),
 )]

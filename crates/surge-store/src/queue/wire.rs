@@ -59,7 +59,9 @@ pub fn decode(payload: &[u8]) -> Result<OrderRequested, serde_json::Error> {
     // What intake wrote always reads back; anything else is set aside as
     // unreadable, never turned into an order.
     let quantity = Quantity::parse(i64::from(queued.quantity)).map_err(serde::de::Error::custom)?;
-    let amount_cents = Cents::parse("amount_cents", queued.amount_cents).map_err(serde::de::Error::custom)?;
+    let amount_cents = Cents::parse("amount_cents", queued.amount_cents)
+        .or_else(|refused| Cents::from_legacy_amount(queued.amount_cents).ok_or(refused))
+        .map_err(serde::de::Error::custom)?;
     let idempotency_key =
         queued.idempotency_key.map(|key| IdempotencyKey::parse(&key)).transpose().map_err(serde::de::Error::custom)?;
     Ok(OrderRequested {
@@ -98,6 +100,9 @@ mod tests {
             )
         };
         assert!(decode(with(r#""quantity":1,"amount_cents":990"#).as_bytes()).is_ok());
+        // Past the largest amount: an older node's order, read as it was.
+        let legacy = decode(with(r#""quantity":1000,"amount_cents":500000000000000"#).as_bytes()).expect("legacy");
+        assert_eq!(legacy.amount_cents.get(), 500_000_000_000_000);
         for field in [
             r#""quantity":0,"amount_cents":990"#,
             r#""quantity":1,"amount_cents":-1"#,
