@@ -104,11 +104,19 @@ fn insert(table: &mut Map<String, Value>, path: &[&str], value: Value) {
     }
 }
 
-/// A variable's value typed by its form: `[a, "b"]` a list, `true` or
-/// `false` a bool, an integer as written or a decimal with a point a number, `"quoted"` a
-/// string without its quotes; anything else the string as written.
+/// A variable's value typed by its form: a TOML inline table, list or
+/// quoted string as TOML reads it (`{"1500" = "harbin"}`, `["a,b", "c"]`,
+/// `"tab\t"`); `[a, b]` a list of its comma-separated items; `true` or
+/// `false` a bool, an integer as written or a decimal with a point a number;
+/// anything else the string as written.
 fn typed(raw: &str) -> Value {
     let value = raw.trim();
+    if value.starts_with(['{', '[', '"'])
+        && let Ok(mut table) = format!("v = {value}").parse::<toml::Table>()
+        && let Some(parsed) = table.remove("v").and_then(|parsed| serde_json::to_value(parsed).ok())
+    {
+        return parsed;
+    }
     if let Some(inner) = value.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
         let items = inner.split(',').map(str::trim).filter(|item| !item.is_empty());
         return Value::Array(items.map(scalar).collect());
@@ -159,6 +167,9 @@ mod tests {
         }
         assert_eq!(typed("[redis://a:1, \"redis://b:2\"]"), json!(["redis://a:1", "redis://b:2"]));
         assert_eq!(typed("[]"), json!([]));
+        assert_eq!(typed(r#"["a,b", "c"]"#), json!(["a,b", "c"]));
+        assert_eq!(typed(r#""tab\there""#), json!("tab\there"));
+        assert_eq!(typed(r#"{ "1500" = "harbin-centre" }"#), json!({"1500": "harbin-centre"}));
     }
 
     #[test]
