@@ -9,6 +9,7 @@ mod world;
 mod catalog;
 mod checkout;
 mod flashsale;
+mod fulfilment;
 mod orders;
 mod payments;
 mod settlement;

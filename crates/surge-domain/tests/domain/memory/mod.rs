@@ -3,6 +3,7 @@
 //! store contract suites demand of the real adapters.
 
 mod catalog;
+mod depot;
 mod keys;
 mod ledger;
 mod orders;
@@ -13,6 +14,7 @@ mod sales;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use catalog::MemCatalog;
+pub use depot::MemDepot;
 pub use keys::MemKeys;
 pub use ledger::MemLedger;
 pub use orders::MemOrders;
