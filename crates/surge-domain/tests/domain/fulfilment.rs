@@ -18,7 +18,7 @@ use crate::memory::MemDepot;
 use crate::world::{admin, customer, merchant};
 
 /// Postcodes 15… are zone `north`, 16… `east`; `east` helps `north`.
-fn zones() -> ZoneMap {
+pub fn zones() -> ZoneMap {
     let prefixes = [("15".to_owned(), "north".to_owned()), ("16".to_owned(), "east".to_owned())];
     ZoneMap::new(prefixes, HashMap::from([("north".to_owned(), vec!["east".to_owned()])]))
 }

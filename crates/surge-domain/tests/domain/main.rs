@@ -6,6 +6,7 @@ mod clock;
 mod memory;
 mod world;
 
+mod aftersale;
 mod catalog;
 mod checkout;
 mod flashsale;

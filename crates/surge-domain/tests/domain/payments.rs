@@ -25,7 +25,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Counts what it is asked; a callback verifies when signed "good".
 #[derive(Default)]
-struct Provider {
+pub struct Provider {
     opened: Mutex<u32>,
     refunds: Mutex<u32>,
     event: Mutex<Option<ProviderEvent>>,
@@ -62,14 +62,14 @@ impl PaymentProvider for Provider {
 
 /// Payments and refunds in memory; `apply` answers what the test scripts.
 #[derive(Default)]
-struct Books {
+pub struct Books {
     payments: Mutex<Vec<Payment>>,
     refunds: Mutex<Vec<(Refund, Option<String>)>>,
     applied: Mutex<Option<Applied>>,
 }
 
 impl Books {
-    fn capture(&self, order: OrderId) {
+    pub fn capture(&self, order: OrderId) {
         for payment in lock(&self.payments).iter_mut().filter(|payment| payment.order_id == order) {
             payment.status = PaymentStatus::Succeeded;
         }

@@ -9,6 +9,7 @@ mod ledger;
 mod orders;
 mod pending;
 mod queue;
+mod returns;
 mod sales;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -20,6 +21,7 @@ pub use ledger::MemLedger;
 pub use orders::MemOrders;
 pub use pending::MemPending;
 pub use queue::MemQueue;
+pub use returns::MemReturns;
 pub use sales::MemSales;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
