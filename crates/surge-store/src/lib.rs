@@ -14,6 +14,7 @@
 
 pub mod behind;
 pub mod cache;
+mod conflict;
 mod events_wire;
 pub mod memory;
 pub mod notify;

@@ -99,29 +99,35 @@ macro_rules! fulfilment_store {
                 now: OffsetDateTime,
             ) -> Result<Option<(Courier, Vec<String>)>, StoreError> {
                 let now_ms = unix_ms(now);
-                let mut tx = self.pool.begin().await.map_err(store_error)?;
-                let sql = format!(
-                    "UPDATE couriers SET on_shift = $2, zone = $3, updated_at_ms = $4 WHERE id = $1 \
-                     RETURNING {COURIER_COLUMNS}"
-                );
-                let row: Option<CourierRow> = sqlx::query_as(&sql)
-                    .bind(id.get())
-                    .bind(on_shift)
-                    .bind(zone)
-                    .bind(now_ms)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
-                let Some(mut row) = row else {
-                    return Ok(None);
+                let shift = || async move {
+                    let mut tx = self.pool.begin().await?;
+                    if !on_shift {
+                        lock_handed_back(&mut tx, id.get(), i64::MAX).await?;
+                    }
+                    let sql = format!(
+                        "UPDATE couriers SET on_shift = $2, zone = $3, updated_at_ms = $4 WHERE id = $1 \
+                         RETURNING {COURIER_COLUMNS}"
+                    );
+                    let row: Option<CourierRow> = sqlx::query_as(&sql)
+                        .bind(id.get())
+                        .bind(on_shift)
+                        .bind(zone)
+                        .bind(now_ms)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(mut row) = row else {
+                        return Ok(None);
+                    };
+                    let mut released = Vec::new();
+                    if !on_shift {
+                        released = hand_back(&mut tx, id.get(), i64::MAX, now_ms).await?;
+                        row.6 -= released.len() as i64;
+                    }
+                    tx.commit().await?;
+                    Ok(Some((row, released)))
                 };
-                let mut released = Vec::new();
-                if !on_shift {
-                    released = hand_back(&mut tx, id.get(), i64::MAX, now_ms).await.map_err(store_error)?;
-                    row.6 -= released.len() as i64;
-                }
-                tx.commit().await.map_err(store_error)?;
-                Ok(Some((courier(row), released)))
+                let shifted = crate::conflict::again_on_conflict(shift).await.map_err(store_error)?;
+                Ok(shifted.map(|(row, released)| (courier(row), released)))
             }
 
             async fn open_shipment(&self, new: &NewShipment, now: OffsetDateTime) -> Result<Shipment, StoreError> {
@@ -177,7 +183,9 @@ macro_rules! fulfilment_store {
                 zones: &[String],
                 now: OffsetDateTime,
             ) -> Result<Option<Shipment>, StoreError> {
-                assign_in(self, waybill, zones, unix_ms(now)).await.map_err(store_error)?.map(shipment).transpose()
+                let now_ms = unix_ms(now);
+                let assigned = crate::conflict::again_on_conflict(|| assign_in(self, waybill, zones, now_ms)).await;
+                assigned.map_err(store_error)?.map(shipment).transpose()
             }
 
             async fn assign_many(
@@ -192,7 +200,8 @@ macro_rules! fulfilment_store {
                 pairs.sort_unstable_by_key(|&(waybill, courier)| (courier, waybill));
                 let mut assigned = Vec::with_capacity(pairs.len());
                 for chunk in pairs.chunks(PLAN_PER_COMMIT) {
-                    let rows = assign_chunk(self, chunk, unix_ms(now)).await.map_err(store_error)?;
+                    let write = || assign_chunk(self, chunk, unix_ms(now));
+                    let rows = crate::conflict::again_on_conflict(write).await.map_err(store_error)?;
                     assigned.extend(shipments(rows)?);
                 }
                 Ok(assigned)
@@ -255,9 +264,9 @@ macro_rules! fulfilment_store {
                 limit: u32,
                 now: OffsetDateTime,
             ) -> Result<Vec<String>, StoreError> {
-                // Courier by courier, the courier's row first and then its
-                // parcels, as going off shift takes them: the two never
-                // wait on each other in opposite orders.
+                // Courier by courier: its parcels, then its row, as going
+                // off shift and every assignment take them (parcels, then
+                // couriers), so none waits on another in the opposite order.
                 let couriers: Vec<i64> = sqlx::query_scalar(
                     "SELECT DISTINCT courier_id FROM shipments \
                      WHERE status = 'packed' AND assigned_at_ms < $1 AND courier_id IS NOT NULL LIMIT $2",
@@ -269,8 +278,9 @@ macro_rules! fulfilment_store {
                 .map_err(store_error)?;
                 let mut waybills = Vec::new();
                 for courier in couriers {
-                    let released =
-                        release_stale_of(self, courier, unix_ms(assigned_before), unix_ms(now)).await.map_err(store_error)?;
+                    let (before_ms, now_ms) = (unix_ms(assigned_before), unix_ms(now));
+                    let release = || release_stale_of(self, courier, before_ms, now_ms);
+                    let released = crate::conflict::again_on_conflict(release).await.map_err(store_error)?;
                     waybills.extend(released);
                 }
                 Ok(waybills)

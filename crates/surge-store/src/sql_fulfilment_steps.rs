@@ -8,11 +8,29 @@
 /// what they use, and `fulfilment_store!` calls them.
 macro_rules! fulfilment_steps {
     ($store:ty, $db:ty, $row_lock:literal) => {
+        /// On PostgreSQL, locks `courier`'s parcels assigned before
+        /// `before_ms` and not picked up, before the caller locks the
+        /// courier, as every step takes parcels, then couriers (a deadlock
+        /// left is run again: `crate::conflict`). SQLite has one writer.
+        async fn lock_handed_back(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            courier: i64,
+            before_ms: i64,
+        ) -> Result<(), sqlx::Error> {
+            if !$row_lock.is_empty() {
+                let lock = format!(
+                    "SELECT waybill FROM shipments WHERE courier_id = $1 AND status = 'packed' \
+                     AND assigned_at_ms < $2 ORDER BY waybill{}",
+                    $row_lock
+                );
+                sqlx::query(&lock).bind(courier).bind(before_ms).execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
         /// Hands back `courier`'s parcels assigned before `before_ms` and
-        /// not picked up (`i64::MAX`: all of them): back to
-        /// `awaiting_courier`, unassigned, and the courier's load down by
-        /// as many. The caller has written the courier's row first, so it
-        /// is locked before its parcels (the order every step takes).
+        /// not picked up (`i64::MAX`: all), and lowers its load by as many;
+        /// the caller locked them ([`lock_handed_back`]), then the courier.
         async fn hand_back(
             tx: &mut sqlx::Transaction<'static, $db>,
             courier: i64,
@@ -119,8 +137,8 @@ macro_rules! fulfilment_steps {
         }
 
         /// One courier's parcels assigned before `before_ms` and not picked
-        /// up go back to waiting, in one transaction that locks the courier
-        /// first (the order `set_shift` takes them in).
+        /// up go back to waiting, in one transaction that locks them, then
+        /// the courier (the order every step takes).
         async fn release_stale_of(
             store: &$store,
             courier: i64,
@@ -128,6 +146,7 @@ macro_rules! fulfilment_steps {
             now_ms: i64,
         ) -> Result<Vec<String>, sqlx::Error> {
             let mut tx = store.pool.begin().await?;
+            lock_handed_back(&mut tx, courier, before_ms).await?;
             sqlx::query("UPDATE couriers SET updated_at_ms = $2 WHERE id = $1")
                 .bind(courier)
                 .bind(now_ms)
@@ -144,11 +163,10 @@ macro_rules! fulfilment_steps {
         /// One transaction of a plan, set-based: each courier takes all
         /// its parcels of the chunk or none (one conditional update of
         /// every courier), then the parcels still waiting are assigned
-        /// (one conditional update of every parcel), and a courier whose
-        /// parcel another node took meanwhile gets that slot back. On
-        /// PostgreSQL the couriers, then the parcels, are locked in key
-        /// order first, so two nodes writing overlapping plans queue
-        /// rather than deadlock; SQLite has one writer.
+        /// (one of every parcel); a courier whose parcel another node took
+        /// meanwhile gets that slot back. On PostgreSQL the parcels, then
+        /// the couriers, are locked in key order first, as every step
+        /// takes them, so nodes of either mode queue rather than deadlock.
         async fn assign_chunk(
             store: &$store,
             pairs: &[(&str, i64)],
@@ -159,6 +177,9 @@ macro_rules! fulfilment_steps {
                 *wanted.entry(courier).or_default() += 1;
             }
             let mut tx = store.pool.begin().await?;
+            let mut waybills: Vec<&str> = pairs.iter().map(|(waybill, _)| *waybill).collect();
+            waybills.sort_unstable();
+            lock_parcels(&mut tx, &waybills).await?;
             let granted = take_slots(&mut tx, &wanted, now_ms).await?;
             let mut taken: Vec<(&str, i64)> =
                 pairs.iter().copied().filter(|(_, courier)| granted.contains(courier)).collect();
@@ -216,21 +237,28 @@ macro_rules! fulfilment_steps {
             Ok(slots.build_query_scalar::<i64>().fetch_all(&mut **tx).await?.into_iter().collect())
         }
 
-        /// The (parcel, courier) pairs whose parcel still waits, assigned.
+        /// Locks the parcels still waiting (sorted) on PostgreSQL; SQLite
+        /// has one writer.
+        async fn lock_parcels(tx: &mut sqlx::Transaction<'static, $db>, waybills: &[&str]) -> Result<(), sqlx::Error> {
+            if !$row_lock.is_empty() && !waybills.is_empty() {
+                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT waybill FROM shipments WHERE waybill IN (");
+                let mut listed = lock.separated(", ");
+                for waybill in waybills {
+                    listed.push_bind(*waybill);
+                }
+                lock.push(") AND status = 'awaiting_courier' ORDER BY waybill").push($row_lock);
+                lock.build().execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
+        /// The (parcel, courier) pairs whose parcel still waits, assigned
+        /// (their rows locked already).
         async fn assign_parcels(
             tx: &mut sqlx::Transaction<'static, $db>,
             taken: &[(&str, i64)],
             now_ms: i64,
         ) -> Result<Vec<ShipmentRow>, sqlx::Error> {
-            if !$row_lock.is_empty() {
-                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT waybill FROM shipments WHERE waybill IN (");
-                let mut listed = lock.separated(", ");
-                for (waybill, _) in taken {
-                    listed.push_bind(*waybill);
-                }
-                lock.push(") ORDER BY waybill").push($row_lock);
-                lock.build().execute(&mut **tx).await?;
-            }
             let mut parcels = sqlx::QueryBuilder::<$db>::new(
                 "UPDATE shipments SET status = 'packed', courier_id = v.column2, assigned_at_ms = ",
             );

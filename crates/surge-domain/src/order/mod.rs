@@ -102,7 +102,7 @@ impl Order {
                 product_id: request.product_id,
                 sku: None,
                 quantity: request.quantity.get(),
-                unit_price_cents: request.amount_cents.get() / i64::from(request.quantity.get()),
+                unit_price_cents: request.amount_cents.get() / i64::from(request.quantity.get().max(1)),
             }],
             address: None,
             created_at: at,

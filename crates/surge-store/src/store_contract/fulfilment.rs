@@ -21,6 +21,7 @@ contract!(
     scans_follow_the_parcel_only_by_its_courier_and_delivery_moves_the_order,
     parcels_not_picked_up_in_time_or_left_by_a_courier_going_off_go_back,
     racing_batch_plans_assign_each_parcel_once_and_no_courier_over_capacity,
+    greedy_and_batch_nodes_and_a_courier_leaving_race_without_deadlock_or_a_parcel_twice,
 );
 
 /// Order `i` of merchant 1 (product 1, one unit), paid.
@@ -263,4 +264,66 @@ async fn racing_batch_plans_assign_each_parcel_once_and_no_courier_over_capacity
     assert!(stored.values().all(|load| *load == 3), "{stored:?}");
     assert_eq!(store.awaiting(100).await.expect("awaiting").len(), 10);
     assert!(store.couriers_with_room(&zones(&["z1"])).await.expect("couriers").is_empty(), "all full");
+}
+
+/// Nodes in either dispatch mode at once (a rolling change of
+/// `fulfilment.dispatch`), while a courier goes off shift and the pick-up
+/// timeout runs: every transaction takes its rows in the same order, so
+/// none deadlocks (PostgreSQL would abort one, and each call must succeed),
+/// and the books hold each parcel once, within every capacity.
+async fn greedy_and_batch_nodes_and_a_courier_leaving_race_without_deadlock_or_a_parcel_twice<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    product(&store, 1, 1, 1_000).await;
+    let couriers: Vec<i64> = (1..=10).collect();
+    for &id in &couriers {
+        courier_on(&store, id, "z1", 3).await;
+    }
+    let mut waybills = Vec::new();
+    for i in 1..=40 {
+        waybills.push(packed(&store, i, "z1").await.waybill);
+    }
+    let serving = zones(&["z1"]);
+    let mut batch = Vec::new();
+    for n in 0..2 {
+        let node = backend.open().await;
+        let mut waiting = node.awaiting(100).await.expect("awaiting");
+        waiting.rotate_left(n * 20);
+        let room = node.couriers_with_room(&serving).await.expect("couriers");
+        let planned = plan(&waiting, &room, &ZoneMap::default());
+        batch.push((node, planned));
+    }
+    let mut greedy = Vec::new();
+    for _ in 0..2 {
+        greedy.push(backend.open().await);
+    }
+    let leaving = backend.open().await;
+
+    let plans = batch.iter().map(|(node, planned)| async move {
+        node.assign_many(planned, now_ms()).await.expect("a batch write neither deadlocks nor fails");
+    });
+    let singles = greedy.iter().enumerate().map(|(n, node)| {
+        let (serving, mut order) = (serving.clone(), waybills.clone());
+        order.rotate_left(n * 13 + 7);
+        async move {
+            for waybill in order {
+                node.assign(&waybill, &serving, now_ms()).await.expect("a greedy assign neither deadlocks nor fails");
+            }
+        }
+    });
+    let leave = async {
+        leaving.set_shift(CourierId::new(1), false, "z1", now_ms()).await.expect("off shift").expect("exists");
+        leaving.release_stale(at_ms(now_ms().unix_timestamp() * 1000 + 60_000), 500, now_ms()).await.expect("stale");
+    };
+    futures::future::join3(futures::future::join_all(plans), futures::future::join_all(singles), leave).await;
+
+    let (stored, counted) = loads(&store, &couriers).await;
+    assert_eq!(stored, counted, "each load is the courier's parcels");
+    let mut held: Vec<String> = Vec::new();
+    for &id in &couriers {
+        held.extend(store.tasks(CourierId::new(id)).await.expect("tasks").into_iter().map(|shipment| shipment.waybill));
+    }
+    let distinct: std::collections::HashSet<&String> = held.iter().collect();
+    assert_eq!(distinct.len(), held.len(), "a parcel held by two couriers");
+    let waiting = store.awaiting(100).await.expect("awaiting").len();
+    assert_eq!(held.len() + waiting, 40, "every parcel is held once or waits");
 }
