@@ -237,8 +237,8 @@ macro_rules! fulfilment_steps {
             Ok(slots.build_query_scalar::<i64>().fetch_all(&mut **tx).await?.into_iter().collect())
         }
 
-        /// Locks the parcels still waiting (sorted) on PostgreSQL; SQLite
-        /// has one writer.
+        /// Locks the chunk's parcels (sorted) on PostgreSQL, whatever their
+        /// status; SQLite has one writer.
         async fn lock_parcels(tx: &mut sqlx::Transaction<'static, $db>, waybills: &[&str]) -> Result<(), sqlx::Error> {
             if !$row_lock.is_empty() && !waybills.is_empty() {
                 let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT waybill FROM shipments WHERE waybill IN (");
@@ -246,7 +246,7 @@ macro_rules! fulfilment_steps {
                 for waybill in waybills {
                     listed.push_bind(*waybill);
                 }
-                lock.push(") AND status = 'awaiting_courier' ORDER BY waybill").push($row_lock);
+                lock.push(") ORDER BY waybill").push($row_lock);
                 lock.build().execute(&mut **tx).await?;
             }
             Ok(())

@@ -118,10 +118,29 @@ fn typed(raw: &str) -> Value {
         return parsed;
     }
     if let Some(inner) = value.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
-        let items = inner.split(',').map(str::trim).filter(|item| !item.is_empty());
-        return Value::Array(items.map(scalar).collect());
+        let items = items(inner);
+        return Value::Array(items.iter().map(|item| scalar(item)).collect());
     }
     scalar(value)
+}
+
+/// A list's items: split at the commas outside double quotes, trimmed,
+/// empty ones left out (`"a,b", c` is two items).
+fn items(inner: &str) -> Vec<&str> {
+    let (mut items, mut start, mut quoted) = (Vec::new(), 0, false);
+    for (at, character) in inner.char_indices() {
+        match character {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                items.push(inner[start..at].trim());
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(inner[start..].trim());
+    items.retain(|item| !item.is_empty());
+    items
 }
 
 fn scalar(value: &str) -> Value {
@@ -168,6 +187,7 @@ mod tests {
         assert_eq!(typed("[redis://a:1, \"redis://b:2\"]"), json!(["redis://a:1", "redis://b:2"]));
         assert_eq!(typed("[]"), json!([]));
         assert_eq!(typed(r#"["a,b", "c"]"#), json!(["a,b", "c"]));
+        assert_eq!(typed(r#"["a,b", redis://c:1]"#), json!(["a,b", "redis://c:1"]), "quoted and bare");
         assert_eq!(typed(r#""tab\there""#), json!("tab\there"));
         assert_eq!(typed(r#"{ "1500" = "harbin-centre" }"#), json!({"1500": "harbin-centre"}));
     }
