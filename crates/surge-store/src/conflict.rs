@@ -1,33 +1,48 @@
 //! A transaction PostgreSQL aborted to break a deadlock (40P01) or a
 //! serialization conflict (40001) is run again, a bounded number of times:
-//! the other party went through, so the next attempt usually does too.
-//! Used by the steps both relational adapters share (SQLite reports
-//! neither code: it has one writer).
+//! the other party went through, so the next attempt usually does too. The
+//! PostgreSQL adapter's own transactions and the steps both relational
+//! adapters share run through it (SQLite reports neither code: it has one
+//! writer).
 
 use std::future::Future;
 use std::time::Duration;
 
-/// Attempts, the first included.
-const ATTEMPTS: u32 = 5;
+/// Attempts at one transaction, the first included.
+pub(crate) const ATTEMPTS: u32 = 5;
+/// The wait before another attempt grows by this much each time, plus up to
+/// as much again at random so that the two parties of a deadlock part ways.
+const BACKOFF_STEP: Duration = Duration::from_millis(5);
 
-fn is_conflict(error: &sqlx::Error) -> bool {
-    error.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "40P01" || code == "40001")
+/// An error that may be a conflict worth another attempt.
+pub(crate) trait Conflict {
+    fn is_conflict(&self) -> bool;
 }
 
-/// Runs `attempt` (a whole transaction: a failed one wrote nothing) until
-/// it succeeds, fails for another reason, or was tried [`ATTEMPTS`] times.
-pub(crate) async fn again_on_conflict<T, F, Fut>(mut attempt: F) -> Result<T, sqlx::Error>
+impl Conflict for sqlx::Error {
+    fn is_conflict(&self) -> bool {
+        self.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "40P01" || code == "40001")
+    }
+}
+
+/// Runs `transaction` (which begins and commits its own transaction, so a
+/// failed attempt has written nothing) until it succeeds, fails for another
+/// reason than a conflict, or has been tried [`ATTEMPTS`] times.
+pub(crate) async fn again_on_conflict<T, E, F, Fut>(what: &'static str, mut transaction: F) -> Result<T, E>
 where
+    E: Conflict,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, sqlx::Error>>,
+    Fut: Future<Output = Result<T, E>>,
 {
-    let mut tried = 1;
+    let mut attempt = 1;
     loop {
-        match attempt().await {
-            Err(error) if tried < ATTEMPTS && is_conflict(&error) => {
-                tracing::debug!(%error, tried, "transaction aborted by a conflict; running it again");
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(tried))).await;
-                tried += 1;
+        match transaction().await {
+            Err(error) if error.is_conflict() && attempt < ATTEMPTS => {
+                let step = BACKOFF_STEP * attempt;
+                let jitter = rand::random_range(0..=step.as_micros() as u64);
+                tracing::warn!(transaction = what, attempt, "transaction aborted by a conflict; running it again");
+                tokio::time::sleep(step + Duration::from_micros(jitter)).await;
+                attempt += 1;
             }
             done => return done,
         }

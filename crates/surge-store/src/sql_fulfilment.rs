@@ -126,7 +126,7 @@ macro_rules! fulfilment_store {
                     tx.commit().await?;
                     Ok(Some((row, released)))
                 };
-                let shifted = crate::conflict::again_on_conflict(shift).await.map_err(store_error)?;
+                let shifted = crate::conflict::again_on_conflict("set_shift", shift).await.map_err(store_error)?;
                 Ok(shifted.map(|(row, released)| (courier(row), released)))
             }
 
@@ -184,7 +184,7 @@ macro_rules! fulfilment_store {
                 now: OffsetDateTime,
             ) -> Result<Option<Shipment>, StoreError> {
                 let now_ms = unix_ms(now);
-                let assigned = crate::conflict::again_on_conflict(|| assign_in(self, waybill, zones, now_ms)).await;
+                let assigned = crate::conflict::again_on_conflict("assign", || assign_in(self, waybill, zones, now_ms)).await;
                 assigned.map_err(store_error)?.map(shipment).transpose()
             }
 
@@ -201,7 +201,7 @@ macro_rules! fulfilment_store {
                 let mut assigned = Vec::with_capacity(pairs.len());
                 for chunk in pairs.chunks(PLAN_PER_COMMIT) {
                     let write = || assign_chunk(self, chunk, unix_ms(now));
-                    let rows = crate::conflict::again_on_conflict(write).await.map_err(store_error)?;
+                    let rows = crate::conflict::again_on_conflict("assign_many", write).await.map_err(store_error)?;
                     assigned.extend(shipments(rows)?);
                 }
                 Ok(assigned)
@@ -280,7 +280,7 @@ macro_rules! fulfilment_store {
                 for courier in couriers {
                     let (before_ms, now_ms) = (unix_ms(assigned_before), unix_ms(now));
                     let release = || release_stale_of(self, courier, before_ms, now_ms);
-                    let released = crate::conflict::again_on_conflict(release).await.map_err(store_error)?;
+                    let released = crate::conflict::again_on_conflict("release_stale", release).await.map_err(store_error)?;
                     waybills.extend(released);
                 }
                 Ok(waybills)

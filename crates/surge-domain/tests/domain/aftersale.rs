@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use surge_domain::aftersale::{AfterSale, AfterSaleError, AfterSalePorts, ReturnPolicy, ReturnStatus};
 use surge_domain::fulfilment::{Fulfilment, NewCourier, Shipment, ShipmentStatus};
-use surge_domain::order::{OrderStatus, OrderStore, Orders, StockKeeper};
+use surge_domain::order::{OrderStatus, OrderStore};
 use surge_domain::payment::Payments;
 use surge_domain::{
     Actor, Cents, Clock, CourierId, IdGenerator, InvalidInput, MerchantId, OrderId, ReturnId, Rule, UserId,
@@ -20,7 +20,7 @@ use crate::checkout::MovedLog;
 use crate::fulfilment::zones;
 use crate::memory::{MemDepot, MemReturns};
 use crate::payments::{Books, Provider};
-use crate::world::{MERCHANT, PAYMENT_TIMEOUT, PRICE_CENTS, World, admin, customer, key_of, merchant};
+use crate::world::{MERCHANT, PRICE_CENTS, World, admin, customer, key_of, merchant};
 
 /// Two units at `PRICE_CENTS`.
 const AMOUNT: i64 = 2 * PRICE_CENTS;
@@ -39,13 +39,7 @@ struct Desk {
 impl Desk {
     fn new(policy: ReturnPolicy) -> Self {
         let world = World::new();
-        let orders = Arc::new(Orders::new(
-            world.order_store.clone(),
-            world.pending.clone(),
-            Arc::clone(&world.sales) as Arc<dyn StockKeeper>,
-            PAYMENT_TIMEOUT,
-            world.clock.clone(),
-        ));
+        let orders = Arc::clone(&world.orders);
         let depot = Arc::new(MemDepot::default());
         let returns = Arc::new(MemReturns::new(world.order_store.clone(), depot.clone()));
         let fulfilment = Arc::new(Fulfilment::new(depot.clone(), zones(), world.clock.clone()));

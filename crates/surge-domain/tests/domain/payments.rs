@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use surge_domain::order::{Orders, StockKeeper};
 use surge_domain::payment::{
     Applied, CallbackError, EventKind, Intent, Payment, PaymentError, PaymentProvider, PaymentStatus, PaymentStore,
     Payments, ProviderEvent, ProviderRecord, Refund, RefundOutcome,
@@ -152,13 +151,7 @@ impl Cashier {
     /// Payments at a 2.5% commission over a fresh world.
     fn new() -> Self {
         let world = World::new();
-        let orders = Arc::new(Orders::new(
-            world.order_store.clone(),
-            world.pending.clone(),
-            Arc::clone(&world.sales) as Arc<dyn StockKeeper>,
-            PAYMENT_TIMEOUT,
-            world.clock.clone(),
-        ));
+        let orders = Arc::clone(&world.orders);
         let (books, provider, moved) =
             (Arc::new(Books::default()), Arc::new(Provider::default()), Arc::new(MovedLog::default()));
         let ids = Arc::new(IdGenerator::new(3).expect("node id in range"));

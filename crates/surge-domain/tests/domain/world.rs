@@ -52,7 +52,7 @@ pub struct World {
     pub ledger: Arc<MemLedger>,
     pub catalog: Catalog,
     pub sales: Arc<FlashSales>,
-    pub orders: Orders,
+    pub orders: Arc<Orders>,
 }
 
 impl World {
@@ -87,13 +87,13 @@ impl World {
             keys: Arc::new(MemKeys::default()),
         };
         let sales = Arc::new(FlashSales::new(ports, Arc::clone(&ids), durable.clock.clone()));
-        let orders = Orders::new(
+        let orders = Arc::new(Orders::new(
             durable.order_store.clone(),
             durable.pending.clone(),
             Arc::clone(&sales) as Arc<dyn StockKeeper>,
             PAYMENT_TIMEOUT,
             durable.clock.clone(),
-        );
+        ));
         Self {
             catalog: Catalog::new(durable.products.clone(), ids, durable.clock.clone()),
             clock: Arc::clone(&durable.clock),

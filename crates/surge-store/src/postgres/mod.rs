@@ -144,16 +144,15 @@ impl From<StoreError> for TxError {
     }
 }
 
-impl TxError {
+impl crate::conflict::Conflict for TxError {
     /// Did PostgreSQL abort the transaction to break a deadlock (40P01) or a
     /// serialization conflict (40001)? Then running it again can succeed.
     fn is_conflict(&self) -> bool {
-        let TxError::Driver(error) = self else {
-            return false;
-        };
-        error.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "40P01" || code == "40001")
+        matches!(self, TxError::Driver(error) if error.is_conflict())
     }
+}
 
+impl TxError {
     fn into_store_error(self) -> StoreError {
         match self {
             TxError::Driver(error) => store_error(error),
@@ -162,34 +161,14 @@ impl TxError {
     }
 }
 
-/// Attempts at one transaction, the first included.
-const TX_ATTEMPTS_MAX: u32 = 5;
-/// The wait before another attempt grows by this much each time, plus up to
-/// as much again at random so that the two parties of a deadlock part ways.
-const TX_BACKOFF_STEP: Duration = Duration::from_millis(5);
-
-/// Runs `transaction` (which begins and commits its own transaction, so a
-/// failed attempt has written nothing) until it succeeds, fails for another
-/// reason than a conflict, or has been tried [`TX_ATTEMPTS_MAX`] times.
-async fn with_conflict_retry<T, F, Fut>(what: &'static str, mut transaction: F) -> Result<T, StoreError>
+/// Runs `transaction` (which begins and commits its own transaction) again
+/// on a conflict, as [`crate::conflict::again_on_conflict`] does.
+async fn with_conflict_retry<T, F, Fut>(what: &'static str, transaction: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, TxError>>,
 {
-    let mut attempt = 1;
-    loop {
-        match transaction().await {
-            Ok(value) => return Ok(value),
-            Err(error) if error.is_conflict() && attempt < TX_ATTEMPTS_MAX => {
-                let step = TX_BACKOFF_STEP * attempt;
-                let jitter = rand::random_range(0..=step.as_micros() as u64);
-                tracing::warn!(transaction = what, attempt, "transaction aborted by a conflict; running it again");
-                tokio::time::sleep(step + Duration::from_micros(jitter)).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error.into_store_error()),
-        }
-    }
+    crate::conflict::again_on_conflict(what, transaction).await.map_err(TxError::into_store_error)
 }
 
 #[cfg(test)]
@@ -245,7 +224,7 @@ mod tests {
             fail_with(&store.pool, "40P01").await
         };
         assert!(matches!(with_conflict_retry("test", always).await, Err(StoreError::Unavailable(_))));
-        assert_eq!(attempts.load(Ordering::SeqCst), TX_ATTEMPTS_MAX);
+        assert_eq!(attempts.load(Ordering::SeqCst), crate::conflict::ATTEMPTS);
 
         attempts.store(0, Ordering::SeqCst);
         let other_failure = || async {
