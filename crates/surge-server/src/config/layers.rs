@@ -16,10 +16,11 @@ use serde_json::{Map, Number, Value};
 
 use super::{ConfigError, DEFAULT_CONFIG_FILE, Settings};
 
-/// Variables that are settings start with this; `__` separates sections.
-const PREFIX: &str = "SURGE_";
-/// Names the file itself (read by clap), not a setting.
-const FILE_VARIABLE: &str = "SURGE_CONFIG";
+/// Variables that are settings start with this (names compared lowercased);
+/// `__` separates sections.
+const PREFIX: &str = "surge_";
+/// `SURGE_CONFIG` names the file itself (read by clap), not a setting.
+const FILE_VARIABLE: &str = "surge_config";
 
 /// Reads every layer. `file` is relative to `dir`; without it,
 /// `surge.toml` in `dir` is read if present.
@@ -70,10 +71,10 @@ fn environment(variables: impl IntoIterator<Item = (String, String)>) -> Value {
     let mut root = Map::new();
     for (name, raw) in variables {
         let name = name.to_ascii_lowercase();
-        let Some(key) = name.strip_prefix(&PREFIX.to_ascii_lowercase()) else {
+        let Some(key) = name.strip_prefix(PREFIX) else {
             continue;
         };
-        if name.eq_ignore_ascii_case(FILE_VARIABLE) {
+        if name == FILE_VARIABLE {
             continue;
         }
         let path: Vec<&str> = key.split("__").collect();

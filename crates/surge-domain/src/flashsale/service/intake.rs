@@ -11,6 +11,7 @@ use crate::flashsale::ports::{Deduction, KeyedDeduction, Reservation};
 use crate::flashsale::sale::{OrderRequested, Quantity};
 use crate::idempotency::IdempotencyKey;
 use crate::ids::{OrderId, SaleId, UserId};
+use crate::money::Cents;
 use crate::order::StockKeeper as _;
 use crate::store::StoreError;
 
@@ -34,9 +35,7 @@ impl FlashSales {
         // A sale is refused at creation when its price times its per-buyer
         // limit passes the largest amount, so only a sale made before that
         // rule gets here with such a quantity: more than it can sell a buyer.
-        if live.sale.price_cents.times(quantity.get()).is_none() {
-            return Err(IntakeError::LimitExceeded);
-        }
+        let amount = live.sale.price_cents.times(quantity.get()).ok_or(IntakeError::LimitExceeded)?;
         if live.sold_out.load(Ordering::Relaxed) {
             // Refused without touching the ledger; a replay of a keyed request
             // still gets its order, even if that first request is in flight.
@@ -46,8 +45,8 @@ impl FlashSales {
             };
         }
         match idempotency_key {
-            None => self.accept(&live, *user, quantity, None).await,
-            Some(key) => self.accept_keyed(&live, *user, quantity, key).await,
+            None => self.accept(&live, *user, quantity, amount, None).await,
+            Some(key) => self.accept_keyed(&live, *user, quantity, amount, key).await,
         }
     }
 
@@ -57,12 +56,13 @@ impl FlashSales {
         live: &LiveSale,
         user: UserId,
         quantity: Quantity,
+        amount: Cents,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<OrderId, IntakeError> {
         let sale = &live.sale;
         let reservation = Reservation { order: OrderId::new(self.ids.next_id()), user, quantity: quantity.get() };
         let deduction = self.ports.ledger.try_deduct(sale.id, reservation, sale.per_user_limit).await?;
-        self.after_deduction(live, reservation, deduction, idempotency_key).await
+        self.after_deduction(live, reservation, amount, deduction, idempotency_key).await
     }
 
     /// A keyed intake: one outcome per key. Where the ledger holds the keys
@@ -73,6 +73,7 @@ impl FlashSales {
         live: &LiveSale,
         user: UserId,
         quantity: Quantity,
+        amount: Cents,
         key: &IdempotencyKey,
     ) -> Result<OrderId, IntakeError> {
         let sale = &live.sale;
@@ -83,7 +84,7 @@ impl FlashSales {
             let claimed = self.ports.ledger.try_deduct_claiming(sale.id, reservation, sale.per_user_limit, key).await?;
             let stock_left = match claimed {
                 None => {
-                    let intake = Box::pin(self.accept(live, user, quantity, Some(key)));
+                    let intake = Box::pin(self.accept(live, user, quantity, amount, Some(key)));
                     return self.ports.keys.once(sale.id, user, key, intake).await;
                 }
                 Some(KeyedDeduction::Replay(order)) => return Ok(order),
@@ -92,12 +93,12 @@ impl FlashSales {
                     None => continue,
                 },
                 Some(KeyedDeduction::Refused(refusal)) => {
-                    return self.after_deduction(live, reservation, refusal, Some(key)).await;
+                    return self.after_deduction(live, reservation, amount, refusal, Some(key)).await;
                 }
                 Some(KeyedDeduction::Claimed { stock_left }) => stock_left,
             };
             let deduction = Deduction::Done { stock_left };
-            let outcome = self.after_deduction(live, reservation, deduction, Some(key)).await;
+            let outcome = self.after_deduction(live, reservation, amount, deduction, Some(key)).await;
             if matches!(outcome, Err(IntakeError::Unavailable(StoreError::Indeterminate(_)))) {
                 // The request may be in the queue: the claim stays in flight,
                 // so a retry with the key waits for its order instead of
@@ -122,6 +123,7 @@ impl FlashSales {
         &self,
         live: &LiveSale,
         reservation: Reservation,
+        amount_cents: Cents,
         deduction: Deduction,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<OrderId, IntakeError> {
@@ -143,12 +145,6 @@ impl FlashSales {
                 return Err(IntakeError::CountersRebuilding);
             }
         }
-        // Never short: `place_order` refused a quantity past the largest
-        // amount before deducting it.
-        let Some(amount_cents) = sale.price_cents.times(quantity) else {
-            self.released(sale.id, reservation).await?;
-            return Err(IntakeError::LimitExceeded);
-        };
         let request = OrderRequested {
             order_id,
             sale_id: sale.id,
