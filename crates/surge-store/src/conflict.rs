@@ -25,6 +25,48 @@ impl Conflict for sqlx::Error {
     }
 }
 
+/// Why a transaction stopped: the driver (which may be worth another
+/// attempt) or a row the domain can't read.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Driver(sqlx::Error),
+    Row(surge_domain::StoreError),
+}
+
+impl From<sqlx::Error> for TxError {
+    fn from(error: sqlx::Error) -> Self {
+        TxError::Driver(error)
+    }
+}
+
+impl From<surge_domain::StoreError> for TxError {
+    fn from(error: surge_domain::StoreError) -> Self {
+        TxError::Row(error)
+    }
+}
+
+impl Conflict for TxError {
+    /// Did PostgreSQL abort the transaction to break a deadlock (40P01) or a
+    /// serialization conflict (40001)? Then running it again can succeed.
+    fn is_conflict(&self) -> bool {
+        matches!(self, TxError::Driver(error) if error.is_conflict())
+    }
+}
+
+impl TxError {
+    /// The store's error, with the driver's errors read by the adapter's
+    /// `driver`.
+    pub(crate) fn into_store_error(
+        self,
+        driver: fn(sqlx::Error) -> surge_domain::StoreError,
+    ) -> surge_domain::StoreError {
+        match self {
+            TxError::Driver(error) => driver(error),
+            TxError::Row(error) => error,
+        }
+    }
+}
+
 /// Runs `transaction` (which begins and commits its own transaction, so a
 /// failed attempt has written nothing) until it succeeds, fails for another
 /// reason than a conflict, or has been tried [`ATTEMPTS`] times.

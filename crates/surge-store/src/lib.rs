@@ -25,6 +25,7 @@ mod rows;
 pub mod sandbox;
 mod sql;
 mod sql_aftersale;
+mod sql_checkout;
 mod sql_fulfilment;
 mod sql_fulfilment_steps;
 mod sql_inventory;

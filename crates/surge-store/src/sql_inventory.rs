@@ -4,15 +4,18 @@
 //!
 //! Every move is one conditional row update (`stock >= q`), which
 //! PostgreSQL re-checks on the row's newest version after waiting for its
-//! lock and SQLite runs under its single writer, so no interleaving of
-//! writers can sell a unit twice; the CHECKs (`stock >= 0`,
-//! `reserved >= 0`) stand behind. Rows are taken in one order: an order,
-//! then buyer rows, then a sale, then products in ascending id.
+//! lock and SQLite runs under its single writer; a batch of checkouts
+//! (`crate::sql_checkout`) reads its products' rows locked for the rest of
+//! its transaction (`FOR UPDATE`; on SQLite, the writer's lock) and updates
+//! them by what that read allows. So no interleaving of writers can sell a
+//! unit twice; the CHECKs (`stock >= 0`, `reserved >= 0`) stand behind.
+//! Rows are taken in one order: an order, then buyer rows, then a sale,
+//! then products in ascending id.
 
 /// `InventoryStore` for `$store` (a type with a `pool` field); the
-/// adapter's module imports what it uses. Each adapter writes its own
-/// `CheckoutStore` around [`place_on`](inventory_moves): PostgreSQL one
-/// transaction per checkout, SQLite many checkouts per commit.
+/// adapter's module imports what it uses. Both adapters' `CheckoutStore`
+/// places waiting checkouts many to a transaction (`crate::sql_checkout`);
+/// [`place_on`](inventory_moves) places one alone.
 macro_rules! inventory_store {
     ($store:ty) => {
         #[async_trait]
@@ -176,18 +179,10 @@ macro_rules! inventory_moves {
             pay_by: OffsetDateTime,
             now: OffsetDateTime,
         ) -> Result<OrderRow, sqlx::Error> {
-            let items: Vec<ItemDoc> = order
-                .lines
-                .iter()
-                .map(|line| {
-                    let (sku, price) = priced.get(&line.product_id).cloned().unwrap_or_default();
-                    ItemDoc::new(line.product_id, sku, line.quantity.get(), price)
-                })
-                .collect();
-            let quantity: i64 = items.iter().map(|item| item.quantity).sum();
-            let amount: i64 = items.iter().map(ItemDoc::amount_cents).fold(0, i64::saturating_add);
-            let first = order.lines.first().map_or(0, |line| line.product_id.get());
-            let items = serde_json::to_string(&items).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+            let values = crate::sql_checkout::OrderValues::of(order, |product| {
+                priced.get(&product).map(|(sku, price)| (sku.as_str(), *price))
+            })
+            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
             let sql = format!(
                 "INSERT INTO orders (id, user_id, merchant_id, product_id, quantity, amount_cents, status, pay_by_ms, \
                  created_at_ms, updated_at_ms, kind, items, address, checkout_id) \
@@ -198,12 +193,12 @@ macro_rules! inventory_moves {
                 .bind(order.id.get())
                 .bind(user.get())
                 .bind(order.merchant_id.get())
-                .bind(first)
-                .bind(quantity)
-                .bind(amount)
+                .bind(values.first_product)
+                .bind(values.quantity)
+                .bind(values.amount_cents)
                 .bind(unix_ms(pay_by))
                 .bind(unix_ms(now))
-                .bind(items)
+                .bind(values.items)
                 .bind(address)
                 .bind(checkout_id)
                 .fetch_one(&mut *conn)

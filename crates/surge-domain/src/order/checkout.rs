@@ -134,7 +134,7 @@ pub trait CheckoutStore: Send + Sync + 'static {
     /// In one transaction: claims the buyer's idempotency key if one is
     /// given (when another checkout holds it: [`Placed::Replayed`], nothing
     /// changed); moves every line's units from its product's `stock` to its
-    /// `reserved` by conditional updates, in ascending product order (when
+    /// `reserved`, taking products in ascending order (when
     /// one is short: [`Placed::InsufficientStock`], nothing changed); writes
     /// the orders `CREATED`, payable until `pay_by`, at the products'
     /// prices of that moment.

@@ -3,6 +3,7 @@
 //! statements are in `crate::sql_inventory`).
 
 use async_trait::async_trait;
+use sqlx::PgPool;
 use surge_domain::inventory::{ClosedSale, InventoryStore};
 use surge_domain::order::{
     CheckoutLine, CheckoutStore, NewCheckout, NewCheckoutOrder, Order, OrderKind, OrderStatus, Placed,
@@ -10,25 +11,82 @@ use surge_domain::order::{
 use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{ProductId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::record_events;
-use super::{PgStore, store_error};
-use crate::rows::{AddressDoc, ItemDoc, ORDER_COLUMNS, OrderRow, unix_ms};
+use super::{PgStore, store_error, with_conflict_retry};
+use crate::conflict::TxError;
+use crate::rows::{AddressDoc, ORDER_COLUMNS, OrderRow, unix_ms};
 
 crate::sql_inventory::inventory_store!(PgStore);
 crate::sql_inventory::inventory_moves!(sqlx::PgConnection);
 
-/// One transaction per checkout: PostgreSQL runs many at once, each
-/// waiting only on the product rows it shares with another.
+crate::sql_checkout::checkout_batch!(sqlx::PgConnection, sqlx::Postgres, " FOR UPDATE");
+
+/// Most checkouts one transaction places.
+const BATCH_MAX: usize = 128;
+/// Checkouts waiting for the writer; callers beyond it wait for room.
+pub(super) const CAPACITY: usize = 4_096;
+
+/// A checkout waiting for the writer, with where its answer goes.
+pub(super) struct Waiting {
+    new: NewCheckout,
+    done: oneshot::Sender<Result<Placed, StoreError>>,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting").field("checkout_id", &self.new.checkout_id).finish_non_exhaustive()
+    }
+}
+
+/// Checkouts are placed by the node's one writer, many to a transaction
+/// (`crate::sql_checkout`). A checkout's every line takes hot product rows,
+/// and a transaction holds their locks until its commit has been flushed:
+/// one transaction per checkout put every checkout of a hot product in one
+/// line, each waiting for the last one's flush. A batch takes its rows once
+/// (locked in ascending id, as every writer of products does, so nodes'
+/// batches wait for each other but never deadlock) for all its checkouts.
+/// A caller hears its answer after the commit.
 #[async_trait]
 impl CheckoutStore for PgStore {
     async fn place(&self, checkout: &NewCheckout) -> Result<Placed, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let placed = place_on(&mut tx, checkout).await?;
-        if matches!(placed, Placed::Created(_)) {
-            tx.commit().await.map_err(store_error)?;
-        }
-        // Anything else: dropping the transaction rolls its moves back.
-        Ok(placed)
+        let (done, answer) = oneshot::channel();
+        let waiting = Waiting { new: checkout.clone(), done };
+        self.checkouts.send(waiting).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the checkout writer stopped".to_owned())
+}
+
+/// The writer: one transaction per batch of waiting checkouts, run again
+/// whole when PostgreSQL aborts it for a conflict.
+pub(super) async fn write_loop(pool: PgPool, mut receiver: mpsc::Receiver<Waiting>) {
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
+        let checkouts: Vec<&NewCheckout> = batch.iter().map(|waiting| &waiting.new).collect();
+        let placed = with_conflict_retry("checkout batch", || place_batch(&pool, &checkouts)).await;
+        match placed {
+            Ok(answers) => {
+                for (waiting, answer) in batch.drain(..).zip(answers) {
+                    let _ = waiting.done.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                for waiting in batch.drain(..) {
+                    let _ = waiting.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn place_batch(pool: &PgPool, checkouts: &[&NewCheckout]) -> Result<Vec<Placed>, TxError> {
+    let mut tx = pool.begin().await?;
+    let placed = place_all_on::<TxError>(&mut tx, checkouts).await?;
+    tx.commit().await?;
+    Ok(placed)
 }

@@ -34,6 +34,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::conflict::TxError;
 use sqlx::PgConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use surge_domain::StoreError;
@@ -71,6 +72,8 @@ impl fmt::Debug for PgConfig {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The writer that places checkouts in batches (`inventory.rs`).
+    checkouts: tokio::sync::mpsc::Sender<inventory::Waiting>,
 }
 
 impl PgStore {
@@ -87,7 +90,9 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self { pool })
+        let (checkouts, receiver) = tokio::sync::mpsc::channel(inventory::CAPACITY);
+        tokio::spawn(inventory::write_loop(pool.clone(), receiver));
+        Ok(Self { pool, checkouts })
     }
 }
 
@@ -125,42 +130,6 @@ fn unavailable(error: sqlx::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
-/// Why a transaction stopped: the driver (which may be worth another
-/// attempt) or a row the domain can't read.
-enum TxError {
-    Driver(sqlx::Error),
-    Row(StoreError),
-}
-
-impl From<sqlx::Error> for TxError {
-    fn from(error: sqlx::Error) -> Self {
-        TxError::Driver(error)
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(error: StoreError) -> Self {
-        TxError::Row(error)
-    }
-}
-
-impl crate::conflict::Conflict for TxError {
-    /// Did PostgreSQL abort the transaction to break a deadlock (40P01) or a
-    /// serialization conflict (40001)? Then running it again can succeed.
-    fn is_conflict(&self) -> bool {
-        matches!(self, TxError::Driver(error) if error.is_conflict())
-    }
-}
-
-impl TxError {
-    fn into_store_error(self) -> StoreError {
-        match self {
-            TxError::Driver(error) => store_error(error),
-            TxError::Row(error) => error,
-        }
-    }
-}
-
 /// Runs `transaction` (which begins and commits its own transaction) again
 /// on a conflict, as [`crate::conflict::again_on_conflict`] does.
 async fn with_conflict_retry<T, F, Fut>(what: &'static str, transaction: F) -> Result<T, StoreError>
@@ -168,7 +137,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, TxError>>,
 {
-    crate::conflict::again_on_conflict(what, transaction).await.map_err(TxError::into_store_error)
+    crate::conflict::again_on_conflict(what, transaction).await.map_err(|error| error.into_store_error(store_error))
 }
 
 #[cfg(test)]

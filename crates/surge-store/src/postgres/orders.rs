@@ -23,7 +23,8 @@ use time::OffsetDateTime;
 use super::counters::{move_one_by_one, moved_all, take_from_buyer};
 use super::inventory::{back_to_sale, order_left_created};
 use super::outbox::record_events;
-use super::{PgStore, TxError, store_error, with_conflict_retry};
+use super::{PgStore, store_error, with_conflict_retry};
+use crate::conflict::TxError;
 use crate::rows::{ORDER_COLUMNS as COLUMNS, OrderRow, holding, one_page, unix_ms};
 use crate::sql_outbox::placed;
 

@@ -1,11 +1,13 @@
 //! Group commit on SQLite for the hot writes: checkouts (`CheckoutStore`)
 //! and provider callbacks (`PaymentStore::apply`). SQLite has one writer,
 //! so these are written one at a time whatever happens; what costs is the
-//! commit's fsync (`synchronous = FULL`). One writer task takes every write
-//! waiting (up to `BATCH_MAX`) and runs them in one transaction, each inside
-//! its own savepoint: a checkout short of stock, or a callback to drop (a
-//! repeat, an unknown reference), rolls back to its savepoint and leaves
-//! nothing, the others go on, and one fsync covers the batch. A caller
+//! commit's fsync (`synchronous = FULL`), and on the one writer each
+//! statement. One writer task takes every write waiting (up to
+//! `BATCH_MAX`) and runs them in one transaction: the checkouts together,
+//! by a few set-based statements (`crate::sql_checkout`: one refused leaves
+//! nothing), then each callback inside its own savepoint (one to drop, a
+//! repeat or an unknown reference, rolls back to it and leaves nothing);
+//! the others go on, and one fsync covers the batch. A caller
 //! hears its answer only after the commit, so a 201 or a callback's 200 is
 //! as durable as before; a failed commit fails every write of the batch.
 //! Writes in one batch see each other's effects, exactly as if they had
@@ -19,9 +21,10 @@ use surge_domain::payment::{Applied, ProviderEvent};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::inventory::place_on;
+use super::inventory::place_all_on;
 use super::payments::apply_in;
 use super::{SqliteStore, store_error};
+use crate::conflict::TxError;
 
 /// Most writes one commit covers.
 const BATCH_MAX: usize = 128;
@@ -101,35 +104,55 @@ async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Vec<Result<Answer, S
         Ok(tx) => tx,
         Err(error) => return failed(&error),
     };
-    let mut answers = Vec::with_capacity(batch.len());
-    for write in batch {
-        match one(&mut tx, write).await {
-            Ok(answer) => answers.push(answer),
-            // The transaction itself is broken: nothing of the batch holds.
-            Err(error) => return failed(&error),
-        }
-    }
-    match tx.commit().await.map_err(store_error) {
-        Ok(()) => answers,
+    match answer_all(&mut tx, batch).await {
+        Ok(answers) => match tx.commit().await.map_err(store_error) {
+            Ok(()) => answers,
+            Err(error) => failed(&error),
+        },
+        // The transaction itself is broken: nothing of the batch holds.
         Err(error) => failed(&error),
     }
 }
 
-/// One write inside its savepoint: kept if it did what it came for, rolled
-/// back to the savepoint otherwise. `Err` only when the transaction can't
-/// go on.
-async fn one(tx: &mut Transaction<'static, Sqlite>, write: &Write) -> Result<Result<Answer, StoreError>, StoreError> {
+/// Every write's answer: the checkouts placed together
+/// (`crate::sql_checkout`), then each callback inside its savepoint.
+/// `Err` only when the transaction can't go on.
+async fn answer_all(
+    tx: &mut Transaction<'static, Sqlite>,
+    batch: &[Write],
+) -> Result<Vec<Result<Answer, StoreError>>, StoreError> {
+    let checkouts: Vec<&NewCheckout> = batch
+        .iter()
+        .filter_map(|write| match write {
+            Write::Checkout(checkout) => Some(&checkout.new),
+            Write::Callback(_) => None,
+        })
+        .collect();
+    let mut placed =
+        place_all_on::<TxError>(tx, &checkouts).await.map_err(|error| error.into_store_error(store_error))?.into_iter();
+    let mut answers = Vec::with_capacity(batch.len());
+    for write in batch {
+        answers.push(match write {
+            Write::Checkout(_) => Ok(Answer::Placed(placed.next().ok_or_else(mixed_up)?)),
+            Write::Callback(callback) => {
+                apply_once(tx, callback).await?.map(|applied| Answer::Applied(Box::new(applied)))
+            }
+        });
+    }
+    Ok(answers)
+}
+
+/// One callback inside its savepoint: kept if it did what it came for,
+/// rolled back to the savepoint otherwise. The outer `Err` only when the
+/// transaction can't go on.
+async fn apply_once(
+    tx: &mut Transaction<'static, Sqlite>,
+    callback: &Callback,
+) -> Result<Result<Applied, StoreError>, StoreError> {
     sqlx::query("SAVEPOINT write").execute(&mut **tx).await.map_err(store_error)?;
-    let (answer, keep) = match write {
-        Write::Checkout(checkout) => {
-            let placed = place_on(tx, &checkout.new).await;
-            let keep = matches!(placed, Ok(Placed::Created(_)));
-            (placed.map(Answer::Placed), keep)
-        }
-        Write::Callback(callback) => match apply_in(tx, &callback.provider, &callback.event, callback.now).await {
-            Ok((applied, keep)) => (Ok(Answer::Applied(Box::new(applied))), keep),
-            Err(error) => (Err(error), false),
-        },
+    let (answer, keep) = match apply_in(tx, &callback.provider, &callback.event, callback.now).await {
+        Ok((applied, keep)) => (Ok(applied), keep),
+        Err(error) => (Err(error), false),
     };
     if !keep {
         sqlx::query("ROLLBACK TO write").execute(&mut **tx).await.map_err(store_error)?;

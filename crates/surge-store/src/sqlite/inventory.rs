@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 
 use super::outbox::record_events;
 use super::{SqliteStore, store_error};
-use crate::rows::{AddressDoc, ItemDoc, ORDER_COLUMNS, OrderRow, unix_ms};
+use crate::rows::{AddressDoc, ORDER_COLUMNS, OrderRow, unix_ms};
 
 crate::sql_inventory::inventory_store!(SqliteStore);
 crate::sql_inventory::inventory_moves!(sqlx::SqliteConnection);
+crate::sql_checkout::checkout_batch!(sqlx::SqliteConnection, sqlx::Sqlite, "");
