@@ -50,7 +50,7 @@ macro_rules! aftersale_store {
         /// Moves the return `id` from `from` by `set` (an SQL `SET` list
         /// whose `$2` is `now`), the first write of its transaction.
         async fn move_return(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut sqlx::Transaction<'_, $db>,
             id: ReturnId,
             from: &str,
             set: &str,
@@ -71,7 +71,7 @@ macro_rules! aftersale_store {
 
         /// The order `from` → `to`, if it is still `from`.
         async fn move_order(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut sqlx::Transaction<'_, $db>,
             order: OrderId,
             from: &str,
             to: &str,

@@ -13,9 +13,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use surge_domain::ProductId;
-use surge_domain::order::{NewCheckout, NewCheckoutOrder, Placed};
+use surge_domain::order::{NewCheckout, NewCheckoutOrder, Order, OrderKind, OrderStatus, Placed};
 
-use crate::rows::ItemDoc;
+use crate::rows::{ItemDoc, from_unix_ms, unix_ms};
 
 /// Rows one statement writes or reads at most (the drivers bound the
 /// parameters of a statement: SQLite to 32,766, PostgreSQL to 65,535).
@@ -91,9 +91,11 @@ impl Shelf {
     }
 }
 
-/// One checkout order's columns besides its ids: its items document, units
-/// and amount at the reserved prices, and its first product.
+/// One checkout order's columns besides its ids: its items (as its
+/// document holds them, and that document), units and amount at the
+/// reserved prices, and its first product.
 pub(crate) struct OrderValues {
+    pub item_docs: Vec<ItemDoc>,
     pub items: String,
     pub quantity: i64,
     pub amount_cents: i64,
@@ -118,7 +120,30 @@ impl OrderValues {
             amount_cents: items.iter().map(ItemDoc::amount_cents).fold(0, i64::saturating_add),
             first_product: order.lines.first().map_or(0, |line| line.product_id.get()),
             items: serde_json::to_string(&items)?,
+            item_docs: items,
         })
+    }
+
+    /// The order as its row reads once written (times to the millisecond,
+    /// as stored), without reading it back.
+    pub(crate) fn into_order(self, checkout: &NewCheckout, order: &NewCheckoutOrder) -> Order {
+        let created = from_unix_ms(unix_ms(checkout.now));
+        Order {
+            id: order.id,
+            user_id: checkout.user,
+            merchant_id: order.merchant_id,
+            product_id: ProductId::new(self.first_product),
+            flash_sale_id: None,
+            quantity: u32::try_from(self.quantity).unwrap_or(u32::MAX),
+            amount_cents: self.amount_cents,
+            status: OrderStatus::Created,
+            kind: OrderKind::Checkout,
+            items: self.item_docs.into_iter().map(Into::into).collect(),
+            address: Some(checkout.address.clone()),
+            created_at: created,
+            updated_at: created,
+            pay_by: Some(from_unix_ms(unix_ms(checkout.pay_by))),
+        }
     }
 }
 
@@ -165,7 +190,7 @@ macro_rules! checkout_batch {
             let latest = checkouts.iter().map(|checkout| checkout.now).max();
             take_units(conn, &shelf, latest.map_or(0, unix_ms)).await?;
             give_keys_back(conn, &given_back).await?;
-            for (index, orders) in insert_orders::<E>(conn, checkouts, &created, &shelf).await? {
+            for (index, orders) in insert_orders(conn, checkouts, &created, &shelf).await? {
                 answers[index] = Some(Placed::Created(orders));
             }
             for index in later {
@@ -277,33 +302,31 @@ macro_rules! checkout_batch {
 
         /// Writes the orders of the checkouts of `indexes`, `CREATED`, and
         /// their `order_placed` events; each checkout's orders, in its order.
-        async fn insert_orders<E>(
+        async fn insert_orders(
             conn: &mut $conn,
             checkouts: &[&NewCheckout],
             indexes: &[usize],
             shelf: &crate::sql_checkout::Shelf,
-        ) -> Result<Vec<(usize, Vec<Order>)>, E>
-        where
-            E: From<sqlx::Error> + From<StoreError>,
-        {
+        ) -> Result<Vec<(usize, Vec<Order>)>, sqlx::Error> {
+            let encode = |error: serde_json::Error| sqlx::Error::Encode(Box::new(error));
             let mut rows = Vec::new();
             for &index in indexes {
                 let checkout = checkouts[index];
-                let address = serde_json::to_string(&AddressDoc::from(&checkout.address))
-                    .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+                let address =
+                    std::sync::Arc::new(serde_json::to_string(&AddressDoc::from(&checkout.address)).map_err(encode)?);
                 for order in &checkout.orders {
-                    let values = crate::sql_checkout::OrderValues::of(order, |product| shelf.price(product))
-                        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-                    rows.push((checkout, order, values, address.clone()));
+                    let values =
+                        crate::sql_checkout::OrderValues::of(order, |product| shelf.price(product)).map_err(encode)?;
+                    rows.push((index, order, values, address.clone()));
                 }
             }
-            let mut written = std::collections::HashMap::with_capacity(rows.len());
             for chunk in rows.chunks(crate::sql_checkout::CHUNK) {
                 let mut insert = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO orders (id, user_id, merchant_id, product_id, quantity, amount_cents, status, \
                      pay_by_ms, created_at_ms, updated_at_ms, kind, items, address, checkout_id) ",
                 );
-                insert.push_values(chunk, |mut row, (checkout, order, values, address)| {
+                insert.push_values(chunk, |mut row, (index, order, values, address)| {
+                    let checkout = checkouts[*index];
                     let created = unix_ms(checkout.now);
                     row.push_bind(order.id.get())
                         .push_bind(checkout.user.get())
@@ -316,29 +339,24 @@ macro_rules! checkout_batch {
                         .push_bind(created)
                         .push_bind(created)
                         .push("'checkout'")
-                        .push_bind(values.items.clone())
-                        .push_bind(address.clone())
+                        .push_bind(values.items.as_str())
+                        .push_bind(address.as_str())
                         .push_bind(checkout.checkout_id);
                 });
-                insert.push(format!(" RETURNING {ORDER_COLUMNS}"));
-                let returned: Vec<OrderRow> = insert.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
-                for row in returned {
-                    let order = Order::try_from(row)?;
-                    written.insert(order.id, order);
+                insert.build().persistent(false).execute(&mut *conn).await?;
+            }
+            let mut placed: Vec<(usize, Vec<Order>)> = Vec::with_capacity(indexes.len());
+            for (index, order, values, _) in rows {
+                let order = values.into_order(checkouts[index], order);
+                match placed.last_mut() {
+                    Some((last, orders)) if *last == index => orders.push(order),
+                    _ => placed.push((index, vec![order])),
                 }
             }
-            let mut placed = Vec::with_capacity(indexes.len());
-            let mut events = Vec::with_capacity(rows.len());
-            for &index in indexes {
-                let checkout = checkouts[index];
-                let orders: Vec<Order> = checkout.orders.iter().filter_map(|order| written.remove(&order.id)).collect();
-                if orders.len() != checkout.orders.len() {
-                    let lost = format!("checkout {} was not written whole", checkout.checkout_id);
-                    return Err(StoreError::Unavailable(lost).into());
-                }
-                events.extend(crate::sql_outbox::placed(&orders, checkout.now));
-                placed.push((index, orders));
-            }
+            let events: Vec<_> = placed
+                .iter()
+                .flat_map(|(index, orders)| crate::sql_outbox::placed(orders, checkouts[*index].now))
+                .collect();
             record_events(&mut *conn, &events).await?;
             Ok(placed)
         }

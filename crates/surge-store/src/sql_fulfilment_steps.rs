@@ -13,7 +13,7 @@ macro_rules! fulfilment_steps {
         /// courier, as every step takes parcels, then couriers (a deadlock
         /// left is run again: `crate::conflict`). SQLite has one writer.
         async fn lock_handed_back(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut sqlx::Transaction<'_, $db>,
             courier: i64,
             before_ms: i64,
         ) -> Result<(), sqlx::Error> {
@@ -32,7 +32,7 @@ macro_rules! fulfilment_steps {
         /// not picked up (`i64::MAX`: all), and lowers its load by as many;
         /// the caller locked them ([`lock_handed_back`]), then the courier.
         async fn hand_back(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut sqlx::Transaction<'_, $db>,
             courier: i64,
             before_ms: i64,
             now_ms: i64,
@@ -64,7 +64,7 @@ macro_rules! fulfilment_steps {
         /// Takes a slot of an on-shift courier of `zone`, least loaded
         /// first: its id, or `None` when nobody there has one.
         async fn take_slot(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut sqlx::Transaction<'_, $db>,
             zone: &str,
             now_ms: i64,
         ) -> Result<Option<i64>, sqlx::Error> {
@@ -209,7 +209,7 @@ macro_rules! fulfilment_steps {
         /// Each courier of `wanted` (id → parcels) takes that many slots,
         /// or none: the couriers that did.
         async fn take_slots(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut sqlx::Transaction<'_, $db>,
             wanted: &std::collections::BTreeMap<i64, i64>,
             now_ms: i64,
         ) -> Result<std::collections::BTreeSet<i64>, sqlx::Error> {
@@ -239,7 +239,7 @@ macro_rules! fulfilment_steps {
 
         /// Locks the chunk's parcels (sorted) on PostgreSQL, whatever their
         /// status; SQLite has one writer.
-        async fn lock_parcels(tx: &mut sqlx::Transaction<'static, $db>, waybills: &[&str]) -> Result<(), sqlx::Error> {
+        async fn lock_parcels(tx: &mut sqlx::Transaction<'_, $db>, waybills: &[&str]) -> Result<(), sqlx::Error> {
             if !$row_lock.is_empty() && !waybills.is_empty() {
                 let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT waybill FROM shipments WHERE waybill IN (");
                 let mut listed = lock.separated(", ");
@@ -255,7 +255,7 @@ macro_rules! fulfilment_steps {
         /// The (parcel, courier) pairs whose parcel still waits, assigned
         /// (their rows locked already).
         async fn assign_parcels(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut sqlx::Transaction<'_, $db>,
             taken: &[(&str, i64)],
             now_ms: i64,
         ) -> Result<Vec<ShipmentRow>, sqlx::Error> {
@@ -309,7 +309,7 @@ macro_rules! fulfilment_steps {
         /// a forward parcel's order is `DELIVERED`, a reverse parcel's
         /// return is `received` at the merchant's warehouse.
         async fn delivered(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut sqlx::Transaction<'_, $db>,
             shipment: &Shipment,
             courier: i64,
             now_ms: i64,

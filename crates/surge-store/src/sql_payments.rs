@@ -190,7 +190,7 @@ macro_rules! payment_store {
         /// to keep its writes (`false`: roll them back; the event is not
         /// recorded as seen).
         pub(super) async fn apply_in(
-            tx: &mut sqlx::Transaction<'static, Db>,
+            tx: &mut sqlx::Transaction<'_, Db>,
             provider: &str,
             event: &ProviderEvent,
             now: OffsetDateTime,
@@ -255,7 +255,7 @@ macro_rules! payment_store {
         /// `succeeded` (the ledger posts it) or `failed` (its amount may be
         /// refunded again; the ledger voids it); both are final.
         async fn apply_refund_in(
-            tx: &mut sqlx::Transaction<'static, Db>,
+            tx: &mut sqlx::Transaction<'_, Db>,
             provider: &str,
             event: &ProviderEvent,
             now: OffsetDateTime,
@@ -317,7 +317,7 @@ macro_rules! payment_store {
         }
 
 
-        async fn payment_in(tx: &mut sqlx::Transaction<'static, Db>, id: PaymentId) -> Result<Payment, StoreError> {
+        async fn payment_in(tx: &mut sqlx::Transaction<'_, Db>, id: PaymentId) -> Result<Payment, StoreError> {
             let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
             let row: PaymentRow = sqlx::query_as(&sql).bind(id.get()).fetch_one(&mut **tx).await.map_err(store_error)?;
             Payment::try_from(row)
@@ -329,7 +329,7 @@ macro_rules! payment_store {
         /// (waiting its busy timeout) instead of failing to upgrade a read;
         /// a transaction returning early rolls it back.
         async fn record_event(
-            tx: &mut sqlx::Transaction<'static, Db>,
+            tx: &mut sqlx::Transaction<'_, Db>,
             provider: &str,
             event: &ProviderEvent,
             now: OffsetDateTime,
@@ -358,7 +358,7 @@ macro_rules! payment_store {
         /// order cancelled meanwhile stays cancelled, with money captured:
         /// logged, for reconciliation and a refund.
         async fn pay_order(
-            tx: &mut sqlx::Transaction<'static, Db>,
+            tx: &mut sqlx::Transaction<'_, Db>,
             payment: &Payment,
             now: OffsetDateTime,
         ) -> Result<Vec<ProductId>, sqlx::Error> {

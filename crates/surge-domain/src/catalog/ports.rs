@@ -55,6 +55,13 @@ pub trait CatalogStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<ProductPage, StoreError>;
 
+    /// Who sells the product (`None`: no such product). A product never
+    /// changes hands, so a cache may keep this while the product's stock
+    /// moves under it.
+    async fn merchant_of(&self, id: ProductId) -> Result<Option<MerchantId>, StoreError> {
+        Ok(self.get(id).await?.map(|product| product.merchant_id))
+    }
+
     /// The product as a cache in front of the store holds it, without
     /// loading: `None` when not cached, `Some(None)` when cached as missing.
     /// Stores with no cache hold nothing.

@@ -230,8 +230,8 @@ impl Checkouts {
     async fn split_by_merchant(&self, checkout: &Checkout) -> Result<Vec<NewCheckoutOrder>, CheckoutError> {
         let mut by_merchant: BTreeMap<MerchantId, Vec<CheckoutLine>> = BTreeMap::new();
         for line in checkout.lines() {
-            let product = self.catalog.get(line.product_id).await?.ok_or_else(|| unknown(line.product_id))?;
-            by_merchant.entry(product.merchant_id).or_default().push(*line);
+            let merchant = self.catalog.merchant_of(line.product_id).await?.ok_or_else(|| unknown(line.product_id))?;
+            by_merchant.entry(merchant).or_default().push(*line);
         }
         Ok(by_merchant
             .into_iter()

@@ -75,6 +75,10 @@ type Entry = Option<Arc<Product>>;
 pub struct CachedCatalog<S: ?Sized> {
     store: Arc<S>,
     cache: Cache<ProductId, Entry>,
+    /// Who sells each product read lately. A product never changes hands,
+    /// so these stay while `cache` drops the product at every move of its
+    /// stock: a checkout splitting a cart of hot products reads no row.
+    merchants: Cache<ProductId, MerchantId>,
     second_delete_delay: Duration,
     metrics: CacheMetrics,
 }
@@ -86,7 +90,8 @@ impl<S: CatalogStore + ?Sized> CachedCatalog<S> {
             .max_capacity(config.capacity)
             .expire_after(JitteredTtl::from(config))
             .build();
-        Self { store, cache, second_delete_delay: config.second_delete_delay, metrics }
+        let merchants = Cache::builder().name("product_merchant").max_capacity(config.capacity).build();
+        Self { store, cache, merchants, second_delete_delay: config.second_delete_delay, metrics }
     }
 
     /// Drops this node's copy of one product (another node changed it).
@@ -145,6 +150,17 @@ impl<S: CatalogStore + ?Sized> CatalogStore for CachedCatalog<S> {
             self.metrics.hits.increment(1);
         }
         Ok(entry.into_value())
+    }
+
+    async fn merchant_of(&self, id: ProductId) -> Result<Option<MerchantId>, StoreError> {
+        if let Some(merchant) = self.merchants.get(&id).await {
+            return Ok(Some(merchant));
+        }
+        let merchant = self.get(id).await?.map(|product| product.merchant_id);
+        if let Some(merchant) = merchant {
+            self.merchants.insert(id, merchant).await;
+        }
+        Ok(merchant)
     }
 
     async fn update(
@@ -293,6 +309,26 @@ mod tests {
         }
         assert_eq!(cached.get(ProductId::new(999)).await, Ok(None));
         assert_eq!(store.loads(), 2);
+    }
+
+    /// A checkout splits its cart by merchant at every request, and every
+    /// checkout moves the stock of its products: the merchant must not be
+    /// read again each time the product's copy is dropped.
+    #[tokio::test]
+    async fn who_sells_a_product_outlives_the_moves_of_its_stock() {
+        let (store, _dir) = SlowStore::open(Duration::ZERO).await;
+        let product = sample();
+        store.insert(product.id, &new_product(&product), None, OffsetDateTime::now_utc()).await.expect("insert");
+        let cached = CachedCatalog::new(Arc::clone(&store), &config(), CacheMetrics::noop());
+        for _ in 0..5 {
+            assert_eq!(cached.merchant_of(product.id).await.expect("read"), Some(product.merchant_id));
+            cached.stock_moved(&[product.id]).await;
+        }
+        assert_eq!(store.loads(), 1);
+        // The product itself is read again after its stock moved.
+        assert!(cached.get(product.id).await.expect("read").is_some());
+        assert_eq!(store.loads(), 2);
+        assert_eq!(cached.merchant_of(ProductId::new(404)).await.expect("read"), None);
     }
 
     fn sample() -> Product {

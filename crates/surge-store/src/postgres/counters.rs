@@ -13,7 +13,7 @@ use crate::rows::CounterMoves;
 /// The fast path: every written order's units onto its buyer and its sale
 /// in two statements per sale at most, inside a savepoint. `false`, with
 /// nothing moved, when a sale or buyer bound would break.
-pub(super) async fn moved_all(tx: &mut Transaction<'static, Postgres>, written: &[Order]) -> Result<bool, sqlx::Error> {
+pub(super) async fn moved_all(tx: &mut Transaction<'_, Postgres>, written: &[Order]) -> Result<bool, sqlx::Error> {
     let moves = CounterMoves::of(written);
     let mut savepoint = tx.begin().await?;
     if add_to_buyers(&mut savepoint, &moves).await? && add_to_sales(&mut savepoint, &moves).await? {
@@ -87,7 +87,7 @@ pub(super) async fn add_to_sale(conn: &mut PgConnection, sale: i64, quantity: i6
 /// Every buyer row is locked first, in key order, and the sale row only
 /// after: the order in which the fast path and the cancel path take them.
 pub(super) async fn move_one_by_one(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     written: Vec<Order>,
 ) -> Result<(Vec<Order>, Vec<OrderId>), sqlx::Error> {
     lock_buyers(tx, &CounterMoves::of(&written)).await?;
@@ -122,10 +122,7 @@ pub(super) async fn move_one_by_one(
 /// Makes sure every buyer row of the batch exists and holds its lock, in
 /// key order (a new row starts at nothing bought, as if its buyer had
 /// cancelled everything).
-pub(super) async fn lock_buyers(
-    tx: &mut Transaction<'static, Postgres>,
-    moves: &CounterMoves,
-) -> Result<(), sqlx::Error> {
+pub(super) async fn lock_buyers(tx: &mut Transaction<'_, Postgres>, moves: &CounterMoves) -> Result<(), sqlx::Error> {
     let (sales, users): (Vec<i64>, Vec<i64>) = moves.per_buyer.keys().copied().unzip();
     sqlx::query(
         "INSERT INTO sale_buyers (sale_id, user_id, bought, per_user_limit) \
@@ -145,7 +142,7 @@ pub(super) async fn lock_buyers(
 /// Adds units to a buyer's (locked, existing) row if it stays within the
 /// sale's per-user limit.
 pub(super) async fn add_to_buyer(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     sale: SaleId,
     user: UserId,
     quantity: i64,
@@ -164,7 +161,7 @@ pub(super) async fn add_to_buyer(
 }
 
 pub(super) async fn take_from_buyer(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     sale: SaleId,
     user: UserId,
     quantity: i64,

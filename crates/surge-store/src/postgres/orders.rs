@@ -146,7 +146,7 @@ async fn create_all(
 /// wins, as it does when the requests are written in the order they came:
 /// later ones are not even offered, and [`refused_by_key`] sorts them out.
 async fn insert_orders(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     requests: &[OrderRequested],
     pay_by: OffsetDateTime,
     now: OffsetDateTime,
@@ -199,7 +199,7 @@ fn in_request_order(mut written: Vec<Order>, requests: &[OrderRequested]) -> Vec
 /// Requests neither written now nor already present by id: another order
 /// holds their (sale, buyer, idempotency key).
 async fn refused_by_key(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     requests: &[OrderRequested],
     written: &[Order],
 ) -> Result<Vec<OrderRequested>, sqlx::Error> {
@@ -263,7 +263,7 @@ async fn transition_once(
 /// A cancelled order's units go back to its buyer and its sale (or past a
 /// closed sale to its product), buyer row first, sale row second, as
 /// `create_requested` takes them.
-async fn give_back(tx: &mut Transaction<'static, Postgres>, order: &Order, sale: SaleId) -> Result<(), sqlx::Error> {
+async fn give_back(tx: &mut Transaction<'_, Postgres>, order: &Order, sale: SaleId) -> Result<(), sqlx::Error> {
     take_from_buyer(tx, sale, order.user_id, i64::from(order.quantity)).await?;
     back_to_sale(tx, order, sale).await
 }

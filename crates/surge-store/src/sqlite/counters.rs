@@ -18,7 +18,7 @@ pub(super) const ROWS_PER_STATEMENT: usize = 200;
 /// Moves the buyers' `bought` and the sales' `sold` by the orders written
 /// now; false, with the moves to be rolled back, when a bound would break.
 pub(super) async fn counters_moved_within_bounds(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     created: &[Order],
 ) -> Result<bool, StoreError> {
     // Only orders written now move the counters (redelivery moves nothing).
@@ -66,7 +66,7 @@ pub(super) async fn counters_moved_within_bounds(
 /// sale's stock, each only within its bound. Returns the rows each moved
 /// (1 or 0); the sale is not tried when the buyer's bound refused.
 pub(super) async fn take_within_bounds(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     request: &OrderRequested,
 ) -> Result<(u64, u64), StoreError> {
     let quantity = i64::from(request.quantity.get());
@@ -104,7 +104,7 @@ pub(super) async fn take_within_bounds(
 /// Writes the order `FAILED` (a bound would have broken), handing back the
 /// buyer's units if they were taken.
 pub(super) async fn write_failed(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     request: &OrderRequested,
     bought: bool,
 ) -> Result<(), StoreError> {
@@ -130,11 +130,7 @@ pub(super) async fn write_failed(
 /// closed sale to its product), touching the rows in the consumer's order
 /// (buyer, then sale) so that the two can never deadlock on a database
 /// with row locks.
-pub(super) async fn give_back(
-    tx: &mut Transaction<'static, Sqlite>,
-    order: &Order,
-    sale: SaleId,
-) -> Result<(), StoreError> {
+pub(super) async fn give_back(tx: &mut Transaction<'_, Sqlite>, order: &Order, sale: SaleId) -> Result<(), StoreError> {
     sqlx::query("UPDATE sale_buyers SET bought = bought - $1 WHERE sale_id = $2 AND user_id = $3")
         .bind(i64::from(order.quantity))
         .bind(sale.get())

@@ -14,7 +14,8 @@
 //! been written one after the other.
 
 use async_trait::async_trait;
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection as _, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use surge_domain::StoreError;
 use surge_domain::order::{CheckoutStore, NewCheckout, Placed};
 use surge_domain::payment::{Applied, ProviderEvent};
@@ -68,11 +69,27 @@ enum Answer {
     Applied(Box<Applied>),
 }
 
-/// The writer: one transaction, one fsync, per batch of waiting writes.
+/// The writer: one transaction, one fsync, per batch of waiting writes, on
+/// a connection of its own (taken from the pool once, and again after a
+/// failed batch), so a batch never waits for the readers to hand one back.
 pub(super) async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
+    let mut held: Option<PoolConnection<Sqlite>> = None;
     while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
-        let answers = write_batch(&pool, &batch).await;
+        let answers = match held.take() {
+            Some(conn) => Ok(conn),
+            None => pool.acquire().await.map_err(store_error),
+        };
+        let answers = match answers {
+            Ok(mut conn) => {
+                let answers = write_batch(&mut conn, &batch).await;
+                if answers.iter().any(Result::is_ok) {
+                    held = Some(conn);
+                }
+                answers
+            }
+            Err(error) => batch.iter().map(|_| Err(error.clone())).collect(),
+        };
         for (write, answer) in batch.drain(..).zip(answers) {
             match (write, answer) {
                 (Write::Checkout(checkout), answer) => {
@@ -97,10 +114,10 @@ fn mixed_up() -> StoreError {
     StoreError::Unavailable("the group-commit writer mixed up its answers".to_owned())
 }
 
-async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Vec<Result<Answer, StoreError>> {
+async fn write_batch(conn: &mut SqliteConnection, batch: &[Write]) -> Vec<Result<Answer, StoreError>> {
     let failed = |error: &StoreError| batch.iter().map(|_| Err(error.clone())).collect();
     // IMMEDIATE: the write lock at once (a read first could not upgrade).
-    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await.map_err(store_error) {
+    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await.map_err(store_error) {
         Ok(tx) => tx,
         Err(error) => return failed(&error),
     };
@@ -118,7 +135,7 @@ async fn write_batch(pool: &SqlitePool, batch: &[Write]) -> Vec<Result<Answer, S
 /// (`crate::sql_checkout`), then each callback inside its savepoint.
 /// `Err` only when the transaction can't go on.
 async fn answer_all(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     batch: &[Write],
 ) -> Result<Vec<Result<Answer, StoreError>>, StoreError> {
     let checkouts: Vec<&NewCheckout> = batch
@@ -146,7 +163,7 @@ async fn answer_all(
 /// rolled back to the savepoint otherwise. The outer `Err` only when the
 /// transaction can't go on.
 async fn apply_once(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     callback: &Callback,
 ) -> Result<Result<Applied, StoreError>, StoreError> {
     sqlx::query("SAVEPOINT write").execute(&mut **tx).await.map_err(store_error)?;

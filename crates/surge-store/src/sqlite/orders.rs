@@ -171,7 +171,7 @@ async fn create_batch(
 /// already (redelivery, or a taken key) are skipped. Returns the orders
 /// written now.
 async fn insert_batch(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     requests: &[OrderRequested],
     pay_by: OffsetDateTime,
     now: OffsetDateTime,
@@ -209,7 +209,7 @@ async fn insert_batch(
 /// Requests neither written now nor already present by id: another order
 /// holds their (sale, buyer, idempotency key).
 async fn refused_by_key(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     requests: &[OrderRequested],
     created: &[Order],
 ) -> Result<Vec<OrderRequested>, StoreError> {
@@ -248,7 +248,7 @@ enum Written {
 /// the ledger should have made impossible) the order is written `FAILED`
 /// rather than overselling, and logged.
 async fn create_one(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     request: &OrderRequested,
     pay_by: OffsetDateTime,
     now: OffsetDateTime,
