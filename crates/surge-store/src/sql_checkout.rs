@@ -154,9 +154,41 @@ impl OrderValues {
 macro_rules! checkout_batch {
     ($conn:ty, $db:ty, $lock:literal) => {
         /// Places `checkouts` inside the caller's transaction; one answer
-        /// each, in their order. `Err` leaves writes the caller must roll
-        /// back with the whole transaction.
-        pub(crate) async fn place_all_on<E>(conn: &mut $conn, checkouts: &[&NewCheckout]) -> Result<Vec<Placed>, E>
+        /// each, in their order. They are placed together inside a
+        /// savepoint; when that fails for another reason than a conflict
+        /// (which the caller runs again whole), it is rolled back and each
+        /// checkout is placed alone, so that one checkout's error is its
+        /// own. `Err`: a conflict, or the transaction can't go on.
+        pub(crate) async fn place_all_on<E>(
+            conn: &mut $conn,
+            checkouts: &[&NewCheckout],
+        ) -> Result<Vec<Result<Placed, StoreError>>, E>
+        where
+            E: From<sqlx::Error> + From<StoreError> + crate::conflict::Conflict + std::fmt::Debug,
+        {
+            sqlx::query("SAVEPOINT batch").execute(&mut *conn).await?;
+            match place_together::<E>(conn, checkouts).await {
+                Ok(answers) => {
+                    sqlx::query("RELEASE batch").execute(&mut *conn).await?;
+                    Ok(answers.into_iter().map(Ok).collect())
+                }
+                Err(error) if error.is_conflict() => Err(error),
+                Err(error) => {
+                    tracing::warn!(?error, checkouts = checkouts.len(), "a checkout batch failed; placing each alone");
+                    sqlx::query("ROLLBACK TO batch").execute(&mut *conn).await?;
+                    sqlx::query("RELEASE batch").execute(&mut *conn).await?;
+                    let mut answers = Vec::with_capacity(checkouts.len());
+                    for checkout in checkouts {
+                        answers.push(place_alone(conn, checkout).await?);
+                    }
+                    Ok(answers)
+                }
+            }
+        }
+
+        /// The checkouts placed by the batch's set-based statements. `Err`
+        /// leaves writes the caller rolls back.
+        async fn place_together<E>(conn: &mut $conn, checkouts: &[&NewCheckout]) -> Result<Vec<Placed>, E>
         where
             E: From<sqlx::Error> + From<StoreError>,
         {
@@ -194,7 +226,7 @@ macro_rules! checkout_batch {
                 answers[index] = Some(Placed::Created(orders));
             }
             for index in later {
-                answers[index] = Some(place_alone(conn, checkouts[index]).await?);
+                answers[index] = Some(place_alone(conn, checkouts[index]).await??);
             }
             answers
                 .into_iter()
@@ -213,8 +245,11 @@ macro_rules! checkout_batch {
             checkouts: &[&NewCheckout],
             indexes: &[usize],
         ) -> Result<std::collections::HashSet<(i64, String)>, sqlx::Error> {
-            let keyed: Vec<_> =
+            let mut keyed: Vec<_> =
                 indexes.iter().map(|&index| checkouts[index]).filter(|c| c.idempotency_key.is_some()).collect();
+            // In one order on every node, so two batches claiming the same
+            // keys wait for each other instead of deadlocking.
+            keyed.sort_by(|a, b| (a.user, a.idempotency_key.as_deref()).cmp(&(b.user, b.idempotency_key.as_deref())));
             let mut claimed = std::collections::HashSet::with_capacity(keyed.len());
             for chunk in keyed.chunks(crate::sql_checkout::CHUNK) {
                 let mut insert = sqlx::QueryBuilder::<$db>::new(
@@ -362,14 +397,18 @@ macro_rules! checkout_batch {
         }
 
         /// One checkout on its own, inside a savepoint: kept when created,
-        /// rolled back to the savepoint otherwise.
-        async fn place_alone(conn: &mut $conn, checkout: &NewCheckout) -> Result<Placed, StoreError> {
-            sqlx::query("SAVEPOINT checkout").execute(&mut *conn).await.map_err(store_error)?;
-            let placed = place_on(&mut *conn, checkout).await?;
-            if !matches!(placed, Placed::Created(_)) {
-                sqlx::query("ROLLBACK TO checkout").execute(&mut *conn).await.map_err(store_error)?;
+        /// rolled back to the savepoint otherwise (an error included). The
+        /// outer `Err` only when the transaction can't go on.
+        async fn place_alone(
+            conn: &mut $conn,
+            checkout: &NewCheckout,
+        ) -> Result<Result<Placed, StoreError>, sqlx::Error> {
+            sqlx::query("SAVEPOINT checkout").execute(&mut *conn).await?;
+            let placed = place_on(&mut *conn, checkout).await;
+            if !matches!(placed, Ok(Placed::Created(_))) {
+                sqlx::query("ROLLBACK TO checkout").execute(&mut *conn).await?;
             }
-            sqlx::query("RELEASE checkout").execute(&mut *conn).await.map_err(store_error)?;
+            sqlx::query("RELEASE checkout").execute(&mut *conn).await?;
             Ok(placed)
         }
     };

@@ -21,12 +21,18 @@ use crate::rows::{AddressDoc, ORDER_COLUMNS, OrderRow, unix_ms};
 crate::sql_inventory::inventory_store!(PgStore);
 crate::sql_inventory::inventory_moves!(sqlx::PgConnection);
 
-crate::sql_checkout::checkout_batch!(sqlx::PgConnection, sqlx::Postgres, " FOR UPDATE");
+// NO KEY UPDATE: what an UPDATE of these columns takes, which leaves the
+// key-share locks of rows referencing a product (a sale being created on it)
+// alone.
+crate::sql_checkout::checkout_batch!(sqlx::PgConnection, sqlx::Postgres, " FOR NO KEY UPDATE");
 
 /// Most checkouts one transaction places.
 const BATCH_MAX: usize = 128;
 /// Checkouts waiting for the writer; callers beyond it wait for room.
 pub(super) const CAPACITY: usize = 4_096;
+/// The longest one batch may take, conflicts and their retries included
+/// (the writer's statements have no request deadline to bound them).
+const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A checkout waiting for the writer, with where its answer goes.
 pub(super) struct Waiting {
@@ -63,16 +69,26 @@ fn stopped() -> StoreError {
 }
 
 /// The writer: one transaction per batch of waiting checkouts, run again
-/// whole when PostgreSQL aborts it for a conflict.
+/// whole when PostgreSQL aborts it for a conflict. A checkout whose caller
+/// gave up (its deadline passed) while it waited is not placed: nobody
+/// would hear of its orders. A batch that outlasts [`BATCH_TIMEOUT`] is
+/// rolled back and every caller told so.
 pub(super) async fn write_loop(pool: PgPool, mut receiver: mpsc::Receiver<Waiting>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
+        batch.retain(|waiting| !waiting.done.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let checkouts: Vec<&NewCheckout> = batch.iter().map(|waiting| &waiting.new).collect();
-        let placed = with_conflict_retry("checkout batch", || place_batch(&pool, &checkouts)).await;
+        let placed = with_conflict_retry("checkout batch", || place_batch(&pool, &checkouts));
+        let placed = tokio::time::timeout(BATCH_TIMEOUT, placed).await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!("a checkout batch took over {BATCH_TIMEOUT:?}; rolled back")))
+        });
         match placed {
             Ok(answers) => {
                 for (waiting, answer) in batch.drain(..).zip(answers) {
-                    let _ = waiting.done.send(Ok(answer));
+                    let _ = waiting.done.send(answer);
                 }
             }
             Err(error) => {
@@ -84,7 +100,7 @@ pub(super) async fn write_loop(pool: PgPool, mut receiver: mpsc::Receiver<Waitin
     }
 }
 
-async fn place_batch(pool: &PgPool, checkouts: &[&NewCheckout]) -> Result<Vec<Placed>, TxError> {
+async fn place_batch(pool: &PgPool, checkouts: &[&NewCheckout]) -> Result<Vec<Result<Placed, StoreError>>, TxError> {
     let mut tx = pool.begin().await?;
     let placed = place_all_on::<TxError>(&mut tx, checkouts).await?;
     tx.commit().await?;

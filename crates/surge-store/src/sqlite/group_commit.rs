@@ -11,7 +11,7 @@
 //! hears its answer only after the commit, so a 201 or a callback's 200 is
 //! as durable as before; a failed commit fails every write of the batch.
 //! Writes in one batch see each other's effects, exactly as if they had
-//! been written one after the other.
+//! been written one after the other (the checkouts first).
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -70,12 +70,17 @@ enum Answer {
 }
 
 /// The writer: one transaction, one fsync, per batch of waiting writes, on
-/// a connection of its own (taken from the pool once, and again after a
-/// failed batch), so a batch never waits for the readers to hand one back.
+/// a connection it keeps while writes keep coming, so a batch under load
+/// never waits for the readers to hand one back. A checkout whose caller
+/// gave up while it waited is not placed.
 pub(super) async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     let mut held: Option<PoolConnection<Sqlite>> = None;
     while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
+        batch.retain(|write| !matches!(write, Write::Checkout(checkout) if checkout.done.is_closed()));
+        if batch.is_empty() {
+            continue;
+        }
         let answers = match held.take() {
             Some(conn) => Ok(conn),
             None => pool.acquire().await.map_err(store_error),
@@ -83,7 +88,11 @@ pub(super) async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Wr
         let answers = match answers {
             Ok(mut conn) => {
                 let answers = write_batch(&mut conn, &batch).await;
-                if answers.iter().any(Result::is_ok) {
+                // Kept while writes wait and it works; given back when the
+                // queue is empty, so closing the pool at shutdown finds it
+                // (and with a pool of one the readers get their turn).
+                let keep = answers.iter().any(Result::is_ok) && !receiver.is_empty();
+                if keep && pool.options().get_max_connections() > 1 {
                     held = Some(conn);
                 }
                 answers
@@ -150,7 +159,7 @@ async fn answer_all(
     let mut answers = Vec::with_capacity(batch.len());
     for write in batch {
         answers.push(match write {
-            Write::Checkout(_) => Ok(Answer::Placed(placed.next().ok_or_else(mixed_up)?)),
+            Write::Checkout(_) => placed.next().ok_or_else(mixed_up)?.map(Answer::Placed),
             Write::Callback(callback) => {
                 apply_once(tx, callback).await?.map(|applied| Answer::Applied(Box::new(applied)))
             }

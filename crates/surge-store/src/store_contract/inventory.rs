@@ -23,6 +23,7 @@ contract!(
     a_closed_sale_gives_back_what_it_did_not_sell_once_and_takes_no_late_order,
     concurrent_checkouts_never_reserve_more_than_the_stock,
     racing_checkouts_under_shared_keys_reserve_once_per_key_and_a_short_one_takes_nothing,
+    a_checkout_that_cannot_be_written_fails_alone_and_its_batch_goes_on,
 );
 
 /// Product `id` of `merchant` (sku `S<id>`, price 100) with `stock` units.
@@ -249,4 +250,43 @@ async fn racing_checkouts_under_shared_keys_reserve_once_per_key_and_a_short_one
         assert_eq!(created.get(&key), Some(&orders), "a twin replays its key's orders");
     }
     assert_eq!(units(&store, 1).await, (0, 10), "ten units reserved, none twice");
+}
+
+/// Checkouts racing into one batch, one of which can't be written (its
+/// order's id is taken): that one fails and leaves nothing, every other is
+/// placed, whatever batch it landed in.
+async fn a_checkout_that_cannot_be_written_fails_alone_and_its_batch_goes_on<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    product(&store, 1, 1, 100).await;
+    placed_order(&store, 1, 7, order(500, 1, vec![line(1, 1)])).await;
+    let attempts = (0..30).map(|i| {
+        let store = &store;
+        async move {
+            // Checkout 15 reuses order 500's id.
+            let id = if i == 15 { 500 } else { 600 + i };
+            let new = NewCheckout {
+                checkout_id: 2_000 + i,
+                user: UserId::new(8),
+                orders: vec![order(id, 1, vec![line(1, 2)])],
+                address: address(),
+                idempotency_key: Some(IdempotencyKey::parse(&format!("k{i}")).expect("key")),
+                pay_by: at_ms(9_000),
+                now: at_ms(1_000),
+            };
+            (i, CheckoutStore::place(store, &new).await)
+        }
+    });
+    let outcomes = futures::future::join_all(attempts).await;
+    for (i, outcome) in outcomes {
+        match (i, outcome) {
+            (15, outcome) => assert!(outcome.is_err(), "an order id taken: {outcome:?}"),
+            (_, Ok(Placed::Created(orders))) => assert_eq!(orders.len(), 1),
+            (i, outcome) => panic!("checkout {i} should have been placed: {outcome:?}"),
+        }
+    }
+    // The first order's unit and two of each of the 29 placed.
+    assert_eq!(units(&store, 1).await, (100 - 1 - 58, 1 + 58));
+    // The failed one's key was not kept: it may be placed again.
+    let again = place(&store, 2_015, 8, &[order(615, 1, vec![line(1, 2)])], Some("k15")).await;
+    assert!(matches!(again, Placed::Created(_)), "{again:?}");
 }
