@@ -264,6 +264,7 @@ fn workers(
         ledger_difference: metrics.gauge(LEDGER_DIFFERENCE, &[]),
         ledger_repaired: metrics.counter(LEDGER_REPAIRED, &[]),
         reconcile_interval: sale_settings.reconcile_interval,
+        payout_interval: settings.payments.payout_interval,
         queue: Arc::clone(&backend.queue),
         outbox: Arc::new(outbox),
         intake_limits: Arc::clone(&contexts.intake_limits),

@@ -70,6 +70,8 @@ pub struct Workers {
     pub ledger_difference: metrics::Gauge,
     pub ledger_repaired: metrics::Counter,
     pub reconcile_interval: Duration,
+    /// `payments.payout_interval`: the scheduled payouts, if any.
+    pub payout_interval: Option<Duration>,
     pub queue: Arc<dyn OrderQueue>,
     /// The outbox relay and the event consumers.
     pub outbox: Arc<OutboxWorkers>,
@@ -123,6 +125,10 @@ impl Workers {
         background.spawn(async move { workers.reap_until(until).await });
         let (workers, until) = (Arc::clone(self), stopped.clone());
         background.spawn(async move { workers.reconcile_until(until).await });
+        if let Some(period) = self.payout_interval {
+            let (workers, until) = (Arc::clone(self), stopped.clone());
+            background.spawn(async move { workers.pay_out_until(period, until).await });
+        }
         let (workers, until) = (Arc::clone(self), stopped.clone());
         background.spawn(async move { workers.dispatch_until(until).await });
         let (workers, until) = (Arc::clone(self), stopped.clone());
@@ -256,6 +262,17 @@ impl Workers {
             }
             if let Err(error) = self.settlement.close_due(None).await {
                 tracing::error!(%error, "settlement statements not closed; the next run closes them");
+            }
+        })
+        .await;
+    }
+
+    /// The scheduled payouts, every `period`: what the settlement runs
+    /// closed is paid out (see `Settlement::pay_out_due`).
+    pub async fn pay_out_until(&self, period: Duration, stopped: watch::Receiver<bool>) {
+        every(period, stopped, || async {
+            if let Err(error) = self.settlement.pay_out_due().await {
+                tracing::error!(%error, "payouts not made; the next run makes them");
             }
         })
         .await;

@@ -125,6 +125,22 @@ fn a_wrong_value_is_named_in_the_error() {
 }
 
 #[test]
+fn payouts_run_on_a_schedule_only_when_one_is_set_and_it_is_sane() {
+    Layers::run(|layers| {
+        assert_eq!(layers.load(None).map_err(|e| e.to_string())?.payments.payout_interval, None);
+        layers.set_env("SURGE_PAYMENTS__PAYOUT_INTERVAL", "1h");
+        let settings = layers.load(None).map_err(|e| e.to_string())?;
+        assert_eq!(settings.payments.payout_interval, Some(std::time::Duration::from_secs(3_600)));
+        for bad in ["0s", "50ms", "32days"] {
+            layers.set_env("SURGE_PAYMENTS__PAYOUT_INTERVAL", bad);
+            let error = layers.load(None).expect_err(bad).to_string();
+            assert!(error.contains("payments.payout_interval"), "{bad}: {error}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn a_named_config_file_must_exist() {
     Layers::run(|layers| {
         assert!(matches!(layers.load(Some("nope.toml")), Err(ConfigError::MissingFile(_))));

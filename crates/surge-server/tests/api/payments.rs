@@ -503,6 +503,48 @@ async fn a_settlement_run_closes_each_ended_day_once_the_statements_add_up_to_th
     assert_eq!(account(&ledger, "provider_clearing"), (3_998, 1_000 + net), "captured, refunded, paid out");
 }
 
+/// With `payments.payout_interval` set, a node pays out what the settlement
+/// closed by itself, as an admin's run would, and only once.
+#[tokio::test]
+async fn scheduled_payouts_pay_a_closed_statement_once_without_an_admin() {
+    let clock = Arc::new(ManualClock::starting_at(time::OffsetDateTime::now_utc()));
+    let app = spawn_app_on(clock.clone(), |s| {
+        s.payments.sandbox.secret = Some(Secret::new(SECRET.to_owned()));
+        s.payments.payout_interval = Some(Duration::from_millis(200));
+    })
+    .await;
+    let (_, order) = ordered(&app).await;
+    let paid = started(&app, &order).await;
+    assert_eq!(callback(&app, &event("cap", "payment.succeeded", &paid)).await.status(), StatusCode::OK);
+    // Nothing is closed yet, so the schedule pays nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let owed: Value = balance(&app, &app.merchant(1), 1).await.json().await.expect("json");
+    assert_eq!(owed["paid_out_cents"], 0, "{owed}");
+
+    clock.advance(Duration::from_secs(24 * 3_600) + surge_domain::settlement::CLOSE_GRACE);
+    let closed = settle(&app, None).await;
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    let net = closed[0]["net_cents"].as_i64().expect("net");
+    let mut owed = Value::Null;
+    for _ in 0..100 {
+        owed = balance(&app, &app.merchant(1), 1).await.json().await.expect("json");
+        if owed["paid_out_cents"] == net {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((&owed["paid_out_cents"], &owed["available_cents"]), (&json!(net), &json!(0)), "{owed}");
+    // Later ticks find nothing more to pay, and an admin's run neither.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(pay_out(&app).await.is_empty(), "a statement is paid once");
+    let payouts = app.client.get(app.url("/v1/merchants/1/payouts")).bearer_auth(app.merchant(1)).send().await;
+    let payouts: Value = payouts.expect("request").json().await.expect("json");
+    let items = payouts["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{payouts}");
+    assert_eq!((&items[0]["amount_cents"], &items[0]["statements"]), (&json!(net), &json!(1)));
+    assert_eq!(trial_balance(&app).await["balanced"], true);
+}
+
 async fn pay_out(app: &TestApp) -> Vec<Value> {
     let url = app.url("/v1/admin/payouts/run");
     let response = app.client.post(url).bearer_auth(app.admin()).send().await.expect("request");
