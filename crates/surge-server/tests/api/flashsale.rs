@@ -36,8 +36,13 @@ async fn no_oversell_when_5000_users_race_four_times_each_for_1000_units() {
         .await;
 
     let mut accepted: HashMap<u64, String> = HashMap::new();
+    let mut unavailable = 0;
     for (user, status, body) in &outcomes {
         match *status {
+            // A dependency past the request's deadline on a loaded machine
+            // (the distributed run shares it with Redis, NATS and other
+            // tests): refused whole, retryable, and rare.
+            StatusCode::SERVICE_UNAVAILABLE if body["error"]["code"] == "unavailable" => unavailable += 1,
             StatusCode::ACCEPTED => {
                 assert_eq!(body["status"], "PENDING");
                 let id = body["order_id"].as_str().expect("order id").to_owned();
@@ -50,6 +55,7 @@ async fn no_oversell_when_5000_users_race_four_times_each_for_1000_units() {
             other => panic!("unexpected {other}: {body}"),
         }
     }
+    assert!(unavailable <= outcomes.len() / 100, "{unavailable} of {} refused as unavailable", outcomes.len());
     assert_eq!(accepted.len(), 1_000, "every unit sells, none twice");
     let ids: HashSet<&String> = accepted.values().collect();
     assert_eq!(ids.len(), 1_000, "order ids are unique");
