@@ -166,6 +166,10 @@ macro_rules! checkout_batch {
         where
             E: From<sqlx::Error> + From<StoreError> + crate::conflict::Conflict + std::fmt::Debug,
         {
+            if checkouts.is_empty() {
+                // A batch of callbacks only (SQLite's group commit).
+                return Ok(Vec::new());
+            }
             sqlx::query("SAVEPOINT batch").execute(&mut *conn).await?;
             match place_together::<E>(conn, checkouts).await {
                 Ok(answers) => {
