@@ -12,10 +12,39 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use surge_domain::ProductId;
 use surge_domain::order::{NewCheckout, NewCheckoutOrder, Order, OrderKind, OrderStatus, Placed};
+use surge_domain::{ProductId, StoreError};
+
+use tokio::sync::oneshot;
 
 use crate::rows::{ItemDoc, from_unix_ms, unix_ms};
+
+/// A checkout waiting for its store's writer (SQLite's group commit,
+/// PostgreSQL's checkout writer), with where its answer goes.
+pub(crate) struct Waiting {
+    pub new: NewCheckout,
+    pub done: oneshot::Sender<Result<Placed, StoreError>>,
+}
+
+impl Waiting {
+    /// `checkout` to hand to a writer, and where its answer will come.
+    pub(crate) fn new(checkout: &NewCheckout) -> (Self, oneshot::Receiver<Result<Placed, StoreError>>) {
+        let (done, answer) = oneshot::channel();
+        (Self { new: checkout.clone(), done }, answer)
+    }
+
+    /// Its caller gave up (its deadline passed) while it waited: nobody
+    /// would hear of its orders, so a writer does not place it.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.done.is_closed()
+    }
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting").field("checkout_id", &self.new.checkout_id).finish_non_exhaustive()
+    }
+}
 
 /// Rows one statement writes or reads at most (the drivers bound the
 /// parameters of a statement: SQLite to 32,766, PostgreSQL to 65,535).

@@ -11,12 +11,13 @@ use surge_domain::order::{
 use surge_domain::outbox::{DomainEvent, EventRecord};
 use surge_domain::{ProductId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::outbox::record_events;
 use super::{PgStore, store_error, with_conflict_retry};
 use crate::conflict::TxError;
 use crate::rows::{AddressDoc, ORDER_COLUMNS, OrderRow, unix_ms};
+use crate::sql_checkout::Waiting;
 
 crate::sql_inventory::inventory_store!(PgStore);
 crate::sql_inventory::inventory_moves!(sqlx::PgConnection);
@@ -34,18 +35,6 @@ pub(super) const CAPACITY: usize = 4_096;
 /// (the writer's statements have no request deadline to bound them).
 const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A checkout waiting for the writer, with where its answer goes.
-pub(super) struct Waiting {
-    new: NewCheckout,
-    done: oneshot::Sender<Result<Placed, StoreError>>,
-}
-
-impl std::fmt::Debug for Waiting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiting").field("checkout_id", &self.new.checkout_id).finish_non_exhaustive()
-    }
-}
-
 /// Checkouts are placed by the node's one writer, many to a transaction
 /// (`crate::sql_checkout`). A checkout's every line takes hot product rows,
 /// and a transaction holds their locks until its commit has been flushed:
@@ -57,8 +46,7 @@ impl std::fmt::Debug for Waiting {
 #[async_trait]
 impl CheckoutStore for PgStore {
     async fn place(&self, checkout: &NewCheckout) -> Result<Placed, StoreError> {
-        let (done, answer) = oneshot::channel();
-        let waiting = Waiting { new: checkout.clone(), done };
+        let (waiting, answer) = Waiting::new(checkout);
         self.checkouts.send(waiting).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -70,13 +58,13 @@ fn stopped() -> StoreError {
 
 /// The writer: one transaction per batch of waiting checkouts, run again
 /// whole when PostgreSQL aborts it for a conflict. A checkout whose caller
-/// gave up (its deadline passed) while it waited is not placed: nobody
-/// would hear of its orders. A batch that outlasts [`BATCH_TIMEOUT`] is
+/// gave up while it waited is not placed (`Waiting::abandoned`). A batch
+/// that outlasts [`BATCH_TIMEOUT`] is
 /// rolled back and every caller told so.
 pub(super) async fn write_loop(pool: PgPool, mut receiver: mpsc::Receiver<Waiting>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
-        batch.retain(|waiting| !waiting.done.is_closed());
+        batch.retain(|waiting| !waiting.abandoned());
         if batch.is_empty() {
             continue;
         }

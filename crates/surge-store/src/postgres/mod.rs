@@ -73,7 +73,7 @@ impl fmt::Debug for PgConfig {
 pub struct PgStore {
     pool: PgPool,
     /// The writer that places checkouts in batches (`inventory.rs`).
-    checkouts: tokio::sync::mpsc::Sender<inventory::Waiting>,
+    checkouts: tokio::sync::mpsc::Sender<crate::sql_checkout::Waiting>,
 }
 
 impl PgStore {

@@ -26,6 +26,7 @@ use super::inventory::place_all_on;
 use super::payments::apply_in;
 use super::{SqliteStore, store_error};
 use crate::conflict::TxError;
+use crate::sql_checkout::Waiting;
 
 /// Most writes one commit covers.
 const BATCH_MAX: usize = 128;
@@ -35,7 +36,7 @@ pub(super) const CAPACITY: usize = 4_096;
 /// One write for the writer, with where its answer goes.
 #[derive(Debug)]
 pub(super) enum Write {
-    Checkout(Checkout),
+    Checkout(Waiting),
     Callback(Callback),
 }
 
@@ -49,17 +50,6 @@ pub(super) struct Callback {
 impl std::fmt::Debug for Callback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Callback").field("event_id", &self.event.event_id).finish_non_exhaustive()
-    }
-}
-
-pub(super) struct Checkout {
-    new: NewCheckout,
-    done: oneshot::Sender<Result<Placed, StoreError>>,
-}
-
-impl std::fmt::Debug for Checkout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkout").field("checkout_id", &self.new.checkout_id).finish_non_exhaustive()
     }
 }
 
@@ -77,7 +67,7 @@ pub(super) async fn write_loop(pool: SqlitePool, mut receiver: mpsc::Receiver<Wr
     let mut batch = Vec::with_capacity(BATCH_MAX);
     let mut held: Option<PoolConnection<Sqlite>> = None;
     while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
-        batch.retain(|write| !matches!(write, Write::Checkout(checkout) if checkout.done.is_closed()));
+        batch.retain(|write| !matches!(write, Write::Checkout(checkout) if checkout.abandoned()));
         if batch.is_empty() {
             continue;
         }
@@ -190,9 +180,8 @@ async fn apply_once(
 #[async_trait]
 impl CheckoutStore for SqliteStore {
     async fn place(&self, checkout: &NewCheckout) -> Result<Placed, StoreError> {
-        let (done, answer) = oneshot::channel();
-        let checkout = Checkout { new: checkout.clone(), done };
-        self.writes.send(Write::Checkout(checkout)).await.map_err(|_| stopped())?;
+        let (waiting, answer) = Waiting::new(checkout);
+        self.writes.send(Write::Checkout(waiting)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
