@@ -12,9 +12,10 @@ use surge_domain::order::{Checkouts, Orders, StockKeeper};
 use surge_domain::payment::Payments;
 use surge_domain::settlement::{Settlement, SettlementPorts};
 use surge_domain::{Clock, IdGenerator};
-use surge_store::behind::{BehindConfig, WriteBehind};
+use surge_store::behind::{BehindConfig, TrackingFlusher, WriteBehind};
 use surge_store::cache::{CacheMetrics, CachedCatalog, ProductCacheConfig};
 use surge_store::redis::RedisCatalog;
+use surge_store::redis::{Durability, RedisTracking};
 use surge_store::sandbox::SandboxProvider;
 
 use crate::backend::Backend;
@@ -44,7 +45,7 @@ pub(crate) struct Contexts {
     /// The scan journal's flusher (embedded mode): scans are written
     /// behind the cache when `fulfilment.tracking.mode` says; the journal
     /// is flushed at start and at shutdown whatever the mode.
-    pub(crate) tracking: Option<Arc<WriteBehind>>,
+    pub(crate) tracking: Option<Arc<dyn TrackingFlusher>>,
     pub(crate) after_sale: Arc<AfterSale>,
     pub(crate) intake_limits: Arc<IntakeLimits>,
 }
@@ -152,31 +153,49 @@ pub(crate) fn wire_contexts(
     })
 }
 
-/// Fulfilment, its scans written through or behind the cache.
+/// The flusher of the scans written behind the cache.
+type Flusher = Arc<dyn TrackingFlusher>;
+
+/// Fulfilment, its scans written through or behind the cache: the
+/// documents in Redis when the nodes share one, else in this node's memory
+/// over the embedded log's journal.
 fn wire_fulfilment(
     settings: &Settings,
     backend: &Backend,
     clock: &Arc<dyn Clock>,
-) -> anyhow::Result<(Arc<Fulfilment>, Option<Arc<WriteBehind>>)> {
+) -> anyhow::Result<(Arc<Fulfilment>, Option<Flusher>)> {
     let fulfilment = Fulfilment::new(Arc::clone(&backend.fulfilment), (&settings.fulfilment).into(), Arc::clone(clock))
         .with_mode(settings.fulfilment.dispatch.into());
     let tracking = &settings.fulfilment.tracking;
-    // In the embedded mode the journal is flushed at start whatever the
-    // mode (an earlier run may have written behind).
-    let Some(journal) = backend.scan_journal() else {
-        anyhow::ensure!(
-            tracking.mode == TrackingMode::WriteThrough,
-            "fulfilment.tracking.mode = \"write_behind\" needs the embedded log"
-        );
-        return Ok((Arc::new(fulfilment), None));
-    };
     let config = BehindConfig { delay: tracking.delay, batch: tracking.batch, max_pending: tracking.max_pending };
-    let behind = Arc::new(WriteBehind::new(journal, Arc::clone(&backend.fulfilment), config));
+    let store = Arc::clone(&backend.fulfilment);
+    let behind: (Arc<dyn TrackingDocs>, Flusher) = match (&backend.redis, settings.shared.redis()) {
+        (Some(conn), Some(redis)) => {
+            // Documents another run left in Redis are flushed by whichever
+            // node holds their partition, in either mode.
+            let durability = Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout };
+            let docs = Arc::new(RedisTracking::new(conn.clone(), &redis.namespace, store, config, durability));
+            (Arc::clone(&docs) as Arc<dyn TrackingDocs>, docs as Flusher)
+        }
+        _ => {
+            // In the embedded mode the journal is flushed at start whatever
+            // the mode (an earlier run may have written behind).
+            let Some(journal) = backend.scan_journal() else {
+                anyhow::ensure!(
+                    tracking.mode == TrackingMode::WriteThrough,
+                    "fulfilment.tracking.mode = \"write_behind\" needs the embedded log or shared.kind = \"redis\""
+                );
+                return Ok((Arc::new(fulfilment), None));
+            };
+            let docs = Arc::new(WriteBehind::new(journal, store, config));
+            (Arc::clone(&docs) as Arc<dyn TrackingDocs>, docs as Flusher)
+        }
+    };
     let fulfilment = match tracking.mode {
-        TrackingMode::WriteBehind => fulfilment.with_write_behind(Arc::clone(&behind) as Arc<dyn TrackingDocs>),
+        TrackingMode::WriteBehind => fulfilment.with_write_behind(behind.0),
         TrackingMode::WriteThrough => fulfilment,
     };
-    Ok((Arc::new(fulfilment), Some(behind)))
+    Ok((Arc::new(fulfilment), Some(behind.1)))
 }
 
 /// After-sale over the contexts it moves.

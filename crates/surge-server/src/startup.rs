@@ -184,8 +184,9 @@ impl Application {
         // Nothing applies other nodes' events once the node has stopped.
         drop(self.events);
         if let Err(error) = self.workers.flush_tracking().await {
-            tracing::warn!(%error, "scan journal not flushed; the next start will");
+            tracing::warn!(%error, "scan journal not flushed; the next start (or another node) will");
         }
+        self.workers.release_tracking().await;
         let drained = if self.backend.shared_queue() { Ok(0) } else { self.workers.drain().await };
         match drained {
             Ok(drained) => tracing::info!(drained, "queue drained"),

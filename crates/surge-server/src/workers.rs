@@ -17,7 +17,7 @@ use surge_domain::order::Orders;
 use surge_domain::settlement::Settlement;
 use surge_domain::store::StoreError;
 use surge_guard::switch::SwitchHandle;
-use surge_store::behind::WriteBehind;
+use surge_store::behind::TrackingFlusher;
 use tokio::sync::watch;
 
 use crate::limits::IntakeLimits;
@@ -45,7 +45,7 @@ pub struct Workers {
     pub after_sale: Arc<AfterSale>,
     /// Scans written behind the cache, and the flusher's gauges
     /// (`surge_tracking_pending_scans`, `surge_tracking_flushed_scans_total`).
-    pub tracking: Option<Arc<WriteBehind>>,
+    pub tracking: Option<Arc<dyn TrackingFlusher>>,
     /// Scans are written behind: the flusher runs all along.
     pub write_behind: bool,
     pub tracking_pending: metrics::Gauge,
@@ -145,8 +145,16 @@ impl Workers {
         let Some(tracking) = &self.tracking else { return Ok(0) };
         let flushed = tracking.flush_all(time::OffsetDateTime::now_utc()).await?;
         self.tracking_flushed.increment(flushed as u64);
-        self.tracking_pending.set(tracking.pending() as f64);
+        self.tracking_pending.set(tracking.pending().await? as f64);
         Ok(flushed)
+    }
+
+    /// Hands this node's share of the flushing to the other nodes (at
+    /// shutdown, after the last flush).
+    pub async fn release_tracking(&self) {
+        if let Some(tracking) = &self.tracking {
+            tracking.release().await;
+        }
     }
 
     /// The write-behind flusher: a batch at a time, at once while whole
@@ -158,14 +166,17 @@ impl Workers {
             let wait = match tracking.flush_once(time::OffsetDateTime::now_utc()).await {
                 Ok(flushed) => {
                     self.tracking_flushed.increment(flushed as u64);
-                    if flushed == tracking.batch() { Duration::ZERO } else { tracking.delay() }
+                    if flushed >= tracking.batch() { Duration::ZERO } else { tracking.delay() }
                 }
                 Err(error) => {
-                    tracing::error!(%error, pending = tracking.pending(), "tracking flush failed; retrying");
+                    tracing::error!(%error, "tracking flush failed; retrying");
                     tracking.delay().max(ERROR_PAUSE)
                 }
             };
-            self.tracking_pending.set(tracking.pending() as f64);
+            match tracking.pending().await {
+                Ok(pending) => self.tracking_pending.set(pending as f64),
+                Err(error) => tracing::warn!(%error, "could not count the scans waiting to be flushed"),
+            }
             if !wait.is_zero() {
                 let _ = tokio::time::timeout(wait, stopped.changed()).await;
             }

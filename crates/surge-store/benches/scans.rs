@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use surge_domain::CourierId;
 use surge_domain::fulfilment::{FulfilmentStore, Scan, ScanKind, ScanOutcome, TrackingDocs};
-use surge_store::behind::{BehindConfig, WriteBehind};
+use surge_store::behind::{BehindConfig, TrackingFlusher, WriteBehind};
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
 use tempfile::TempDir;

@@ -29,8 +29,9 @@
 //! `delay` (how often the flusher runs), `batch` (most scans per
 //! transaction) and coalescing (always on: one shipment update per batch).
 //!
-//! One node's memory holds the documents, so write-behind is for a single
-//! node (the embedded mode); nodes sharing a store write scans through.
+//! One node's memory holds these documents, so this is the embedded mode's
+//! write-behind; nodes sharing a store keep theirs in Redis
+//! (`crate::redis::RedisTracking`), with the same knobs and guarantees.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -39,7 +40,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use surge_domain::fulfilment::{FulfilmentStore, JournalScan, Scan, ScanOutcome, ScanRefused, Shipment, TrackingDocs};
+use surge_domain::fulfilment::{
+    FulfilmentStore, JournalScan, Scan, ScanOutcome, ScanRefused, Shipment, ShipmentStatus, TrackingDocs,
+};
 use surge_domain::{CourierId, StoreError};
 use time::OffsetDateTime;
 
@@ -111,40 +114,6 @@ impl WriteBehind {
             flushed: AtomicI64::new(0),
         };
         Self { inner: Arc::new(inner) }
-    }
-
-    /// Scans taken and not yet flushed.
-    pub fn pending(&self) -> usize {
-        self.inner.pending.load(Ordering::Relaxed)
-    }
-
-    pub fn delay(&self) -> Duration {
-        self.inner.config.delay
-    }
-
-    /// Most scans one flush writes: a flush that wrote as many may have
-    /// left more.
-    pub fn batch(&self) -> usize {
-        self.inner.config.batch
-    }
-
-    /// Writes up to a batch of the journal to the store and drops the
-    /// documents it completes: how many scans it wrote.
-    pub async fn flush_once(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        self.inner.flush_once(now).await
-    }
-
-    /// Flushes until the journal is empty (at start, before serving, and
-    /// at shutdown): how many scans it wrote.
-    pub async fn flush_all(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        let mut total = 0;
-        loop {
-            let done = self.flush_once(now).await?;
-            total += done;
-            if done == 0 {
-                return Ok(total);
-            }
-        }
     }
 }
 
@@ -272,16 +241,86 @@ impl TrackingDocs for WriteBehind {
         taken.await.map_err(|error| ScanRefused::Unavailable(StoreError::Unavailable(error.to_string())))?
     }
 
-    fn shipment(&self, waybill: &str) -> Option<Shipment> {
-        self.inner.docs().get(waybill).map(|doc| doc.shipment.clone())
+    async fn shipment(&self, waybill: &str) -> Result<Option<Shipment>, StoreError> {
+        Ok(self.inner.docs().get(waybill).map(|doc| doc.shipment.clone()))
     }
 
-    fn shipments_of(&self, courier: CourierId) -> Vec<Shipment> {
-        let docs = self.inner.docs();
-        docs.values().filter(|doc| doc.shipment.courier_id == Some(courier)).map(|doc| doc.shipment.clone()).collect()
+    async fn tasks(&self, courier: CourierId) -> Result<Vec<Shipment>, StoreError> {
+        // The documents first (a flush drops them): a flush between the two
+        // reads hides nothing.
+        let written_behind: HashMap<String, Shipment> = {
+            let docs = self.inner.docs();
+            let of_courier = docs.iter().filter(|(_, doc)| doc.shipment.courier_id == Some(courier));
+            of_courier.map(|(waybill, doc)| (waybill.clone(), doc.shipment.clone())).collect()
+        };
+        let stored = self.inner.store.tasks(courier).await?;
+        Ok(overlay(stored, |waybill| written_behind.get(waybill).cloned()))
     }
 
-    fn unflushed(&self, waybill: &str) -> Vec<(i64, Scan)> {
-        self.inner.docs().get(waybill).map(|doc| doc.unflushed.clone()).unwrap_or_default()
+    async fn unflushed(&self, waybill: &str) -> Result<Vec<(i64, Scan)>, StoreError> {
+        Ok(self.inner.docs().get(waybill).map(|doc| doc.unflushed.clone()).unwrap_or_default())
     }
+}
+
+#[async_trait]
+impl TrackingFlusher for WriteBehind {
+    async fn flush_once(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        self.inner.flush_once(now).await
+    }
+
+    async fn pending(&self) -> Result<usize, StoreError> {
+        Ok(self.inner.pending.load(Ordering::Relaxed))
+    }
+
+    fn delay(&self) -> Duration {
+        self.inner.config.delay
+    }
+
+    fn batch(&self) -> usize {
+        self.inner.config.batch
+    }
+}
+
+/// A courier's parcels from the store, each replaced by its document where
+/// it has one, the delivered ones left out.
+pub(crate) fn overlay(stored: Vec<Shipment>, document: impl Fn(&str) -> Option<Shipment>) -> Vec<Shipment> {
+    stored
+        .into_iter()
+        .map(|stored| document(&stored.waybill).unwrap_or(stored))
+        .filter(|shipment| shipment.status != ShipmentStatus::Delivered)
+        .collect()
+}
+
+/// The flusher's side of write-behind, whichever holds the documents.
+#[async_trait]
+pub trait TrackingFlusher: Send + Sync + 'static {
+    /// Writes up to a batch of the journal to the store: how many scans it
+    /// wrote.
+    async fn flush_once(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
+
+    /// Flushes until nothing is left that this node may flush (at start,
+    /// before serving, and at shutdown): how many scans it wrote.
+    async fn flush_all(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let done = self.flush_once(now).await?;
+            total += done;
+            if done == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Scans taken and not yet flushed.
+    async fn pending(&self) -> Result<usize, StoreError>;
+
+    /// How long the flusher waits when less than a batch is waiting.
+    fn delay(&self) -> Duration;
+
+    /// Most scans one flush writes: a flush that wrote as many may have
+    /// left more.
+    fn batch(&self) -> usize;
+
+    /// Hands this node's share of the flushing to the others (at shutdown).
+    async fn release(&self) {}
 }

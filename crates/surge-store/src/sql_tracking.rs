@@ -9,7 +9,8 @@ macro_rules! tracking_flush {
         /// then each shipment moved once, to its last scan's status, with
         /// the scans' `parcel_scanned` events (the outbox keeps each once)
         /// and, when it reaches `delivered`, the delivered step. A shipment
-        /// delivered already is not moved again (a replay).
+        /// delivered already, or with a later scan written already (a late
+        /// replay of an older batch), is not moved again.
         async fn flush_scans_in(store: &$store, scans: &[JournalScan], now_ms: i64) -> Result<(), sqlx::Error> {
             let mut tx = store.pool.begin().await?;
             for chunk in scans.chunks(200) {
@@ -40,12 +41,15 @@ macro_rules! tracking_flush {
                 let Some(last) = of_waybill.last() else { continue };
                 let sql = format!(
                     "UPDATE shipments SET status = $2, updated_at_ms = $3 WHERE waybill = $1 \
-                     AND status <> 'delivered' RETURNING {SHIPMENT_COLUMNS}"
+                     AND status <> 'delivered' \
+                     AND NOT EXISTS (SELECT 1 FROM scans WHERE scans.waybill = $1 AND scans.seq > $4) \
+                     RETURNING {SHIPMENT_COLUMNS}"
                 );
                 let row: Option<ShipmentRow> = sqlx::query_as(&sql)
                     .bind(waybill)
                     .bind(last.to.as_str())
                     .bind(unix_ms(last.recorded_at))
+                    .bind(last.seq)
                     .fetch_optional(&mut *tx)
                     .await?;
                 let Some(moved) = row.map(shipment).transpose().map_err(|e| sqlx::Error::Protocol(e.to_string()))?

@@ -86,6 +86,7 @@ mod inventory;
 mod ledger;
 mod outbox;
 mod payouts;
+mod tracking;
 
 contract!(
     a_product_reads_back_as_it_was_inserted,

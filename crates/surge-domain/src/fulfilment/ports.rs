@@ -84,17 +84,18 @@ pub trait TrackingDocs: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<ScanOutcome, ScanRefused>;
 
-    /// The parcel's shipment as its scans left it, when some are not yet
-    /// in the store (else the store's is current). Read it before the
+    /// The parcel's shipment as its scans left it, when some may not be in
+    /// the store yet (else the store's is current). Read it before the
     /// store's row: a flush in between then hides nothing.
-    fn shipment(&self, waybill: &str) -> Option<Shipment>;
+    async fn shipment(&self, waybill: &str) -> Result<Option<Shipment>, StoreError>;
 
-    /// The documents of `courier`'s parcels with scans not yet in the
-    /// store, as [`TrackingDocs::shipment`].
-    fn shipments_of(&self, courier: CourierId) -> Vec<Shipment>;
+    /// `courier`'s parcels not yet delivered: the store's, each as its
+    /// scans left it.
+    async fn tasks(&self, courier: CourierId) -> Result<Vec<Shipment>, StoreError>;
 
-    /// The parcel's scans not yet in the store, with their `seq`.
-    fn unflushed(&self, waybill: &str) -> Vec<(i64, Scan)>;
+    /// The parcel's scans not yet in the store, with their `seq`. Read them
+    /// before the store's: a flush in between then hides nothing.
+    async fn unflushed(&self, waybill: &str) -> Result<Vec<(i64, Scan)>, StoreError>;
 }
 
 #[async_trait]

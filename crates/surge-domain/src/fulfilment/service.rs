@@ -94,7 +94,10 @@ impl Fulfilment {
     /// The shipment `waybill` as its scans left it (the document written
     /// behind, read before the store's row), if it exists.
     async fn current(&self, waybill: &str) -> Result<Option<Shipment>, StoreError> {
-        let written_behind = self.behind.as_ref().and_then(|behind| behind.shipment(waybill));
+        let written_behind = match &self.behind {
+            Some(behind) => behind.shipment(waybill).await?,
+            None => None,
+        };
         let stored = self.store.shipment(waybill).await?;
         Ok(written_behind.or(stored))
     }
@@ -157,17 +160,10 @@ impl Fulfilment {
     /// The calling courier's parcels not yet delivered.
     pub async fn tasks(&self, actor: &Actor) -> Result<Vec<Shipment>, FulfilmentError> {
         let courier = Self::courier_of(actor)?;
-        let Some(behind) = &self.behind else {
-            return Ok(self.store.tasks(courier).await?);
-        };
-        // The documents first: a flush between the two reads hides nothing.
-        let written_behind = behind.shipments_of(courier);
-        let tasks = self.store.tasks(courier).await?;
-        Ok(tasks
-            .into_iter()
-            .map(|stored| written_behind.iter().find(|doc| doc.waybill == stored.waybill).cloned().unwrap_or(stored))
-            .filter(|shipment| shipment.status != ShipmentStatus::Delivered)
-            .collect())
+        Ok(match &self.behind {
+            Some(behind) => behind.tasks(courier).await?,
+            None => self.store.tasks(courier).await?,
+        })
     }
 
     /// May `actor` see this shipment? Its buyer, its merchant, the courier
@@ -362,7 +358,10 @@ impl Fulfilment {
         let shipment = self.visible_shipment(actor, waybill).await?;
         // The scans not yet in the store are read first: a flush between
         // the two reads hides nothing (the store then has them).
-        let unflushed = self.behind.as_ref().map(|behind| behind.unflushed(waybill)).unwrap_or_default();
+        let unflushed = match &self.behind {
+            Some(behind) => behind.unflushed(waybill).await?,
+            None => Vec::new(),
+        };
         let mut events = self.store.scans(waybill).await?;
         let stored = events.len() as i64;
         events.extend(unflushed.into_iter().filter(|(seq, _)| *seq > stored).map(|(_, scan)| scan));

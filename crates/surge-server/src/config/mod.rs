@@ -246,9 +246,12 @@ impl Settings {
             "needs shared.kind = \"redis\"",
         )?;
         ensure(
-            self.fulfilment.tracking.mode != TrackingMode::WriteBehind || !(shared || self.store.is_postgres()),
+            self.fulfilment.tracking.mode != TrackingMode::WriteBehind
+                || redis
+                || !(shared || self.store.is_postgres()),
             "fulfilment.tracking.mode",
-            "\"write_behind\" is for the embedded mode: its documents live in one node's memory",
+            "\"write_behind\" keeps its documents in the node's memory (the embedded mode) or in Redis (shared.kind = \
+             \"redis\"); nodes sharing a store without Redis write scans through",
         )
     }
 }

@@ -256,6 +256,23 @@ fn a_shared_ledger_or_queue_needs_postgres_and_a_shared_secret() {
 }
 
 #[test]
+fn scans_written_behind_need_one_node_or_redis_to_hold_their_documents() {
+    Layers::run(|layers| {
+        layers.set_env("SURGE_FULFILMENT__TRACKING__MODE", "write_behind");
+        layers.load(None).map_err(|e| e.to_string())?;
+        postgres(layers);
+        layers.set_env("SURGE_AUTH__JWT_SECRET", "s".repeat(32));
+        layers.set_env("SURGE_QUEUE__KIND", "nats");
+        let error = layers.load(None).expect_err("nodes sharing PostgreSQL, each with its documents").to_string();
+        assert!(error.contains("fulfilment.tracking.mode"), "{error}");
+        layers.set_env("SURGE_SHARED__KIND", "redis");
+        layers.set_env("SURGE_SHARED__URLS", "[redis://127.0.0.1:6379]");
+        layers.load(None).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+}
+
+#[test]
 fn a_redis_cluster_needs_deductions_held_by_a_replica() {
     Layers::run(|layers| {
         postgres(layers);

@@ -65,6 +65,19 @@ impl TryFrom<Wire> for JournalScan {
     }
 }
 
+/// A journaled scan as JSON text (the embedded journal's rows, the Redis
+/// documents and streams of the distributed write-behind).
+pub(crate) fn encode(scan: &JournalScan) -> Result<String, StoreError> {
+    serde_json::to_string(&Wire::from(scan)).map_err(|error| StoreError::Unavailable(format!("scan journal: {error}")))
+}
+
+/// The scan [`encode`] wrote.
+pub(crate) fn decode(payload: &str) -> Result<JournalScan, StoreError> {
+    serde_json::from_str::<Wire>(payload)
+        .map_err(|error| StoreError::Unavailable(error.to_string()))
+        .and_then(JournalScan::try_from)
+}
+
 pub struct LogJournal {
     pool: SqlitePool,
     appends: mpsc::Sender<Append>,
@@ -103,8 +116,7 @@ impl LogJournal {
 #[async_trait]
 impl ScanJournal for LogJournal {
     async fn append(&self, scan: &JournalScan) -> Result<(), StoreError> {
-        let payload = serde_json::to_string(&Wire::from(scan))
-            .map_err(|error| StoreError::Unavailable(format!("scan journal: {error}")))?;
+        let payload = encode(scan)?;
         let (done, committed) = oneshot::channel();
         let stopped = || StoreError::Unavailable("scan journal writer stopped".to_owned());
         self.appends.send(Append { payload, done }).await.map_err(|_| stopped())?;
@@ -121,9 +133,7 @@ impl ScanJournal for LogJournal {
                 .map_err(unavailable)?;
         let mut scans = Vec::with_capacity(rows.len());
         for (seq, payload) in rows {
-            let read = serde_json::from_str::<Wire>(&payload)
-                .map_err(|error| StoreError::Unavailable(error.to_string()))
-                .and_then(JournalScan::try_from);
+            let read = decode(&payload);
             match read {
                 Ok(scan) => scans.push((seq, scan)),
                 Err(error) => self.dead_letter(seq, &payload, &error).await?,

@@ -17,6 +17,7 @@ mod keys;
 mod ledger;
 mod pending;
 mod rate;
+pub mod tracking;
 
 pub use catalog::RedisCatalog;
 pub use events::{Event, RedisEvents, RedisSettingsVersion, Signal, subscribe};
@@ -24,6 +25,7 @@ pub use keys::RedisIntakeKeys;
 pub use ledger::{Durability, RedisLedger};
 pub use pending::RedisPending;
 pub use rate::{Admission, Algorithm, RedisRateLimiter};
+pub use tracking::RedisTracking;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};

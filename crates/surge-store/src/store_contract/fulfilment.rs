@@ -31,7 +31,7 @@ async fn paid<S: Store>(store: &S, i: i64) -> Order {
 }
 
 /// Opens and packs order `i`'s shipment in `zone`.
-async fn packed<S: Store>(store: &S, i: i64, zone: &str) -> Shipment {
+pub(super) async fn packed<S: Store>(store: &S, i: i64, zone: &str) -> Shipment {
     let order = paid(store, i).await;
     let new = NewShipment {
         waybill: Shipment::forward_waybill(order.id),
@@ -52,7 +52,7 @@ async fn packed<S: Store>(store: &S, i: i64, zone: &str) -> Shipment {
     packed
 }
 
-async fn courier_on<S: Store>(store: &S, id: i64, zone: &str, capacity: u32) -> Courier {
+pub(super) async fn courier_on<S: Store>(store: &S, id: i64, zone: &str, capacity: u32) -> Courier {
     let new = NewCourier {
         id: CourierId::new(id),
         name: format!("C{id}"),
@@ -80,7 +80,7 @@ async fn loads<S: Store>(store: &S, couriers: &[i64]) -> (HashMap<i64, u32>, Has
     (stored, counted)
 }
 
-fn zones(zones: &[&str]) -> Vec<String> {
+pub(super) fn zones(zones: &[&str]) -> Vec<String> {
     zones.iter().map(|zone| (*zone).to_owned()).collect()
 }
 
@@ -145,7 +145,7 @@ async fn racing_dispatchers_assign_each_parcel_once_and_no_courier_over_capacity
     assert_eq!(store.assign(&won[0].waybill, &serving, now_ms()).await.expect("assign"), None, "assigned already");
 }
 
-fn scan(kind: ScanKind) -> Scan {
+pub(super) fn scan(kind: ScanKind) -> Scan {
     Scan { kind, at: now_ms(), location: "Harbin hub".into(), note: String::new() }
 }
 
