@@ -171,8 +171,8 @@ fn wire_fulfilment(
     let store = Arc::clone(&backend.fulfilment);
     let behind: (Arc<dyn TrackingDocs>, Flusher) = match (&backend.redis, settings.shared.redis()) {
         (Some(conn), Some(redis)) => {
-            // Documents another run left in Redis are flushed by whichever
-            // node holds their partition, in either mode.
+            // In either mode: a node writing scans through flushes what
+            // an earlier run left in Redis before it serves.
             let durability = Durability { replicas: redis.wait_replicas, timeout: redis.wait_timeout };
             let docs = Arc::new(RedisTracking::new(conn.clone(), &redis.namespace, store, config, durability));
             (Arc::clone(&docs) as Arc<dyn TrackingDocs>, docs as Flusher)

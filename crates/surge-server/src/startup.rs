@@ -281,7 +281,7 @@ async fn recover(backend: &Backend, workers: &Workers, contexts: &Contexts, ids:
     let drained = if backend.shared_queue() { 0 } else { workers.drain().await.context("draining the queue")? };
     let sales = contexts.flash_sales.recover().await.context("rebuilding the stock ledger")?;
     // Scans a crash left in the journal reach the store before any is read.
-    let scans = workers.flush_tracking().await.context("flushing the scan journal")?;
+    let scans = workers.flush_tracking_at_start().await.context("flushing the scan journal")?;
     if scans > 0 {
         tracing::info!(scans, "flushed the scan journal");
     }

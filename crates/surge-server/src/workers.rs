@@ -24,6 +24,9 @@ use crate::limits::IntakeLimits;
 use crate::outbox::OutboxWorkers;
 
 /// How long the consumer waits for new events before looking again.
+/// How long a node that writes scans through waits at start for the scans
+/// written behind to be flushed (longer than a flush lease).
+const TRACKING_SETTLE: Duration = Duration::from_secs(30);
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Pause after a failed step, so a dead store isn't hammered.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
@@ -146,6 +149,36 @@ impl Workers {
         let flushed = tracking.flush_all(time::OffsetDateTime::now_utc()).await?;
         self.tracking_flushed.increment(flushed as u64);
         self.tracking_pending.set(tracking.pending().await? as f64);
+        Ok(flushed)
+    }
+
+    /// At start, before serving: flushes what an earlier run left behind
+    /// the cache. A node that writes scans through may not serve while any
+    /// wait (its scans would be checked against the store alone and could
+    /// take a `seq` a waiting scan holds): it flushes until none do, for at
+    /// most `TRACKING_SETTLE` (a dead node's flush leases lapse meanwhile),
+    /// then gives the leases back.
+    pub async fn flush_tracking_at_start(&self) -> Result<usize, StoreError> {
+        let mut flushed = self.flush_tracking().await?;
+        let Some(tracking) = self.tracking.as_ref().filter(|_| !self.write_behind) else {
+            return Ok(flushed);
+        };
+        let deadline = tokio::time::Instant::now() + TRACKING_SETTLE;
+        loop {
+            let waiting = tracking.pending().await?;
+            if waiting == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "{waiting} scans written behind the cache still wait to be flushed: start this node with \
+                     fulfilment.tracking.mode = \"write_behind\" until they are"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            flushed += self.flush_tracking().await?;
+        }
+        tracking.release().await;
         Ok(flushed)
     }
 

@@ -10,16 +10,24 @@
 //! the order they were acknowledged). Checked: the store holds every scan
 //! once in both runs.
 //!
-//!     cargo bench -p surge-store --bench scans -- [--couriers 100] [--scans 50] [--rounds 3]
+//! With `--distributed`, the store is PostgreSQL (a fresh database per run
+//! on `SURGE_BENCH_PG_URL`'s server, 127.0.0.1:5432 by default) and the
+//! documents and journal are in Redis (`RedisTracking`, on
+//! `SURGE_BENCH_REDIS_URL`, 127.0.0.1:6379 by default).
+//!
+//!     cargo bench -p surge-store --bench scans -- [--couriers 100] [--scans 50] [--rounds 3] [--distributed]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use surge_domain::CourierId;
 use surge_domain::fulfilment::{FulfilmentStore, Scan, ScanKind, ScanOutcome, TrackingDocs};
 use surge_store::behind::{BehindConfig, TrackingFlusher, WriteBehind};
+use surge_store::postgres::{PgConfig, PgStore};
 use surge_store::queue::log::{LogQueue, LogQueueConfig};
+use surge_store::redis::{Durability, RedisConfig, RedisConn, RedisTracking};
 use surge_store::sqlite::{SqliteConfig, SqliteStore};
 use tempfile::TempDir;
 
@@ -27,10 +35,12 @@ struct Args {
     couriers: i64,
     scans: usize,
     rounds: usize,
+    /// PostgreSQL and Redis instead of SQLite and the embedded log.
+    distributed: bool,
 }
 
 fn args() -> Args {
-    let mut args = Args { couriers: 100, scans: 50, rounds: 3 };
+    let mut args = Args { couriers: 100, scans: 50, rounds: 3, distributed: false };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
         let mut value = || given.next().unwrap_or_else(|| panic!("{flag} takes a value"));
@@ -38,6 +48,7 @@ fn args() -> Args {
             "--couriers" => args.couriers = value().parse().expect("--couriers: a count"),
             "--scans" => args.scans = value().parse().expect("--scans: a count"),
             "--rounds" => args.rounds = value().parse().expect("--rounds: a count"),
+            "--distributed" => args.distributed = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -45,25 +56,101 @@ fn args() -> Args {
     args
 }
 
-/// A fresh store with one courier per parcel, each parcel picked up.
-async fn seeded(args: &Args) -> (TempDir, Arc<SqliteStore>, sqlx::SqlitePool) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&SqliteConfig::in_dir(dir.path())).await.expect("open sqlite");
-    let url = format!("sqlite://{}", dir.path().join(surge_store::sqlite::DATABASE_FILE).display());
-    let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
-    let series =
-        format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) ", args.couriers);
-    for sql in [
+/// The seed: one courier per parcel, each parcel picked up (both dialects).
+fn seed_statements(couriers: i64) -> [String; 2] {
+    let series = format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {couriers}) ");
+    [
         "INSERT INTO couriers (id, name, region, zone, capacity, on_shift, assigned, updated_at_ms) \
          SELECT i, 'C' || i, 'north', 'north', 1, TRUE, 1, 0 FROM n",
         "INSERT INTO shipments (waybill, order_id, user_id, merchant_id, direction, status, courier_id, region, \
          zone, assigned_at_ms, created_at_ms, updated_at_ms) \
          SELECT 'SF' || i, i, i, 1, 'forward', 'picked_up', i, 'north', 'north', 0, 0, 0 FROM n",
-    ] {
-        sqlx::query(&format!("{series}{sql}")).execute(&pool).await.expect("seed");
-    }
-    (dir, Arc::new(store), pool)
+    ]
+    .map(|sql| format!("{series}{sql}"))
 }
+
+/// A fresh, seeded store and what the write-behind run needs beside it.
+enum Seeded {
+    Sqlite { store: Arc<SqliteStore>, dir: TempDir },
+    Postgres { store: Arc<PgStore>, redis: RedisConn, namespace: String, database: String, admin_url: String },
+}
+
+impl Seeded {
+    async fn new(args: &Args) -> Self {
+        if !args.distributed {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = SqliteStore::open(&SqliteConfig::in_dir(dir.path())).await.expect("open sqlite");
+            let url = format!("sqlite://{}", dir.path().join(surge_store::sqlite::DATABASE_FILE).display());
+            let mut seed = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+            for sql in seed_statements(args.couriers) {
+                sqlx::query(&sql).execute(&mut seed).await.expect("seed");
+            }
+            return Seeded::Sqlite { store: Arc::new(store), dir };
+        }
+        let admin_url = std::env::var("SURGE_BENCH_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let database = format!("surge_bench_scans_{:016x}", rand::random::<u64>());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL answers");
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.expect("create database");
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{database}"),
+            None => panic!("SURGE_BENCH_PG_URL names a database"),
+        };
+        let config = PgConfig { url: url.clone(), max_connections: 16, acquire_timeout: Duration::from_secs(30) };
+        let store = PgStore::open(&config).await.expect("open postgres");
+        let mut seed = sqlx::PgConnection::connect(&url).await.expect("connect");
+        for sql in seed_statements(args.couriers) {
+            sqlx::query(&sql).execute(&mut seed).await.expect("seed");
+        }
+        let namespace = format!("surge-bench-{database}");
+        let redis_url = std::env::var("SURGE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let config = RedisConfig { urls: vec![redis_url], namespace: namespace.clone(), ..RedisConfig::default() };
+        let redis = RedisConn::connect(&config).await.expect("redis answers");
+        Seeded::Postgres { store: Arc::new(store), redis, namespace, database, admin_url }
+    }
+
+    fn store(&self) -> Arc<dyn FulfilmentStore> {
+        match self {
+            Seeded::Sqlite { store, .. } => Arc::clone(store) as Arc<dyn FulfilmentStore>,
+            Seeded::Postgres { store, .. } => Arc::clone(store) as Arc<dyn FulfilmentStore>,
+        }
+    }
+
+    /// The write-behind of this mode: the embedded log's journal, or Redis.
+    async fn behind(&self, config: BehindConfig) -> Behind {
+        match self {
+            Seeded::Sqlite { dir, .. } => {
+                let log = LogQueue::open(dir.path(), LogQueueConfig::default()).await.expect("open log");
+                let behind = Arc::new(WriteBehind::new(Arc::new(log.journal()), self.store(), config));
+                (Arc::clone(&behind) as Arc<dyn TrackingDocs>, behind as Arc<dyn TrackingFlusher>)
+            }
+            Seeded::Postgres { redis, namespace, .. } => {
+                let behind =
+                    Arc::new(RedisTracking::new(redis.clone(), namespace, self.store(), config, Durability::default()));
+                (Arc::clone(&behind) as Arc<dyn TrackingDocs>, behind as Arc<dyn TrackingFlusher>)
+            }
+        }
+    }
+
+    /// Checks that the store holds every scan once, then drops the data.
+    async fn finish(self, args: &Args) {
+        let store = self.store();
+        for courier in 1..=args.couriers {
+            let scans = store.scans(&format!("SF{courier}")).await.expect("scans");
+            let notes: Vec<String> = scans.into_iter().map(|scan| scan.note).collect();
+            let expected: Vec<String> = (0..args.scans).map(|i| i.to_string()).collect();
+            assert_eq!(notes, expected, "the store holds every scan of SF{courier} once, in order");
+        }
+        if let Seeded::Postgres { store, database, admin_url, .. } = self {
+            drop(store);
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL answers");
+            let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+            sqlx::query(&drop).execute(&mut admin).await.expect("drop database");
+        }
+    }
+}
+
+type Behind = (Arc<dyn TrackingDocs>, Arc<dyn TrackingFlusher>);
 
 fn scan(i: usize) -> Scan {
     Scan {
@@ -97,38 +184,28 @@ where
     started.elapsed()
 }
 
-async fn stored(pool: &sqlx::SqlitePool, args: &Args) {
-    let (rows, distinct): (i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT waybill || ':' || seq) FROM scans")
-            .fetch_one(pool)
-            .await
-            .expect("count");
-    let expected = args.couriers * args.scans as i64;
-    assert_eq!((rows, distinct), (expected, expected), "the store holds every scan once");
-}
-
 async fn through(args: &Args) -> Duration {
-    let (_dir, store, pool) = seeded(args).await;
+    let seeded = Seeded::new(args).await;
+    let store = seeded.store();
     let time = ingest(args, move |waybill, courier, scan| {
         let store = Arc::clone(&store);
         async move { store.scan(&waybill, courier, &scan, time::OffsetDateTime::now_utc()).await.expect("scan") }
     })
     .await;
-    stored(&pool, args).await;
+    seeded.finish(args).await;
     time
 }
 
 /// The write-behind run: (ingestion time, time until the store holds
 /// every scan, flush lags).
 async fn behind(args: &Args) -> (Duration, Duration, Vec<Duration>) {
-    let (dir, store, pool) = seeded(args).await;
-    let log = LogQueue::open(dir.path(), LogQueueConfig::default()).await.expect("open log");
+    let seeded = Seeded::new(args).await;
     let config = BehindConfig { delay: Duration::from_millis(100), batch: 1_000, max_pending: 1_000_000 };
-    let behind = Arc::new(WriteBehind::new(Arc::new(log.journal()), store as Arc<dyn FulfilmentStore>, config));
+    let (docs, flusher) = seeded.behind(config).await;
     let acked: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
     let total = args.couriers as usize * args.scans;
     let flusher = {
-        let (behind, acked) = (Arc::clone(&behind), Arc::clone(&acked));
+        let (behind, acked) = (flusher, Arc::clone(&acked));
         tokio::spawn(async move {
             let (mut flushed, mut lags) = (0, Vec::with_capacity(total));
             while flushed < total {
@@ -148,7 +225,7 @@ async fn behind(args: &Args) -> (Duration, Duration, Vec<Duration>) {
         })
     };
     let started = Instant::now();
-    let posting = Arc::clone(&behind);
+    let posting = docs;
     let time = ingest(args, move |waybill, courier, scan| {
         let (behind, acked) = (Arc::clone(&posting), Arc::clone(&acked));
         async move {
@@ -160,7 +237,7 @@ async fn behind(args: &Args) -> (Duration, Duration, Vec<Duration>) {
     })
     .await;
     let (drained_at, lags) = flusher.await.expect("flusher");
-    stored(&pool, args).await;
+    seeded.finish(args).await;
     (time, drained_at - started, lags)
 }
 
@@ -172,7 +249,12 @@ fn main() {
     let args = args();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let total = args.couriers as f64 * args.scans as f64;
-    println!("{} couriers x {} scans each, at once, on SQLite (synchronous = FULL)", args.couriers, args.scans);
+    let on = if args.distributed {
+        "on PostgreSQL, written behind Redis"
+    } else {
+        "on SQLite (synchronous = FULL), written behind the embedded log"
+    };
+    println!("{} couriers x {} scans each, at once, {on}", args.couriers, args.scans);
     let mut ratios = Vec::new();
     for round in 1..=args.rounds {
         let through = runtime.block_on(through(&args));

@@ -55,9 +55,12 @@ use crate::rows::{from_unix_ms, unix_ms};
 
 /// How many streams (and flush leases) the scans spread over.
 pub const PARTITIONS: usize = 16;
-/// How long a flushed document stays in Redis.
-pub const FLUSHED_TTL: Duration = Duration::from_secs(3_600);
-/// How long a node holds a partition's flushing without renewing it.
+/// How long a flushed document stays in Redis: far longer than a scan's
+/// read-then-write (bounded by the request's deadline), short enough that
+/// the documents of a busy hour do not pile up.
+pub const FLUSHED_TTL: Duration = Duration::from_secs(300);
+/// How long a node holds a partition's flushing without renewing it, at
+/// least (three flush delays when longer).
 const LEASE: Duration = Duration::from_secs(10);
 /// The longest a scan is slowed down, at the partition's bound.
 const MAX_SLOWDOWN: Duration = Duration::from_millis(20);
@@ -66,9 +69,12 @@ const ATTEMPTS: usize = 16;
 
 /// KEYS: document, stream. ARGV: the `seq` read ('' when there was no
 /// document), the new `seq`, the shipment, the journaled scan, the
-/// partition's bound. Returns the entries waiting in the stream with this
-/// one, -1 when the document changed since it was read, -2 at the bound.
+/// partition's bound, the scan's identity. Returns the entries waiting in
+/// the stream with this one, -1 when the document changed since it was
+/// read, -2 at the bound, -3 when the document's last scan is this one
+/// already (a retry of a call whose answer was lost).
 const TAKE: &str = r"
+if redis.call('HGET', KEYS[1], 'last') == ARGV[6] then return -3 end
 local seq = redis.call('HGET', KEYS[1], 'seq')
 if ARGV[1] == '' then
   if seq then return -1 end
@@ -78,7 +84,7 @@ end
 local waiting = redis.call('XLEN', KEYS[2])
 if waiting >= tonumber(ARGV[5]) then return -2 end
 redis.call('XADD', KEYS[2], '*', 'j', ARGV[4])
-redis.call('HSET', KEYS[1], 'seq', ARGV[2], 's', ARGV[3], 'u:' .. ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[1], 'seq', ARGV[2], 's', ARGV[3], 'u:' .. ARGV[2], ARGV[4], 'last', ARGV[6])
 redis.call('PERSIST', KEYS[1])
 return waiting + 1
 ";
@@ -292,6 +298,17 @@ impl RedisTracking {
         let journaled =
             JournalScan { waybill: waybill.to_owned(), courier, seq, scan: scan.clone(), to, recorded_at: now };
         let moved = Shipment { status: to, updated_at: now, ..shipment };
+        // What tells this scan from another: a call retried after its answer
+        // was lost (by this loop or by the client library) finds it taken.
+        let identity = format!(
+            "{}|{}|{}|{}|{}|{}",
+            courier.get(),
+            scan.kind.as_str(),
+            unix_ms(scan.at),
+            unix_ms(now),
+            scan.location,
+            scan.note
+        );
         let p = partition(waybill);
         let mut conn = self.conn.clone();
         let waiting: i64 = self
@@ -303,12 +320,19 @@ impl RedisTracking {
             .arg(encode_shipment(&moved)?)
             .arg(journal::encode(&journaled)?)
             .arg(self.bound())
+            .arg(identity)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         match waiting {
             -1 => return Ok(None),
             -2 => return Err(ScanRefused::Overloaded),
+            -3 => {
+                let taken = self.document(waybill).await?.map(|(shipment, _)| shipment);
+                let taken =
+                    taken.ok_or_else(|| StoreError::Unavailable(format!("tracking document {waybill} gone")))?;
+                return Ok(Some(ScanOutcome::Applied(taken)));
+            }
             _ => {}
         }
         if self.durability.replicas > 0 {
@@ -336,7 +360,7 @@ impl RedisTracking {
             .lease_take
             .key(self.key(partition, "lease"))
             .arg(&self.node)
-            .arg(LEASE.as_millis() as u64)
+            .arg(LEASE.max(self.config.delay * 3).as_millis() as u64)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -476,16 +500,41 @@ impl TrackingFlusher for RedisTracking {
                 taken.push((p, scans));
             }
         }
-        let scans: Vec<JournalScan> =
+        let mut scans: Vec<JournalScan> =
             taken.iter().flat_map(|(_, scans)| scans.iter().map(|(_, scan)| scan.clone())).collect();
         if scans.is_empty() {
             return Ok(0);
+        }
+        // In key order: two nodes replaying one partition (a lease that
+        // lapsed) insert the same rows in the same order, never crosswise.
+        scans.sort_by(|a, b| (a.waybill.as_str(), a.seq).cmp(&(b.waybill.as_str(), b.seq)));
+        // Renewed right before the write: a slow read does not leave the
+        // lease lapsing during it.
+        for (p, _) in &taken {
+            if !self.lease(*p).await? {
+                tracing::warn!(partition = p, "a tracking flush lease passed to another node; flushing anyway");
+            }
         }
         self.store.flush_scans(&scans, now).await?;
         for (p, flushed) in &taken {
             self.settle(*p, flushed).await?;
         }
         Ok(scans.len())
+    }
+
+    /// Flushes what waits now, not what other nodes keep adding: at most
+    /// as many passes as the streams' length at the call needs (plus one).
+    async fn flush_all(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let passes = self.pending().await?.div_ceil(self.config.batch.max(1)) + 1;
+        let mut total = 0;
+        for _ in 0..passes {
+            let done = self.flush_once(now).await?;
+            total += done;
+            if done == 0 {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     /// Every partition's stream length (the scans of all nodes).

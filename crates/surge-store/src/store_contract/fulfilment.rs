@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use surge_domain::fulfilment::{
-    Courier, Direction, FulfilmentStore, NewCourier, NewShipment, Scan, ScanKind, ScanOutcome, Shipment,
+    Courier, Direction, FulfilmentStore, JournalScan, NewCourier, NewShipment, Scan, ScanKind, ScanOutcome, Shipment,
     ShipmentStatus, ZoneMap, plan,
 };
 use surge_domain::order::{Order, OrderStatus, OrderStore};
@@ -22,6 +22,7 @@ contract!(
     parcels_not_picked_up_in_time_or_left_by_a_courier_going_off_go_back,
     racing_batch_plans_assign_each_parcel_once_and_no_courier_over_capacity,
     greedy_and_batch_nodes_and_a_courier_leaving_race_without_deadlock_or_a_parcel_twice,
+    a_late_replay_of_older_scans_writes_nothing_twice_and_moves_no_shipment_back,
 );
 
 /// Order `i` of merchant 1 (product 1, one unit), paid.
@@ -326,4 +327,49 @@ async fn greedy_and_batch_nodes_and_a_courier_leaving_race_without_deadlock_or_a
     assert_eq!(distinct.len(), held.len(), "a parcel held by two couriers");
     let waiting = store.awaiting(100).await.expect("awaiting").len();
     assert_eq!(held.len() + waiting, 40, "every parcel is held once or waits");
+}
+
+/// Two flushers replaying one journal (a flush lease that lapsed): the
+/// older batch, written after the newer one, adds no scan and leaves the
+/// shipment where the newer one took it.
+async fn a_late_replay_of_older_scans_writes_nothing_twice_and_moves_no_shipment_back<B: Backend>(backend: &B) {
+    let store = backend.open().await;
+    product(&store, 1, 1, 10).await;
+    courier_on(&store, 1, "z1", 1).await;
+    let waybill = packed(&store, 1, "z1").await.waybill;
+    let courier = CourierId::new(1);
+    store.assign(&waybill, &zones(&["z1"]), now_ms()).await.expect("assign").expect("the courier");
+    let outcome = store.scan(&waybill, courier, &scan(ScanKind::PickedUp), now_ms()).await.expect("pickup");
+    assert!(matches!(outcome, ScanOutcome::Applied(_)), "{outcome:?}");
+    let journaled = |seq: i64, kind: ScanKind, to: ShipmentStatus| JournalScan {
+        waybill: waybill.clone(),
+        courier,
+        seq,
+        scan: Scan { note: format!("n{seq}"), ..scan(kind) },
+        to,
+        recorded_at: now_ms(),
+    };
+    let newer = [
+        journaled(2, ScanKind::ArrivedHub, ShipmentStatus::AtHub),
+        journaled(3, ScanKind::ArrivedHub, ShipmentStatus::AtHub),
+        journaled(4, ScanKind::OutForDelivery, ShipmentStatus::OutForDelivery),
+    ];
+    store.flush_scans(&newer, now_ms()).await.expect("flush");
+    store.flush_scans(&newer[..2], now_ms()).await.expect("a late replay");
+    let shipment = store.shipment(&waybill).await.expect("get").expect("exists");
+    assert_eq!(shipment.status, ShipmentStatus::OutForDelivery, "not moved back to the hub");
+    let notes: Vec<String> = store.scans(&waybill).await.expect("scans").into_iter().map(|s| s.note).collect();
+    assert_eq!(notes, ["", "n2", "n3", "n4"], "each scan once");
+
+    // The delivered scan, then its batch replayed: one delivery.
+    let delivered = [journaled(5, ScanKind::Delivered, ShipmentStatus::Delivered)];
+    store.flush_scans(&delivered, now_ms()).await.expect("flush");
+    store.flush_scans(&delivered, now_ms()).await.expect("replay");
+    store.flush_scans(&newer, now_ms()).await.expect("an older replay");
+    let shipment = store.shipment(&waybill).await.expect("get").expect("exists");
+    assert_eq!(shipment.status, ShipmentStatus::Delivered);
+    assert_eq!(store.courier(courier).await.expect("get").expect("exists").load, 0, "freed once");
+    let order = OrderStore::get(&store, shipment.order_id).await.expect("get").expect("order");
+    assert_eq!(order.status, OrderStatus::Delivered);
+    assert_eq!(store.scans(&waybill).await.expect("scans").len(), 5);
 }

@@ -257,3 +257,23 @@ async fn kill_9_of_a_redis_that_fsyncs_every_write_loses_no_acknowledged_scan() 
         assert_eq!(&stored[..notes.len()], notes.as_slice(), "{waybill}: every acknowledged scan, once, in order");
     }
 }
+
+#[tokio::test]
+async fn a_scan_retried_after_its_answer_was_lost_is_taken_once() {
+    let backend = PgBackend::new().await;
+    let store = Arc::new(backend.open().await);
+    let parcels = picked_up(&store, 1).await;
+    let (courier, waybill) = &parcels[0];
+    let (_, conn, namespace) = crate::flow_contract::redis_conns().await.into_iter().next().expect("redis");
+    let behind = node(&conn, &namespace, &store, 100_000);
+    let (hub, now) = (noted(ScanKind::ArrivedHub, "hub".into()), now_ms());
+    for _ in 0..2 {
+        let outcome = behind.scan(waybill, *courier, &hub, now).await.expect("taken");
+        let ScanOutcome::Applied(shipment) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(shipment.status, ShipmentStatus::AtHub);
+    }
+    // The same scan at another moment is another scan.
+    take(&behind, waybill, *courier, &hub).await;
+    let unflushed: Vec<i64> = behind.unflushed(waybill).await.expect("unflushed").iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(unflushed, [2, 3], "the retry took no seq of its own");
+}
