@@ -143,8 +143,8 @@ fn node_of(app: &TestApp) -> Node<'_> {
 
 #[tokio::test]
 async fn scans_written_behind_are_read_at_once_and_reach_the_store_once_in_order() {
-    const COURIERS: u64 = 20;
-    const SCANS: usize = 25;
+    const COURIERS: u64 = 100;
+    const SCANS: usize = 50;
     let app = app_behind(TempDir::new().expect("tempdir"), 100_000).await;
     let node = node_of(&app);
     let parcels = node.picked_up(COURIERS).await;
