@@ -326,7 +326,9 @@ impl Fulfilment {
         match outcome {
             ScanOutcome::Applied(shipment) => Ok(shipment),
             ScanOutcome::NotFound => Err(FulfilmentError::NotFound("shipment")),
-            ScanOutcome::NotAssigned => Err(FulfilmentError::Forbidden("the parcel is not assigned to you")),
+            // As for an unknown waybill: waybills are guessable, and a
+            // courier learns nothing of parcels that are not its own.
+            ScanOutcome::NotAssigned => Err(FulfilmentError::NotFound("shipment")),
             ScanOutcome::Illegal(illegal) => Err(FulfilmentError::IllegalScan(illegal)),
         }
     }

@@ -138,7 +138,7 @@ async fn a_scan_is_its_couriers_within_a_day_and_a_step_the_parcel_can_take_and_
     assert!(matches!(yard.fulfilment.scan(&mine, &waybill, nowhere).await, Err(FulfilmentError::Invalid(_))));
     assert!(matches!(
         yard.fulfilment.scan(&other, &waybill, scan(ScanKind::PickedUp)).await,
-        Err(FulfilmentError::Forbidden(_))
+        Err(FulfilmentError::NotFound("shipment"))
     ));
     assert!(matches!(
         yard.fulfilment.scan(&mine, &waybill, scan(ScanKind::Delivered)).await,

@@ -122,7 +122,7 @@ async fn a_paid_order_goes_from_packing_to_the_buyers_door() {
 
     // Another courier may not scan it; an out-of-order scan changes nothing.
     put(&app, &app.admin(), "/v1/couriers/32", &courier).await;
-    assert_error(scan(&app, 32, &waybill, "picked_up").await, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_error(scan(&app, 32, &waybill, "picked_up").await, StatusCode::NOT_FOUND, "not_found").await;
     assert_error(scan(&app, 31, &waybill, "delivered").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_state").await;
     let now = time::OffsetDateTime::now_utc();
     let week_ago = crate::helpers::rfc3339(now - time::Duration::days(7));
@@ -198,7 +198,7 @@ async fn parcels_a_courier_leaves_go_to_a_courier_next_door() {
     assert_eq!((&off["on_shift"], &off["load"]), (&json!(false), &json!(0)));
     let moved = eventually(&app, &app.merchant(1), &path, |s| s["courier_id"] == "42").await;
     assert_eq!(moved["status"], "packed");
-    assert_error(scan(&app, 41, waybill, "picked_up").await, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_error(scan(&app, 41, waybill, "picked_up").await, StatusCode::NOT_FOUND, "not_found").await;
     assert_eq!(scan(&app, 42, waybill, "picked_up").await.status(), StatusCode::ACCEPTED);
 }
 
