@@ -117,11 +117,21 @@ macro_rules! outbox_store {
             }
 
             async fn backlog(&self) -> Result<surge_domain::outbox::OutboxBacklog, StoreError> {
-                let (count, oldest): (i64, Option<i64>) =
-                    sqlx::query_as("SELECT COUNT(*), MIN(created_at_ms) FROM outbox WHERE published_at_ms IS NULL")
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(store_error)?;
+                // Both from the unpublished rows' partial index: the count
+                // without reading a row, the oldest as the next the relay
+                // publishes (the first by `seq`) rather than the smallest
+                // `created_at_ms` of them all, which read every row of the
+                // backlog every second while it was long.
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                let oldest: Option<i64> = sqlx::query_scalar(
+                    "SELECT created_at_ms FROM outbox WHERE published_at_ms IS NULL ORDER BY seq LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
                 Ok(surge_domain::outbox::OutboxBacklog {
                     unpublished: u64::try_from(count).unwrap_or(0),
                     oldest_ms: oldest,

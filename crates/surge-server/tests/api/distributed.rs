@@ -37,6 +37,7 @@ use surge_server::config::{AuthSettings, Secret};
 use tempfile::TempDir;
 
 use crate::helpers::{ChildSurge, Database, free_port, rfc3339, wait_ready};
+use sqlx::Connection as _;
 
 const SECRET: &str = "distributed-test-secret-0123456789abcdef";
 const STOCK: i64 = 600;
@@ -1788,4 +1789,102 @@ async fn three_nodes_packing_at_once_assign_each_parcel_once_and_no_courier_over
         let expected = if *courier < leaving { 0 } else { capacity as usize };
         assert_eq!(parcels.len(), expected, "courier {courier}");
     }
+}
+
+/// Tracking written behind Redis on three nodes: couriers scan through node
+/// 0 until it is killed with `kill -9`. Node 0 started first, so it holds
+/// every partition's flush lease; the other two flush what it left once
+/// those lapse, and the restarted node serves again. Every scan answered
+/// 202 is in PostgreSQL once, in order per waybill.
+#[tokio::test]
+async fn scans_written_behind_redis_survive_kill_9_of_a_node_once_and_in_order() {
+    const COURIERS: u64 = 8;
+    let _one_at_a_time = SERIAL.lock().await;
+    let behind = [("SURGE_FULFILMENT__TRACKING__MODE", "write_behind"), ("SURGE_FULFILMENT__TRACKING__DELAY", "200ms")];
+    let mut deployment = Deployment::start(Broker::Nats("nats://127.0.0.1:4222".to_owned()), &behind).await;
+    let keys = || Keys::new(&Secret::new(SECRET.into()), &AuthSettings::default());
+    let (client, bases) = (deployment.client.clone(), deployment.bases.clone());
+    let node = |n: usize| crate::tracking::Node { client: &client, base: bases[n].clone(), keys: keys() };
+    let (other, victim) = (node(2), node(0));
+    let parcels = other.picked_up(COURIERS).await;
+
+    // Couriers scan through node 0 until it is killed; each keeps what got
+    // a 202.
+    let (kill, killed) = tokio::sync::watch::channel(false);
+    let scanning = stream::iter(&parcels)
+        .map(|(courier, waybill, _)| {
+            let (victim, killed) = (&victim, killed.clone());
+            async move {
+                let mut accepted = Vec::new();
+                for i in 0..10_000 {
+                    if *killed.borrow() {
+                        break;
+                    }
+                    let note = format!("scan {i}");
+                    let body = json!({"type": "arrived_hub", "at": rfc3339(time::OffsetDateTime::now_utc()),
+                                      "location": "hub", "note": note});
+                    let token = victim.keys.mint(Role::Courier, &courier.to_string(), Duration::from_secs(600));
+                    let url = format!("{}/v1/shipments/{waybill}/scans", victim.base);
+                    let sent = victim.client.post(url).bearer_auth(token.expect("mint")).json(&body).send().await;
+                    match sent {
+                        Ok(response) if response.status() == StatusCode::ACCEPTED => accepted.push(note),
+                        _ => break,
+                    }
+                }
+                (waybill.clone(), accepted)
+            }
+        })
+        .buffer_unordered(COURIERS as usize)
+        .collect::<Vec<_>>();
+    let doomed = &mut deployment.nodes[0].process;
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        doomed.kill().expect("kill -9");
+        doomed.wait().expect("wait");
+        kill.send(true).expect("tell");
+    };
+    let (accepted, ()) = tokio::join!(scanning, killer);
+    let total: usize = accepted.iter().map(|(_, notes)| notes.len()).sum();
+    assert!(total >= COURIERS as usize, "scans were taken before the kill: {total}");
+    let started = std::time::Instant::now();
+
+    // Nodes 1 and 2 flush what node 0 left once its leases lapse (10 s):
+    // the store holds every acknowledged scan, once, in order.
+    let database = deployment._database.url();
+    let mut store = sqlx::PgConnection::connect(&database).await.expect("connect");
+    let stored = |waybill: String| {
+        sqlx::query_scalar::<_, String>("SELECT note FROM scans WHERE waybill = $1 ORDER BY seq").bind(waybill)
+    };
+    for _ in 0..300 {
+        let mut behind = 0;
+        for (waybill, notes) in &accepted {
+            let notes_stored = stored(waybill.clone()).fetch_all(&mut store).await.expect("scans");
+            behind += (notes.len() + 1).saturating_sub(notes_stored.len());
+        }
+        if behind == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("{total} scans acknowledged; all in the store {:?} after the kill", started.elapsed());
+    for (waybill, notes) in &accepted {
+        let notes_stored = stored(waybill.clone()).fetch_all(&mut store).await.expect("scans");
+        // The pickup first; a scan whose answer the kill cut off may be last.
+        let after_pickup = &notes_stored[1..];
+        assert!(
+            after_pickup.len() == notes.len() || after_pickup.len() == notes.len() + 1,
+            "{waybill}: {after_pickup:?}"
+        );
+        assert_eq!(&after_pickup[..notes.len()], notes.as_slice(), "{waybill}: once each, in order");
+    }
+
+    // Node 0 starts again and reads every parcel as the store has it.
+    deployment.restart(0).await;
+    let again = node(0);
+    for (waybill, _) in &accepted {
+        let events = again.tracking(waybill).await;
+        let notes_stored = stored(waybill.clone()).fetch_all(&mut store).await.expect("scans");
+        assert_eq!(events.len(), notes_stored.len(), "{waybill}");
+    }
+    deployment.drop_stream().await;
 }

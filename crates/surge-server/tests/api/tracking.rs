@@ -19,10 +19,10 @@ use tempfile::TempDir;
 use crate::helpers::{ChildSurge, TestApp, free_port, rfc3339, spawn_app_in, wait_ready};
 
 /// A node's base URL and the tokens it accepts.
-struct Node<'a> {
-    client: &'a Client,
-    base: String,
-    keys: Keys,
+pub(crate) struct Node<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) base: String,
+    pub(crate) keys: Keys,
 }
 
 impl Node<'_> {
@@ -56,14 +56,14 @@ impl Node<'_> {
         self.send(reqwest::Method::POST, &path, &self.token(Role::Courier, &courier.to_string()), &body).await.status()
     }
 
-    async fn tracking(&self, waybill: &str) -> Vec<Value> {
+    pub(crate) async fn tracking(&self, waybill: &str) -> Vec<Value> {
         let tracking = self.get(&format!("/v1/waybills/{waybill}/tracking"), &self.token(Role::Admin, "ops")).await;
         tracking["events"].as_array().expect("events").clone()
     }
 
     /// `couriers` parcels, one per courier (ids 500, 501, ...), packed,
     /// assigned and picked up: (courier, waybill, order).
-    async fn picked_up(&self, couriers: u64) -> Vec<(u64, String, String)> {
+    pub(crate) async fn picked_up(&self, couriers: u64) -> Vec<(u64, String, String)> {
         use reqwest::Method;
         let (admin, merchant) = (self.token(Role::Admin, "ops"), self.token(Role::Merchant, "1"));
         let sku = format!("TRK-{}", crate::helpers::uuid_like());
