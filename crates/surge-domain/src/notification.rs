@@ -59,6 +59,12 @@ impl EventHandler for Notifications {
         Self::CONSUMER
     }
 
+    fn wants(&self, event: &DomainEvent) -> bool {
+        matches!(event, DomainEvent::OrderPlaced { .. } | DomainEvent::RefundSucceeded { .. })
+            || matches!(event, DomainEvent::ParcelScanned { scan, .. }
+                if matches!(scan, ScanKind::PickedUp | ScanKind::OutForDelivery | ScanKind::Delivered))
+    }
+
     async fn apply(&self, record: &EventRecord) -> Result<(), StoreError> {
         match record.event {
             DomainEvent::OrderPlaced { order_id, .. } => {

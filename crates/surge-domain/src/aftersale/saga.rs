@@ -23,6 +23,13 @@ impl EventHandler for ReturnSaga {
         "after-sale"
     }
 
+    fn wants(&self, event: &DomainEvent) -> bool {
+        matches!(
+            event,
+            DomainEvent::ReturnAccepted { .. } | DomainEvent::RefundSucceeded { .. } | DomainEvent::RefundFailed { .. }
+        )
+    }
+
     async fn apply(&self, record: &EventRecord) -> Result<(), StoreError> {
         let sale = &self.after_sale;
         match &record.event {

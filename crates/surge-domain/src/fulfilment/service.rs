@@ -384,6 +384,10 @@ impl EventHandler for ShipmentOpener {
         "fulfilment"
     }
 
+    fn wants(&self, event: &DomainEvent) -> bool {
+        matches!(event, DomainEvent::OrderPaid { .. })
+    }
+
     async fn apply(&self, record: &EventRecord) -> Result<(), StoreError> {
         let DomainEvent::OrderPaid { order_id, user_id, merchant_id, .. } = record.event else {
             return Ok(());
