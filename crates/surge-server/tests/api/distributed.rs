@@ -1811,31 +1811,7 @@ async fn scans_written_behind_redis_survive_kill_9_of_a_node_once_and_in_order()
     // Couriers scan through node 0 until it is killed; each keeps what got
     // a 202.
     let (kill, killed) = tokio::sync::watch::channel(false);
-    let scanning = stream::iter(&parcels)
-        .map(|(courier, waybill, _)| {
-            let (victim, killed) = (&victim, killed.clone());
-            async move {
-                let mut accepted = Vec::new();
-                for i in 0..10_000 {
-                    if *killed.borrow() {
-                        break;
-                    }
-                    let note = format!("scan {i}");
-                    let body = json!({"type": "arrived_hub", "at": rfc3339(time::OffsetDateTime::now_utc()),
-                                      "location": "hub", "note": note});
-                    let token = victim.keys.mint(Role::Courier, &courier.to_string(), Duration::from_secs(600));
-                    let url = format!("{}/v1/shipments/{waybill}/scans", victim.base);
-                    let sent = victim.client.post(url).bearer_auth(token.expect("mint")).json(&body).send().await;
-                    match sent {
-                        Ok(response) if response.status() == StatusCode::ACCEPTED => accepted.push(note),
-                        _ => break,
-                    }
-                }
-                (waybill.clone(), accepted)
-            }
-        })
-        .buffer_unordered(COURIERS as usize)
-        .collect::<Vec<_>>();
+    let scanning = victim.scan_until(&parcels, killed);
     let doomed = &mut deployment.nodes[0].process;
     let killer = async {
         tokio::time::sleep(Duration::from_millis(1_500)).await;

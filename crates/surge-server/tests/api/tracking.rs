@@ -61,6 +61,41 @@ impl Node<'_> {
         tracking["events"].as_array().expect("events").clone()
     }
 
+    /// Each courier scans its parcel (`arrived_hub`, notes `scan 0`, `scan
+    /// 1`, ...) until `killed` turns true or a scan is not answered 202:
+    /// each waybill with the notes that were.
+    pub(crate) async fn scan_until(
+        &self,
+        parcels: &[(u64, String, String)],
+        killed: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<(String, Vec<String>)> {
+        stream::iter(parcels)
+            .map(|(courier, waybill, _)| {
+                let killed = killed.clone();
+                async move {
+                    let mut accepted = Vec::new();
+                    for i in 0..10_000 {
+                        if *killed.borrow() {
+                            break;
+                        }
+                        let note = format!("scan {i}");
+                        let body = json!({"type": "arrived_hub", "at": rfc3339(time::OffsetDateTime::now_utc()),
+                                          "location": "hub", "note": note});
+                        let token = self.token(Role::Courier, &courier.to_string());
+                        let url = format!("{}/v1/shipments/{waybill}/scans", self.base);
+                        match self.client.post(url).bearer_auth(token).json(&body).send().await {
+                            Ok(response) if response.status() == StatusCode::ACCEPTED => accepted.push(note),
+                            _ => break,
+                        }
+                    }
+                    (waybill.clone(), accepted)
+                }
+            })
+            .buffer_unordered(parcels.len().max(1))
+            .collect()
+            .await
+    }
+
     /// `couriers` parcels, one per courier (ids 500, 501, ...), packed,
     /// assigned and picked up: (courier, waybill, order).
     pub(crate) async fn picked_up(&self, couriers: u64) -> Vec<(u64, String, String)> {
@@ -260,30 +295,7 @@ async fn every_scan_answered_202_survives_kill_9_once_and_in_order() {
 
     // Couriers scan until the node is killed; each keeps what got a 202.
     let (kill, killed) = tokio::sync::watch::channel(false);
-    let scanning = stream::iter(&parcels)
-        .map(|(courier, waybill, _)| {
-            let (node, killed) = (&node, killed.clone());
-            async move {
-                let mut accepted = Vec::new();
-                for i in 0..1_000 {
-                    if *killed.borrow() {
-                        break;
-                    }
-                    let note = format!("scan {i}");
-                    let body = json!({"type": "arrived_hub", "at": rfc3339(time::OffsetDateTime::now_utc()),
-                                      "location": "hub", "note": note});
-                    let token = node.token(Role::Courier, &courier.to_string());
-                    let url = format!("{}/v1/shipments/{waybill}/scans", node.base);
-                    match node.client.post(url).bearer_auth(token).json(&body).send().await {
-                        Ok(response) if response.status() == StatusCode::ACCEPTED => accepted.push(note),
-                        _ => break,
-                    }
-                }
-                (waybill.clone(), accepted)
-            }
-        })
-        .buffer_unordered(COURIERS as usize)
-        .collect::<Vec<_>>();
+    let scanning = node.scan_until(&parcels, killed);
     let killer = async {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         surge.process.kill().expect("kill -9");
