@@ -63,7 +63,8 @@ impl Default for TrackingSettings {
 #[serde(rename_all = "snake_case")]
 pub enum TrackingMode {
     WriteThrough,
-    /// Embedded mode only: the documents are in the node's memory.
+    /// The documents in the node's memory (embedded mode) or in Redis
+    /// (`shared.kind = "redis"`).
     WriteBehind,
 }
 
