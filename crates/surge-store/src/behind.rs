@@ -33,7 +33,7 @@
 //! write-behind; nodes sharing a store keep theirs in Redis
 //! (`crate::redis::RedisTracking`), with the same knobs and guarantees.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -136,10 +136,9 @@ impl Inner {
         let Ok(before) = taken else {
             return Err(ScanRefused::Overloaded);
         };
-        let half = max / 2;
-        if before > half {
-            let share = (before - half) as f64 / (max - half) as f64;
-            tokio::time::sleep(MAX_SLOWDOWN.mul_f64(share)).await;
+        let wait = slowdown(before, max);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
         Ok(())
     }
@@ -198,12 +197,7 @@ impl Inner {
         let done = scans.len();
         // Saturating: at start the journal holds what an earlier run took.
         let _ = self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(done)));
-        let mut flushed: HashMap<&str, i64> = HashMap::new();
-        for scan in &scans {
-            let seq = flushed.entry(scan.waybill.as_str()).or_default();
-            *seq = (*seq).max(scan.seq);
-        }
-        for (waybill, seq) in flushed {
+        for (waybill, seq) in last_seqs(&scans) {
             let _serial = self.stripe(waybill).lock().await;
             let mut docs = self.docs();
             if let Some(doc) = docs.get_mut(waybill) {
@@ -279,6 +273,28 @@ impl TrackingFlusher for WriteBehind {
     fn batch(&self) -> usize {
         self.inner.config.batch
     }
+}
+
+/// How long a scan waits when it finds `waiting` scans not yet flushed,
+/// of at most `bound`: nothing up to half of it, then up to `MAX_SLOWDOWN`,
+/// more the closer it is.
+pub(crate) fn slowdown(waiting: usize, bound: usize) -> Duration {
+    let half = bound / 2;
+    if waiting <= half {
+        return Duration::ZERO;
+    }
+    let share = (waiting - half) as f64 / (bound - half).max(1) as f64;
+    MAX_SLOWDOWN.mul_f64(share.min(1.0))
+}
+
+/// The last `seq` of each waybill among flushed scans, in waybill order.
+pub(crate) fn last_seqs<'a>(scans: impl IntoIterator<Item = &'a JournalScan>) -> BTreeMap<&'a str, i64> {
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for scan in scans {
+        let seq = last.entry(scan.waybill.as_str()).or_default();
+        *seq = (*seq).max(scan.seq);
+    }
+    last
 }
 
 /// A courier's parcels from the store, each replaced by its document where

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 
 use surge_domain::catalog::{Product, ProductName, Sku, Stock};
 use surge_domain::flashsale::FlashSale;
+use surge_domain::fulfilment::{Direction, Shipment, ShipmentStatus};
 use surge_domain::order::{Address, Order, OrderItem, OrderKind, OrderStatus};
 use surge_domain::payment::{Payment, PaymentStatus, Refund};
-use surge_domain::{Cents, MerchantId, OrderId, PaymentId, ProductId, RefundId, SaleId, StoreError, UserId};
+use surge_domain::{Cents, CourierId, MerchantId, OrderId, PaymentId, ProductId, RefundId, SaleId, StoreError, UserId};
 use time::OffsetDateTime;
 
 pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
@@ -344,4 +345,45 @@ impl TryFrom<RefundRow> for Refund {
             updated_at: from_unix_ms(row.updated_at_ms),
         })
     }
+}
+
+/// A shipment's row: waybill, order, buyer, merchant, direction, status,
+/// courier, region, zone, created at, updated at. The relational stores
+/// read it; the Redis tracking documents keep a shipment in this shape.
+pub(crate) type ShipmentRow = (String, i64, i64, i64, String, String, Option<i64>, String, String, i64, i64);
+
+pub(crate) fn shipment(
+    (waybill, order, user, merchant, direction, status, courier, region, zone, created, updated): ShipmentRow,
+) -> Result<Shipment, StoreError> {
+    let corrupt = |what: &str| StoreError::Unavailable(format!("shipment {waybill}: unknown {what}"));
+    Ok(Shipment {
+        direction: Direction::parse(&direction).ok_or_else(|| corrupt("direction"))?,
+        status: ShipmentStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        order_id: OrderId::new(order),
+        user_id: UserId::new(user),
+        merchant_id: MerchantId::new(merchant),
+        courier_id: courier.map(CourierId::new),
+        region,
+        zone,
+        created_at: from_unix_ms(created),
+        updated_at: from_unix_ms(updated),
+        waybill,
+    })
+}
+
+/// The row of a shipment, as [`shipment`] reads it.
+pub(crate) fn shipment_row(shipment: &Shipment) -> ShipmentRow {
+    (
+        shipment.waybill.clone(),
+        shipment.order_id.get(),
+        shipment.user_id.get(),
+        shipment.merchant_id.get(),
+        shipment.direction.as_str().to_owned(),
+        shipment.status.as_str().to_owned(),
+        shipment.courier_id.map(CourierId::get),
+        shipment.region.clone(),
+        shipment.zone.clone(),
+        unix_ms(shipment.created_at),
+        unix_ms(shipment.updated_at),
+    )
 }

@@ -32,31 +32,8 @@ macro_rules! fulfilment_store {
             }
         }
 
-        /// waybill, order, buyer, merchant, direction, status, courier,
-        /// region, zone, created at, updated at.
-        type ShipmentRow = (String, i64, i64, i64, String, String, Option<i64>, String, String, i64, i64);
-
         const SHIPMENT_COLUMNS: &str = "waybill, order_id, user_id, merchant_id, direction, status, courier_id, \
                                         region, zone, created_at_ms, updated_at_ms";
-
-        fn shipment(
-            (waybill, order, user, merchant, direction, status, courier, region, zone, created, updated): ShipmentRow,
-        ) -> Result<Shipment, StoreError> {
-            let corrupt = |what: &str| StoreError::Unavailable(format!("shipment {waybill}: unknown {what}"));
-            Ok(Shipment {
-                direction: Direction::parse(&direction).ok_or_else(|| corrupt("direction"))?,
-                status: ShipmentStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-                order_id: OrderId::new(order),
-                user_id: UserId::new(user),
-                merchant_id: MerchantId::new(merchant),
-                courier_id: courier.map(CourierId::new),
-                region,
-                zone,
-                created_at: from_unix_ms(created),
-                updated_at: from_unix_ms(updated),
-                waybill,
-            })
-        }
 
         fn shipments(rows: Vec<ShipmentRow>) -> Result<Vec<Shipment>, StoreError> {
             rows.into_iter().map(shipment).collect()

@@ -35,23 +35,20 @@
 //! on the Redis server's disk (Redis 7.0 has no `WAITAOF`); with replicas,
 //! `redis.wait_replicas` makes a scan wait for them as deductions do.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
-use serde::{Deserialize, Serialize};
-use surge_domain::fulfilment::{
-    Direction, FulfilmentStore, JournalScan, Scan, ScanOutcome, ScanRefused, Shipment, ShipmentStatus, TrackingDocs,
-};
-use surge_domain::{CourierId, MerchantId, OrderId, StoreError, UserId};
+use surge_domain::fulfilment::{FulfilmentStore, JournalScan, Scan, ScanOutcome, ScanRefused, Shipment, TrackingDocs};
+use surge_domain::{CourierId, StoreError};
 use time::OffsetDateTime;
 
 use super::{Durability, RedisConn, unavailable};
-use crate::behind::{BehindConfig, TrackingFlusher, overlay};
+use crate::behind::{BehindConfig, TrackingFlusher, last_seqs, overlay, slowdown};
 use crate::queue::journal;
-use crate::rows::{from_unix_ms, unix_ms};
+use crate::rows::{ShipmentRow, shipment, shipment_row, unix_ms};
 
 /// How many streams (and flush leases) the scans spread over.
 pub const PARTITIONS: usize = 16;
@@ -62,8 +59,6 @@ pub const FLUSHED_TTL: Duration = Duration::from_secs(300);
 /// How long a node holds a partition's flushing without renewing it, at
 /// least (three flush delays when longer).
 const LEASE: Duration = Duration::from_secs(10);
-/// The longest a scan is slowed down, at the partition's bound.
-const MAX_SLOWDOWN: Duration = Duration::from_millis(20);
 /// Reads of a document that changed meanwhile before giving up.
 const ATTEMPTS: usize = 16;
 
@@ -139,55 +134,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 ";
 
-/// A shipment as a document keeps it.
-#[derive(Debug, Serialize, Deserialize)]
-struct ShipmentWire {
-    waybill: String,
-    order: i64,
-    user: i64,
-    merchant: i64,
-    direction: String,
-    status: String,
-    courier: Option<i64>,
-    region: String,
-    zone: String,
-    created_ms: i64,
-    updated_ms: i64,
-}
-
+/// A shipment as a document keeps it: its row, as JSON.
 fn encode_shipment(shipment: &Shipment) -> Result<String, StoreError> {
-    let wire = ShipmentWire {
-        waybill: shipment.waybill.clone(),
-        order: shipment.order_id.get(),
-        user: shipment.user_id.get(),
-        merchant: shipment.merchant_id.get(),
-        direction: shipment.direction.as_str().to_owned(),
-        status: shipment.status.as_str().to_owned(),
-        courier: shipment.courier_id.map(CourierId::get),
-        region: shipment.region.clone(),
-        zone: shipment.zone.clone(),
-        created_ms: unix_ms(shipment.created_at),
-        updated_ms: unix_ms(shipment.updated_at),
-    };
-    serde_json::to_string(&wire).map_err(|error| StoreError::Unavailable(format!("tracking document: {error}")))
+    serde_json::to_string(&shipment_row(shipment))
+        .map_err(|error| StoreError::Unavailable(format!("tracking document: {error}")))
 }
 
 fn decode_shipment(payload: &str) -> Result<Shipment, StoreError> {
-    let corrupt = |what: &str| StoreError::Unavailable(format!("tracking document: {what}"));
-    let wire: ShipmentWire = serde_json::from_str(payload).map_err(|error| corrupt(&error.to_string()))?;
-    Ok(Shipment {
-        direction: Direction::parse(&wire.direction).ok_or_else(|| corrupt("unknown direction"))?,
-        status: ShipmentStatus::parse(&wire.status).ok_or_else(|| corrupt("unknown status"))?,
-        order_id: OrderId::new(wire.order),
-        user_id: UserId::new(wire.user),
-        merchant_id: MerchantId::new(wire.merchant),
-        courier_id: wire.courier.map(CourierId::new),
-        region: wire.region,
-        zone: wire.zone,
-        created_at: from_unix_ms(wire.created_ms),
-        updated_at: from_unix_ms(wire.updated_ms),
-        waybill: wire.waybill,
-    })
+    let row: ShipmentRow = serde_json::from_str(payload)
+        .map_err(|error| StoreError::Unavailable(format!("tracking document: {error}")))?;
+    shipment(row)
 }
 
 /// The partition of a waybill: FNV-1a, the same on every node and build.
@@ -344,11 +300,9 @@ impl RedisTracking {
                 ))));
             }
         }
-        let half = self.bound() / 2;
-        let waiting = usize::try_from(waiting).unwrap_or(0);
-        if waiting > half {
-            let share = (waiting - half) as f64 / (self.bound() - half).max(1) as f64;
-            tokio::time::sleep(MAX_SLOWDOWN.mul_f64(share.min(1.0))).await;
+        let wait = slowdown(usize::try_from(waiting).unwrap_or(0), self.bound());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
         Ok(Some(ScanOutcome::Applied(moved)))
     }
@@ -409,11 +363,7 @@ impl RedisTracking {
 
     /// Drops what a flush wrote: the entries and the documents' scans.
     async fn settle(&self, partition: usize, flushed: &[(String, JournalScan)]) -> Result<(), StoreError> {
-        let mut last: BTreeMap<&str, i64> = BTreeMap::new();
-        for (_, scan) in flushed {
-            let seq = last.entry(scan.waybill.as_str()).or_default();
-            *seq = (*seq).max(scan.seq);
-        }
+        let last = last_seqs(flushed.iter().map(|(_, scan)| scan));
         let mut invocation = self.settle.key(self.key(partition, "scans"));
         for waybill in last.keys() {
             invocation.key(self.doc_key(waybill));

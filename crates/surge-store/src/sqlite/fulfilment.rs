@@ -7,12 +7,12 @@ use surge_domain::fulfilment::{
     ShipmentStatus,
 };
 use surge_domain::outbox::{DomainEvent, EventRecord};
-use surge_domain::{CourierId, MerchantId, OrderId, StoreError, UserId};
+use surge_domain::{CourierId, StoreError};
 use time::OffsetDateTime;
 
 use super::outbox::record_events;
 use super::{SqliteStore, store_error};
-use crate::rows::{from_unix_ms, unix_ms};
+use crate::rows::{ShipmentRow, from_unix_ms, shipment, unix_ms};
 
 crate::sql_fulfilment_steps::fulfilment_steps!(SqliteStore, sqlx::Sqlite, "");
 crate::sql_fulfilment::fulfilment_store!(SqliteStore, sqlx::Sqlite);
