@@ -1141,9 +1141,11 @@ async fn a_product_change_through_one_node_is_read_through_every_node() {
         .expect("patch");
     assert_eq!(response.status(), StatusCode::OK);
     for (node, heard_before) in [0, 2].into_iter().zip(heard_before) {
-        // The event is delivered asynchronously; a few polls at most.
+        // The event is delivered asynchronously: a few polls at most when
+        // the machine is quiet; up to 5 s under the rest of the suite's
+        // load (2 s was once too short in CI).
         let mut seen = name_on(node).await;
-        for _ in 0..100 {
+        for _ in 0..250 {
             if seen == "After" {
                 break;
             }
